@@ -1,0 +1,25 @@
+# `make test` and `make demo` set up .venv themselves (CPU PyTorch, ROS 2 wheels from PyPI).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The CPU build that lies on this machine's disk; a bare "torch" would pull a multi-GB CUDA build.
+TORCH_CPU := torch==2.13.0
+
+.PHONY: test test-all demo bench clean
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_CPU)
+	$(PY) -m pip install -q -e ".[ros,dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-all: $(STAMP)
+	$(PY) -m pytest -m "not gpu"
+
+clean:
+	rm -rf $(VENV) demo_out build *.egg-info

@@ -1,0 +1,3 @@
+from offline_adapt.cli import main
+
+raise SystemExit(main())

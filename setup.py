@@ -1,0 +1,72 @@
+"""ament_python / pip installation of xview_loc_ros (vehicle node) and offline_adapt (workstation)."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "xview_loc_ros"
+
+ROS_WHEELS = [  # ROS 2 Kilted wheels from PyPI, for machines without a ROS install (Python 3.11)
+    "ros-rclpy[fastrtps]",
+    "ros-sensor-msgs",
+    "ros-geometry-msgs",
+    "ros-nav-msgs",
+    "ros-std-msgs",
+    "ros-visualization-msgs",
+    "ros-diagnostic-msgs",
+]
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "offline_adapt", "offline_adapt.*"]),
+    package_data={PACKAGE: ["synth/styles/*.yaml"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+    ],
+    python_requires=">=3.10",
+    # torch is deliberately not listed: on ROS machines and Jetsons it comes from the vendor build,
+    # and a bare "torch" requirement makes pip pull a multi-GB CUDA wheel. The Makefile pins it.
+    install_requires=[
+        "numpy",
+        "opencv-python-headless",
+        "pyproj",
+        "pyyaml",
+        "requests",
+        "tqdm",
+        "matplotlib",
+        "rosbags",
+        "onnx",
+        "onnxruntime",
+        "efficientnet-pytorch",
+    ],
+    extras_require={
+        "ros": ROS_WHEELS,
+        "dev": [
+            "pytest",
+            "pytest-timeout",
+            "hypothesis",
+            "mcap-ros2-support",
+            "onnxscript",
+            "pmtiles",
+        ],
+        "pmtiles": ["pmtiles"],
+        "geotiff": ["rasterio"],
+        "trt": ["tensorrt"],
+    },
+    zip_safe=True,
+    maintainer="xview_loc_ros maintainers",
+    maintainer_email="maintainers@xview-loc.dev",
+    description="Cross-view (ground-to-aerial) fine-grained localization for ROS 2, with self-distillation adaptation",
+    license="Apache-2.0",
+    classifiers=["License :: OSI Approved :: Apache Software License"],
+    entry_points={
+        "console_scripts": [
+            "xview-loc = xview_loc_ros.cli:main",
+            "xview-adapt = offline_adapt.cli:main",
+            "localizer_node = xview_loc_ros.node:main",
+        ],
+    },
+)
