@@ -79,11 +79,14 @@ class LocalENU:
     def to_enu(self, lat: ArrayLike, lon: ArrayLike, h: ArrayLike = 0.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """WGS84 (deg, deg, m) -> (east, north, up) metres in this frame."""
         _check_latlon(lat, lon)
+        # pyproj needs equal-sized inputs: broadcast a scalar height to the points' shape.
+        lat, lon, h = np.broadcast_arrays(np.asarray(lat, float), np.asarray(lon, float), np.asarray(h, float))
         e, n, u = _enu_transformer(self.lat0, self.lon0, self.h0).transform(lat, lon, h)
         return np.asarray(e), np.asarray(n), np.asarray(u)
 
     def to_latlon(self, east: ArrayLike, north: ArrayLike, up: ArrayLike = 0.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(east, north, up) metres in this frame -> WGS84 (lat deg, lon deg, h m)."""
+        east, north, up = np.broadcast_arrays(np.asarray(east, float), np.asarray(north, float), np.asarray(up, float))
         lat, lon, h = _enu_transformer(self.lat0, self.lon0, self.h0).transform(
             east, north, up, direction="INVERSE"
         )

@@ -1,0 +1,14 @@
+"""Aerial imagery: tile sources behind one interface (``open_tile_source``) and the patch builder.
+
+Sources: XYZ/TMS folders, MBTiles, PMTiles, GeoTIFF orthophotos, HTTP(S) URL templates with a disk
+cache. All address tiles in XYZ (row 0 at the north) and return RGB uint8 (256, 256, 3).
+"""
+from .errors import TileDecodeError, TileError, TileFetchError, TileNotFound
+from .patch import AerialPatch, AerialPatchBuilder, PrefetchSummary
+from .source import Tile, TileSource, decode_tile
+from .spec import SPEC_HELP, open_tile_source
+
+__all__ = [
+    "AerialPatch", "AerialPatchBuilder", "PrefetchSummary", "SPEC_HELP", "Tile", "TileDecodeError", "TileError",
+    "TileFetchError", "TileNotFound", "TileSource", "decode_tile", "open_tile_source",
+]

@@ -1,0 +1,180 @@
+"""The tile-source interface: ``get_tile(z, x, y)`` in XYZ addressing -> RGB uint8 (256, 256, 3).
+
+Sources differ only in how they read one tile's bytes (``_load``); decoding, validation, the
+in-memory LRU of decoded tiles and concurrent loading of the tiles one patch needs live here.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Dict, Iterable, Optional, Tuple, Union
+
+import cv2
+import numpy as np
+
+from .errors import TileDecodeError, TileError, TileNotFound
+
+log = logging.getLogger(__name__)
+
+TILE_PX = 256
+TileKey = Tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A decoded tile: ``rgb`` uint8 (256, 256, 3); ``valid`` bool (256, 256) or None when every pixel has imagery
+    (False where a PNG alpha channel is 0 or a GeoTIFF does not cover the pixel)."""
+
+    rgb: np.ndarray
+    valid: Optional[np.ndarray] = None
+
+
+_MAGIC = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpg"}
+
+
+def image_format(data: bytes) -> Optional[str]:
+    """'png', 'jpg' or 'webp' from the magic bytes, None for anything else."""
+    for magic, fmt in _MAGIC.items():
+        if data.startswith(magic):
+            return fmt
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def _complete(data: bytes, fmt: str) -> bool:
+    # Decoders accept some truncated files and fill the rest with grey or black; check the end markers.
+    if fmt == "png":
+        return b"IEND" in data[-12:]
+    if fmt == "jpg":
+        return data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
+    return int.from_bytes(data[4:8], "little") + 8 <= len(data)
+
+
+def decode_tile(data: bytes, where: str) -> Tile:
+    """Decode PNG/JPEG/WebP tile bytes into a :class:`Tile`; ``where`` names the tile in error messages."""
+    if not data:
+        raise TileDecodeError(f"{where}: empty tile data")
+    fmt = image_format(data)
+    if fmt is None:
+        raise TileDecodeError(f"{where}: not a PNG, JPEG or WebP image (starts with {data[:8]!r})")
+    if not _complete(data, fmt):
+        raise TileDecodeError(f"{where}: truncated {fmt.upper()} ({len(data)} bytes)")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise TileDecodeError(f"{where}: corrupt {fmt.upper()} ({len(data)} bytes)")
+    if img.dtype != np.uint8:
+        raise TileDecodeError(f"{where}: {img.dtype} pixels, expected 8-bit")
+    if img.shape[:2] != (TILE_PX, TILE_PX):
+        raise TileDecodeError(f"{where}: tile is {img.shape[1]}x{img.shape[0]} px, expected {TILE_PX}x{TILE_PX}")
+    valid = None
+    if img.ndim == 2:
+        rgb = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    elif img.shape[2] == 4:
+        rgb = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+        alpha = img[:, :, 3] > 0
+        valid = None if alpha.all() else alpha
+    else:
+        rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return Tile(np.ascontiguousarray(rgb), valid)
+
+
+def check_tile_index(z: int, x: int, y: int) -> None:
+    """Raise ValueError unless (z, x, y) is a valid XYZ tile index."""
+    if not (isinstance(z, (int, np.integer)) and 0 <= z <= 30):
+        raise ValueError(f"tile zoom must be an integer in 0..30, got {z!r}")
+    n = 1 << int(z)
+    if not (0 <= x < n and 0 <= y < n):
+        raise ValueError(f"tile ({z}/{x}/{y}) is outside zoom {z} (x, y in 0..{n - 1})")
+
+
+class TileSource:
+    """Base of all sources. Subclasses implement ``_load(z, x, y) -> Tile`` (raising a TileError) and set
+    ``min_zoom``/``max_zoom``; callers use :meth:`get_tile` / :meth:`get_tile_masked` / :meth:`get_tiles`.
+
+    ``lru_tiles`` decoded tiles (192 KiB each) are kept in memory; ``workers`` threads load the tiles
+    one patch needs concurrently (decoding releases the GIL, network waits too).
+    """
+
+    min_zoom: int = 0
+    max_zoom: int = 22
+
+    def __init__(self, spec: str, lru_tiles: int = 512, workers: int = 2) -> None:
+        self.spec = spec
+        self._lru: "OrderedDict[TileKey, Tile]" = OrderedDict()
+        self._lru_cap = max(0, int(lru_tiles))
+        self._lock = threading.Lock()
+        self._workers = max(1, int(workers))
+        self._pool: Optional[ThreadPoolExecutor] = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r}, zoom {self.min_zoom}..{self.max_zoom})"
+
+    def _load(self, z: int, x: int, y: int) -> Tile:
+        raise NotImplementedError
+
+    def _where(self, z: int, x: int, y: int) -> str:
+        return f"tile {z}/{x}/{y} of {self.spec}"
+
+    def get_tile_masked(self, z: int, x: int, y: int) -> Tile:
+        """Tile (XYZ addressing) with its validity mask; raises TileNotFound/TileDecodeError/TileFetchError."""
+        check_tile_index(z, x, y)
+        key = (int(z), int(x), int(y))
+        with self._lock:
+            tile = self._lru.get(key)
+            if tile is not None:
+                self._lru.move_to_end(key)
+                return tile
+        if not self.min_zoom <= key[0] <= self.max_zoom:
+            raise TileNotFound(f"{self._where(*key)}: zoom outside the source's {self.min_zoom}..{self.max_zoom}")
+        tile = self._load(*key)
+        tile.rgb.setflags(write=False)
+        with self._lock:
+            self._lru[key] = tile
+            while len(self._lru) > self._lru_cap:
+                self._lru.popitem(last=False)
+        return tile
+
+    def get_tile(self, z: int, x: int, y: int) -> np.ndarray:
+        """RGB uint8 (256, 256, 3) of XYZ tile (z, x, y) (read-only array shared with the cache)."""
+        return self.get_tile_masked(z, x, y).rgb
+
+    def get_tiles(self, keys: Iterable[TileKey]) -> Dict[TileKey, Union[Tile, TileError]]:
+        """Load several tiles concurrently; each value is the Tile or the TileError it raised."""
+        keys = list(dict.fromkeys(keys))
+        out: Dict[TileKey, Union[Tile, TileError]] = {}
+        with self._lock:
+            for k in keys:
+                if k in self._lru:
+                    out[k] = self._lru[k]
+        todo = [k for k in keys if k not in out]
+        if len(todo) == 1 or (todo and self._workers == 1):
+            for k in todo:
+                out[k] = self._get_or_error(k)
+        elif todo:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="tiles")
+            for k, res in zip(todo, self._pool.map(self._get_or_error, todo)):
+                out[k] = res
+        return out
+
+    def _get_or_error(self, key: TileKey) -> Union[Tile, TileError]:
+        try:
+            return self.get_tile_masked(*key)
+        except TileError as e:
+            return e
+
+    def close(self) -> None:
+        """Release files, connections and threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self) -> "TileSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
