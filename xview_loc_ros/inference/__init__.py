@@ -1,0 +1,16 @@
+"""Inference backends behind one interface: TensorRT, ONNX Runtime, PyTorch.
+
+``open_backend(model_path, backend="auto")`` returns a :class:`Backend` with ``.config`` (the
+checkpoint config: sizes, m/px, normalisation), ``.infer(ground, aerial)`` -> finest-level logits
+float32 (B,1,S,S), ``.infer_levels``, ``.warmup()``, ``.describe()``. Heavy libraries are imported
+only by the backend that needs them.
+"""
+from .base import (INPUT_AERIAL, INPUT_GROUND, OUTPUT_FINEST, OUTPUT_ORIENTATION, Backend, InputShapeError,
+                   ModelFileError, check_inputs, input_shapes, level_output_name, output_names)
+from .select import BACKENDS, Choice, backend_availability, choose_backend, open_backend
+
+__all__ = [
+    "BACKENDS", "Backend", "Choice", "INPUT_AERIAL", "INPUT_GROUND", "InputShapeError", "ModelFileError",
+    "OUTPUT_FINEST", "OUTPUT_ORIENTATION", "backend_availability", "check_inputs", "choose_backend",
+    "input_shapes", "level_output_name", "open_backend", "output_names",
+]
