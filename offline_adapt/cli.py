@@ -7,6 +7,8 @@ from xview_loc_ros.cli import build_parser, run
 
 COMMAND_MODULES = [
     "offline_adapt.export",
+    "offline_adapt.train_cli",
+    "offline_adapt.evaluate",
 ]
 
 

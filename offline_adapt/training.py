@@ -1,0 +1,219 @@
+"""The generic training loop shared by supervised training and adaptation.
+
+``fit`` knows nothing about the architecture or the loss: it runs Adam over ``train_loader``,
+calls ``loss_fn(output, batch)``, checkpoints ``out_dir/last.pt`` after every epoch (model,
+optimizer, epoch, RNG states: an interrupted run resumes exactly) and ``out_dir/best.pt`` by the
+validation metric. Deterministic for a given seed on CPU. Under ``torchrun`` (WORLD_SIZE > 1) it
+initialises the process group (gloo on CPU, nccl on CUDA), wraps the model in
+DistributedDataParallel, and rank 0 alone validates and writes files.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from xview_loc_ros.fsutil import atomic_write_json
+from xview_loc_ros.models import save_checkpoint
+from xview_loc_ros.models.checkpoint import CheckpointError, read_checkpoint
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[Any, Dict[str, Any]], Any]
+
+
+@dataclass
+class FitResult:
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    best_value: Optional[float] = None
+    best_epoch: Optional[int] = None
+    last_path: Optional[Path] = None
+    best_path: Optional[Path] = None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def dist_info() -> Tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", dist_info()[2])
+    return torch.device("cpu")
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, workers: int = 0,
+                drop_last: bool = False) -> DataLoader:
+    """A DataLoader whose order depends only on ``seed`` (a DistributedSampler under torchrun)."""
+    rank, world, _ = dist_info()
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    sampler = None
+    if world > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        shuffle = False
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=workers,
+                      generator=gen, drop_last=drop_last, pin_memory=torch.cuda.is_available(),
+                      persistent_workers=False)
+
+
+def _rng_state(loader: DataLoader) -> Dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": random.getstate(),
+    }
+    if loader.generator is not None:
+        state["loader"] = loader.generator.get_state()
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any], loader: DataLoader) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "loader" in state and loader.generator is not None:
+        loader.generator.set_state(state["loader"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_device(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="batch", disable=not enabled or not sys.stderr.isatty(), leave=False)
+
+
+def fit(model: torch.nn.Module, train_loader: DataLoader, loss_fn: LossFn, *, epochs: int, out_dir: str | os.PathLike,
+        lr: float = 1e-4, seed: int = 0, validate_fn: Optional[Callable[[torch.nn.Module], Optional[Dict[str, float]]]] = None,
+        select_key: str = "mean_m", resume: bool = False, amp: Optional[bool] = None,
+        device: Optional[torch.device] = None, steps_per_epoch: Optional[int] = None,
+        extra: Optional[Dict[str, Any]] = None, progress: bool = True) -> FitResult:
+    """Train ``model`` for ``epochs`` epochs; see the module docstring.
+
+    ``loss_fn(output, batch)`` returns a loss tensor or (loss, dict of floats to log).
+    ``validate_fn(model)`` (rank 0 only, model in eval mode) returns metrics; the lowest
+    ``select_key`` selects best.pt (without validation best.pt is the last epoch).
+    ``steps_per_epoch`` caps the batches per epoch. ``extra``: plain values stored in checkpoints.
+    ``amp``: mixed precision (fp16 autocast + grad scaling), default on when training on CUDA.
+    """
+    out_dir = Path(out_dir)
+    rank, world, _ = dist_info()
+    device = device or default_device()
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    amp = (device.type == "cuda") if amp is None else bool(amp)
+    seed_everything(seed + rank)
+    net = model.to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
+    result = FitResult(last_path=out_dir / "last.pt", best_path=out_dir / "best.pt")
+    start_epoch = 0
+    if resume and result.last_path.is_file():
+        ckpt = read_checkpoint(result.last_path, map_location=device)
+        if ckpt["config"] != net.config:
+            diff = sorted(k for k in set(ckpt["config"]) | set(net.config) if ckpt["config"].get(k) != net.config.get(k))
+            raise CheckpointError(f"{result.last_path}: cannot resume, its model config differs in {diff}")
+        net.load_state_dict(ckpt["state_dict"])
+        opt.load_state_dict(ckpt["optimizer"])
+        if "scaler" in ckpt and scaler.is_enabled():
+            scaler.load_state_dict(ckpt["scaler"])
+        start_epoch = int(ckpt["epoch"])
+        result.history = list(ckpt.get("history", []))
+        result.best_value, result.best_epoch = ckpt.get("best_value"), ckpt.get("best_epoch")
+        _set_rng_state(ckpt["rng"][rank] if isinstance(ckpt["rng"], list) else ckpt["rng"], train_loader)
+        log.info("resumed %s at epoch %d", result.last_path, start_epoch)
+    train_net = net
+    if world > 1:
+        train_net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_batches = len(train_loader) if steps_per_epoch is None else min(steps_per_epoch, len(train_loader))
+
+    for epoch in range(start_epoch, epochs):
+        if hasattr(train_loader.sampler, "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)
+        train_net.train()
+        t0, pairs, loss_sum, parts_sum = time.perf_counter(), 0, 0.0, {}
+        bar = _progress(n_batches, f"epoch {epoch + 1}/{epochs}", progress and rank == 0)
+        for step, batch in enumerate(train_loader):
+            if step >= n_batches:
+                break
+            batch = _to_device(batch, device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+                out = train_net(batch["ground"], batch["aerial"])
+                res = loss_fn(out, batch)
+            loss, parts = res if isinstance(res, tuple) else (res, {})
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"epoch {epoch + 1} step {step}: loss is {float(loss)} (diverged)")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            b = int(batch["ground"].shape[0])
+            pairs += b
+            loss_sum += float(loss.detach()) * b
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + float(v) * b
+            bar.set_postfix(loss=f"{float(loss):.4g}", pairs_s=f"{pairs / (time.perf_counter() - t0):.1f}")
+            bar.update(1)
+        bar.close()
+        dt = time.perf_counter() - t0
+        rec: Dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / max(pairs, 1), "pairs_per_s": pairs / dt,
+                               "seconds": dt, **{k: v / max(pairs, 1) for k, v in parts_sum.items()}}
+        rng = _rng_state(train_loader)
+        if world > 1:
+            gathered: List[Any] = [None] * world
+            torch.distributed.all_gather_object(gathered, rng)
+            rng = gathered
+        if rank == 0:
+            metrics = None
+            if validate_fn is not None:
+                net.eval()
+                with torch.no_grad():
+                    metrics = validate_fn(net)
+                rec.update({f"val_{k}": v for k, v in (metrics or {}).items()})
+            value = (metrics or {}).get(select_key)
+            improved = validate_fn is None or (value is not None and (result.best_value is None or value < result.best_value))
+            if improved:
+                result.best_value, result.best_epoch = value, epoch + 1
+            result.history.append(rec)
+            state = dict(epoch=epoch + 1, optimizer=opt.state_dict(), rng=rng, history=result.history,
+                         best_value=result.best_value, best_epoch=result.best_epoch, seed=seed, **(extra or {}))
+            if scaler.is_enabled():
+                state["scaler"] = scaler.state_dict()
+            save_checkpoint(result.last_path, net, **state)
+            if improved:
+                save_checkpoint(result.best_path, net, epoch=epoch + 1, metrics=metrics or {}, seed=seed, **(extra or {}))
+            atomic_write_json(out_dir / "history.json", result.history)
+            val = "" if metrics is None else " " + " ".join(f"val_{k}={v:.3f}" for k, v in metrics.items() if isinstance(v, float))
+            log.info("epoch %d/%d loss=%.4g %.1f pairs/s%s%s", epoch + 1, epochs, rec["loss"], rec["pairs_per_s"], val,
+                     " (best)" if improved and validate_fn is not None else "")
+        if world > 1:
+            torch.distributed.barrier()
+    return result
