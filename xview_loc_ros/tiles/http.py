@@ -100,7 +100,8 @@ class HTTPTileSource(TileSource):
         self._session = requests.Session()
         self._session.headers.update({"User-Agent": USER_AGENT, "Accept": "image/png,image/jpeg,image/webp,image/*;q=0.8"})
         self._session.headers.update(dict(headers or {}))
-        self._session.verify = ca_bundle if ca_bundle else True
+        # Passed with every request: a session-level setting loses to REQUESTS_CA_BUNDLE in requests.
+        self._verify = str(ca_bundle) if ca_bundle else True
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(4, workers), max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
@@ -176,7 +177,8 @@ class HTTPTileSource(TileSource):
 
     def _fetch_once(self, url: str, extra_headers: Mapping[str, str], where: str) -> _Response:
         try:
-            with self._session.get(url, headers=dict(extra_headers), timeout=self.timeout_s, stream=True) as r:
+            with self._session.get(url, headers=dict(extra_headers), timeout=self.timeout_s,
+                                   stream=True, verify=self._verify) as r:
                 if r.status_code == 304:
                     return _Response(304, b"", r.headers)
                 if r.status_code in (204, 404, 410):
