@@ -6,6 +6,7 @@ from typing import List, Optional
 from xview_loc_ros.cli import build_parser, run
 
 COMMAND_MODULES = [
+    "offline_adapt.extract_cli",
     "offline_adapt.export",
     "offline_adapt.train_cli",
     "offline_adapt.evaluate",

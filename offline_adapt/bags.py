@@ -1,0 +1,214 @@
+"""Reading recorded drives without a ROS install (``rosbags``): rosbag2 folders, ``.mcap`` and
+``.db3`` files, ROS 1 ``.bag`` files.
+
+Message definitions embedded in the bag win; when a bag carries none, the type store of the
+distro named in its ``metadata.yaml`` (``ros_distro``) is used, else Jazzy (ROS 1: Noetic).
+Topics are found by message type; a missing or ambiguous topic is a :class:`TopicError` whose
+message lists what the bag holds (topic, type, message count). Any failure to read the bag
+itself (truncated, corrupt, not a bag) is a :class:`BagReadError` naming the file.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+FIX_TYPES = ("sensor_msgs/msg/NavSatFix",)
+IMU_TYPES = ("sensor_msgs/msg/Imu",)
+CAMERA_INFO_TYPES = ("sensor_msgs/msg/CameraInfo",)
+DEFAULT_ROS2_DISTRO = "jazzy"
+
+
+class BagError(ValueError):
+    """Base class of bag problems (the message names the bag)."""
+
+
+class BagReadError(BagError):
+    """The bag cannot be opened or read: missing, truncated, corrupt, or not a bag."""
+
+
+class TopicError(BagError):
+    """A required topic is missing, ambiguous or of the wrong type."""
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    topic: str
+    msgtype: str
+    count: int
+
+
+def _typestore_for(path: Path) -> Any:
+    from rosbags.typesys import Stores, get_typestore
+
+    if path.suffix == ".bag":
+        return get_typestore(Stores.ROS1_NOETIC)
+    distro = None
+    meta = path / "metadata.yaml"
+    if path.is_dir() and meta.is_file():
+        try:
+            info = yaml.safe_load(meta.read_text()) or {}
+            distro = (info.get("rosbag2_bagfile_information") or {}).get("ros_distro")
+        except (yaml.YAMLError, OSError, AttributeError):
+            distro = None  # the reader reports a broken metadata.yaml with a better message
+    store = getattr(Stores, f"ROS2_{str(distro or '').upper()}", None)
+    if store is None:
+        store = getattr(Stores, f"ROS2_{DEFAULT_ROS2_DISTRO.upper()}")
+    return get_typestore(store)
+
+
+class Bag:
+    """One recorded drive. Use as a context manager::
+
+        with Bag(path) as bag:
+            topic = bag.find_topic(FIX_TYPES, "GNSS fix")
+            for topic, log_ns, msg in bag.messages([topic]):
+                ...
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise BagReadError(f"{self.path}: no such bag (expected a rosbag2 folder, .mcap, .db3 or ROS 1 .bag)")
+        if self.path.is_dir() and not (self.path / "metadata.yaml").is_file():
+            raise BagReadError(
+                f"{self.path}: rosbag2 folder without metadata.yaml (an interrupted recording? "
+                "`ros2 bag reindex` rebuilds it; or pass the .mcap/.db3 file itself)"
+            )
+        self._reader: Any = None
+        self.topics: List[TopicInfo] = []
+
+    def __enter__(self) -> "Bag":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def open(self) -> None:
+        from rosbags.highlevel import AnyReader
+
+        try:
+            reader = AnyReader([self.path], default_typestore=_typestore_for(self.path))
+            reader.open()
+        except Exception as e:  # rosbags, sqlite3, mcap and zstd raise many unrelated types
+            raise BagReadError(f"{self.path}: cannot open bag: {_describe(e)} (truncated, corrupt or not a rosbag?)") from e
+        self._reader = reader
+        counts: dict = {}
+        for c in reader.connections:
+            key = (c.topic, c.msgtype)
+            counts[key] = counts.get(key, 0) + int(c.msgcount)
+        self.topics = [TopicInfo(t, normalise_type(m), n) for (t, m), n in sorted(counts.items())]
+
+    def close(self) -> None:
+        if self._reader is not None:
+            try:
+                self._reader.close()
+            finally:
+                self._reader = None
+
+    def describe(self) -> str:
+        """The bag's topics, one per line: ``topic  type  count``."""
+        if not self.topics:
+            return "  (no topics)"
+        w = max(len(t.topic) for t in self.topics)
+        return "\n".join(f"  {t.topic:<{w}}  {t.msgtype}  {t.count} msgs" for t in self.topics)
+
+    def topic_info(self, topic: str) -> TopicInfo:
+        for t in self.topics:
+            if t.topic == topic:
+                return t
+        raise TopicError(f"{self.path}: no topic {topic!r}; the bag holds:\n{self.describe()}")
+
+    def find_topic(
+        self,
+        types: Sequence[str],
+        role: str,
+        override: Optional[str] = None,
+        required: bool = True,
+        exclude: Iterable[str] = (),
+        flag: str = "",
+    ) -> Optional[str]:
+        """The one topic of one of ``types`` (``override`` when given, checked); None when optional and absent.
+
+        ``exclude`` topics are never picked automatically (e.g. a ground-truth fix next to the GNSS fix).
+        """
+        hint = f" (choose with {flag})" if flag else ""
+        if override:
+            info = self.topic_info(override)
+            if info.msgtype not in types:
+                raise TopicError(
+                    f"{self.path}: {role} topic {override!r} has type {info.msgtype}, expected {' or '.join(types)}; "
+                    f"the bag holds:\n{self.describe()}"
+                )
+            return override
+        excluded = set(exclude)
+        found = [t for t in self.topics if t.msgtype in types and t.topic not in excluded and t.count > 0]
+        if len(found) == 1:
+            return found[0].topic
+        if not found and not required:
+            return None
+        what = "no" if not found else f"{len(found)} candidate"
+        raise TopicError(
+            f"{self.path}: {what} {role} topic{'s' if len(found) != 1 else ''} of type {' or '.join(types)}{hint}; "
+            f"the bag holds:\n{self.describe()}"
+        )
+
+    def messages(self, topics: Sequence[str], deserialize: bool = True) -> Iterator[Tuple[str, int, Any]]:
+        """(topic, log time ns, message) in log-time order; raw CDR bytes when ``deserialize`` is False.
+
+        A message that fails to deserialise is yielded as a :class:`BagError` instance in place of
+        the message, so the caller can count it; failure to read the bag raises :class:`BagReadError`.
+        """
+        if self._reader is None:
+            raise BagReadError(f"{self.path}: bag is not open")
+        conns = [c for c in self._reader.connections if c.topic in set(topics)]
+        if not conns:
+            return
+        it = self._reader.messages(connections=conns)
+        n = 0
+        while True:
+            try:
+                conn, stamp, raw = next(it)
+            except StopIteration:
+                return
+            except Exception as e:
+                raise BagReadError(
+                    f"{self.path}: cannot read message {n + 1} of {', '.join(sorted(set(topics)))}: {_describe(e)} "
+                    "(truncated or corrupt bag)"
+                ) from e
+            n += 1
+            if not deserialize:
+                yield conn.topic, int(stamp), raw
+                continue
+            try:
+                msg: Any = self._reader.deserialize(raw, conn.msgtype)
+            except Exception as e:
+                msg = BagError(f"{self.path}: {conn.topic} message at {stamp} ns does not deserialise as {conn.msgtype}: {_describe(e)}")
+            yield conn.topic, int(stamp), msg
+
+
+def normalise_type(msgtype: str) -> str:
+    """'sensor_msgs/NavSatFix' (ROS 1, some MCAP writers) -> 'sensor_msgs/msg/NavSatFix'."""
+    parts = msgtype.split("/")
+    return f"{parts[0]}/msg/{parts[1]}" if len(parts) == 2 else msgtype
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e).strip() or "no details"
+    return f"{type(e).__name__}: {text}"
+
+
+def header_stamp_ns(msg: Any, log_ns: int) -> int:
+    """Sensor time of a stamped message in ns; the bag's log time when the header stamp is unset (0)."""
+    header = getattr(msg, "header", None)
+    if header is None:
+        return log_ns
+    ns = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+    return ns if ns > 0 else log_ns

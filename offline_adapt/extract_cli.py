@@ -1,0 +1,105 @@
+"""`xview-adapt extract`: recorded drives (rosbag2 / ROS 1 bags) -> unlabeled pair data set."""
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any, Dict
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "extract",
+        help="recorded drives (rosbag2 folders, .mcap, .db3, ROS 1 .bag) -> (ground, aerial) pair data set",
+        description=(
+            "Turn recorded drives into the unlabeled target-area pair data set that adaptation trains on. "
+            "Each camera frame gets the GNSS fix interpolated at its stamp and a north-up aerial patch centred on that "
+            "coarse fix (size and metres per pixel from --model or --size/--mpp). Topics are found by type; override "
+            "them when a bag holds several. Units: metres, seconds, metres per pixel, compass degrees (clockwise from "
+            "north). The output appears only when complete; an interrupted run continues with --resume."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--bag", nargs="+", required=True, metavar="PATH", help="one or more bags, one drive each")
+    p.add_argument("--tiles", required=True, metavar="SPEC",
+                   help="aerial imagery: xyz:DIR, tms:DIR, mbtiles:FILE, pmtiles:FILE, geotiff:FILE or an https://…/{z}/{x}/{y} URL")
+    p.add_argument("--out", required=True, metavar="DATASET", help="output data-set folder (must not exist unless --overwrite)")
+    p.add_argument("--cache-dir", metavar="DIR", help="disk cache for HTTP tiles")
+    g = p.add_argument_group("patch and ground image geometry (from --model, or given directly)")
+    g.add_argument("--model", metavar="CKPT", help="checkpoint whose config gives patch size, m/px, ground type/size, FOV")
+    g.add_argument("--size", type=int, metavar="S", help="aerial patch side, pixels")
+    g.add_argument("--mpp", type=float, metavar="R", help="aerial patch resolution, metres per pixel")
+    g.add_argument("--ground-type", choices=("panorama", "pinhole"), help="ground camera (default panorama)")
+    g.add_argument("--ground-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="store ground images at H x W pixels (default: as recorded)")
+    g.add_argument("--fov-deg", type=float, help="pinhole horizontal field of view, degrees, when the bag has no CameraInfo")
+    g.add_argument("--zoom", type=int, help="tile zoom to sample (default: finest needed for --mpp)")
+    t = p.add_argument_group("topics (found by message type when not given)")
+    t.add_argument("--image-topic", help="sensor_msgs/Image or CompressedImage")
+    t.add_argument("--fix-topic", help="sensor_msgs/NavSatFix of the coarse GNSS (topics named *ground_truth* are never picked)")
+    t.add_argument("--heading-topic", help="sensor_msgs/Imu with ENU orientation")
+    t.add_argument("--gt-topic", help="NavSatFix of the true position (RTK, /ground_truth/fix); stored for evaluation only")
+    t.add_argument("--camera-info-topic", help="sensor_msgs/CameraInfo (pinhole intrinsics)")
+    f = p.add_argument_group("frame selection")
+    f.add_argument("--max-fix-gap", type=float, default=2.0, metavar="SEC",
+                   help="skip frames whose bracketing fixes are further apart than this, seconds")
+    f.add_argument("--min-spacing", type=float, default=3.0, metavar="M",
+                   help="keep a frame only after the vehicle moved this far since the last kept one, metres")
+    f.add_argument("--min-cog-speed", type=float, default=2.0, metavar="M/S",
+                   help="without IMU, use course over ground as heading above this speed, m/s")
+    f.add_argument("--heading-deg", type=float, metavar="DEG",
+                   help="fixed compass heading when neither IMU nor course over ground is available (else unknown)")
+    f.add_argument("--max-missing", type=float, default=0.0, metavar="FRAC",
+                   help="largest fraction of an aerial patch allowed without imagery (0: any hole skips the frame)")
+    o = p.add_argument_group("output")
+    o.add_argument("--split", metavar="TRAIN,VAL,TEST",
+                   help="train/val/test shares (e.g. 70,10,20) assigned by drive segment (default: all train)")
+    o.add_argument("--segment-s", type=float, default=30.0, metavar="SEC", help="drive segment length for --split, seconds")
+    o.add_argument("--resume", action="store_true", help="continue an interrupted run from DATASET.partial")
+    o.add_argument("--overwrite", action="store_true", help="replace an existing DATASET")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_extract)
+
+
+def _model_geometry(path: str) -> Dict[str, Any]:
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable checkpoint ({e})") from e
+    cfg = ckpt.get("config") if isinstance(ckpt, dict) else None
+    if not isinstance(cfg, dict) or not {"aerial_size", "mpp", "ground_type"} <= set(cfg):
+        raise ValueError(f"{path}: checkpoint has no model config with aerial_size, mpp and ground_type")
+    return cfg
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    from .extract import ExtractOptions, extract
+
+    geom: Dict[str, Any] = {}
+    if args.model:
+        cfg = _model_geometry(args.model)
+        geom = {"size_px": int(cfg["aerial_size"]), "mpp": float(cfg["mpp"]), "ground_type": cfg["ground_type"],
+                "ground_size": tuple(cfg["ground_size"]) if cfg.get("ground_size") else None}
+        if cfg["ground_type"] == "pinhole" and cfg.get("fov_deg"):
+            geom["fov_deg"] = float(cfg["fov_deg"])
+    for key, val in (("size_px", args.size), ("mpp", args.mpp), ("ground_type", args.ground_type),
+                     ("ground_size", tuple(args.ground_size) if args.ground_size else None), ("fov_deg", args.fov_deg)):
+        if val is not None:
+            geom[key] = val
+    if "size_px" not in geom or "mpp" not in geom:
+        raise ValueError("give --model CKPT, or --size S and --mpp R for the aerial patches")
+    opts = ExtractOptions(
+        **geom,
+        image_topic=args.image_topic, fix_topic=args.fix_topic, heading_topic=args.heading_topic,
+        gt_topic=args.gt_topic, camera_info_topic=args.camera_info_topic,
+        max_fix_gap_s=args.max_fix_gap, min_spacing_m=args.min_spacing, min_cog_speed_mps=args.min_cog_speed,
+        heading_deg=args.heading_deg, split=args.split, segment_s=args.segment_s, max_missing=args.max_missing,
+        zoom=args.zoom,
+    )
+    summary = extract(args.bag, args.tiles, args.out, opts, resume=args.resume, overwrite=args.overwrite,
+                      cache_dir=args.cache_dir, progress=not args.no_progress)
+    print(summary.format())
+    return 0
