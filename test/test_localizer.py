@@ -1,0 +1,222 @@
+"""The ROS-free localizer core: parameters, fix/heading buffers, covariance, gating, full frames."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from localizer_testbed import LAT, LON, panorama, write_small_checkpoint, write_tiles
+from xview_loc_ros.geo import LocalENU
+from xview_loc_ros.localizer import (Fix, FixBuffer, FrameRejected, Heading, HeadingBuffer, Localizer, camera_hfov_deg,
+                                     fix_covariance_en, gate, heading_from_imu, mahalanobis2, pixel_cov_to_enu)
+from xview_loc_ros.params import LocalizerParams, ParameterError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fix(t, lat=LAT, lon=LON, std=5.0):
+    return Fix(t, lat, lon, 10.0, np.eye(2) * std**2, "gps")
+
+
+# -- parameters ---------------------------------------------------------------------------------------
+def test_yaml_mirrors_parameter_defaults():
+    doc = yaml.safe_load((ROOT / "config" / "localizer.yaml").read_text())
+    values = doc["xview_localizer"]["ros__parameters"]
+    defaults = LocalizerParams().to_dict()
+    assert values == defaults
+    assert {k: type(v) for k, v in values.items()} == {k: type(v) for k, v in defaults.items()}
+
+
+def _valid(**kw):
+    return LocalizerParams(model_path="m.pt", tile_source="xyz:/tiles", **kw)
+
+
+@pytest.mark.parametrize("kw, name", [
+    (dict(model_path=""), "model_path"), (dict(tile_source=""), "tile_source"), (dict(backend="cuda"), "backend"),
+    (dict(heading_source="gps"), "heading_source"), (dict(fix_max_age_s=0.0), "fix_max_age_s"),
+    (dict(gate_chi2=-1.0), "gate_chi2"), (dict(threads="4"), "threads"), (dict(fp16=1), "fp16"),
+    (dict(max_missing_fraction=1.5), "max_missing_fraction"), (dict(min_std_m=float("nan")), "min_std_m"),
+    (dict(image_topic="", compressed_image_topic=""), "image_topic"), (dict(tile_zoom=30), "tile_zoom"),
+    (dict(datum_from_first_fix=False, datum_lat=95.0), "datum_lat"),
+])
+def test_invalid_parameters_name_the_parameter(kw, name):
+    p = _valid()
+    for k, v in kw.items():
+        setattr(p, k, v)
+    with pytest.raises(ParameterError, match=f"parameter '{name}'"):
+        p.validate()
+
+
+def test_parameters_accept_integers_for_floats_and_reject_unknown_names():
+    p = _valid(gate_chi2=9)
+    assert p.validate().gate_chi2 == 9.0 and isinstance(p.gate_chi2, float)
+    with pytest.raises(ParameterError, match="'patch_px'"):
+        LocalizerParams.from_mapping({"patch_px": 3})
+
+
+def test_parameters_checked_against_the_model_config():
+    cfg = {"aerial_size": 128, "mpp": 0.5, "known_orientation": True}
+    _valid(patch_size_px=128, patch_mpp=0.5).check_model(cfg)
+    with pytest.raises(ParameterError, match="'patch_size_px'"):
+        _valid(patch_size_px=256).check_model(cfg)
+    with pytest.raises(ParameterError, match="'patch_mpp'"):
+        _valid(patch_mpp=0.25).check_model(cfg)
+    with pytest.raises(ParameterError, match="'heading_source'"):
+        _valid(heading_source="none").check_model(cfg)
+
+
+# -- buffers ------------------------------------------------------------------------------------------
+def test_fix_interpolated_at_the_image_stamp_and_limits():
+    buf = FixBuffer(max_age_s=1.0, max_gap_s=2.0)
+    with pytest.raises(FrameRejected) as e:
+        buf.at(0.0)
+    assert e.value.reason == "no_fix"
+    buf.add(_fix(10.0, LAT, LON, std=4.0))
+    buf.add(_fix(11.0, LAT + 1e-4, LON + 2e-4, std=6.0))
+    f = buf.at(10.25)
+    assert f.lat == pytest.approx(LAT + 0.25e-4, abs=1e-12) and f.lon == pytest.approx(LON + 0.5e-4, abs=1e-12)
+    assert f.cov_en[0, 0] == pytest.approx(0.75 * 16 + 0.25 * 36)
+    assert buf.at(11.9).lat == LAT + 1e-4  # held (within max age)
+    with pytest.raises(FrameRejected) as e:
+        buf.at(12.5)
+    assert e.value.reason == "fix_too_old"
+    buf.add(_fix(14.0))
+    with pytest.raises(FrameRejected) as e:
+        buf.at(12.5)
+    assert e.value.reason == "fix_gap"
+    buf.add(_fix(1.0))  # time jumped back (bag looped): old fixes must not be interpolated across
+    assert buf.latest().stamp == 1.0 and buf.at(1.2).stamp == 1.0
+
+
+def test_fix_velocity_east_north():
+    buf = FixBuffer(1.0, 2.0)
+    enu = LocalENU(LAT, LON)
+    for t in range(4):
+        lat, lon, _ = enu.to_latlon(3.0 * t, -4.0 * t, 0.0)
+        buf.add(_fix(float(t), float(lat), float(lon)))
+    ve, vn = buf.velocity_en()
+    assert ve == pytest.approx(3.0, abs=0.01) and vn == pytest.approx(-4.0, abs=0.01)
+
+
+def test_heading_from_imu_is_compass_and_checked():
+    s = math.sqrt(0.5)
+    north = heading_from_imu(0.0, 0.0, s, s, 0.01, 0.5)  # ENU yaw +90 deg = facing north
+    assert north.compass_deg == pytest.approx(0.0, abs=1e-9) or north.compass_deg == pytest.approx(360.0)
+    assert north.var_rad2 == 0.01
+    east = heading_from_imu(0.0, 0.0, 0.0, 1.0, 0.0, 0.5)  # unknown variance -> default
+    assert east.compass_deg == pytest.approx(90.0) and east.var_rad2 == 0.5
+    with pytest.raises(ValueError, match="quaternion"):
+        heading_from_imu(0.0, 0.0, 0.0, 0.0, 0.0, 0.5)
+    hb = HeadingBuffer(max_age_s=0.2)
+    hb.add(1.0, east)
+    assert hb.at(1.1) is east
+    with pytest.raises(FrameRejected) as e:
+        hb.at(1.5)
+    assert e.value.reason == "heading_too_old"
+
+
+# -- covariance, gating ---------------------------------------------------------------------------------
+def test_pixel_covariance_to_enu_flips_the_row_axis():
+    cov = pixel_cov_to_enu(np.array([[4.0, 1.0], [1.0, 9.0]]), 0.5)
+    np.testing.assert_allclose(cov, [[1.0, -0.25], [-0.25, 2.25]])
+
+
+def test_gate_reasons():
+    p = _valid(min_confidence=0.2, max_ambiguity=0.5, gate_chi2=13.8)
+    assert gate(0.5, 0.1, 3.0, p) == ""
+    assert gate(0.1, 0.1, 3.0, p) == "low_confidence"
+    assert gate(0.5, 0.9, 3.0, p) == "ambiguous"
+    assert gate(0.5, 0.1, 20.0, p) == "gnss_gate"
+    assert gate(float("nan"), 0.1, 3.0, p) == "low_confidence"
+    assert mahalanobis2(np.array([3.0, 4.0]), np.eye(2) * 25.0) == pytest.approx(1.0)
+
+
+def test_fix_covariance_by_type():
+    known = [4.0, 1.0, 0, 1.0, 9.0, 0, 0, 0, 16.0]
+    np.testing.assert_allclose(fix_covariance_en(known, 3, 10.0), [[4, 1], [1, 9]])
+    np.testing.assert_allclose(fix_covariance_en(known, 2, 10.0), [[4, 0], [0, 9]])
+    np.testing.assert_allclose(fix_covariance_en(known, 0, 10.0), np.eye(2) * 100)
+    np.testing.assert_allclose(fix_covariance_en([0.0] * 9, 3, 7.0), np.eye(2) * 49)
+    assert camera_hfov_deg(640, 320.0) == pytest.approx(90.0)
+
+
+# -- whole frames with a real model and real tiles -------------------------------------------------------
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from xview_loc_ros.inference import open_backend
+    from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
+
+    d = tmp_path_factory.mktemp("loc")
+    ckpt = write_small_checkpoint(d / "small.pt")
+    tiles = write_tiles(d / "tiles", hole=(2, 2))
+    backend = open_backend(ckpt, "torch", device="cpu", threads=1)
+    source = open_tile_source(f"xyz:{tiles}")
+    builder = AerialPatchBuilder(source, backend.config["aerial_size"], backend.config["mpp"], allow_missing=True)
+    yield backend, builder
+    builder.close()
+    source.close()
+
+
+def test_frame_estimate_is_geo_consistent(stack):
+    backend, builder = stack
+    p = _valid(heading_source="fixed", fixed_heading_deg=30.0, gate_chi2=1e9, min_confidence=0.0, max_ambiguity=1.0)
+    loc = Localizer(p, backend, builder)
+    loc.add_fix(_fix(100.0, LAT, LON, std=5.0))
+    loc.add_fix(_fix(101.0, LAT + 2e-5, LON, std=5.0))
+    est = loc.process(100.5, panorama())
+    s, mpp = backend.config["aerial_size"], backend.config["mpp"]
+    assert est.accepted and est.stamp == 100.5
+    assert est.fix_u == pytest.approx(s / 2, abs=1e-6) and est.fix_v == pytest.approx(s / 2, abs=1e-6)
+    lat, lon = est.georef.pixel_to_latlon(est.u, est.v)
+    assert (est.lat, est.lon) == pytest.approx((float(lat), float(lon)), abs=1e-12)
+    # map frame anchored at the first fix: the estimate's ENU is its offset from there
+    e, n, _ = LocalENU(LAT, LON, 10.0).to_enu(est.lat, est.lon, est.alt)
+    assert (est.east, est.north) == pytest.approx((float(e), float(n)), abs=1e-3)
+    off_e, off_n = (est.u - s / 2) * mpp, (s / 2 - est.v) * mpp
+    assert est.east == pytest.approx(off_e, abs=0.05) and est.north == pytest.approx(off_n + 1e-5 * 111_250, abs=0.1)
+    assert np.all(np.linalg.eigvalsh(est.cov_en) >= p.min_std_m**2 - 1e-12)
+    assert est.prob.shape == (s, s) and est.prob.sum() == pytest.approx(1.0)
+    assert set(est.timings) == {"patch", "preprocess", "inference", "decode"}
+    assert est.yaw == pytest.approx(math.radians(60.0)) and est.yaw_var == pytest.approx(math.radians(5.0) ** 2)
+
+
+def test_frame_rejections_missing_tiles_and_no_fix(stack):
+    backend, builder = stack
+    loc = Localizer(_valid(heading_source="fixed"), backend, builder)
+    with pytest.raises(FrameRejected) as e:
+        loc.process(1.0, panorama())
+    assert e.value.reason == "no_fix"
+    far = _fix(1.0, LAT + 0.01, LON)  # 1 km north: no tiles there
+    loc.add_fix(far)
+    with pytest.raises(FrameRejected) as e:
+        loc.process(1.0, panorama())
+    assert e.value.reason == "tiles_missing"
+
+
+def test_known_orientation_needs_a_heading(stack):
+    backend, builder = stack
+    loc = Localizer(_valid(heading_source="imu"), backend, builder)
+    loc.add_fix(_fix(5.0))
+    with pytest.raises(FrameRejected) as e:
+        loc.process(5.0, panorama())
+    assert e.value.reason == "no_heading"
+    loc.add_heading(5.0, Heading(90.0, 0.01))
+    assert loc.process(5.0, panorama()).yaw == pytest.approx(0.0, abs=1e-9)
+
+
+def test_prefetch_runs_ahead_along_the_motion(stack):
+    backend, builder = stack
+    loc = Localizer(_valid(heading_source="fixed", prefetch_ahead_s=2.0), backend, builder)
+    enu = LocalENU(LAT, LON)
+    for t in range(3):
+        lat, lon, _ = enu.to_latlon(0.0, 20.0 * t, 0.0)
+        loc.add_fix(_fix(float(t), float(lat), float(lon)))
+    deadline = time.time() + 20
+    while sum(loc.prefetch_counts().values()) == 0 and time.time() < deadline:
+        time.sleep(0.05)
+    counts = loc.prefetch_counts()
+    assert counts.get("loaded", 0) >= 4  # the tiles around and ahead of the fixes

@@ -1,0 +1,384 @@
+"""The localizer core, free of ROS: GNSS fix + heading + camera image -> refined pose with covariance.
+
+Per frame: fix interpolated at the image stamp -> heading at the stamp -> aerial patch around the fix
+(tile fetcher; prefetch ahead along the motion) -> preprocessing -> inference backend -> heat-map
+decode -> patch pixel -> ENU (``map`` frame at the datum) and WGS84 -> covariance px^2 -> m^2 ->
+gating. Every rejection raises :class:`FrameRejected` with a short reason key that the node counts.
+
+Frames: ``map`` is local ENU (x east, y north, metres) at the datum; yaw is ENU (radians, 0 = east,
+counter-clockwise); headings at the edges are compass degrees (0 = north, clockwise).
+"""
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from .geo import LocalENU, PatchGeoref, compass_to_enu_yaw, enu_yaw_to_compass, yaw_from_quaternion
+from .heatmap import HeatmapEstimate, decode_heatmap, softmax_all
+from .params import LocalizerParams
+from .preprocess import prepare_aerial, prepare_ground
+
+STAGES = ("patch", "preprocess", "inference", "decode")
+
+
+class FrameRejected(Exception):
+    """A frame that produced no estimate; ``reason`` is a short key counted in diagnostics."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Fix:
+    """A GNSS fix. ``stamp`` seconds; lat/lon degrees WGS84; ``alt`` metres above the ellipsoid
+    (NaN = unknown); ``cov_en`` 2x2 horizontal covariance (m^2) in east/north."""
+
+    stamp: float
+    lat: float
+    lon: float
+    alt: float
+    cov_en: np.ndarray
+    frame_id: str = ""
+
+
+@dataclass(frozen=True)
+class Heading:
+    """Camera heading: compass degrees (clockwise from north) and its variance (rad^2)."""
+
+    compass_deg: float
+    var_rad2: float
+
+
+class FixBuffer:
+    """Recent fixes ordered by stamp; :meth:`at` interpolates linearly at an image stamp.
+
+    ``max_age_s``: an image later than the newest fix by more than this is rejected (GNSS outage);
+    ``max_gap_s``: the two fixes around the stamp must be at most this far apart. Images earlier than
+    the oldest kept fix are rejected too. A time jump backwards (bag loop) clears the buffer.
+    """
+
+    def __init__(self, max_age_s: float, max_gap_s: float, maxlen: int = 256) -> None:
+        self.max_age_s = max_age_s
+        self.max_gap_s = max_gap_s
+        self._fixes: Deque[Fix] = deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+
+    def add(self, fix: Fix) -> None:
+        with self._lock:
+            if self._fixes and fix.stamp < self._fixes[-1].stamp - self.max_gap_s:
+                self._fixes.clear()  # time went backwards: a bag restarted or the clock jumped
+            if self._fixes and fix.stamp <= self._fixes[-1].stamp:
+                items = [f for f in self._fixes if f.stamp != fix.stamp] + [fix]
+                items.sort(key=lambda f: f.stamp)
+                self._fixes.clear()
+                self._fixes.extend(items)
+            else:
+                self._fixes.append(fix)
+
+    def latest(self) -> Optional[Fix]:
+        with self._lock:
+            return self._fixes[-1] if self._fixes else None
+
+    def velocity_en(self, window_s: float = 2.0) -> Tuple[float, float]:
+        """(east, north) velocity in m/s over the last ``window_s`` seconds of fixes; (0, 0) if unknown."""
+        with self._lock:
+            fixes = list(self._fixes)
+        if len(fixes) < 2:
+            return 0.0, 0.0
+        last = fixes[-1]
+        first = next((f for f in fixes if f.stamp >= last.stamp - window_s), fixes[-2])
+        if first is last:
+            first = fixes[-2]
+        dt = last.stamp - first.stamp
+        if dt <= 0:
+            return 0.0, 0.0
+        e, n, _ = LocalENU(first.lat, first.lon).to_enu(last.lat, last.lon, 0.0)
+        return float(e) / dt, float(n) / dt
+
+    def at(self, stamp: float) -> Fix:
+        """The fix interpolated at ``stamp`` seconds; raises FrameRejected('no_fix'|'fix_too_old'|'fix_gap')."""
+        with self._lock:
+            fixes = list(self._fixes)
+        if not fixes:
+            raise FrameRejected("no_fix", "no good GNSS fix received yet")
+        newest = fixes[-1]
+        if stamp >= newest.stamp:
+            if stamp - newest.stamp > self.max_age_s:
+                raise FrameRejected("fix_too_old", f"newest fix is {stamp - newest.stamp:.2f} s older than the image (limit {self.max_age_s} s)")
+            return newest
+        stamps = [f.stamp for f in fixes]
+        k = bisect.bisect_left(stamps, stamp)
+        if k == 0:
+            if fixes[0].stamp - stamp > self.max_age_s:
+                raise FrameRejected("fix_too_old", f"image is {fixes[0].stamp - stamp:.2f} s older than the oldest kept fix")
+            return fixes[0]
+        a, b = fixes[k - 1], fixes[k]
+        if b.stamp - a.stamp > self.max_gap_s:
+            raise FrameRejected("fix_gap", f"fixes around the image are {b.stamp - a.stamp:.2f} s apart (limit {self.max_gap_s} s)")
+        w = (stamp - a.stamp) / (b.stamp - a.stamp)
+        return Fix(stamp, a.lat + w * (b.lat - a.lat), a.lon + w * (b.lon - a.lon),
+                   a.alt + w * (b.alt - a.alt), (1 - w) * a.cov_en + w * b.cov_en, b.frame_id)
+
+
+class HeadingBuffer:
+    """Recent IMU headings; :meth:`at` returns the sample nearest to a stamp within ``max_age_s``."""
+
+    def __init__(self, max_age_s: float, maxlen: int = 512) -> None:
+        self.max_age_s = max_age_s
+        self._items: Deque[Tuple[float, Heading]] = deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+
+    def add(self, stamp: float, heading: Heading) -> None:
+        with self._lock:
+            if self._items and stamp < self._items[-1][0] - 1.0:
+                self._items.clear()  # time jump backwards
+            self._items.append((stamp, heading))
+
+    def at(self, stamp: float) -> Heading:
+        with self._lock:
+            items = list(self._items)
+        if not items:
+            raise FrameRejected("no_heading", "no IMU orientation received yet")
+        t, h = min(items, key=lambda it: abs(it[0] - stamp))
+        if abs(t - stamp) > self.max_age_s:
+            raise FrameRejected("heading_too_old", f"nearest IMU sample is {abs(t - stamp):.2f} s from the image (limit {self.max_age_s} s)")
+        return h
+
+
+@dataclass
+class Estimate:
+    """One localized frame. Positions: ``lat``/``lon`` degrees; ``east``/``north`` metres in ``map``;
+    ``cov_en`` 2x2 m^2 (east, north); ``yaw`` ENU radians (None = unknown) with ``yaw_var`` rad^2;
+    ``u``/``v`` and ``fix_u``/``fix_v`` patch pixels; ``timings`` seconds per stage."""
+
+    stamp: float
+    lat: float
+    lon: float
+    alt: float
+    east: float
+    north: float
+    cov_en: np.ndarray
+    yaw: Optional[float]
+    yaw_var: float
+    confidence: float
+    ambiguity: float
+    mahalanobis2: float
+    u: float
+    v: float
+    fix: Fix
+    fix_u: float
+    fix_v: float
+    georef: PatchGeoref
+    patch: np.ndarray
+    prob: np.ndarray
+    accepted: bool
+    reject_reason: str = ""
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+def pixel_cov_to_enu(cov_px: np.ndarray, mpp: float) -> np.ndarray:
+    """Covariance of patch pixels (u east, v south; px^2) -> covariance of (east, north) in m^2."""
+    j = np.array([[mpp, 0.0], [0.0, -mpp]])
+    return j @ np.asarray(cov_px, dtype=float) @ j.T
+
+
+def mahalanobis2(delta: np.ndarray, cov: np.ndarray) -> float:
+    """Squared Mahalanobis distance of a 2-vector under a 2x2 covariance."""
+    return float(delta @ np.linalg.solve(cov, delta))
+
+
+class Localizer:
+    """Runs frames through patch -> model -> decode -> gating. ``backend``: an inference Backend
+    (``.config``, ``.infer``); ``patch_builder``: an AerialPatchBuilder built at the model's size and
+    m/px. Thread use: fixes/headings may be added from any thread while :meth:`process` runs."""
+
+    def __init__(self, params: LocalizerParams, backend: Any, patch_builder: Any,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        params.check_model(backend.config)
+        self.params = params
+        self.backend = backend
+        self.config = backend.config
+        self.builder = patch_builder
+        self.size_px = int(self.config["aerial_size"])
+        self.mpp = float(self.config["mpp"])
+        self.fixes = FixBuffer(params.fix_max_age_s, params.fix_max_gap_s)
+        self.headings = HeadingBuffer(params.imu_max_age_s)
+        self.datum: Optional[LocalENU] = None
+        if not params.datum_from_first_fix:
+            self.datum = LocalENU(params.datum_lat, params.datum_lon, params.datum_alt)
+        self.camera_hfov_deg: Optional[float] = None
+        self._clock = clock
+        self._last_prefetch: Optional[Tuple[float, float]] = None
+        self._prefetched: Counter = Counter()  # tiles loaded / missing / failed by background prefetch
+        self._prefetch_lock = threading.Lock()
+
+    # -- inputs -----------------------------------------------------------------------------------
+    def add_fix(self, fix: Fix) -> None:
+        """A good fix (the caller has dropped NO_FIX / non-finite ones); anchors the datum if unset."""
+        if self.datum is None:
+            self.datum = LocalENU(fix.lat, fix.lon, fix.alt if math.isfinite(fix.alt) else 0.0)
+        self.fixes.add(fix)
+        self._maybe_prefetch(fix)
+
+    def add_heading(self, stamp: float, heading: Heading) -> None:
+        self.headings.add(stamp, heading)
+
+    def heading_at(self, stamp: float) -> Optional[Heading]:
+        """The heading for a frame per ``heading_source``; None when the source is 'none'."""
+        src = self.params.heading_source
+        if src == "none":
+            return None
+        if src == "fixed":
+            return Heading(self.params.fixed_heading_deg % 360.0, math.radians(self.params.heading_std_deg) ** 2)
+        return self.headings.at(stamp)
+
+    def _maybe_prefetch(self, fix: Fix) -> None:
+        ahead = self.params.prefetch_ahead_s
+        if ahead <= 0:
+            return
+        ve, vn = self.fixes.velocity_en()
+        dist = math.hypot(ve, vn) * ahead
+        # refetch once the vehicle moved a quarter patch since the last request: the builder's
+        # radius already covers a patch width around each point
+        if self._last_prefetch is not None:
+            e, n, _ = LocalENU(*self._last_prefetch).to_enu(fix.lat, fix.lon, 0.0)
+            if math.hypot(float(e), float(n)) < 0.25 * self.size_px * self.mpp:
+                return
+        lat1, lon1, _ = LocalENU(fix.lat, fix.lon).to_latlon(ve * ahead, vn * ahead, 0.0)
+        points = [(fix.lat, fix.lon)] + ([(float(lat1), float(lon1))] if dist > 1.0 else [])
+        self.builder.prefetch(points).add_done_callback(self._count_prefetch)
+        self._last_prefetch = (fix.lat, fix.lon)
+
+    def _count_prefetch(self, future: Any) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        s = future.result()
+        with self._prefetch_lock:
+            for k in ("loaded", "missing", "failed"):
+                self._prefetched[k] += int(getattr(s, k))
+
+    def prefetch_counts(self) -> Dict[str, int]:
+        """Tiles the background prefetch loaded / found missing / failed on, since start."""
+        with self._prefetch_lock:
+            return dict(self._prefetched)
+
+    # -- per frame --------------------------------------------------------------------------------
+    def process(self, stamp: float, rgb: np.ndarray) -> Estimate:
+        """Localize one camera frame (``stamp`` seconds, RGB uint8 HxWx3). Returns an Estimate whose
+        ``accepted`` is False when gating rejected it; raises FrameRejected when no estimate exists."""
+        from .tiles import TileError
+
+        p = self.params
+        if self.camera_hfov_deg is not None and self.config.get("ground_type") == "pinhole":
+            model_fov = float(self.config.get("fov_deg") or 0.0)
+            if model_fov and abs(self.camera_hfov_deg - model_fov) > 2.0:
+                raise FrameRejected("camera_fov_mismatch", f"camera_info gives {self.camera_hfov_deg:.1f} deg horizontal FOV, the model expects {model_fov:.1f} deg")
+        fix = self.fixes.at(stamp)
+        heading = self.heading_at(stamp)
+        timings: Dict[str, float] = {}
+
+        t0 = self._clock()
+        try:
+            patch = self.builder.build(fix.lat, fix.lon)
+        except TileError as e:
+            raise FrameRejected("tiles", str(e)) from e
+        if patch.missing_fraction > p.max_missing_fraction:
+            raise FrameRejected("tiles_missing", f"{patch.missing_fraction:.0%} of the aerial patch has no imagery (limit {p.max_missing_fraction:.0%})")
+        t1 = self._clock()
+        timings["patch"] = t1 - t0
+
+        ground = prepare_ground(rgb, heading.compass_deg if heading else None, self.config)
+        aerial = prepare_aerial(patch.image, self.config)
+        t2 = self._clock()
+        timings["preprocess"] = t2 - t1
+
+        logits = np.asarray(self.backend.infer(ground[None], aerial[None]))[0]
+        t3 = self._clock()
+        timings["inference"] = t3 - t2
+
+        if not np.all(np.isfinite(logits)):
+            raise FrameRejected("model_output", "the model returned NaN or infinite logits")
+        est: HeatmapEstimate = decode_heatmap(logits, self.size_px)
+        prob = softmax_all(logits).sum(axis=0)
+        georef = patch.georef
+        lat, lon = (float(x) for x in georef.pixel_to_latlon(est.u, est.v))
+        assert self.datum is not None  # set by the first fix
+        alt = fix.alt if math.isfinite(fix.alt) else self.datum.h0
+        east, north, _ = (float(x) for x in self.datum.to_enu(lat, lon, alt))
+        cov = pixel_cov_to_enu(est.cov_px, georef.mpp)
+        evals, evecs = np.linalg.eigh(cov)
+        cov = evecs @ np.diag(np.maximum(evals, p.min_std_m ** 2)) @ evecs.T
+        fix_u, fix_v = (float(x) for x in georef.latlon_to_pixel(fix.lat, fix.lon))
+        delta = np.array([(est.u - fix_u) * georef.mpp, (fix_v - est.v) * georef.mpp])
+        d2 = mahalanobis2(delta, cov + fix.cov_en)
+        yaw, yaw_var = (None, p.unobserved_variance)
+        if heading is not None:
+            yaw, yaw_var = float(compass_to_enu_yaw(heading.compass_deg)), heading.var_rad2
+        elif est.heading_deg is not None:
+            yaw, yaw_var = float(compass_to_enu_yaw(est.heading_deg)), math.radians(p.heading_std_deg) ** 2
+
+        reason = gate(est.confidence, est.ambiguity, d2, p)
+        timings["decode"] = self._clock() - t3
+        return Estimate(stamp, lat, lon, alt, east, north, cov, yaw, yaw_var, float(est.confidence),
+                        float(est.ambiguity), d2, float(est.u), float(est.v), fix, fix_u, fix_v, georef,
+                        patch.image, prob, not reason, reason, timings)
+
+
+def gate(confidence: float, ambiguity: float, d2: float, p: LocalizerParams) -> str:
+    """Why an estimate must not be published ("" = publish): low heat-map confidence, a competing
+    mode (multi-modal), or a Mahalanobis distance ``d2`` to the GNSS fix beyond ``gate_chi2``."""
+    if not confidence >= p.min_confidence:
+        return "low_confidence"
+    if not ambiguity <= p.max_ambiguity:
+        return "ambiguous"
+    if not d2 <= p.gate_chi2:
+        return "gnss_gate"
+    return ""
+
+
+def fix_covariance_en(cov9: List[float], cov_type: int, default_std_m: float) -> np.ndarray:
+    """NavSatFix ``position_covariance`` (row-major 3x3 ENU, m^2) and its type -> 2x2 east/north
+    covariance; UNKNOWN (0) or a non-positive/non-finite diagonal -> ``default_std_m``^2 isotropic."""
+    c = np.asarray(cov9, dtype=float).reshape(3, 3)[:2, :2]
+    if cov_type == 0 or not np.all(np.isfinite(c)) or c[0, 0] <= 0 or c[1, 1] <= 0:
+        return np.eye(2) * default_std_m ** 2
+    if cov_type in (1, 2):  # APPROXIMATED / DIAGONAL_KNOWN: off-diagonals are not meaningful
+        c = np.diag(np.diag(c))
+    return 0.5 * (c + c.T)
+
+
+def camera_hfov_deg(width: int, fx: float) -> float:
+    """Horizontal field of view (degrees) of a pinhole camera of ``width`` px and focal ``fx`` px."""
+    if width <= 0 or not fx > 0:
+        raise ValueError(f"camera_info: width {width} px and fx {fx} px must be positive")
+    return math.degrees(2.0 * math.atan(width / 2.0 / fx))
+
+
+def heading_from_imu(qx: float, qy: float, qz: float, qw: float, yaw_var: float, default_var: float) -> Heading:
+    """IMU orientation (ENU, REP-145) -> compass heading; ``yaw_var`` from orientation_covariance[8]
+    (<= 0 or non-finite = unknown -> ``default_var``). Raises ValueError on a degenerate quaternion."""
+    norm = math.sqrt(qx * qx + qy * qy + qz * qz + qw * qw)
+    if not (math.isfinite(norm) and abs(norm - 1.0) < 0.1):
+        raise ValueError(f"IMU orientation quaternion ({qx}, {qy}, {qz}, {qw}) is not a unit rotation (norm {norm:.3g})")
+    h = float(enu_yaw_to_compass(yaw_from_quaternion(qx / norm, qy / norm, qz / norm, qw / norm)))
+    var = yaw_var if math.isfinite(yaw_var) and yaw_var > 0 else default_var
+    return Heading(h, var)
+
+
+def stage_summary(samples: Mapping[str, List[float]]) -> Dict[str, Tuple[float, float]]:
+    """{stage: [seconds...]} -> {stage: (median ms, p95 ms)} for stages with samples."""
+    out = {}
+    for k, v in samples.items():
+        if v:
+            a = np.asarray(v) * 1e3
+            out[k] = (float(np.median(a)), float(np.percentile(a, 95)))
+    return out

@@ -1,0 +1,279 @@
+"""The rclpy node ``localizer_node`` (default name ``xview_localizer``).
+
+Subscriptions (sensor-data QoS) only store inputs; camera frames go to a latest-frame slot (a queue
+of one: an unprocessed frame is replaced and counted as dropped) that a worker thread drains, so
+inference never blocks the executor and diagnostics stay on time. Bad messages are logged
+(throttled per reason), counted and dropped. See README "The ROS 2 node" for topics and parameters.
+"""
+from __future__ import annotations
+
+import collections
+import math
+import sys
+import threading
+import time
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from std_msgs.msg import Header
+
+from . import ros_msgs as rm
+from .localizer import STAGES, FrameRejected, Localizer, stage_summary
+from .params import NODE_NAME, LocalizerParams, ParameterError
+
+_WINDOW = 200  # frames kept for latency / stage statistics
+
+
+class LocalizerNode(Node):
+    """Wires ROS topics to :class:`xview_loc_ros.localizer.Localizer`. ``backend``/``patch_builder``
+    may be injected (benchmarks, tests); otherwise they are opened from the parameters."""
+
+    def __init__(self, node_name: str = NODE_NAME, backend: Any = None, patch_builder: Any = None, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self.params = self._read_params()
+        self._tile_source = None
+        if backend is None:
+            from .inference import open_backend
+
+            backend = open_backend(self.params.model_path, self.params.backend, device=self.params.device or None,
+                                   fp16=self.params.fp16, threads=self.params.threads or None)
+        if patch_builder is None:
+            from .tiles import AerialPatchBuilder, open_tile_source
+
+            self._tile_source = open_tile_source(self.params.tile_source, cache_dir=self.params.tile_cache_dir or None)
+            patch_builder = AerialPatchBuilder(self._tile_source, int(backend.config["aerial_size"]), float(backend.config["mpp"]),
+                                               zoom=None if self.params.tile_zoom < 0 else self.params.tile_zoom, allow_missing=True)
+        self.backend = backend
+        self.builder = patch_builder
+        self.loc = Localizer(self.params, backend, patch_builder)
+
+        self._lock = threading.Lock()
+        self.counts: Dict[str, int] = collections.Counter()  # inputs, outputs, drops
+        self.rejects: Dict[str, int] = collections.Counter()  # frames with no published pose, by reason
+        self.bad: Dict[str, int] = collections.Counter()  # malformed input messages, by reason
+        self._last_log: Dict[str, float] = {}
+        self._latency: Deque[float] = collections.deque(maxlen=_WINDOW)
+        self._stages: Dict[str, Deque[float]] = {k: collections.deque(maxlen=_WINDOW) for k in STAGES + ("publish",)}
+        self._rate_mark: Tuple[float, Dict[str, int]] = (time.monotonic(), {})
+
+        self._slot: Optional[Tuple[str, Any, float]] = None
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+
+        p = self.params
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.pub_pose = self.create_publisher(rm.PoseWithCovarianceStamped, "~/pose", 10)
+        self.pub_fix = self.create_publisher(rm.NavSatFix, "~/fix", 10)
+        self.pub_overlay = self.create_publisher(rm.Image, "~/heatmap", 1) if p.publish_overlay else None
+        self.pub_grid = self.create_publisher(rm.OccupancyGrid, "~/heatmap_grid", latched) if p.publish_grid else None
+        self.pub_marker = self.create_publisher(rm.Marker, "~/marker", 10) if p.publish_marker else None
+        self.pub_diag = self.create_publisher(rm.DiagnosticArray, "/diagnostics", 10)
+
+        sensor = qos_profile_sensor_data
+        frames = QoSProfile(depth=1, reliability=sensor.reliability, durability=sensor.durability, history=sensor.history)
+        self.create_subscription(rm.NavSatFix, p.fix_topic, self._on_fix, sensor)
+        if p.image_topic:
+            self.create_subscription(rm.Image, p.image_topic, lambda m: self._on_image("raw", m), frames)
+        if p.compressed_image_topic:
+            self.create_subscription(rm.CompressedImage, p.compressed_image_topic, lambda m: self._on_image("compressed", m), frames)
+        if p.heading_source == "imu":
+            self.create_subscription(rm.Imu, p.imu_topic, self._on_imu, sensor)
+        if p.camera_info_topic:
+            self.create_subscription(rm.CameraInfo, p.camera_info_topic, self._on_camera_info, sensor)
+        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
+
+        self._worker = threading.Thread(target=self._work, name="xview_localizer_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"ready: {self._describe_backend()}; tiles {p.tile_source}; heading {p.heading_source}")
+
+    # -- parameters -------------------------------------------------------------------------------
+    def _read_params(self) -> LocalizerParams:
+        defaults = LocalizerParams().to_dict()
+        # dynamic typing: a YAML integer for a float parameter is accepted; validate() checks types
+        desc = ParameterDescriptor(dynamic_typing=True)
+        for name, value in defaults.items():
+            self.declare_parameter(name, value, desc)
+        values = {name: self.get_parameter(name).value for name in defaults}
+        return LocalizerParams.from_mapping(values).validate()
+
+    def _describe_backend(self) -> str:
+        describe = getattr(self.backend, "describe", None)
+        return describe() if callable(describe) else type(self.backend).__name__
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+    def _count(self, table: Dict[str, int], reason: str, detail: str) -> None:
+        with self._lock:
+            table[reason] += 1
+            now = time.monotonic()
+            last = self._last_log.get(reason, -math.inf)
+            if now - last < self.params.log_throttle_s:
+                return
+            self._last_log[reason] = now
+        self.get_logger().warning(f"dropped ({reason}): {detail} [{table[reason]} so far]")
+
+    def _bump(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[key] += n
+
+    # -- callbacks (executor thread: cheap only) --------------------------------------------------
+    def _on_fix(self, msg: Any) -> None:
+        self._bump("fix")
+        try:
+            fix = rm.fix_from_msg(msg, self.params.fix_default_std_m)
+        except rm.BadMessage as e:
+            self._count(self.bad, e.reason, str(e))
+            return
+        self.loc.add_fix(fix)
+
+    def _on_imu(self, msg: Any) -> None:
+        self._bump("imu")
+        try:
+            stamp, heading = rm.heading_from_msg(msg, math.radians(self.params.heading_std_deg) ** 2)
+        except rm.BadMessage as e:
+            self._count(self.bad, e.reason, str(e))
+            return
+        self.loc.add_heading(stamp, heading)
+
+    def _on_camera_info(self, msg: Any) -> None:
+        try:
+            self.loc.camera_hfov_deg = rm.hfov_from_camera_info(msg)
+        except rm.BadMessage as e:
+            self._count(self.bad, e.reason, str(e))
+
+    def _on_image(self, kind: str, msg: Any) -> None:
+        self._bump("image")
+        with self._cond:
+            if self._slot is not None:
+                self._bump("frames_dropped")
+            self._slot = (kind, msg, time.monotonic())
+            self._cond.notify()
+
+    # -- worker -----------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                while self._slot is None and not self._stop.is_set():
+                    self._cond.wait(0.2)
+                if self._stop.is_set():
+                    return
+                kind, msg, received = self._slot
+                self._slot = None
+            try:
+                self._handle(kind, msg, received)
+            except Exception as e:  # the node must outlive any one frame; the reason is counted
+                self._count(self.rejects, "internal_error", f"{type(e).__name__}: {e}")
+
+    def _handle(self, kind: str, msg: Any, received: float) -> None:
+        try:
+            rgb = rm.rgb_from_image(msg) if kind == "raw" else rm.rgb_from_compressed(msg)
+        except rm.BadMessage as e:
+            self._count(self.bad, e.reason, str(e))
+            return
+        stamp = rm.stamp_to_sec(msg.header.stamp)
+        try:
+            est = self.loc.process(stamp, rgb)
+        except FrameRejected as e:
+            self._count(self.rejects, e.reason, e.detail)
+            return
+        except ValueError as e:  # preprocessing / decoding refused this input
+            self._count(self.rejects, "bad_frame", str(e))
+            return
+        t0 = time.perf_counter()
+        header = Header(stamp=msg.header.stamp, frame_id=self.params.map_frame)
+        if est.accepted:
+            self.pub_pose.publish(rm.pose_msg(est, header, self.params.unobserved_variance))
+            fix_header = Header(stamp=msg.header.stamp, frame_id=self.params.fix_frame_id or est.fix.frame_id)
+            self.pub_fix.publish(rm.fix_msg(est, fix_header))
+        else:
+            self._count(self.rejects, est.reject_reason,
+                        f"confidence {est.confidence:.2f}, ambiguity {est.ambiguity:.2f}, d^2 vs GNSS {est.mahalanobis2:.1f}")
+        if self.pub_overlay is not None:
+            from .overlay import heatmap_overlay
+
+            img = heatmap_overlay(est.patch, est.prob, (est.fix_u, est.fix_v), (est.u, est.v))
+            self.pub_overlay.publish(rm.image_from_rgb(img, Header(stamp=msg.header.stamp, frame_id="aerial_patch")))
+        if self.pub_grid is not None:
+            self.pub_grid.publish(rm.grid_msg(est, self.loc.datum, header))
+        if self.pub_marker is not None:
+            self.pub_marker.publish(rm.marker_msg(est, header))
+        done = time.perf_counter()
+        with self._lock:
+            self.counts["poses" if est.accepted else "gated"] += 1
+            for k, v in est.timings.items():
+                self._stages[k].append(v)
+            self._stages["publish"].append(done - t0)
+            self._latency.append(time.monotonic() - received)
+
+    # -- diagnostics ------------------------------------------------------------------------------
+    def diagnostics_values(self) -> Dict[str, object]:
+        """Counters and statistics published on /diagnostics (also used by tests and the benchmark)."""
+        now = time.monotonic()
+        with self._lock:
+            counts = dict(self.counts)
+            t_prev, prev = self._rate_mark
+            self._rate_mark = (now, counts)
+            lat = list(self._latency)
+            stages = {k: list(v) for k, v in self._stages.items()}
+            rejects, bad, tiles = dict(self.rejects), dict(self.bad), self.loc.prefetch_counts()
+        dt = max(now - t_prev, 1e-6)
+        values: Dict[str, object] = {"backend": self._describe_backend()}
+        for k in ("image", "fix", "imu"):
+            values[f"rate_{k}_hz"] = (counts.get(k, 0) - prev.get(k, 0)) / dt
+        for k in ("image", "fix", "imu", "frames_dropped", "poses", "gated"):
+            values[k if k == "frames_dropped" else f"count_{k}"] = counts.get(k, 0)
+        if lat:
+            summary = stage_summary({"latency": lat})["latency"]
+            values["latency_ms_median"], values["latency_ms_p95"] = summary
+        for k, (med, p95) in stage_summary(stages).items():
+            values[f"stage_{k}_ms_median"], values[f"stage_{k}_ms_p95"] = med, p95
+        values.update(rm.counts_as_values("reject_", rejects))
+        values.update(rm.counts_as_values("bad_input_", bad))
+        values.update(rm.counts_as_values("tiles_prefetched_", tiles))
+        return values
+
+    def _publish_diagnostics(self) -> None:
+        values = self.diagnostics_values()
+        problems = sum(v for k, v in values.items() if k.startswith(("reject_", "bad_input_")) and isinstance(v, int))
+        level, message = (0, "localizing") if values.get("count_poses", 0) and not problems else (1, f"{problems} frames/messages dropped" if problems else "no pose yet")
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self.pub_diag.publish(rm.diagnostics_msg(header, f"{self.get_name()}: cross-view localizer", self.get_name(), level, message, values))
+
+    def close(self) -> None:
+        """Stop the worker and release the tile fetcher."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._worker.join(timeout=10.0)
+        close = getattr(self.builder, "close", None)
+        if callable(close):
+            close()
+        if self._tile_source is not None:
+            self._tile_source.close()
+
+
+def main(args: Optional[List[str]] = None) -> int:
+    """Entry point of ``localizer_node`` (ros2 run / launch) and ``xview-loc node``."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = LocalizerNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (ParameterError, ValueError, OSError) as e:  # start-up errors: one clear line
+        print(f"{NODE_NAME}: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
