@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass
@@ -93,6 +94,9 @@ def export_onnx(model: Any, out: str | os.PathLike, opset: int = DEFAULT_OPSET, 
     with tempfile.TemporaryDirectory() as td, warnings.catch_warnings():
         # the legacy exporter notes that strided Slices are not constant-folded: harmless, and noisy
         warnings.filterwarnings("ignore", message="Constant folding")
+        # the TorchScript exporter is chosen on purpose (fixed shapes, mature op coverage); its
+        # deprecation notices are not news to the user
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
         raw = Path(td) / "raw.onnx"
         torch.onnx.export(
             _OnnxWrapper.wrap(model), (torch.zeros(1, 3, h, w), torch.zeros(1, 3, s, s)), str(raw),
@@ -175,8 +179,13 @@ def check_parity(model: Any, onnx_path: str | os.PathLike, ground: np.ndarray, a
 
 def _handler(args: argparse.Namespace) -> int:
     from xview_loc_ros.inference.base import ModelFileError
+    from xview_loc_ros.inference.select import backend_availability
     from xview_loc_ros.models import CheckpointError, load_checkpoint
 
+    if args.engine:  # refuse before spending minutes on the export
+        why_not = backend_availability()["tensorrt"]
+        if why_not is not None:
+            raise RuntimeError(f"--engine needs TensorRT and a CUDA GPU: {why_not}")
     try:
         model, _ = load_checkpoint(args.model)
     except CheckpointError as e:
@@ -190,15 +199,15 @@ def _handler(args: argparse.Namespace) -> int:
     side = read_sidecar(onnx_path)
     atomic_write_json(sidecar_path(onnx_path), dict(side, parity=asdict(report)))
     if not report.same_argmax or report.max_rel > args.tolerance:
-        print(f"error: ONNX output differs from PyTorch beyond tolerance {args.tolerance:g}")
+        # a model that disagrees with its checkpoint must not reach a vehicle: remove it
+        onnx_path.unlink()
+        sidecar_path(onnx_path).unlink()
+        print(f"xview-adapt: error: ONNX output differs from PyTorch beyond tolerance {args.tolerance:g} "
+              f"(relative to the logit range) or in argmax; {onnx_path} removed", file=sys.stderr)
         return 1
     if args.engine:
         from xview_loc_ros.inference.trt_backend import build_engine
 
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError as e:
-            raise RuntimeError(f"--engine needs TensorRT (pip install tensorrt, with a CUDA GPU): {e}") from e
         engine = build_engine(onnx_path, args.engine, fp16=args.fp16, max_batch=args.max_batch)
         print(f"wrote {engine} (+ {engine.name}.json), {'fp16' if args.fp16 else 'fp32'}, max batch {args.max_batch}")
     return 0
