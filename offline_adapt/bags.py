@@ -98,7 +98,7 @@ class Bag:
             reader = AnyReader([self.path], default_typestore=_typestore_for(self.path))
             reader.open()
         except Exception as e:  # rosbags, sqlite3, mcap and zstd raise many unrelated types
-            raise BagReadError(f"{self.path}: cannot open bag: {_describe(e)} (truncated, corrupt or not a rosbag?)") from e
+            raise BagReadError(f"{self.path}: cannot open bag: {_describe(e)} (truncated or corrupt bag, or not a rosbag)") from e
         self._reader = reader
         counts: dict = {}
         for c in reader.connections:
@@ -173,10 +173,12 @@ class Bag:
             return
         it = self._reader.messages(connections=conns)
         n = 0
+        seen: dict = {}
         while True:
             try:
                 conn, stamp, raw = next(it)
             except StopIteration:
+                self._check_complete(topics, seen)
                 return
             except Exception as e:
                 raise BagReadError(
@@ -184,6 +186,7 @@ class Bag:
                     "(truncated or corrupt bag)"
                 ) from e
             n += 1
+            seen[conn.topic] = seen.get(conn.topic, 0) + 1
             if not deserialize:
                 yield conn.topic, int(stamp), raw
                 continue
@@ -192,6 +195,16 @@ class Bag:
             except Exception as e:
                 msg = BagError(f"{self.path}: {conn.topic} message at {stamp} ns does not deserialise as {conn.msgtype}: {_describe(e)}")
             yield conn.topic, int(stamp), msg
+
+
+    def _check_complete(self, topics: Sequence[str], seen: dict) -> None:
+        # Some damage (overwritten chunk data) ends the readers' iteration early without an error;
+        # the counts in the bag's index reveal it.
+        short = [f"{t.topic}: {seen.get(t.topic, 0)} of {t.count}" for t in self.topics
+                 if t.topic in set(topics) and seen.get(t.topic, 0) < t.count]
+        if short:
+            raise BagReadError(f"{self.path}: fewer messages readable than the bag's index lists ({'; '.join(short)}): "
+                               "truncated or corrupt bag")
 
 
 def normalise_type(msgtype: str) -> str:

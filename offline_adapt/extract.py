@@ -216,7 +216,7 @@ class YawTrack:
 def fix_sample(msg: Any, t: float, dropped: Dict[str, int]) -> Optional[Tuple[float, float, float, float]]:
     """(t, lat, lon, std_m) of a usable NavSatFix; None (counted in ``dropped``) for NO_FIX / non-finite."""
     if int(msg.status.status) == NAVSAT_STATUS_NO_FIX:
-        dropped["no_fix_status"] = dropped.get("no_fix_status", 0) + 1
+        dropped["status_no_fix"] = dropped.get("status_no_fix", 0) + 1
         return None
     lat, lon = float(msg.latitude), float(msg.longitude)
     if not (math.isfinite(lat) and math.isfinite(lon)) or abs(lat) > 90 or abs(lon) > 180:
@@ -305,13 +305,14 @@ class ExtractSummary:
     def format(self) -> str:
         c = self.counts
         skipped = ", ".join(f"{r} {c.get(r, 0)}" for r in SKIP_REASONS)
+        fixes = ", ".join(f"{k[4:]} {v}" for k, v in c.items() if k.startswith("fix_") and k != "fix_gap") or "none"
         heads = ", ".join(f"{k} {v}" for k, v in sorted(self.heading_sources.items())) or "none"
         splits = ", ".join(f"{k} {v}" for k, v in self.splits.items())
         rate = c.get("kept", 0) / self.seconds if self.seconds > 0 else 0.0
         return (
             f"{self.out}: {self.pairs} pairs ({c.get('kept', 0)} new, {c.get('resumed', 0)} resumed) "
             f"from {c.get('frames', 0)} frames in {self.seconds:.1f} s ({rate:.1f} pairs/s)\n"
-            f"  skipped: {skipped}\n  heading: {heads}\n  splits: {splits}"
+            f"  frames skipped: {skipped}\n  fixes dropped: {fixes}\n  heading: {heads}\n  splits: {splits}"
         )
 
 
@@ -442,6 +443,9 @@ def extract(bags: Sequence[str | Path], tiles: str, out: str | Path, opts: Extra
     )
     settings = {"bags": [str(p.resolve()) for p in paths], "tiles": tiles, "options": asdict(opts)}
     counts: Dict[str, int] = {"frames": 0, "kept": 0, "resumed": 0, **dict.fromkeys(SKIP_REASONS, 0)}
+    for plan in plans:  # fixes unusable before interpolation (NO_FIX, NaN, undecodable)
+        for reason, n in plan.fixes.dropped.items():
+            counts[f"fix_{reason}"] = counts.get(f"fix_{reason}", 0) + n
     heading_sources: Dict[str, int] = {}
     writer = DatasetWriter(out, meta, resume=resume, overwrite=overwrite)
     try:

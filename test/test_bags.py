@@ -1,0 +1,188 @@
+"""Bag reading (real rosbag2 files: SQLite 3, MCAP, mcap-ros2-support) and image message decoding."""
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from bag_writers import DriveSpec, write_mcap_ros2, write_rosbags
+from offline_adapt.bags import FIX_TYPES, IMAGE_TYPES, IMU_TYPES, Bag, BagError, BagReadError, TopicError, header_stamp_ns
+from offline_adapt.images import FrameDecodeError, decode_image_msg, image_from_compressed, image_from_raw, jpeg_bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# images
+# ---------------------------------------------------------------------------------------------
+def _rgb(h=6, w=8):
+    return np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def test_raw_encodings_decode_to_rgb():
+    rgb = _rgb()
+    h, w = rgb.shape[:2]
+    assert np.array_equal(image_from_raw("rgb8", h, w, w * 3, rgb.tobytes()), rgb)
+    assert np.array_equal(image_from_raw("bgr8", h, w, w * 3, rgb[:, :, ::-1].tobytes()), rgb)
+    rgba = np.dstack([rgb, np.full((h, w), 7, np.uint8)])
+    assert np.array_equal(image_from_raw("rgba8", h, w, w * 4, rgba.tobytes()), rgb)
+    mono = image_from_raw("mono8", h, w, w, rgb[:, :, 0].tobytes())
+    assert np.array_equal(mono, np.repeat(rgb[:, :, :1], 3, axis=2))
+
+
+def test_row_padding_is_skipped():
+    rgb = _rgb()
+    h, w = rgb.shape[:2]
+    padded = np.zeros((h, w * 3 + 5), np.uint8)
+    padded[:, : w * 3] = rgb.reshape(h, -1)
+    assert np.array_equal(image_from_raw("rgb8", h, w, w * 3 + 5, padded.tobytes()), rgb)
+
+
+@pytest.mark.parametrize("encoding,layout", [
+    ("bayer_rggb8", ("R", "G", "G", "B")),
+    ("bayer_bggr8", ("B", "G", "G", "R")),
+    ("bayer_gbrg8", ("G", "B", "R", "G")),
+    ("bayer_grbg8", ("G", "R", "B", "G")),
+])
+def test_bayer_patterns_give_the_right_colour(encoding, layout):
+    # A flat colour mosaicked in the named pattern must demosaic back to that colour.
+    colour = {"R": 200, "G": 90, "B": 30}
+    h, w = 16, 16
+    mosaic = np.zeros((h, w), np.uint8)
+    for k, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        mosaic[dy::2, dx::2] = colour[layout[k]]
+    out = image_from_raw(encoding, h, w, w, mosaic.tobytes())
+    centre = out[4:12, 4:12].reshape(-1, 3).mean(axis=0)
+    assert np.allclose(centre, [200, 90, 30], atol=2), (encoding, centre)
+
+
+def test_bad_raw_frames_raise_typed_errors():
+    rgb = _rgb()
+    h, w = rgb.shape[:2]
+    with pytest.raises(FrameDecodeError, match="unsupported image encoding 'yuv422'"):
+        image_from_raw("yuv422", h, w, w * 2, b"\0" * (h * w * 2))
+    with pytest.raises(FrameDecodeError, match="data bytes"):
+        image_from_raw("rgb8", h, w, w * 3, rgb.tobytes()[:-10])
+    with pytest.raises(FrameDecodeError, match="row step"):
+        image_from_raw("rgb8", h, w, w, rgb.tobytes())
+    with pytest.raises(FrameDecodeError, match="empty"):
+        image_from_raw("rgb8", 0, w, w * 3, b"")
+
+
+def test_compressed_jpeg_and_png():
+    rgb = np.zeros((32, 48, 3), np.uint8)
+    rgb[:, :24] = (200, 60, 20)
+    rgb[:, 24:] = (20, 80, 220)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert np.array_equal(image_from_compressed(png.tobytes(), "png"), rgb)
+    ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 98])
+    out = decode_image_msg(SimpleNamespace(format="rgb8; jpeg compressed bgr8", data=jpg))
+    assert np.abs(out.astype(int) - rgb).mean() < 4  # colour order right (a swap would be ~120 off)
+    assert jpeg_bytes(SimpleNamespace(format="jpeg", data=jpg)) == jpg.tobytes()
+    assert jpeg_bytes(SimpleNamespace(format="jpeg", data=jpg[:-20])) is None  # truncated: decode path instead
+    with pytest.raises(FrameDecodeError, match="neither JPEG nor PNG"):
+        image_from_compressed(b"GIF89a....", "gif")
+    with pytest.raises(FrameDecodeError, match="corrupt"):
+        image_from_compressed(jpg.tobytes()[:40], "jpeg")
+    with pytest.raises(FrameDecodeError, match="depth"):
+        image_from_compressed(png.tobytes(), "16UC1; compressedDepth png")
+
+
+# ---------------------------------------------------------------------------------------------
+# bags
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bags")
+    spec = DriveSpec(frames=4, camera_info=True)
+    return {
+        "mcap": write_rosbags(d / "drive_mcap", spec, "mcap"),
+        "sqlite3": write_rosbags(d / "drive_sqlite", spec, "sqlite3"),
+        "mcap_ros2": write_mcap_ros2(d / "drive.mcap", spec),
+    }
+
+
+@pytest.mark.parametrize("kind", ["mcap", "sqlite3", "mcap_ros2"])
+def test_topics_found_by_type_in_every_storage(bags, kind):
+    with Bag(bags[kind]) as bag:
+        assert bag.find_topic(IMAGE_TYPES, "image") == "/camera/image/compressed"
+        assert bag.find_topic(IMU_TYPES, "imu") == "/imu/data"
+        assert bag.find_topic(FIX_TYPES, "fix", exclude={"/ground_truth/fix"}) == "/gnss/fix"
+        assert bag.topic_info("/camera/image/compressed").count == 4
+        msgs = list(bag.messages(["/gnss/fix"]))
+    assert len(msgs) == bag.topic_info("/gnss/fix").count > 10
+    stamps = [header_stamp_ns(m, t) for _, t, m in msgs]
+    assert stamps == sorted(stamps)
+    assert all(abs(m.latitude - 52.01) < 0.01 for _, _, m in msgs)
+
+
+def test_ambiguous_and_missing_topics_list_the_bag(bags):
+    with Bag(bags["mcap"]) as bag:
+        with pytest.raises(TopicError) as e:
+            bag.find_topic(FIX_TYPES, "GNSS fix", flag="--fix-topic")
+        msg = str(e.value)
+        assert "2 candidate GNSS fix topics" in msg and "--fix-topic" in msg
+        assert "/ground_truth/fix" in msg and "sensor_msgs/msg/Imu" in msg and "4 msgs" in msg
+        with pytest.raises(TopicError, match="no topic '/nope'"):
+            bag.find_topic(FIX_TYPES, "GNSS fix", "/nope")
+        with pytest.raises(TopicError, match="has type sensor_msgs/msg/Imu, expected sensor_msgs/msg/NavSatFix"):
+            bag.find_topic(FIX_TYPES, "GNSS fix", "/imu/data")
+        with pytest.raises(TopicError, match="no odometry topics"):
+            bag.find_topic(("nav_msgs/msg/Odometry",), "odometry")
+        assert bag.find_topic(("nav_msgs/msg/Odometry",), "odometry", required=False) is None
+
+
+def test_truncated_mcap_is_a_clear_error(bags, tmp_path):
+    src = bags["mcap"]
+    dst = tmp_path / "cut"
+    shutil.copytree(src, dst)
+    mcap = next(dst.glob("*.mcap"))
+    data = mcap.read_bytes()
+    mcap.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BagReadError, match="cut") as e:
+        with Bag(dst) as bag:
+            list(bag.messages([t.topic for t in bag.topics]))
+    assert "truncated or corrupt" in str(e.value)
+
+
+def test_corrupt_sqlite_is_a_clear_error(bags, tmp_path):
+    dst = tmp_path / "bad"
+    shutil.copytree(bags["sqlite3"], dst)
+    db = next(dst.glob("*.db3"))
+    db.write_bytes(b"this is not an sqlite database" * 100)
+    with pytest.raises(BagReadError, match="bad"):
+        with Bag(dst) as bag:
+            list(bag.messages([t.topic for t in bag.topics]))
+
+
+def test_not_a_bag(tmp_path):
+    with pytest.raises(BagReadError, match="no such bag"):
+        Bag(tmp_path / "missing")
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(BagReadError, match="without metadata.yaml"):
+        Bag(tmp_path / "empty_dir")
+    junk = tmp_path / "junk.mcap"
+    junk.write_bytes(b"\x00" * 100)
+    with pytest.raises(BagReadError, match="junk.mcap: cannot open bag"):
+        Bag(junk).open()
+    assert issubclass(BagError, ValueError)
+
+
+def test_undeserialisable_message_is_yielded_as_error(bags, tmp_path):
+    # Overwrite one fix message's CDR payload with garbage in the SQLite storage.
+    dst = tmp_path / "garbled"
+    shutil.copytree(bags["sqlite3"], dst)
+    db = next(dst.glob("*.db3"))
+    con = sqlite3.connect(db)
+    tid = con.execute("SELECT id FROM topics WHERE name='/gnss/fix'").fetchone()[0]
+    first = con.execute("SELECT id FROM messages WHERE topic_id=? ORDER BY timestamp LIMIT 1", (tid,)).fetchone()[0]
+    con.execute("UPDATE messages SET data=? WHERE id=?", (b"\x00\x01\x00\x00\x01", first))
+    con.commit()
+    con.close()
+    with Bag(dst) as bag:
+        msgs = [m for _, _, m in bag.messages(["/gnss/fix"])]
+    assert isinstance(msgs[0], BagError) and "does not deserialise" in str(msgs[0])
+    assert not any(isinstance(m, BagError) for m in msgs[1:])
