@@ -180,7 +180,7 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, loss_fn: LossFn, *, ep
             loss_sum += float(loss.detach()) * b
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0.0) + float(v) * b
-            bar.set_postfix(loss=f"{float(loss):.4g}", pairs_s=f"{pairs / (time.perf_counter() - t0):.1f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.4g}", pairs_s=f"{pairs / (time.perf_counter() - t0):.1f}")
             bar.update(1)
         bar.close()
         dt = time.perf_counter() - t0
