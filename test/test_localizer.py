@@ -163,7 +163,7 @@ def stack(tmp_path_factory):
 
 def test_frame_estimate_is_geo_consistent(stack):
     backend, builder = stack
-    p = _valid(heading_source="fixed", fixed_heading_deg=30.0, gate_chi2=1e9, min_confidence=0.0, max_ambiguity=1.0)
+    p = _valid(heading_source="fixed", fixed_heading_deg=30.0, gate_chi2=1e9, min_confidence=0.0, max_ambiguity=1e9)
     loc = Localizer(p, backend, builder)
     loc.add_fix(_fix(100.0, LAT, LON, std=5.0))
     loc.add_fix(_fix(101.0, LAT + 2e-5, LON, std=5.0))

@@ -105,7 +105,7 @@ class LocalizerNode(Node):
         return describe() if callable(describe) else type(self.backend).__name__
 
     # -- bookkeeping ------------------------------------------------------------------------------
-    def _count(self, table: Dict[str, int], reason: str, detail: str) -> None:
+    def _count(self, table: Dict[str, int], reason: str, detail: str, what: str = "dropped") -> None:
         with self._lock:
             table[reason] += 1
             now = time.monotonic()
@@ -113,7 +113,7 @@ class LocalizerNode(Node):
             if now - last < self.params.log_throttle_s:
                 return
             self._last_log[reason] = now
-        self.get_logger().warning(f"dropped ({reason}): {detail} [{table[reason]} so far]")
+        self.get_logger().warning(f"{what} ({reason}): {detail} [{table[reason]} so far]")
 
     def _bump(self, key: str, n: int = 1) -> None:
         with self._lock:
@@ -190,7 +190,7 @@ class LocalizerNode(Node):
             self.pub_fix.publish(rm.fix_msg(est, fix_header))
         else:
             self._count(self.rejects, est.reject_reason,
-                        f"confidence {est.confidence:.2f}, ambiguity {est.ambiguity:.2f}, d^2 vs GNSS {est.mahalanobis2:.1f}")
+                        f"confidence {est.confidence:.2f}, ambiguity {est.ambiguity:.2f}, d^2 vs GNSS {est.mahalanobis2:.1f}", "gated")
         if self.pub_overlay is not None:
             from .overlay import heatmap_overlay
 

@@ -66,7 +66,7 @@ class LocalizerParams:
     # --- gating
     gate_chi2: float = 13.8  # Mahalanobis d^2 of (estimate - fix) vs the summed covariances; 13.8 = chi2(2 dof) 99.9 %
     min_confidence: float = 0.05  # heat-map confidence below this -> reject
-    max_ambiguity: float = 0.8  # second-mode / first-mode mass above this -> reject
+    max_ambiguity: float = 0.8  # second-mode mass / chosen-mode mass above this -> reject
     min_std_m: float = 0.25  # floor on the published position std
     unobserved_variance: float = 1.0e6  # variance published for z, roll, pitch (m^2, rad^2)
     # --- outputs
@@ -139,8 +139,8 @@ class LocalizerParams:
             raise ParameterError("max_missing_fraction", f"must be in [0, 1], got {self.max_missing_fraction}")
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ParameterError("min_confidence", f"must be in [0, 1], got {self.min_confidence}")
-        if not 0.0 < self.max_ambiguity <= 1.0:
-            raise ParameterError("max_ambiguity", f"must be in (0, 1], got {self.max_ambiguity}")
+        if not self.max_ambiguity > 0.0:
+            raise ParameterError("max_ambiguity", f"must be > 0, got {self.max_ambiguity}")
         if not -360.0 <= self.fixed_heading_deg <= 360.0:
             raise ParameterError("fixed_heading_deg", f"must be a compass angle in [-360, 360], got {self.fixed_heading_deg}")
         if not self.datum_from_first_fix:
