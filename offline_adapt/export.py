@@ -21,7 +21,8 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from xview_loc_ros.fsutil import atomic_path, atomic_write_json
-from xview_loc_ros.inference.base import INPUT_AERIAL, INPUT_GROUND, OUTPUT_FINEST, output_names
+from xview_loc_ros.inference.base import (INPUT_AERIAL, INPUT_GROUND, OUTPUT_FINEST, OUTPUT_ORIENTATION,
+                                          level_output_name, output_names)
 from xview_loc_ros.inference.modelfile import CONFIG_METADATA_KEY, file_sha256, read_sidecar, sidecar_path, write_sidecar
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ def export_onnx(model: Any, out: str | os.PathLike, opset: int = DEFAULT_OPSET, 
             input_names=[INPUT_GROUND, INPUT_AERIAL], output_names=names, opset_version=int(opset),
             dynamic_axes={n: {0: "batch"} for n in [INPUT_GROUND, INPUT_AERIAL, *names]}, dynamo=False)
         proto = onnx.load(str(raw))
+    _set_output_shapes(proto, config, names)
     meta = proto.metadata_props.add()
     meta.key, meta.value = CONFIG_METADATA_KEY, json.dumps(config, sort_keys=True)
     proto.doc_string = f"xview_loc_ros cross-view localizer {config['arch']}; outputs {names}"
@@ -111,6 +113,19 @@ def export_onnx(model: Any, out: str | os.PathLike, opset: int = DEFAULT_OPSET, 
         onnx.save(proto, str(tmp))
     write_sidecar(out, config, outputs=names, opset=int(opset), onnx_sha256=file_sha256(out), **sidecar_extra)
     return out
+
+
+def _set_output_shapes(proto: Any, config: Dict[str, Any], names: list) -> None:
+    """Write the known output shapes (the exporter leaves symbolic names where the batch is dynamic)."""
+    s = int(config["aerial_size"])
+    levels = config["levels"]
+    shapes = {OUTPUT_FINEST: (1, s, s), OUTPUT_ORIENTATION: (2, s, s)}
+    shapes.update({level_output_name(i): (int(n_ori), int(c), int(c)) for i, (c, n_ori) in enumerate(levels[:-1])})
+    for out in proto.graph.output:
+        dims = out.type.tensor_type.shape.dim
+        for d, value in zip(dims[1:], shapes[out.name]):
+            d.ClearField("dim_param")
+            d.dim_value = value
 
 
 def parity_inputs(config: Dict[str, Any], data: Optional[str] = None, n: int = 2,
@@ -188,12 +203,12 @@ def _handler(args: argparse.Namespace) -> int:
             raise RuntimeError(f"--engine needs TensorRT and a CUDA GPU: {why_not}")
     try:
         model, _ = load_checkpoint(args.model)
-    except CheckpointError as e:
-        raise ModelFileError(str(e)) from e
+    except CheckpointError as e:  # torch's load errors span lines; the CLI prints one
+        raise ModelFileError(str(e).splitlines()[0]) from e
+    g, a, desc = parity_inputs(model.config, args.data, args.parity_pairs)  # before exporting: fail fast
     onnx_path = export_onnx(model, args.onnx, args.opset, source_checkpoint=str(args.model),
                             source_sha256=file_sha256(args.model))
     print(f"wrote {onnx_path} (+ {onnx_path.name}.json): {model.config['arch']}, opset {args.opset}")
-    g, a, desc = parity_inputs(model.config, args.data, args.parity_pairs)
     report = check_parity(model, onnx_path, g, a, desc)
     print(report.line())
     side = read_sidecar(onnx_path)

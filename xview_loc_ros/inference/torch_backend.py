@@ -56,8 +56,8 @@ class TorchBackend(Backend):
 
         try:
             model, _ = load_checkpoint(path, map_location="cpu")
-        except CheckpointError as e:
-            raise ModelFileError(str(e)) from e
+        except CheckpointError as e:  # torch's load errors span lines; keep the first
+            raise ModelFileError(str(e).splitlines()[0]) from e
         return cls(model, path, **kwargs)
 
     def _zeros(self, batch: int, config: Dict[str, Any]):

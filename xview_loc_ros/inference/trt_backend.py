@@ -59,6 +59,8 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, f
     bconf.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     if fp16:
         bconf.set_flag(trt.BuilderFlag.FP16)
+    else:  # fp32 means fp32: TF32 matmuls/convs (on by default on Ampere+) would break parity with ONNX
+        bconf.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
     for name, shape in zip((INPUT_GROUND, INPUT_AERIAL), input_shapes(config)):
         profile.set_shape(name, (1, *shape), (1, *shape), (int(max_batch), *shape))
