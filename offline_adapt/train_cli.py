@@ -119,6 +119,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from .training import dist_info
+
     res = train(args)
-    print(f"best epoch {res['best_epoch']}: {res['best_value']}" if res["best_value"] is not None else "done")
+    if dist_info()[0] == 0:
+        print(f"best epoch {res['best_epoch']}: {res['best_value']}" if res["best_value"] is not None else "done")
     return 0
