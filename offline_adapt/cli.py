@@ -7,9 +7,11 @@ from xview_loc_ros.cli import build_parser, run
 
 COMMAND_MODULES = [
     "offline_adapt.extract_cli",
+    "offline_adapt.public_datasets",
     "offline_adapt.export",
     "offline_adapt.train_cli",
     "offline_adapt.evaluate",
+    "offline_adapt.adapt_cli",
 ]
 
 
