@@ -13,6 +13,7 @@ from typing import List, Optional
 
 # (module, command) pairs; modules import their heavy dependencies inside their handlers.
 COMMAND_MODULES = [
+    "xview_loc_ros.node_cli",
     "xview_loc_ros.tiles.cli",
 ]
 
