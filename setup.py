@@ -51,6 +51,7 @@ setup(
             "mcap-ros2-support",
             "onnxscript",
             "pmtiles",
+            "rasterio",
         ],
         "pmtiles": ["pmtiles"],
         "geotiff": ["rasterio"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import sqlite3
 import threading
+import time
 from functools import partial
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from xview_loc_ros.geo import (LocalENU, PatchGeoref, ground_resolution, latlon_to_global_pixel, latlon_to_utm,
                                tile_to_latlon, utm_epsg, xyz_to_tms_row, zoom_for_resolution)
-from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
+from xview_loc_ros.tiles import AerialPatchBuilder, TileNotFound, open_tile_source
 from xview_loc_ros.tiles.coverage import tiles_around
 
 BACKGROUND = 30.0
@@ -190,3 +191,33 @@ def test_interpolated_grid_matches_exact_mapping(lat, lon, size, mpp, zoom, tmp_
     world = 256 * 2 ** zoom
     dx = (np.asarray(ex) - gx + world / 2) % world - world / 2  # the date-line patch unwraps longitudes
     assert np.abs(dx).max() < 0.01 and np.abs(np.asarray(ey) - gy).max() < 0.01
+
+
+def test_geotiff_edge_is_a_reported_hole(tmp_path):
+    llat, llon = 48.137, 11.575
+    path = tmp_path / "ortho.tif"
+    _write_geotiff_utm(path, llat, llon, gsd=0.3, half_m=60.0)
+    e_edge = 60.0  # the orthophoto ends about 60 m east of (llat, llon)
+    clat, clon, _ = LocalENU(llat, llon).to_latlon(e_edge, 0.0)
+    with open_tile_source(f"geotiff:{path}") as src:
+        with pytest.raises(TileNotFound, match="no imagery"):
+            AerialPatchBuilder(src, 64, 0.5).build(float(clat), float(clon))
+        patch = AerialPatchBuilder(src, 64, 0.5, allow_missing=True).build(float(clat), float(clon))
+    assert 0.35 < patch.missing_fraction < 0.6
+    assert patch.image[:, 48:].max() == 0 and patch.image[:, :20].min() >= BACKGROUND - 2
+
+
+def test_geotiff_coarse_zoom_reads_decimated(tmp_path):
+    llat, llon = 48.137, 11.575
+    path = tmp_path / "ortho.tif"
+    _write_geotiff_utm(path, llat, llon, gsd=0.1, half_m=150.0)  # 3000 x 3000 px
+    with open_tile_source(f"geotiff:{path}") as src:
+        z = src.min_zoom + 2
+        t0 = time.perf_counter()
+        tiles = [src.get_tile_masked(*k) for k in tiles_around(llat, llon, 200.0, z)]
+        took = time.perf_counter() - t0
+    # The 300 m orthophoto covers about cover^2 tile pixels at this zoom; the rest is masked.
+    cover = 300.0 / ground_resolution(llat, z)
+    assert all(t.valid is not None for t in tiles)
+    assert abs(sum(int(t.valid.sum()) for t in tiles) - cover ** 2) < 4 * cover + 8
+    assert took < 2.0

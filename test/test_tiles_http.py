@@ -320,3 +320,16 @@ def test_cli_refuses_public_bulk_and_bad_input(tmp_path, capsys):
     rc = xview_loc(["tiles", "patch", "--source", "nope:x", "--lat", "0", "--lon", "0", "--size", "8",
                     "--mpp", "1", "--out", str(tmp_path / "a.png")])
     assert rc == 2 and "unknown tile source spec" in capsys.readouterr().err
+
+
+def test_restricted_providers_recognised():
+    from xview_loc_ros.tiles.policy import restricted_provider
+
+    assert restricted_provider("https://{s}.tile.openstreetmap.org/{z}/{x}/{y}.png") == "OpenStreetMap"
+    assert "Esri" in restricted_provider("https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{z}/{y}/{x}")
+    assert restricted_provider("https://mt1.google.com/vt/lyrs=s&x={x}&y={y}&z={z}") == "Google"
+    assert "Bing" in restricted_provider("https://ecn.t{s}.tiles.virtualearth.net/tiles/a{q}.jpeg?g=1")
+    assert restricted_provider("https://api.mapbox.com/v4/mapbox.satellite/{z}/{x}/{y}@2x.jpg90") == "Mapbox"
+    assert restricted_provider("https://tiles.example.com/{z}/{x}/{y}.png") is None
+    assert restricted_provider("https://notopenstreetmap.org.example.com/{z}/{x}/{y}.png") is None
+    assert restricted_provider("mbtiles:/data/city.mbtiles") is None

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from pyproj import Transformer
 
-from ..geo import MERCATOR_HALF_EXTENT_M, WEB_MERCATOR, WGS84_LATLON, ground_resolution, zoom_for_resolution
+from ..geo import MERCATOR_HALF_EXTENT_M, WEB_MERCATOR, WGS84_LATLON, zoom_for_resolution
 from .errors import TileNotFound
 from .source import TILE_PX, Tile, TileSource
 
@@ -53,9 +53,9 @@ class GeoTIFFSource(TileSource):
         self.max_zoom = zoom_for_resolution(lat, metres)
         self.min_zoom = max(0, self.max_zoom - 8)
         self._inv = ~ds.transform
-        self.native_mpp_at_max_zoom = ground_resolution(lat, self.max_zoom)
 
     def _load(self, z: int, x: int, y: int) -> Tile:
+        from rasterio.enums import Resampling
         from rasterio.windows import Window
 
         ds = self._ds
@@ -74,11 +74,19 @@ class GeoTIFFSource(TileSource):
         c0c, r0c, c1c, r1c = max(c0, 0), max(r0, 0), min(c1, ds.width), min(r1, ds.height)
         if c0c >= c1c or r0c >= r1c:
             raise TileNotFound(f"{self._where(z, x, y)}: outside the orthophoto")
+        w, h = c1c - c0c, r1c - r0c
+        # Coarse zooms: read decimated (overviews when the file has them) near the tile's resolution,
+        # instead of the full-resolution window (which grows 4x per zoom level).
+        f = max(1, int(math.floor(max(c1 - c0, r1 - r0) / (2 * TILE_PX))))
+        out_w, out_h = max(1, math.ceil(w / f)), max(1, math.ceil(h / f))
         with self._read_lock:
-            data = ds.read(window=Window(c0c, r0c, c1c - c0c, r1c - r0c))
-            mask = ds.dataset_mask(window=Window(c0c, r0c, c1c - c0c, r1c - r0c))
+            win = Window(c0c, r0c, w, h)
+            data = ds.read(window=win, out_shape=(ds.count, out_h, out_w), resampling=Resampling.average)
+            mask = ds.dataset_mask(window=win, out_shape=(out_h, out_w), resampling=Resampling.nearest)
         rgb = np.ascontiguousarray(np.transpose(data[:3], (1, 2, 0)))
-        mx_, my_ = (col - c0c).astype(np.float32), (row - r0c).astype(np.float32)
+        sx, sy = w / out_w, h / out_h  # file pixels per read pixel
+        mx_ = ((col - c0c + 0.5) / sx - 0.5).astype(np.float32)
+        my_ = ((row - r0c + 0.5) / sy - 0.5).astype(np.float32)
         out = cv2.remap(rgb, mx_, my_, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         valid = cv2.remap(mask, mx_, my_, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0) == 255
         if not valid.any():

@@ -155,9 +155,11 @@ class TileSource:
             for k in todo:
                 out[k] = self._get_or_error(k)
         elif todo:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="tiles")
-            for k, res in zip(todo, self._pool.map(self._get_or_error, todo)):
+            with self._lock:  # build() and a background prefetch may arrive here together
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="tiles")
+                pool = self._pool
+            for k, res in zip(todo, pool.map(self._get_or_error, todo)):
                 out[k] = res
         return out
 
