@@ -124,11 +124,14 @@ class RollMatcher(nn.Module):
         self.length, self.depth = length, depth
 
     def forward(self, desc: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
-        g = desc[:, self.src] * self.mask  # (B, n, D)
-        num = torch.einsum("bnd,bdhw->bnhw", g, feat)
-        den = torch.einsum("nd,bdhw->bnhw", self.mask, feat * feat).clamp_min(1e-24).sqrt()
-        gnorm = desc.norm(dim=1).clamp_min(1e-12)[:, None, None, None]
-        return num / (den * gnorm)
+        # float32 even under autocast: squared norms overflow / underflow in fp16
+        with torch.autocast(device_type=feat.device.type, enabled=False):
+            desc, feat = desc.float(), feat.float()
+            g = desc[:, self.src] * self.mask  # (B, n, D)
+            num = torch.einsum("bnd,bdhw->bnhw", g, feat)
+            den = torch.einsum("nd,bdhw->bnhw", self.mask, feat * feat).clamp_min(1e-24).sqrt()
+            gnorm = desc.norm(dim=1).clamp_min(1e-12)[:, None, None, None]
+            return num / (den * gnorm)
 
 
 @dataclass(frozen=True)
