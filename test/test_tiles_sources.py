@@ -230,3 +230,15 @@ def test_beyond_mercator_latitude_is_a_clear_error(tmp_path):
     with open_tile_source(f"xyz:{tmp_path / 't'}") as s:
         with pytest.raises(ValueError, match="Web Mercator"):
             AerialPatchBuilder(s, 16, 1.0, zoom=10).build(86.0, 0.0)
+
+
+def test_corrupt_archive_tile_raises_or_is_a_hole(tmp_path):
+    tiles = {k: encode(coloured(*k)) for k in BLOCK}
+    tiles[(15, 5252, 11445)] = tiles[(15, 5252, 11445)][:300]  # truncated blob in the archive
+    path = write_mbtiles(tmp_path / "c.mbtiles", tiles, {"name": "c", "format": "png"})
+    lat, lon = _centre_of(15, 5252, 11445)
+    with open_tile_source(f"mbtiles:{path}") as s:
+        with pytest.raises(TileDecodeError, match="15/5252/11445"):
+            AerialPatchBuilder(s, 128, 2.0, zoom=15).build(lat, lon)
+        p = AerialPatchBuilder(s, 128, 2.0, zoom=15, allow_missing=True).build(lat, lon)
+    assert 0.22 < p.missing_fraction < 0.27 and p.image[80:, 80:].max() == 0
