@@ -248,6 +248,19 @@ def test_patch_tiles_fetched_concurrently_and_yx_order(server):
     assert server.hits["/yx/10/7/5.png"] == 1
 
 
+def test_same_tile_requested_by_two_threads_is_fetched_once(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with src(server, "slowok") as s, ThreadPoolExecutor(4) as pool:
+        tiles = list(pool.map(lambda _: s.get_tile(13, 7, 7), range(4)))
+    assert server.hits["/slowok/13/7/7.png"] == 1
+    for t in tiles:
+        np.testing.assert_array_equal(t, expected_rgb(13, 7, 7))
+    with src(server, "404") as s, ThreadPoolExecutor(3) as pool:  # waiters get the loader's error too
+        errors = list(pool.map(lambda _: s._get_or_error((13, 7, 8)), range(3)))
+    assert all(isinstance(e, TileNotFound) for e in errors)
+
+
 def test_url_templates():
     s = HTTPTileSource("https://{s}.example.org/a/{z}/{x}/{-y}.jpg?q={q}", subdomains="ab")
     # MBTiles spec: XYZ 11/327/791 is TMS row 1256; quadkey by hand from the bits of x=327, y=791.

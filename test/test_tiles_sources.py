@@ -109,6 +109,8 @@ def test_bad_specs_and_paths(tmp_path):
         AerialPatchBuilder(s, 64, 0.0)
     with pytest.raises(ValueError, match="pixels"):
         AerialPatchBuilder(s, 0, 1.0)
+    with pytest.raises(ValueError, match="coarser zoom"):  # 1024 px at 10 m/px from 0.15 m/px tiles
+        AerialPatchBuilder(s, 1024, 10.0, zoom=20).build(0.0, 0.0)
 
 
 def test_decode_checks():

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 #: Largest allowed error of the interpolated remap grids against the exact per-pixel mapping, pixels.
 MAX_GRID_ERROR_PX = 0.01
+#: Largest mosaic one patch may need (1024 tiles = 192 MiB); more means a zoom far finer than the m/px.
+MAX_MOSAIC_TILES = 1024
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,10 @@ class AerialPatchBuilder:
                 if cz == zoom and cx0 <= x0 and cy0 <= y0 and x1 <= cx1 and y1 <= cy1:
                     sub = cached[(y0 - cy0) * TILE_PX:(y1 - cy0 + 1) * TILE_PX, (x0 - cx0) * TILE_PX:(x1 - cx0 + 1) * TILE_PX]
                     return sub, None
+        count = (x1 - x0 + 1) * (y1 - y0 + 1)
+        if count > MAX_MOSAIC_TILES:
+            raise ValueError(f"a {self.size_px}-px patch at {self.mpp} m/px needs {count} tiles at zoom {zoom} "
+                             f"(limit {MAX_MOSAIC_TILES}): choose a coarser zoom")
         n = 1 << zoom
         keys = {(x, y): (zoom, x % n, y) for y in range(y0, y1 + 1) for x in range(x0, x1 + 1) if 0 <= y < n}
         tiles = self.source.get_tiles(keys.values())
@@ -192,7 +198,7 @@ class AerialPatchBuilder:
                 else:
                     if not self.allow_missing:
                         raise tile
-                    log.warning("patch hole: %s", tile)
+                    log.debug("patch hole: %s", tile)
                     tile_valid = False
                 if valid is None:
                     valid = np.full(mosaic.shape[:2], 255, np.uint8)

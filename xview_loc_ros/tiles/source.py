@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Dict, Iterable, Optional, Tuple, Union
 
@@ -107,6 +107,7 @@ class TileSource:
         self._lru: "OrderedDict[TileKey, Tile]" = OrderedDict()
         self._lru_cap = max(0, int(lru_tiles))
         self._lock = threading.Lock()
+        self._inflight: Dict[TileKey, "Future[Tile]"] = {}
         self._workers = max(1, int(workers))
         self._pool: Optional[ThreadPoolExecutor] = None
 
@@ -123,19 +124,30 @@ class TileSource:
         """Tile (XYZ addressing) with its validity mask; raises TileNotFound/TileDecodeError/TileFetchError."""
         check_tile_index(z, x, y)
         key = (int(z), int(x), int(y))
+        if not self.min_zoom <= key[0] <= self.max_zoom:
+            raise TileNotFound(f"{self._where(*key)}: zoom outside the source's {self.min_zoom}..{self.max_zoom}")
         with self._lock:
             tile = self._lru.get(key)
             if tile is not None:
                 self._lru.move_to_end(key)
                 return tile
-        if not self.min_zoom <= key[0] <= self.max_zoom:
-            raise TileNotFound(f"{self._where(*key)}: zoom outside the source's {self.min_zoom}..{self.max_zoom}")
-        tile = self._load(*key)
+            pending = self._inflight.get(key)
+            if pending is None:  # this thread loads it; others asking meanwhile wait for the result
+                self._inflight[key] = Future()
+        if pending is not None:
+            return pending.result()
+        try:
+            tile = self._load(*key)
+        except BaseException as e:
+            with self._lock:
+                self._inflight.pop(key).set_exception(e)
+            raise
         tile.rgb.setflags(write=False)
         with self._lock:
             self._lru[key] = tile
             while len(self._lru) > self._lru_cap:
                 self._lru.popitem(last=False)
+            self._inflight.pop(key).set_result(tile)
         return tile
 
     def get_tile(self, z: int, x: int, y: int) -> np.ndarray:
