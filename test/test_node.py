@@ -83,7 +83,11 @@ def test_outputs_are_stamped_geo_referenced_and_sized(bed):
         assert cx == pytest.approx(0.0, abs=0.05) and cy == pytest.approx(2.0 * (g - T0), abs=0.05)
         cells = np.array(grid.data, dtype=np.int8)
         assert cells.max() == 100 and cells.min() >= 0
-        assert h.count("marker") >= 1
+        assert h.count("marker") >= 2
+        est, gnss = sorted(h.received["marker"][-2:], key=lambda m: m.id)
+        assert (est.id, gnss.id) == (0, 1) and est.header.frame_id == gnss.header.frame_id == "map"
+        assert gnss.pose.position.x == pytest.approx(0.0, abs=0.05)
+        assert gnss.scale.x == pytest.approx(4 * 5.0)  # 2 sigma radius of the 5 m GNSS std
         assert h.wait_for(lambda: (h.last_diagnostics() or {}).get("count_poses", "0") != "0", 5.0)
         diag = h.last_diagnostics()
         for k in ("rate_image_hz", "latency_ms_median", "latency_ms_p95", "frames_dropped", "stage_inference_ms_median",

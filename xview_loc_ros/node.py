@@ -199,7 +199,8 @@ class LocalizerNode(Node):
         if self.pub_grid is not None:
             self.pub_grid.publish(rm.grid_msg(est, self.loc.datum, header))
         if self.pub_marker is not None:
-            self.pub_marker.publish(rm.marker_msg(est, header))
+            for marker in rm.marker_msgs(est, self.loc.datum, header):
+                self.pub_marker.publish(marker)
         done = time.perf_counter()
         with self._lock:
             self.counts["poses" if est.accepted else "gated"] += 1

@@ -72,7 +72,7 @@ class LocalizerParams:
     # --- outputs
     publish_overlay: bool = True  # ~/heatmap Image (rgb8)
     publish_grid: bool = True  # ~/heatmap_grid OccupancyGrid in map_frame
-    publish_marker: bool = True  # ~/marker Marker
+    publish_marker: bool = True  # ~/marker Markers: estimate (id 0) and GNSS fix (id 1)
     diagnostics_period_s: float = 1.0
     log_throttle_s: float = 5.0  # at most one log line per reason per this many seconds
 

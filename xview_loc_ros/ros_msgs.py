@@ -170,17 +170,22 @@ def grid_msg(est: Estimate, datum: LocalENU, header: Header) -> OccupancyGrid:
     return msg
 
 
-def marker_msg(est: Estimate, header: Header, ns: str = "xview_localizer") -> Marker:
-    """A flat cylinder at the estimate, sized to 2 sigma of the covariance's major axis; green when
-    accepted, red when gated."""
-    m = Marker(header=header, ns=ns, id=0, type=Marker.CYLINDER, action=Marker.ADD)
-    m.pose.position.x, m.pose.position.y, m.pose.position.z = est.east, est.north, 0.0
-    m.pose.orientation.w = 1.0
-    d = 4.0 * math.sqrt(float(np.linalg.eigvalsh(est.cov_en)[-1]))
-    m.scale.x = m.scale.y = max(d, 0.5)
-    m.scale.z = 0.2
-    m.color.r, m.color.g, m.color.b, m.color.a = (0.1, 0.9, 0.1, 0.8) if est.accepted else (0.9, 0.1, 0.1, 0.8)
-    return m
+def marker_msgs(est: Estimate, datum: LocalENU, header: Header, ns: str = "xview_localizer") -> Tuple[Marker, Marker]:
+    """Flat discs in the map frame, 2 sigma (major axis) in radius: id 0 the estimate (green when
+    accepted, red when gated), id 1 the GNSS fix used for the frame (white, translucent)."""
+    fe, fn, _ = (float(x) for x in datum.to_enu(est.fix.lat, est.fix.lon, datum.h0))
+    out = []
+    for i, (e, n, cov, rgba) in enumerate((
+            (est.east, est.north, est.cov_en, (0.1, 0.9, 0.1, 0.8) if est.accepted else (0.9, 0.1, 0.1, 0.8)),
+            (fe, fn, est.fix.cov_en, (1.0, 1.0, 1.0, 0.35)))):
+        m = Marker(header=header, ns=ns, id=i, type=Marker.CYLINDER, action=Marker.ADD)
+        m.pose.position.x, m.pose.position.y, m.pose.position.z = e, n, 0.1 * (1 - i)
+        m.pose.orientation.w = 1.0
+        m.scale.x = m.scale.y = max(4.0 * math.sqrt(float(np.linalg.eigvalsh(cov)[-1])), 0.5)
+        m.scale.z = 0.1
+        m.color.r, m.color.g, m.color.b, m.color.a = rgba
+        out.append(m)
+    return out[0], out[1]
 
 
 def diagnostics_msg(header: Header, name: str, hardware_id: str, level: int, message: str,
