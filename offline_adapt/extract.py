@@ -36,7 +36,7 @@ from xview_loc_ros.dataset import GROUND_TYPES, SPLITS, DatasetMeta, DatasetWrit
 from xview_loc_ros.geo import LocalENU, enu_yaw_to_compass, yaw_from_quaternion
 
 from .bags import CAMERA_INFO_TYPES, FIX_TYPES, IMAGE_TYPES, IMU_TYPES, Bag, BagError, TopicError, header_stamp_ns
-from .images import FrameDecodeError, decode_image_msg, jpeg_bytes
+from .images import FrameDecodeError, decode_image_msg, jpeg_bytes, jpeg_size
 
 log = logging.getLogger(__name__)
 
@@ -526,12 +526,19 @@ def _walk_bag(plan: BagPlan, bag_id: str, opts: ExtractOptions, builder: Any, wr
                 counts["resumed"] += 1
                 last = (fix["east"], fix["north"])
                 continue
+            raw_jpeg = jpeg_bytes(msg)
             try:
-                rgb = decode_image_msg(msg)
+                shape = jpeg_size(raw_jpeg) if raw_jpeg is not None else None
+                if shape is not None and shape == (size_hw or shape):
+                    rgb = None  # stored as recorded: no full decode, no re-encode loss
+                else:
+                    raw_jpeg, rgb = None, decode_image_msg(msg)
+                    shape = (int(rgb.shape[0]), int(rgb.shape[1]))
             except FrameDecodeError as e:
                 counts["bad_image"] += 1
                 log.debug("%s %s at %d ns: %s", plan.path, plan.image_topic, stamp_ns, e)
                 continue
+            size_hw = size_hw or shape
             try:
                 patch = builder.build(fix["lat"], fix["lon"])
             except tile_skips as e:
@@ -541,11 +548,10 @@ def _walk_bag(plan: BagPlan, bag_id: str, opts: ExtractOptions, builder: Any, wr
             if patch.missing_fraction > opts.max_missing:
                 counts["aerial_missing"] += 1
                 continue
-            if size_hw is None:
-                size_hw = (int(rgb.shape[0]), int(rgb.shape[1]))
             heading, source = _heading(plan, t, opts)
             heading_sources[source] = heading_sources.get(source, 0) + 1
-            rec = _write_pair(writer, pair_id, msg, rgb, patch.image, size_hw, fix, heading, source, plan, stamp_ns, t, opts)
+            rec = _write_pair(writer, pair_id, raw_jpeg, rgb, patch.image, size_hw, fix, heading, source, plan, stamp_ns, t,
+                              opts)
             writer.add(rec)
             counts["kept"] += 1
             last = (fix["east"], fix["north"])
@@ -566,14 +572,13 @@ def _heading(plan: BagPlan, t: float, opts: ExtractOptions) -> Tuple[Optional[fl
     return None, "unknown"
 
 
-def _write_pair(writer: DatasetWriter, pair_id: str, msg: Any, rgb: np.ndarray, aerial: np.ndarray,
+def _write_pair(writer: DatasetWriter, pair_id: str, raw_jpeg: Optional[bytes], rgb: Optional[np.ndarray], aerial: np.ndarray,
                 size_hw: Tuple[int, int], fix: Dict[str, float], heading: Optional[float], heading_source: str,
                 plan: BagPlan, stamp_ns: int, t: float, opts: ExtractOptions) -> PairRecord:
     ground_rel, aerial_rel = f"ground/{pair_id}.jpg", f"aerial/{pair_id}.png"
-    raw_jpeg = jpeg_bytes(msg) if rgb.shape[:2] == tuple(size_hw) else None
     if raw_jpeg is not None:
-        writer.path(ground_rel).write_bytes(raw_jpeg)  # already a JPEG of the right size: no re-encode loss
-    else:
+        writer.path(ground_rel).write_bytes(raw_jpeg)
+    elif rgb is not None:
         h, w = size_hw
         if rgb.shape[:2] != (h, w):
             shrink = rgb.shape[0] > h or rgb.shape[1] > w

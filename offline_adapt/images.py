@@ -7,7 +7,7 @@ decoded raises :class:`FrameDecodeError`; the extractor counts and skips it.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -87,6 +87,33 @@ def jpeg_bytes(msg: Any) -> Optional[bytes]:
     if len(data) < 4 or bytes(data[:3]) != b"\xff\xd8\xff" or bytes(data[-2:]) != b"\xff\xd9":
         return None
     return bytes(data)
+
+
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def jpeg_size(data: bytes) -> Tuple[int, int]:
+    """(height, width) of a JPEG from its frame header, checked by a 1/8-scale decode of the whole
+    entropy-coded stream (several times cheaper than a full decode; catches corrupt frames)."""
+    i, n = 2, len(data)
+    size = None
+    while i + 4 <= n and size is None:
+        if data[i] != 0xFF:
+            break
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        seg = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in _SOF_MARKERS and i + 9 <= n:
+            size = (int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big"))
+        i += 2 + seg
+    if size is None or min(size) <= 0:
+        raise FrameDecodeError(f"JPEG without a valid frame header ({n} bytes)")
+    small = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_8)
+    if small is None or small.shape[:2] != ((size[0] + 7) // 8, (size[1] + 7) // 8):
+        raise FrameDecodeError(f"corrupt JPEG ({size[1]}x{size[0]} px, {n} bytes)")
+    return size
 
 
 def decode_image_msg(msg: Any) -> np.ndarray:

@@ -56,10 +56,11 @@ class DriveSpec:
 
 
 def frame_image(i: int, spec: DriveSpec) -> np.ndarray:
+    """Smooth random colour texture (camera-like JPEG sizes), different for every frame."""
     rng = np.random.default_rng(i)
     h, w = spec.size_hw
-    img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-    return cv2.GaussianBlur(img, (5, 5), 0)
+    base = rng.integers(0, 255, (h // 4 + 1, w // 4 + 1, 3), dtype=np.uint8)
+    return cv2.resize(base, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def _stamp(ts, ns: int):

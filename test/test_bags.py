@@ -12,7 +12,9 @@ import pytest
 
 from bag_writers import DriveSpec, write_mcap_ros2, write_rosbags
 from offline_adapt.bags import FIX_TYPES, IMAGE_TYPES, IMU_TYPES, Bag, BagError, BagReadError, TopicError, header_stamp_ns
-from offline_adapt.images import FrameDecodeError, decode_image_msg, image_from_compressed, image_from_raw, jpeg_bytes
+from offline_adapt.images import (
+    FrameDecodeError, decode_image_msg, image_from_compressed, image_from_raw, jpeg_bytes, jpeg_size,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,6 +91,17 @@ def test_compressed_jpeg_and_png():
         image_from_compressed(jpg.tobytes()[:40], "jpeg")
     with pytest.raises(FrameDecodeError, match="depth"):
         image_from_compressed(png.tobytes(), "16UC1; compressedDepth png")
+
+
+def test_jpeg_size_reads_the_header_and_rejects_damage():
+    img = cv2.resize(_rgb(16, 24), (200, 120), interpolation=cv2.INTER_LINEAR)
+    data = cv2.imencode(".jpg", img)[1].tobytes()
+    assert jpeg_size(data) == (120, 200)
+    zeroed = data[:400] + bytes(len(data) - 402) + data[-2:]  # entropy-coded data wiped, markers kept
+    with pytest.raises(FrameDecodeError, match="corrupt JPEG"):
+        jpeg_size(zeroed)
+    with pytest.raises(FrameDecodeError, match="frame header"):
+        jpeg_size(b"\xff\xd8\xff\xd9")
 
 
 # ---------------------------------------------------------------------------------------------
