@@ -70,6 +70,8 @@ def _stamp(ts, ns: int):
 
 def _header(ts, ns: int, frame: str):
     Header = ts.types["std_msgs/msg/Header"]
+    if "seq" in Header.__dataclass_fields__:  # ROS 1
+        return Header(seq=0, stamp=_stamp(ts, ns), frame_id=frame)
     return Header(stamp=_stamp(ts, ns), frame_id=frame)
 
 
@@ -183,6 +185,21 @@ def write_mcap_ros2(path: Path, spec: DriveSpec) -> Path:
                 schemas[typ] = w.register_msgdef(typ, ts.generate_msgdef(typ, ros_version=2)[0])
             w.write_message(topic=topic, schema=schemas[typ], message=_to_dict(msg), log_time=ns, publish_time=ns)
         w.finish()
+    return path
+
+
+def write_ros1(path: Path, spec: DriveSpec) -> Path:
+    """A ROS 1 .bag written with rosbags (Noetic message definitions; no CameraInfo)."""
+    from rosbags.rosbag1 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS1_NOETIC)
+    with Writer(path) as w:
+        conns = {}
+        for topic, typ, ns, msg in build_messages(ts, spec):
+            if topic not in conns:
+                conns[topic] = w.add_connection(topic, typ, typestore=ts)
+            w.write(conns[topic], ns, ts.serialize_ros1(msg, typ))
     return path
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bag_writers import DriveSpec, make_xyz_tiles, write_mcap_ros2, write_rosbags
+from bag_writers import DriveSpec, make_xyz_tiles, write_mcap_ros2, write_ros1, write_rosbags
 from offline_adapt.bags import BagError, TopicError
 from offline_adapt.cli import main as adapt_main
 from offline_adapt.extract import ExtractOptions, FixTrack, assign_splits, extract, parse_split
@@ -34,6 +34,7 @@ def world(tmp_path_factory):
         "mcap": write_rosbags(d / "drive_mcap", spec, "mcap"),
         "sqlite3": write_rosbags(d / "drive_sqlite", spec, "sqlite3"),
         "mcap_ros2": write_mcap_ros2(d / "drive.mcap", spec),
+        "ros1": write_ros1(d / "drive.bag", spec),
     }
 
 
@@ -49,7 +50,7 @@ def _enu(recs, attr="fix"):
     return np.stack([e, n], axis=1)
 
 
-@pytest.mark.parametrize("kind", ["mcap", "sqlite3", "mcap_ros2"])
+@pytest.mark.parametrize("kind", ["mcap", "sqlite3", "mcap_ros2", "ros1"])
 def test_extract_every_storage(world, tmp_path, kind):
     spec = world["spec"]
     summary = extract([world[kind]], world["tiles"], tmp_path / "ds", _opts(), progress=False)
