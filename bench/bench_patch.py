@@ -78,6 +78,7 @@ def run(repeats: int) -> dict:
                     cold.append(median_ms(b.build, [(lat, lon)]))
             out[f"cold {size}"] = statistics.median(cold)
     out["mpp"] = mpp
+    out["load"] = os.getloadavg()[0]
     return out
 
 
@@ -100,8 +101,9 @@ def record(path: Path, res: dict, command: str) -> None:
         f"| patch | warm (ms) | cold local folder (ms) |\n|---|---|---|\n"
         f"| 512x512 | {res['warm 512']:.2f} | {res['cold 512']:.2f} |\n"
         f"| 128x128 | {res['warm 128']:.2f} | {res['cold 128']:.2f} |\n\n"
-        f"Goal: warm 512x512 <= 5 ms on 2 cores. Figures vary by about +-50 % between runs when other "
-        f"processes share the cores. Command: `{command}`; machine: {machine()}; date: {date}.\n"
+        f"Goal: warm 512x512 <= 5 ms on 2 cores. 1-minute load average during the run: {res['load']:.1f} "
+        f"(above 2, other processes share the cores and the figures grow accordingly). "
+        f"Command: `{command}`; machine: {machine()}; date: {date}.\n"
     )
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     pattern = re.compile(re.escape(SECTION) + r".*?(?=\n## |\Z)", re.S)
@@ -119,6 +121,7 @@ def main() -> int:
     res = run(args.repeats)
     for k in ("warm 512", "cold 512", "warm 128", "cold 128"):
         print(f"{k}: {res[k]:.2f} ms")
+    print(f"load average {res['load']:.1f}")
     if args.record:
         record(args.record, res, "python " + " ".join(sys.argv))
     return 0

@@ -12,7 +12,6 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import cv2
 import numpy as np

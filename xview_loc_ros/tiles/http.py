@@ -19,7 +19,7 @@ from requests.adapters import HTTPAdapter
 
 from .. import __version__
 from ..geo import tile_quadkey, xyz_to_tms_row
-from .cache import CachedTile, DiskTileCache
+from .cache import DiskTileCache
 from .errors import TileError, TileFetchError, TileNotFound
 from .source import Tile, TileSource, decode_tile, image_format
 
