@@ -332,6 +332,9 @@ def test_cli_refuses_public_bulk_and_bad_input(tmp_path, capsys):
     rc = xview_loc(["tiles", "patch", "--source", "nope:x", "--lat", "0", "--lon", "0", "--size", "8",
                     "--mpp", "1", "--out", str(tmp_path / "a.png")])
     assert rc == 2 and "unknown tile source spec" in capsys.readouterr().err
+    rc = xview_loc(["tiles", "prefetch", "--source", "https://tiles.example.com/{z}/{x}/{y}.png", "--cache", str(tmp_path),
+                    "--zoom", "12", "20", "--bbox", "52.0,4.0,52.1,4.1", "--max-tiles", "500"])
+    assert rc == 2 and "over the limit of" in capsys.readouterr().err
 
 
 def test_restricted_providers_recognised():

@@ -214,6 +214,9 @@ def test_coverage_helpers():
     assert len(tiles_in_bbox(52.0, 4.0, 52.01, 4.01, 15)) == len(set(tiles_in_bbox(52.0, 4.0, 52.01, 4.01, 15)))
     with pytest.raises(ValueError, match="south"):
         tiles_in_bbox(2, 0, 1, 1, 3)
+    assert len(tiles_in_bbox(-90, -180, 90, 180, 2)) == 16  # the whole world, clipped to Mercator
+    with pytest.raises(ValueError, match="over the limit of 1000"):  # refused before listing 2^44 tiles
+        tiles_in_bbox(-80, -180, 80, 180, 22, max_tiles=1000)
     assert {x for _, x, _ in tiles_around(0.0, 179.9999, 50.0, 16)} == {65535, 0}
     pts = densify_path([(52.0, 4.0), (52.0, 4.01)], 50.0)
     assert len(pts) == 15  # 685 m in 14 steps of <= 50 m

@@ -89,9 +89,9 @@ def _prefetch(args: argparse.Namespace) -> int:
     if provider and not args.licensed:
         raise ValueError(f"{provider}'s terms forbid bulk downloading of tiles for offline use; use a licensed "
                          f"local archive (MBTiles/PMTiles/GeoTIFF), or pass --i-am-licensed if your licence allows it")
-    keys = [k for z in args.zoom for k in tiles_in_bbox(*_parse_bbox(args.bbox), z)]
+    keys = [k for z in args.zoom for k in tiles_in_bbox(*_parse_bbox(args.bbox), z, max_tiles=args.max_tiles)]
     if len(keys) > args.max_tiles:
-        raise ValueError(f"the box holds {len(keys)} tiles at zoom {args.zoom}, over --max-tiles {args.max_tiles}")
+        raise ValueError(f"the box holds {len(keys)} tiles at zooms {args.zoom}, over the limit of --max-tiles {args.max_tiles}")
     counts = {"cached": 0, "revalidated": 0, "fetched": 0, "uncacheable": 0, "missing": 0, "failed": 0}
     t0 = time.monotonic()
     with HTTPTileSource(args.source, args.cache, workers=args.workers, lru_tiles=0) as src:

@@ -2,26 +2,33 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, List, Sequence, Set, Tuple
+from typing import Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from ..geo import LocalENU, ground_resolution, latlon_to_global_pixel
+from ..geo import MERCATOR_MAX_LAT, LocalENU, ground_resolution, latlon_to_global_pixel
 from .source import TILE_PX, TileKey
 
 
-def tiles_in_bbox(south: float, west: float, north: float, east: float, zoom: int) -> List[TileKey]:
-    """XYZ tiles at ``zoom`` covering the box (degrees); ``west > east`` crosses the date line."""
+def tiles_in_bbox(south: float, west: float, north: float, east: float, zoom: int,
+                  max_tiles: Optional[int] = None) -> List[TileKey]:
+    """XYZ tiles at ``zoom`` covering the box (degrees); ``west > east`` crosses the date line; latitudes
+    are clipped to Web Mercator's range. Raises ValueError, before listing them, past ``max_tiles``."""
     if not (-90 <= south < north <= 90):
         raise ValueError(f"bbox south/north must satisfy -90 <= S < N <= 90 degrees, got S={south} N={north}")
     if not (-180 <= west <= 180 and -180 <= east <= 180) or west == east:
         raise ValueError(f"bbox west/east must be distinct longitudes in [-180, 180], got W={west} E={east}")
+    south, north = max(south, -MERCATOR_MAX_LAT), min(north, MERCATOR_MAX_LAT)
     n = 1 << zoom
     px_w, py_n = latlon_to_global_pixel(north, west, zoom)
     px_e, py_s = latlon_to_global_pixel(south, east, zoom)
     x0, x1 = int(px_w // TILE_PX), int(min(px_e, n * TILE_PX - 1e-6) // TILE_PX)
     y0, y1 = int(py_n // TILE_PX), int(min(py_s, n * TILE_PX - 1e-6) // TILE_PX)
-    xs = list(range(x0, x1 + 1)) if west < east else list(range(x0, n)) + list(range(0, x1 + 1))
+    xs = range(x0, x1 + 1) if west < east else [*range(x0, n), *range(0, x1 + 1)]
+    count = len(xs) * (y1 - y0 + 1)
+    if max_tiles is not None and count > max_tiles:
+        raise ValueError(f"the box S={south} W={west} N={north} E={east} holds {count} tiles at zoom {zoom}, "
+                         f"over the limit of {max_tiles}")
     return [(zoom, x, y) for x in xs for y in range(y0, y1 + 1)]
 
 
