@@ -29,10 +29,11 @@ def register(sub: "argparse._SubParsersAction") -> None:
 
     f = tsub.add_parser("prefetch", help="download the tiles of a box into a cache folder (licensed servers only)",
                         description="Fetch every tile of the box S,W,N,E (degrees) at the given zoom(s) from an http(s) "
-                                    "SPEC into the XYZ cache folder DIR (usable later as xyz:DIR), obeying the server's "
+                                    "URL template into the XYZ cache folder DIR (usable later as xyz:DIR), obeying the server's "
                                     "Cache-Control/Expires. Public servers (OpenStreetMap, Esri, Google, Mapbox, Bing) "
                                     "forbid bulk downloading: they are refused unless --i-am-licensed.")
-    f.add_argument("--source", required=True, metavar="SPEC", help="http(s) URL template: " + SPEC_HELP)
+    f.add_argument("--source", required=True, metavar="URL",
+                   help="http(s) URL template with {z} {x} {y} (also {-y} TMS row, {q} quadkey, {s} subdomain)")
     f.add_argument("--cache", required=True, metavar="DIR", help="cache folder (XYZ layout)")
     f.add_argument("--zoom", type=int, nargs="+", required=True, metavar="Z", help="zoom level(s)")
     f.add_argument("--bbox", required=True, metavar="S,W,N,E", help="box in degrees: south,west,north,east")
