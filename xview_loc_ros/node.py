@@ -57,10 +57,12 @@ class LocalizerNode(Node):
         self.bad: Dict[str, int] = collections.Counter()  # malformed input messages, by reason
         self._last_log: Dict[str, float] = {}
         self._latency: Deque[float] = collections.deque(maxlen=_WINDOW)
-        self._stages: Dict[str, Deque[float]] = {k: collections.deque(maxlen=_WINDOW) for k in STAGES + ("publish",)}
+        self._stages: Dict[str, Deque[float]] = {k: collections.deque(maxlen=_WINDOW) for k in ("image",) + STAGES + ("publish",)}
         self._rate_mark: Tuple[float, Dict[str, int]] = (time.monotonic(), {})
 
         self._slot: Optional[Tuple[str, Any, float]] = None
+        self._ground_h, self._ground_w = (int(x) for x in backend.config["ground_size"])
+        self._reduce = 1  # JPEG decode reduction, learnt from the camera's image size
         self._cond = threading.Condition()
         self._stop = threading.Event()
 
@@ -168,11 +170,17 @@ class LocalizerNode(Node):
                 self._count(self.rejects, "internal_error", f"{type(e).__name__}: {e}")
 
     def _handle(self, kind: str, msg: Any, received: float) -> None:
+        t_img = time.perf_counter()
         try:
-            rgb = rm.rgb_from_image(msg) if kind == "raw" else rm.rgb_from_compressed(msg)
+            rgb = rm.rgb_from_image(msg) if kind == "raw" else rm.rgb_from_compressed(msg, self._reduce)
         except rm.BadMessage as e:
             self._count(self.bad, e.reason, str(e))
             return
+        if kind == "compressed":
+            # the next JPEG decodes at a reduced size if this one (same camera) was larger than needed
+            full_h, full_w = rgb.shape[0] * self._reduce, rgb.shape[1] * self._reduce
+            self._reduce = rm.jpeg_reduction(full_w, full_h, self._ground_w, self._ground_h)
+        t_img = time.perf_counter() - t_img
         stamp = rm.stamp_to_sec(msg.header.stamp)
         try:
             est = self.loc.process(stamp, rgb)
@@ -204,6 +212,7 @@ class LocalizerNode(Node):
         done = time.perf_counter()
         with self._lock:
             self.counts["poses" if est.accepted else "gated"] += 1
+            self._stages["image"].append(t_img)
             for k, v in est.timings.items():
                 self._stages[k].append(v)
             self._stages["publish"].append(done - t0)
