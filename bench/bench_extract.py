@@ -74,7 +74,8 @@ def record(path: Path, res: dict, command: str, frames: int) -> None:
         f"`xview-adapt extract` end to end (MCAP bag, JPEG panoramas, GNSS 5 Hz + IMU + ground truth; XYZ tile folder "
         f"as the warm local cache; thinning off so every frame is a pair; second of two runs).\n\n"
         f"| size | panorama (px) | aerial patch | pairs | seconds | pairs/s |\n|---|---|---|---|---|---|\n{rows}\n\n"
-        f"Goal: >= 50 small pairs/s on 2 cores. Command: `{command}`; machine: {machine()}; date: {date}.\n"
+        f"Goal: >= 50 small pairs/s on 2 cores. Command: `{command}`; machine: {machine()} (shared; 1-min load "
+        f"average {os.getloadavg()[0]:.1f} at the end of the run); date: {date}.\n"
     )
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)

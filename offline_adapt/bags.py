@@ -149,7 +149,9 @@ class Bag:
                 )
             return override
         excluded = set(exclude)
-        found = [t for t in self.topics if t.msgtype in types and t.topic not in excluded and t.count > 0]
+        found = [t for t in self.topics if t.msgtype in types and t.topic not in excluded]
+        if len(found) > 1:  # prefer topics with messages (counts are 0 only where the index lacks them)
+            found = [t for t in found if t.count > 0] or found
         if len(found) == 1:
             return found[0].topic
         if not found and not required:
