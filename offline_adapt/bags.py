@@ -9,14 +9,12 @@ itself (truncated, corrupt, not a bag) is a :class:`BagReadError` naming the fil
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import yaml
 
-log = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 FIX_TYPES = ("sensor_msgs/msg/NavSatFix",)

@@ -282,7 +282,6 @@ class BagPlan:
     """Topics and time series of one bag, read before its frames are walked."""
 
     path: Path
-    name: str
     image_topic: str
     image_count: int
     fix_topic: str
@@ -356,7 +355,6 @@ def _plan_bag(bag: Bag, opts: ExtractOptions) -> BagPlan:
         raise TopicError(f"{bag.path}: fix topic {fix!r} holds no usable fix (dropped: {dropped or 'none'})")
     return BagPlan(
         path=bag.path,
-        name=bag.path.stem if bag.path.is_file() else bag.path.name,
         image_topic=image,
         image_count=bag.topic_info(image).count,
         fix_topic=fix,

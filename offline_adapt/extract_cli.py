@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from typing import Any, Dict
-
-log = logging.getLogger(__name__)
 
 
 def register(sub: Any) -> None:

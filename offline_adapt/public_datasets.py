@@ -27,7 +27,6 @@ uniform draws for training. Crops are written as PNG; the ground images stay whe
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import re
@@ -41,7 +40,6 @@ import numpy as np
 from xview_loc_ros.dataset import DatasetMeta, DatasetWriter, PairRecord, write_rgb
 from xview_loc_ros.geo import LocalENU, PatchGeoref, enu_yaw_to_compass
 
-log = logging.getLogger(__name__)
 
 VIGOR_CITIES = ("NewYork", "Seattle", "SanFrancisco", "Chicago")
 #: Metres per pixel of the raw 640-px VIGOR aerial images, per city (evaluation values of the

@@ -1,7 +1,6 @@
 """Bag -> pair data set extraction on real bags (rosbags SQLite 3 / MCAP, mcap-ros2-support) and real tiles."""
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import sqlite3
