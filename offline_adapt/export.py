@@ -165,8 +165,9 @@ def _synth_inputs(config: Dict[str, Any], n: int, seed: int) -> Optional[Tuple[n
         return None
     with tempfile.TemporaryDirectory() as td:
         try:
-            city = synth.make_city("default", seed, Path(td) / "city")
-            ds = synth.make_pairs(city, Path(td) / "pairs", n, seed, ground=config["ground_type"])
+            city = synth.make_city("suburb", seed, Path(td) / "city", size_m=400.0)
+            preset = "small" if config["arch"] == "small" else config["arch"]
+            ds = synth.make_pairs(city, Path(td) / "pairs", n, seed, preset=preset, ground=config["ground_type"])
         except Exception as e:  # the test bed is optional here; say why and fall back
             log.warning("synthetic test bed could not render parity pairs (%s: %s)", type(e).__name__, e)
             return None

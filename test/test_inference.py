@@ -205,6 +205,8 @@ def test_gpu_only_options_refused_on_cpu(small):
         open_backend(ckpt, "torch", device="cpu", fp16=True)
     with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
         open_backend(ckpt, "torch", device="cpu", cuda_graphs=True)
+    with pytest.raises(ValueError, match="fp16 with onnxruntime needs its TensorRT execution provider"):
+        open_backend(onnx_path, "onnxruntime", device="cpu", fp16=True)
     with pytest.raises(ValueError, match="cuda_graphs applies to the torch backend only"):
         open_backend(onnx_path, "onnxruntime", cuda_graphs=True)
 

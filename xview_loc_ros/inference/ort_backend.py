@@ -70,6 +70,9 @@ class OrtBackend(Backend):
 
         onnx_path = require_file(onnx_path)
         providers = choose_providers(ort.get_available_providers(), device, fp16, trt_cache_dir)
+        if fp16 and not any(isinstance(p, tuple) and p[0] == "TensorrtExecutionProvider" for p in providers):
+            raise ValueError("fp16 with onnxruntime needs its TensorRT execution provider (the CPU and CUDA providers "
+                             "run the fp32 graph as exported); use fp32 or the tensorrt backend")
         try:
             self.session = ort.InferenceSession(str(onnx_path), sess_options=session_options(threads), providers=providers)
         except Exception as e:  # ORT raises its own Fail/InvalidProtobuf/... types for bad files
