@@ -15,6 +15,7 @@ from typing import List, Optional
 COMMAND_MODULES = [
     "xview_loc_ros.node_cli",
     "xview_loc_ros.tiles.cli",
+    "xview_loc_ros.synth.cli",
 ]
 
 
