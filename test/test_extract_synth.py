@@ -1,0 +1,78 @@
+"""Extraction from synthetic drives (xview_loc_ros.synth.make_drive, the `xview-loc synth drive` API):
+MCAP panorama and SQLite 3 pinhole bags through a rendered city's tile pyramid."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from offline_adapt.bags import Bag, header_stamp_ns
+from offline_adapt.extract import ExtractOptions, extract
+from xview_loc_ros.dataset import PairDataset
+from xview_loc_ros.geo import LocalENU
+
+SIZE, MPP, SPACING = 256, 0.5, 3.0  # 128 m patches: the style's GNSS bias (15 m, 1 sigma) + noise stay inside +-64 m
+NO_OUTLIERS = {"outlier_prob": 0.0}  # its 40 m outliers on top of the bias would not
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    from xview_loc_ros.synth import make_city, make_drive
+
+    d = tmp_path_factory.mktemp("synth")
+    city = make_city("downtown", 3, d / "city", size_m=400.0, zooms=(18,))
+    return {
+        "city": city,
+        "tiles": f"xyz:{city / 'tiles'}",
+        "panorama_mcap": make_drive(city, d / "pano_mcap", storage="mcap", frames=40, seed=5, gnss=NO_OUTLIERS),
+        "pinhole_sqlite3": make_drive(city, d / "pin_sqlite", storage="sqlite3", frames=12, seed=6, ground="pinhole",
+                                      gnss=NO_OUTLIERS),
+    }
+
+
+def _fixes(bag_path):
+    with Bag(bag_path) as bag:
+        return {header_stamp_ns(m, t): (m.latitude, m.longitude) for _, t, m in bag.messages(["/gnss/fix"])}
+
+
+def test_synth_panorama_mcap(synth, tmp_path):
+    bag = synth["panorama_mcap"]
+    opts = ExtractOptions(size_px=SIZE, mpp=MPP, min_spacing_m=SPACING, gt_topic="/ground_truth/fix")
+    summary = extract([bag], synth["tiles"], tmp_path / "ds", opts, progress=False)
+    ds = PairDataset(tmp_path / "ds")
+    assert summary.counts["frames"] == 40 and summary.pairs == len(ds) >= 5
+    assert summary.counts["kept"] + summary.counts["spacing"] == 40
+    for rec in ds.pairs:
+        u, v = rec.gt_pixel()
+        assert 0 <= u < SIZE and 0 <= v < SIZE, (rec.id, u, v)
+        assert rec.heading_source == "imu" and 0 <= rec.heading_deg < 360
+        assert rec.fix_std_m is not None and rec.fix_std_m > 0
+    # Spacing rule against the bag's own fixes: kept frames >= 3 m apart, every dropped frame < 3 m from the last kept.
+    fixes = _fixes(bag)
+    stamps = sorted(fixes)
+    frame = LocalENU(*fixes[stamps[0]])
+    e, n, _ = frame.to_enu([fixes[s][0] for s in stamps], [fixes[s][1] for s in stamps], 0.0)
+    pos = dict(zip(stamps, np.stack([e, n], axis=1)))
+    kept = {rec.extra["stamp_ns"] for rec in ds.pairs}
+    last = None
+    for s in stamps:  # synth stamps fixes and frames alike
+        if s in kept:
+            assert last is None or np.linalg.norm(pos[s] - pos[last]) >= SPACING - 1e-6
+            last = s
+        else:
+            assert np.linalg.norm(pos[s] - pos[last]) < SPACING
+    assert ds.meta.ground_type == "panorama" and ds.meta.fov_deg == 360.0
+
+
+def test_synth_pinhole_sqlite3(synth, tmp_path):
+    opts = ExtractOptions(size_px=SIZE, mpp=MPP, ground_type="pinhole", min_spacing_m=0.0, gt_topic="/ground_truth/fix")
+    summary = extract([synth["pinhole_sqlite3"]], synth["tiles"], tmp_path / "ds", opts, progress=False)
+    ds = PairDataset(tmp_path / "ds")
+    assert summary.pairs == 12
+    for rec in ds.pairs:
+        u, v = rec.gt_pixel()
+        assert 0 <= u < SIZE and 0 <= v < SIZE
+    h, w = ds.meta.ground_size
+    fx, fy, cx, cy = ds.meta.intrinsics
+    assert (cx, cy) == pytest.approx((w / 2, h / 2), abs=1.0)
+    assert ds.meta.fov_deg == pytest.approx(np.degrees(2 * np.arctan(w / 2 / fx)))
+    assert ds.meta.extra["camera_info"]["width"] == w
