@@ -74,47 +74,60 @@ class GroundRenderer:
     def __init__(self, world: World, appearance: dict, max_range_m: float = MAX_RANGE_M) -> None:
         self.w = world
         self.app = appearance
-        res = world.res_m
-        d, step = [0.4], 0.5 * res
-        while d[-1] < max_range_m:
-            d.append(d[-1] + max(step, 0.011 * d[-1]))
-        self.d = np.asarray(d, np.float64)
-        self.h = world.height.ravel()
-        self.caster = world.caster.ravel()
-        self.crown_base = world.crown_base.ravel()
-        self.cls = world.cls.ravel()
-        self.albedo = world.albedo.reshape(-1, 3)
-        self.bid = world.building.ravel()
-        self.normal = world.normal.reshape(-1, 2).astype(np.float32) / 127.0
+        self.max_range_m = float(max_range_m)
+        self._samples: dict = {}
+        # flattened rasters with one extra cell (index N*N) standing for "outside the city": flat, empty
+        self.outside = world.n * world.n
+        self.h = np.append(world.height.ravel(), np.float32(0))
+        self.caster = np.append(world.caster.ravel(), np.float32(0))
+        self.crown_base = np.append(world.crown_base.ravel(), np.float32(0))
+        self.cls = np.append(world.cls.ravel(), np.uint8(0))
+        self.bid = np.append(world.building.ravel(), 0)
+        self.normal = np.append(world.normal.reshape(-1, 2).astype(np.float32) / 127.0, np.zeros((1, 2), np.float32), axis=0)
+        edge = np.concatenate([world.albedo[0], world.albedo[-1], world.albedo[:, 0], world.albedo[:, -1]])
+        self.albedo = np.append(world.albedo.reshape(-1, 3), np.median(edge, axis=0)[None].astype(np.uint8), axis=0)
         self.sun = sun_vector(appearance)
         self.horizon = np.asarray(appearance["sky_horizon_rgb"], np.float32)
         self.zenith = np.asarray(appearance["sky_zenith_rgb"], np.float32)
         self.window = np.asarray(appearance["window_rgb"], np.float32)
 
+    def samples(self, angular_step_deg: float) -> np.ndarray:
+        """Ray sample distances (metres): a step of half a world pixel near the camera, growing with range
+        so that one step stays below ~0.7 of the image's angular pixel size."""
+        frac = max(0.004, min(0.03, 0.7 * math.radians(angular_step_deg)))
+        key = round(frac, 4)
+        if key not in self._samples:
+            d, step = [0.4], 0.5 * self.w.res_m
+            while d[-1] < self.max_range_m:
+                d.append(d[-1] + max(step, key * d[-1]))
+            self._samples[key] = np.asarray(d, np.float32)
+        return self._samples[key]
+
     # -- core ---------------------------------------------------------------------------------
-    def cast(self, east: float, north: float, z: float, az_deg: np.ndarray, el_deg: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def cast(self, east: float, north: float, z: float, az_deg: np.ndarray, el_deg: np.ndarray,
+             angular_step_deg: float = 0.5) -> Tuple[np.ndarray, np.ndarray]:
         """Radiance (R, C, 3) float32 0-255 and range (R, C) metres (inf for sky) of a grid of
-        compass azimuths ``az_deg`` (C,) x elevations ``el_deg`` (R,) from ENU (east, north, z) metres."""
-        w, d = self.w, self.d
+        compass azimuths ``az_deg`` (C,) x elevations ``el_deg`` (R,) from ENU (east, north, z) metres;
+        ``angular_step_deg`` (the grid's pixel size) sets how finely rays are sampled."""
+        w = self.w
+        d = self.samples(angular_step_deg)
         n, res = w.n, w.res_m
         az = np.radians(np.asarray(az_deg, np.float64))
         el = np.radians(np.asarray(el_deg, np.float64))
         sx, sy = np.sin(az), np.cos(az)
         cols_n, k_n, rows_n = len(az), len(d), len(el)
-        px = east + sx[:, None] * d
-        py = north + sy[:, None] * d
-        col = np.floor(px / res + n / 2).astype(np.int64)
-        row = np.floor(n / 2 - py / res).astype(np.int64)
+        col = np.floor((east / res + n / 2) + (sx / res).astype(np.float32)[:, None] * d).astype(np.int32)
+        row = np.floor((n / 2 - north / res) - (sy / res).astype(np.float32)[:, None] * d).astype(np.int32)
         inside = (col >= 0) & (col < n) & (row >= 0) & (row < n)
-        flat = np.where(inside, row * n + col, 0)
-        hgt = np.where(inside, self.h[flat], 0.0)
-        base = np.where(inside, self.crown_base[flat], 0.0)
+        flat = np.where(inside, row * n + col, self.outside)
+        hgt = self.h[flat]
+        base = self.crown_base[flat]
         crown = base > 0
         tan_el = np.tan(el)[:, None]
         with np.errstate(divide="ignore"):
             dg = np.where(tan_el < 0, z / np.maximum(-tan_el, 1e-12), np.inf) * np.ones((1, cols_n))
-        ks = self._first_hit(np.where(crown, 0.0, hgt), z, el)  # buildings, objects, trunks
-        kt = self._first_hit(np.where(crown, hgt, 0.0), z, el)  # tree crown tops
+        ks = self._first_hit(np.where(crown, 0.0, hgt), z, el, d)  # buildings, objects, trunks
+        kt = self._first_hit(np.where(crown, hgt, 0.0), z, el, d)  # tree crown tops
         ds = d[np.minimum(ks, k_n - 1)]
         obst = (ks < k_n) & (ds <= dg)
         stop = np.where(obst, ds, dg)
@@ -172,9 +185,9 @@ class GroundRenderer:
         ri, ci = np.nonzero(ground)
         if len(ri):
             dist = dg[ri, ci]
-            gc = np.clip(np.floor((east + dist * sx[ci]) / res + n / 2).astype(np.int64), 0, n - 1)
-            gr = np.clip(np.floor(n / 2 - (north + dist * sy[ci]) / res).astype(np.int64), 0, n - 1)
-            p = gr * n + gc
+            gc = np.floor((east + dist * sx[ci]) / res + n / 2).astype(np.int64)
+            gr = np.floor(n / 2 - (north + dist * sy[ci]) / res).astype(np.int64)
+            p = np.where((gc >= 0) & (gc < n) & (gr >= 0) & (gr < n), gr * n + gc, self.outside)
             lit = (self.caster[p] <= self.h[p] + 0.2).astype(np.float32)
             out[ri, ci] = shade(self.albedo[p], np.full(len(p), self.sun[2], np.float32), lit, self.app)
             rng_m[ri, ci] = dist
@@ -183,10 +196,11 @@ class GroundRenderer:
         out = out * (1 - haze[..., None]) + self.horizon * haze[..., None]
         return out, rng_m
 
-    def _first_hit(self, heights: np.ndarray, z: float, el: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _first_hit(heights: np.ndarray, z: float, el: np.ndarray, d: np.ndarray) -> np.ndarray:
         """Per (row, column): index of the first sample whose elevation angle reaches the row's (K if none)."""
         cols_n, k_n = heights.shape
-        cm = np.maximum.accumulate(np.arctan2(heights - z, self.d), axis=1)
+        cm = np.maximum.accumulate(np.arctan2(heights - np.float32(z), d), axis=1)
         off = np.arange(cols_n, dtype=np.float64) * 4.0  # angles span < pi, so columns never interleave
         kk = np.searchsorted((cm + off[:, None]).ravel(), (el[:, None] + off[None, :]).ravel()).reshape(len(el), cols_n)
         return kk - np.arange(cols_n)[None, :] * k_n
@@ -212,15 +226,15 @@ class GroundRenderer:
             i = (np.arange(h * ss) + 0.5) / ss
             az_rel, _ = camera.pixel_angles(j, np.zeros_like(j))
             _, el = camera.pixel_angles(np.zeros_like(i), i)
-            img, _ = self.cast(east, north, height_m, heading_deg + az_rel, el)
+            img, _ = self.cast(east, north, height_m, heading_deg + az_rel, el, angular_step_deg=360.0 / (w * ss))
             return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA) if ss > 1 else img
         uu, vv = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
         az_rel, el = camera.pixel_angles(uu, vv)
-        step = min(camera.fov_deg / w, 2 * math.degrees(math.atan(h / 2 / camera.intrinsics()[1])) / h) / (ss + 0.5)
+        step = min(camera.fov_deg / w, 2 * math.degrees(math.atan(h / 2 / camera.intrinsics()[1])) / h) / ss
         a0, e0 = az_rel.min() - step, el.min() - step
         ga = a0 + np.arange(int((az_rel.max() - a0) / step) + 3) * step
         ge = e0 + np.arange(int((el.max() - e0) / step) + 3) * step
-        grid, _ = self.cast(east, north, height_m, heading_deg + ga, ge)
+        grid, _ = self.cast(east, north, height_m, heading_deg + ga, ge, angular_step_deg=step)
         mx = ((az_rel - a0) / step).astype(np.float32)
         my = ((el - e0) / step).astype(np.float32)
         return cv2.remap(grid, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -118,9 +118,42 @@ def split_for(n: int, seed: int, fractions=SPLIT_FRACTIONS) -> List[str]:
     return labels.tolist()
 
 
+@dataclass
+class _Job:
+    """What every pair renderer (the main process or a forked worker) needs; shared copy-on-write."""
+
+    renderer: GroundRenderer
+    builder: object
+    cam: GroundCamera
+    z_cam: float
+    poses: np.ndarray
+    c_lat: np.ndarray
+    c_lon: np.ndarray
+    seed: int
+    root: Path
+
+
+_JOB: Optional[_Job] = None
+
+
+def _render_pair(i: int) -> int:
+    """Render pair ``i`` of the current job and write its two images (ground, aerial) under the job root."""
+    job = _JOB
+    pid = f"{i:06d}"
+    e, n, heading = job.poses[i]
+    img = job.renderer.render(e, n, heading, job.cam, job.z_cam, rng=np.random.default_rng([job.seed, i]))
+    patch = job.builder.build(float(job.c_lat[i]), float(job.c_lon[i]))
+    write_rgb(job.root / "ground" / f"{pid}.png", img)
+    write_rgb(job.root / "aerial" / f"{pid}.png", patch.image)
+    return i
+
+
 def make_pairs(city_dir: str | os.PathLike, out_dataset: str | os.PathLike, n: int, seed: int, preset: str = "small",
-               ground: str = "panorama", overwrite: bool = False, progress: bool = False) -> Path:
-    """Write ``n`` labelled pairs of the city at ``city_dir`` to the pair data set ``out_dataset``."""
+               ground: str = "panorama", overwrite: bool = False, progress: bool = False, workers: int = 0) -> Path:
+    """Write ``n`` labelled pairs of the city at ``city_dir`` to the pair data set ``out_dataset``.
+
+    ``workers`` processes render in parallel (0 = one per CPU core); the output does not depend on it.
+    """
     from ..tiles import AerialPatchBuilder, open_tile_source
 
     if int(n) < 1:
@@ -151,25 +184,37 @@ def make_pairs(city_dir: str | os.PathLike, out_dataset: str | os.PathLike, n: i
     frame = city.frame
     gt_lat, gt_lon, _ = frame.to_latlon(poses[:, 0], poses[:, 1], 0.0)
     c_lat, c_lon, _ = frame.to_latlon(poses[:, 0] - offsets[:, 0], poses[:, 1] - offsets[:, 1], 0.0)
-    iterator = range(int(n))
-    if progress:
-        from tqdm import tqdm
-        iterator = tqdm(iterator, desc="pairs", unit="pair")
+    n = int(n)
+    workers = min(os.cpu_count() or 1, 8) if workers <= 0 else int(workers)
+    global _JOB
     with DatasetWriter(out_dataset, meta, overwrite=overwrite) as writer:
-        for i in iterator:
-            pid = f"{i:06d}"
-            e, nn, heading = poses[i]
-            img = renderer.render(e, nn, heading, cam, z_cam, rng=np.random.default_rng([seed, i]))
-            patch = builder.build(float(c_lat[i]), float(c_lon[i]))
-            rec = PairRecord(
-                id=pid, ground=f"ground/{pid}.png", aerial=f"aerial/{pid}.png",
-                center_lat=float(c_lat[i]), center_lon=float(c_lon[i]), mpp=mpp, size_px=p.patch_px,
-                heading_deg=float(heading), fix_lat=float(c_lat[i]), fix_lon=float(c_lon[i]),
-                fix_std_m=float(max_off / math.sqrt(3.0)), gt_lat=float(gt_lat[i]), gt_lon=float(gt_lon[i]),
-                stamp=float(i), source=f"synth:{meta.name}", split=splits[i], heading_source="synthetic-truth",
-                extra={"east_m": round(float(e), 3), "north_m": round(float(nn), 3)},
-            )
-            write_rgb(writer.path(rec.ground), img)
-            write_rgb(writer.path(rec.aerial), patch.image)
-            writer.add(rec)
+        for sub in ("ground", "aerial"):
+            writer.path(sub).mkdir(exist_ok=True)
+        _JOB = _Job(renderer, builder, cam, z_cam, poses, c_lat, c_lon, int(seed), writer.tmp)
+        pool = None
+        try:
+            if workers > 1 and n >= 4 * workers:
+                import multiprocessing
+                pool = multiprocessing.get_context("fork").Pool(workers)  # children share the world copy-on-write
+                done = pool.imap(_render_pair, range(n), chunksize=4)
+            else:
+                done = map(_render_pair, range(n))
+            if progress:
+                from tqdm import tqdm
+                done = tqdm(done, total=n, desc="pairs", unit="pair")
+            for i in done:
+                pid = f"{i:06d}"
+                e, nn, heading = poses[i]
+                writer.add(PairRecord(
+                    id=pid, ground=f"ground/{pid}.png", aerial=f"aerial/{pid}.png",
+                    center_lat=float(c_lat[i]), center_lon=float(c_lon[i]), mpp=mpp, size_px=p.patch_px,
+                    heading_deg=float(heading), fix_lat=float(c_lat[i]), fix_lon=float(c_lon[i]),
+                    fix_std_m=float(max_off / math.sqrt(3.0)), gt_lat=float(gt_lat[i]), gt_lon=float(gt_lon[i]),
+                    stamp=float(i), source=f"synth:{meta.name}", split=splits[i], heading_source="synthetic-truth",
+                    extra={"east_m": round(float(e), 3), "north_m": round(float(nn), 3)},
+                ))
+        finally:
+            _JOB = None
+            if pool is not None:
+                pool.terminate()
         return writer.commit()
