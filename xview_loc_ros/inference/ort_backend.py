@@ -60,7 +60,8 @@ def session_options(threads: Optional[int] = None) -> Any:
 
 
 class OrtBackend(Backend):
-    """An exported ONNX file run by ONNX Runtime; the config comes from its metadata/sidecar."""
+    """An exported ONNX file run by ONNX Runtime; the config comes from its metadata/sidecar.
+    ``trt_cache_dir``: where the TensorRT EP (if present) caches engines (default: the engine cache)."""
 
     name = "onnxruntime"
 
@@ -69,6 +70,10 @@ class OrtBackend(Backend):
         import onnxruntime as ort
 
         onnx_path = require_file(onnx_path)
+        if trt_cache_dir is None:  # without a cache the TensorRT EP rebuilds its engines at every start
+            from .engine_cache import default_cache_dir
+
+            trt_cache_dir = str(default_cache_dir() / "onnxruntime-trt")
         providers = choose_providers(ort.get_available_providers(), device, fp16, trt_cache_dir)
         if fp16 and not any(isinstance(p, tuple) and p[0] == "TensorrtExecutionProvider" for p in providers):
             raise ValueError("fp16 with onnxruntime needs its TensorRT execution provider (the CPU and CUDA providers "

@@ -22,7 +22,8 @@ def _named_outputs(out: Any) -> Dict[str, Any]:
 class TorchBackend(Backend):
     """Eager PyTorch. ``device``: "cpu", "cuda" or "cuda:N" (default: CUDA when present).
     ``fp16``: autocast to float16 (CUDA only). ``cuda_graphs``: capture one graph per batch size
-    and replay it (CUDA only; the inputs are copied into static buffers)."""
+    and replay it (CUDA only; the inputs are copied into static buffers). ``threads`` sets
+    torch's intra-op threads, which are process-wide."""
 
     name = "torch"
 
