@@ -2,7 +2,8 @@
 of Shi & Li ("HighlyAccurate"). Both importers write the project's data-set format
 (``dataset.json`` + ``index.jsonl``), so training, the benchmark and adaptation run on them unchanged.
 
-VIGOR: the index points at the original files (relative paths; nothing is copied). Layout::
+VIGOR: the index points at the original panoramas (relative paths); aerial images are referenced
+in place at 640 px or written resized (CCVPE's 512 px). Layout::
 
     ROOT/<City>/panorama/<id>,<lat>,<lon>,.jpg     ROOT/<City>/satellite/satellite_<lat>_<lon>.png
     ROOT/splits_new/<City>/{same_area_balanced_train,same_area_balanced_test,pano_label_balanced}.txt
@@ -151,12 +152,15 @@ def vigor_record(root: Path, out: Path, lab: VigorLabel, split: str, protocol: s
 
 def import_vigor(root: str | Path, out: str | Path, protocol: str = "cross-area", labels: str = "splits_new",
                  target_split: Optional[Tuple[float, float, float]] = None, seed: int = 0,
-                 limit: Optional[int] = None, overwrite: bool = False) -> Path:
-    """Write the VIGOR ``protocol`` as a pair data set at ``out`` (index only, images stay in ``root``).
+                 limit: Optional[int] = None, overwrite: bool = False, aerial_size: int = VIGOR_AERIAL_PX) -> Path:
+    """Write the VIGOR ``protocol`` as a pair data set at ``out``; panoramas stay in ``root``.
 
     Without ``target_split``: train part -> "train", test part -> "test". With it (e.g. 0.7, 0.1,
     0.2): only the test part (the target area) is written, shuffled with ``seed`` into
     train/val/test, as in the adaptation protocol (unlabeled training on 70 % of the test indices).
+    ``aerial_size`` 640 references the aerial images in place; any other size (CCVPE: 512) writes
+    resized copies, each pair's m/px scaled by 640/size (the CCVPE resize, kept metric per city).
+    The data set's nominal ``mpp`` is the median over its pairs; every pair carries its own.
     """
     root, out = Path(root), Path(out)
     _need(root, "VIGOR root folder")
@@ -170,17 +174,30 @@ def import_vigor(root: str | Path, out: str | Path, protocol: str = "cross-area"
         items = items[:limit]
     if not items:
         raise PublicDatasetError(f"{root}: VIGOR {protocol} lists no pairs")
+    if int(aerial_size) < 1:
+        raise PublicDatasetError(f"VIGOR aerial size must be >= 1 px, got {aerial_size!r}")
     first = root / items[0][0].city / "panorama" / items[0][0].pano
     h, w = _image_size(first)
-    meta = DatasetMeta(ground_type="panorama", ground_size=[h, w], fov_deg=360.0, patch_size_px=VIGOR_AERIAL_PX,
-                       mpp=VIGOR_MPP[items[0][0].city], name=f"vigor-{protocol}", source=str(root),
-                       extra={"protocol": protocol, "labels": labels, "mpp_per_city": VIGOR_MPP,
+    scale = VIGOR_AERIAL_PX / int(aerial_size)
+    meta = DatasetMeta(ground_type="panorama", ground_size=[h, w], fov_deg=360.0, patch_size_px=int(aerial_size),
+                       mpp=float(np.median([VIGOR_MPP[lab.city] for lab, _ in items])) * scale,
+                       name=f"vigor-{protocol}", source=str(root),
+                       extra={"protocol": protocol, "labels": labels, "mpp_per_city_640px": VIGOR_MPP,
                               "target_split": list(target_split) if target_split else None, "seed": seed})
     with DatasetWriter(out, meta, overwrite=overwrite) as writer:
         for lab, split in items:
             rec = vigor_record(root, out, lab, split, protocol)
             _need(writer.tmp / rec.ground, "VIGOR panorama")
             _need(writer.tmp / rec.aerial, "VIGOR aerial image")
+            if int(aerial_size) != VIGOR_AERIAL_PX:
+                rel = f"aerial/{lab.city}/{Path(lab.sat).stem}.png"
+                if not (writer.tmp / rel).is_file():  # aerial images are shared by several panoramas
+                    img = cv2.imread(str(writer.tmp / rec.aerial), cv2.IMREAD_COLOR)
+                    if img is None or img.shape[:2] != (VIGOR_AERIAL_PX, VIGOR_AERIAL_PX):
+                        raise PublicDatasetError(f"{rec.aerial}: not a {VIGOR_AERIAL_PX}x{VIGOR_AERIAL_PX} VIGOR aerial image")
+                    small = cv2.resize(img, (int(aerial_size),) * 2, interpolation=cv2.INTER_AREA)
+                    write_rgb(writer.path(rel), cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+                rec.aerial, rec.size_px, rec.mpp = rel, int(aerial_size), rec.mpp * scale
             writer.add(rec)
     return out
 
@@ -356,11 +373,13 @@ def register(sub: Any) -> None:
     common.add_argument("--limit", type=int, help="first N pairs only (quick trials)")
     common.add_argument("--overwrite", action="store_true", help="replace an existing DATASET")
     v = sub.add_parser("import-vigor", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       help="VIGOR (same-/cross-area, corrected labels) -> pair data set (index only)",
+                       help="VIGOR (same-/cross-area, corrected labels) -> pair data set (panoramas referenced in place)",
                        description="Index VIGOR as a pair data set. Aerial images: 640 px at the per-city m/px "
                                    "(NewYork 0.113248, Seattle 0.100817, SanFrancisco 0.118141, Chicago 0.111262). "
                                    "Panoramas are north-aligned (compass heading 0).")
     v.add_argument("--labels", default="splits_new", help="label folder under ROOT (SliceMatch corrected labels)")
+    v.add_argument("--aerial-size", type=int, default=512,
+                   help="aerial side in pixels (CCVPE: 512, resized copies written; 640: originals referenced in place)")
     v.set_defaults(func=_run_vigor)
     k = sub.add_parser("import-kitti", parents=[common], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        help="KITTI with Shi & Li aerial maps -> pair data set (north-up crops written)",
@@ -379,7 +398,7 @@ def _split_arg(args: argparse.Namespace) -> Optional[Tuple[float, float, float]]
 
 def _run_vigor(args: argparse.Namespace) -> int:
     out = import_vigor(args.root, args.out, args.protocol, args.labels, _split_arg(args), args.seed, args.limit,
-                       args.overwrite)
+                       args.overwrite, args.aerial_size)
     print(f"{out}: VIGOR {args.protocol} pair data set")
     return 0
 

@@ -105,6 +105,26 @@ def test_vigor_target_split_and_moved_folder(vigor, tmp_path):
     assert [r.split for r in again.pairs] == [r.split for r in ds.pairs]
 
 
+def test_vigor_resized_for_ccvpe(vigor, tmp_path, capsys):
+    root, truth = vigor
+    rc = adapt_main(["import-vigor", "--root", str(root), "--out", str(tmp_path / "ds"), "--protocol", "cross-area"])
+    assert rc == 0
+    ds, raw = PairDataset(tmp_path / "ds"), PairDataset(import_vigor(root, tmp_path / "raw", "cross-area"))
+    assert ds.meta.patch_size_px == 512 and len(ds) == len(raw) == 12
+    assert ds.meta.mpp == pytest.approx(1.25 * np.median([VIGOR_MPP[c] for c in ("NewYork", "Seattle", "SanFrancisco", "Chicago")]))
+    raw_by_id = {r.id: r for r in raw.pairs}
+    for rec in ds.pairs:
+        r640 = raw_by_id[rec.id]
+        assert rec.mpp == pytest.approx(VIGOR_MPP[rec.extra["city"]] * 1.25) and rec.size_px == 512
+        assert (rec.gt_lat, rec.gt_lon) == (r640.gt_lat, r640.gt_lon)
+        u, v = rec.gt_pixel()
+        u0, v0 = r640.gt_pixel()
+        assert (u, v) == pytest.approx((u0 * 0.8, v0 * 0.8), abs=1e-3)
+        big = cv2.resize(ds.load_aerial(rec), (640, 640), interpolation=cv2.INTER_LINEAR).astype(float)
+        assert np.corrcoef(big.ravel(), raw.load_aerial(r640).astype(float).ravel())[0, 1] > 0.3  # same image content
+    assert len(list((tmp_path / "ds" / "aerial").rglob("*.png"))) == len({r.aerial for r in ds.pairs})
+
+
 def test_vigor_layout_errors(tmp_path):
     (tmp_path / "NewYork").mkdir()
     with pytest.raises(PublicDatasetError, match="splits_new"):
