@@ -8,7 +8,7 @@ NaN when unknown), ``index`` the position in ``records``.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -19,12 +19,19 @@ from xview_loc_ros.preprocess import check_pair_config, prepare_aerial, prepare_
 
 
 class PairTorchDataset(Dataset):
-    """``random_roll``: for panorama models that predict orientation, roll each panorama by a
-    random number of columns (and shift its heading accordingly), CCVPE's only augmentation; the
-    draw uses torch's RNG so that it is reproducible under the trainer's seeding."""
+    """Training augmentations (random draws from torch's RNG, so reproducible under the trainer's
+    seeding; both keep the pair geometrically exact):
+
+    ``random_roll``: for panorama models that predict orientation, roll each panorama by a random
+    number of columns and shift its heading accordingly (CCVPE's augmentation).
+    ``dihedral``: rotate the world by k x 90 degrees clockwise and optionally mirror it east-west:
+    the aerial patch and the true position are rotated/mirrored, the heading becomes
+    heading + 90k (mirror: -heading), the ground image stays camera-relative (mirrored
+    horizontally about its centre column for a mirror).
+    """
 
     def __init__(self, data: PairDataset, records: List[PairRecord], config: Mapping[str, Any],
-                 random_roll: bool = False, require_gt: bool = True) -> None:
+                 random_roll: bool = False, dihedral: bool = False, require_gt: bool = True) -> None:
         check_pair_config(config, data.meta)
         if require_gt:
             missing = [r.id for r in records if not r.has_gt]
@@ -33,6 +40,7 @@ class PairTorchDataset(Dataset):
         self.data, self.records, self.config = data, list(records), dict(config)
         self.known = bool(config.get("known_orientation")) and config["ground_type"] == "panorama"
         self.random_roll = random_roll and config["ground_type"] == "panorama" and not self.known
+        self.dihedral = dihedral
 
     def __len__(self) -> int:
         return len(self.records)
@@ -40,7 +48,12 @@ class PairTorchDataset(Dataset):
     def __getitem__(self, i: int) -> Dict[str, Any]:
         rec = self.records[i]
         ground = self.data.load_ground(rec)
+        aerial = self.data.load_aerial(rec)
         heading = rec.heading_deg
+        gt = rec.gt_pixel() if rec.has_gt else (math.nan, math.nan)
+        if self.dihedral:
+            ground, aerial, gt, heading = dihedral_transform(ground, aerial, gt, heading, int(torch.randint(0, 4, ()).item()),
+                                                             bool(torch.randint(0, 2, ()).item()))
         g = prepare_ground(ground, heading, self.config)  # raises if a north-aligned model lacks the heading
         if self.known:
             heading = 0.0  # the model sees the panorama north-aligned
@@ -50,8 +63,7 @@ class PairTorchDataset(Dataset):
             g = np.roll(g, shift, axis=2)
             # content moved right by `shift` columns: the centre column now looks `shift` columns further left
             heading = None if heading is None else (heading - shift * 360.0 / w) % 360.0
-        aerial = prepare_aerial(self.data.load_aerial(rec), self.config)
-        gt = rec.gt_pixel() if rec.has_gt else (math.nan, math.nan)
+        aerial = prepare_aerial(aerial, self.config)
         return {
             "ground": torch.from_numpy(np.ascontiguousarray(g)),
             "aerial": torch.from_numpy(aerial),
@@ -59,6 +71,25 @@ class PairTorchDataset(Dataset):
             "heading_deg": torch.tensor(math.nan if heading is None else float(heading), dtype=torch.float32),
             "index": i,
         }
+
+
+def dihedral_transform(ground: np.ndarray, aerial: np.ndarray, gt_uv: Tuple[float, float], heading: Optional[float],
+                       quarter_turns: int, mirror: bool) -> Tuple[np.ndarray, np.ndarray, Tuple[float, float], Optional[float]]:
+    """Mirror the world east-west (if ``mirror``), then rotate it ``quarter_turns`` x 90 degrees
+    clockwise (seen from above). Patch pixels (u east, v south), centre S/2; headings compass."""
+    s = aerial.shape[0]
+    u, v = gt_uv
+    if mirror:
+        aerial = aerial[:, ::-1]
+        ground = ground[:, ::-1]  # camera-relative azimuths change sign about the centre column
+        u = s - u
+        heading = None if heading is None else -heading
+    for _ in range(quarter_turns % 4):
+        aerial = np.rot90(aerial, k=-1)  # clockwise: north (up) -> east (right)
+        u, v = s - v, u  # (x, y) = (u - c, v - c) -> (-y, x)
+        heading = None if heading is None else heading + 90.0
+    heading = None if heading is None else heading % 360.0
+    return np.ascontiguousarray(ground), np.ascontiguousarray(aerial), (u, v), heading
 
 
 def open_split(data_dir: str, split: Optional[str], config: Mapping[str, Any], **kw: Any) -> PairTorchDataset:

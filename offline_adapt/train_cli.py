@@ -71,7 +71,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     seed_everything(args.seed)  # model initialisation depends on the seed too
     model = build_initial_model(args.config, model_overrides(args.config, data.meta, args.orientation), args.init)
     cfg = model.config
-    train_ds = PairTorchDataset(data, data.split("train"), cfg, random_roll=not args.no_augment)
+    train_ds = PairTorchDataset(data, data.split("train"), cfg, random_roll=not args.no_augment, dihedral=not args.no_augment)
     if len(train_ds) == 0:
         raise ValueError(f"{args.data}: no pairs in split 'train'")
     val_recs = [r for r in data.split("val") if r.has_gt]
@@ -106,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--orientation", choices=["known", "unknown"], default=None,
                    help="known: panoramas north-aligned with the recorded heading; unknown: the model predicts "
                    "orientation (default: known for panoramas, unknown for pinhole)")
-    p.add_argument("--no-augment", action="store_true", help="no random panorama roll (unknown-orientation models)")
+    p.add_argument("--no-augment", action="store_true", help="no augmentation (random panorama roll for unknown orientation; random 90-degree rotations and mirroring of the world)")
     p.add_argument("--steps-per-epoch", type=int, default=None, help="cap batches per epoch")
     p.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")

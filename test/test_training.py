@@ -65,3 +65,32 @@ def test_train_cli_writes_checkpoints_and_refuses_mismatched_data(random_pairs, 
     err = capsys.readouterr().err
     assert rc == 2 and "disagree" in err and "aerial patch size: data 128 px, model 512 px" in err
     assert not (tmp_path / "bad" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("turns,mirror", [(0, True), (1, False), (2, False), (3, True), (1, True)])
+def test_dihedral_augmentation_keeps_geometry(turns, mirror):
+    """A landmark seen in the aerial patch from the true position must stay at the azimuth the
+    panorama shows it at (heading + column offset), after any rotation/mirroring."""
+    import math
+
+    import numpy as np
+
+    from offline_adapt.torch_data import dihedral_transform
+
+    s, w = 64, 360
+    u, v, heading = 20.5, 40.5, 30.0
+    ua, va = 50.5, 10.5  # landmark pixel centre
+    aerial = np.zeros((s, s, 3), np.uint8)
+    aerial[int(va), int(ua)] = 255
+    az = math.degrees(math.atan2(ua - u, -(va - v)))
+    pano = np.zeros((8, w, 3), np.uint8)
+    pano[:, int(w / 2 + (az - heading) * w / 360) % w] = 255
+
+    g2, a2, (u2, v2), h2 = dihedral_transform(pano, aerial, (u, v), heading, turns, mirror)
+    r, c = np.argwhere(a2[..., 0] == 255)[0]
+    az2 = math.degrees(math.atan2(c + 0.5 - u2, -(r + 0.5 - v2)))
+    col2 = np.flatnonzero(g2[0, :, 0] == 255)[0] + 0.5
+    pano_az = h2 + (col2 - w / 2) * 360 / w
+    diff = (az2 - pano_az + 180) % 360 - 180
+    assert abs(diff) < 1.5  # one panorama column
+    assert math.hypot(c + 0.5 - u2, r + 0.5 - v2) == pytest.approx(math.hypot(ua - u, va - v))
