@@ -128,3 +128,59 @@ class Harness:
         self.node.destroy_node()
         self.tester.destroy_node()
         self._thread.join(timeout=5.0)
+
+
+def read_drive(bag) -> List[tuple]:
+    """(topic, stamp_s, rclpy message) of a synthetic drive bag, in bag order, read with rosbags and
+    converted field by field to rclpy messages (the node's inputs and the ground-truth fix)."""
+    from pathlib import Path
+
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    def header(dst, src):
+        dst.header.stamp.sec, dst.header.stamp.nanosec = int(src.header.stamp.sec), int(src.header.stamp.nanosec)
+        dst.header.frame_id = src.header.frame_id
+        return dst
+
+    def navsat(m):
+        out = header(NavSatFix(), m)
+        out.status.status, out.status.service = int(m.status.status), int(m.status.service)
+        out.latitude, out.longitude, out.altitude = float(m.latitude), float(m.longitude), float(m.altitude)
+        out.position_covariance = [float(x) for x in m.position_covariance]
+        out.position_covariance_type = int(m.position_covariance_type)
+        return out
+
+    def imu(m):
+        out = header(Imu(), m)
+        o = m.orientation
+        out.orientation.x, out.orientation.y, out.orientation.z, out.orientation.w = float(o.x), float(o.y), float(o.z), float(o.w)
+        out.orientation_covariance = [float(x) for x in m.orientation_covariance]
+        return out
+
+    def compressed(m):
+        out = header(CompressedImage(), m)
+        out.format = m.format
+        out.data = bytes(m.data)
+        return out
+
+    convert = {"/gnss/fix": navsat, "/ground_truth/fix": navsat, "/imu/data": imu, "/camera/image/compressed": compressed}
+    items = []
+    with AnyReader([Path(bag)], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
+        conns = [c for c in reader.connections if c.topic in convert]
+        for conn, t_ns, raw in reader.messages(connections=conns):
+            items.append((conn.topic, t_ns * 1e-9, convert[conn.topic](reader.deserialize(raw, conn.msgtype))))
+    return items
+
+
+def play(h: "Harness", items: List[tuple], speed: float = 1.0) -> None:
+    """Publish a drive's inputs at bag pace (``speed`` x real time)."""
+    kinds = {"/gnss/fix": "fix", "/imu/data": "imu", "/camera/image/compressed": "jpeg"}
+    t_bag0, t_wall0 = items[0][1], time.monotonic()
+    for topic, t, msg in items:
+        if topic not in kinds:
+            continue
+        delay = (t - t_bag0) / speed - (time.monotonic() - t_wall0)
+        if delay > 0:
+            time.sleep(delay)
+        h.publish(kinds[topic], msg)
