@@ -64,8 +64,11 @@ def _model_geometry(path: str) -> Dict[str, Any]:
 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable checkpoint ({e})") from e
+    except Exception as e:  # torch.load raises pickle, zip, runtime and OS errors alike
+        if isinstance(e, FileNotFoundError):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from e
     cfg = ckpt.get("config") if isinstance(ckpt, dict) else None
     if not isinstance(cfg, dict) or not {"aerial_size", "mpp", "ground_type"} <= set(cfg):
         raise ValueError(f"{path}: checkpoint has no model config with aerial_size, mpp and ground_type")

@@ -272,3 +272,25 @@ def test_cli_extract(tmp_path, world, capsys):
     rc = adapt_main(["extract", "--bag", str(world["mcap_ros2"]), "--tiles", world["tiles"], "--out", str(tmp_path / "ds3")])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "--size S and --mpp R" in err
+
+
+def test_cli_geometry_from_model_checkpoint(tmp_path, world, capsys):
+    from xview_loc_ros.models import build_model, save_checkpoint
+
+    ckpt = tmp_path / "small.pt"
+    save_checkpoint(ckpt, build_model("small"))
+    rc = adapt_main(["extract", "--bag", str(world["sqlite3"]), "--tiles", world["tiles"], "--out", str(tmp_path / "ds"),
+                     "--model", str(ckpt), "--min-spacing", "0", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    ds = PairDataset(tmp_path / "ds")
+    cfg = build_model("small").config
+    assert ds.meta.patch_size_px == cfg["aerial_size"] and ds.meta.mpp == cfg["mpp"]
+    assert ds.meta.ground_size == list(cfg["ground_size"]) and ds.load_ground(ds.pairs[0]).shape[:2] == tuple(cfg["ground_size"])
+    from xview_loc_ros.preprocess import check_pair_config
+
+    check_pair_config(cfg, ds.meta)  # the extracted set feeds the model it was extracted for
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    rc = adapt_main(["extract", "--bag", str(world["sqlite3"]), "--tiles", world["tiles"], "--out", str(tmp_path / "d2"),
+                     "--model", str(tmp_path / "junk.pt")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "junk.pt: not a readable checkpoint" in err and err.count("\n") == 1
