@@ -381,16 +381,20 @@ def _trees(height, crown_base, albedo, cls, roads, L, G, A, n, res, rng, dist_ro
         inside = d * wob < 1
         sub_cls = cls[r0:r1, c0:c1]
         inside &= (sub_cls != ROAD) & (sub_cls != MARKING) & (sub_cls != BUILDING) & (sub_cls != OBJECT)
-        h_tree = top * (0.55 + 0.45 * np.sqrt(np.clip(1 - d ** 2, 0, 1)))
+        # crown: a dome from base0 to top with a flattish underside, over a trunk (ground rays pass beneath)
+        base0 = min(max(2.4, 0.3 * top), top - 1.0)
+        mid, half_h = (top + base0) / 2, (top - base0) / 2
+        dome = np.sqrt(np.clip(1 - d ** 2, 0, 1))
+        h_tree = mid + half_h * dome
         take = inside & (h_tree > height[r0:r1, c0:c1])
         if not take.any():
             continue
         rgb = pal[rng.integers(len(pal))] * rng.uniform(0.85, 1.15)
         leaf = (0.7 + 0.35 * (1 - d[take])) * (1 + 0.18 * rng.normal(0, 1, take.sum()))
-        base = max(2.4, 0.35 * top) * (1 + 0.3 * d[take] ** 2)  # crown underside, rounded at the rim
         trunk = d * radius < 0.25
         height[r0:r1, c0:c1][take] = h_tree[take]
-        crown_base[r0:r1, c0:c1][take] = np.where(trunk[take], 0.0, np.minimum(base, h_tree[take] - 0.3))
+        height[r0:r1, c0:c1][take & trunk] = mid
+        crown_base[r0:r1, c0:c1][take] = np.where(trunk[take], 0.0, base0 + (mid - base0) * d[take] ** 4)
         albedo[r0:r1, c0:c1][take] = rgb[None] * leaf[:, None]
         cls[r0:r1, c0:c1][take] = TREE
 

@@ -127,14 +127,14 @@ class GroundRenderer:
         with np.errstate(divide="ignore"):
             dg = np.where(tan_el < 0, z / np.maximum(-tan_el, 1e-12), np.inf) * np.ones((1, cols_n))
         ks = self._first_hit(np.where(crown, 0.0, hgt), z, el, d)  # buildings, objects, trunks
-        kt = self._first_hit(np.where(crown, hgt, 0.0), z, el, d)  # tree crown tops
+        kt = self._first_crown(crown, hgt, base, z, el, d)  # tree crowns (rays may pass beneath)
         ds = d[np.minimum(ks, k_n - 1)]
         obst = (ks < k_n) & (ds <= dg)
         stop = np.where(obst, ds, dg)
         cidx = np.broadcast_to(np.arange(cols_n)[None, :], (rows_n, cols_n))
         ktc = np.minimum(kt, k_n - 1)
         dt = d[ktc]
-        tree = (kt < k_n) & (dt < stop) & (tan_el * dt + z >= base[cidx, ktc])  # rays under a crown pass on
+        tree = (kt < k_n) & (dt < stop)
         obst &= ~tree
         ground = ~obst & ~tree & np.isfinite(dg) & (dg < MAX_RANGE_M)
         out = np.empty((rows_n, cols_n, 3), np.float32)
@@ -153,7 +153,10 @@ class GroundRenderer:
             zh = z + dist * tan_el[ri, 0]
             rel = np.clip((zh - self.crown_base[p]) / np.maximum(self.h[p] - self.crown_base[p], 0.1), 0, 1)
             lit = (self.caster[flat[ci, np.maximum(k - 1, 0)]] <= zh + 0.5).astype(np.float32)
-            out[ri, ci] = shade(self.albedo[p], 0.35 + 0.5 * rel, lit, self.app)
+            hx, hy = east + dist * sx[ci], north + dist * sy[ci]
+            # foliage clumps: the raster colour varies across the crown, this varies it with height too
+            clump = 1 + 0.18 * np.sin(zh * 4.1 + hx * 2.3) * np.sin(zh * 2.7 - hy * 3.1)
+            out[ri, ci] = shade(self.albedo[p] * clump[:, None], 0.35 + 0.5 * rel, lit, self.app)
             rng_m[ri, ci] = dist
 
         # solids (buildings, trunks, objects)
@@ -195,6 +198,28 @@ class GroundRenderer:
         haze = 1.0 - np.exp(-np.minimum(rng_m, 1e6) / self.app["haze_m"])
         out = out * (1 - haze[..., None]) + self.horizon * haze[..., None]
         return out, rng_m
+
+    @staticmethod
+    def _first_crown(crown: np.ndarray, top: np.ndarray, base: np.ndarray, z: float, el: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Per (row, column): first crown sample whose vertical extent [base, top] the row's ray passes through
+        (K if none). Each crown sample covers the rows between its base and top elevation angles; the
+        nearest covering sample wins."""
+        cols_n, k_n = crown.shape
+        best = np.full((len(el), cols_n), k_n, np.int64)
+        cc, kk = np.nonzero(crown)
+        if len(cc) == 0:
+            return best
+        order = np.argsort(el)
+        el_sorted = el[order]
+        lo = np.searchsorted(el_sorted, np.arctan2(base[cc, kk] - z, d[kk]), side="left")
+        hi = np.searchsorted(el_sorted, np.arctan2(top[cc, kk] - z, d[kk]), side="right")
+        n_rows = hi - lo
+        keep = n_rows > 0
+        cc, kk, lo, n_rows = cc[keep], kk[keep], lo[keep], n_rows[keep]
+        starts = np.repeat(np.cumsum(n_rows) - n_rows, n_rows)
+        rows = np.repeat(lo, n_rows) + np.arange(int(n_rows.sum())) - starts
+        np.minimum.at(best, (order[rows], np.repeat(cc, n_rows)), np.repeat(kk, n_rows))
+        return best
 
     @staticmethod
     def _first_hit(heights: np.ndarray, z: float, el: np.ndarray, d: np.ndarray) -> np.ndarray:
