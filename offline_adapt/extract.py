@@ -25,9 +25,11 @@ import logging
 import math
 import shutil
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -456,8 +458,13 @@ def extract(bags: Sequence[str | Path], tiles: str, out: str | Path, opts: Extra
                     # Network sources: fill the disk cache along the drive while frames are decoded.
                     step = max(1, len(plan.fixes) // 2000)
                     builder.prefetch(list(zip(plan.fixes.lat[::step], plan.fixes.lon[::step])))
-                size_hw = _walk_bag(plan, bag_id, opts, builder, writer, done, counts, heading_sources, size_hw, progress,
-                                    (TileNotFound, TileDecodeError))
+                sink = _PairSink(writer, counts)
+                try:
+                    size_hw = _walk_bag(plan, bag_id, opts, builder, sink, done, counts, heading_sources, size_hw, progress,
+                                        (TileNotFound, TileDecodeError))
+                    sink.flush()
+                finally:
+                    sink.close()
             if not writer.records:
                 raise ValueError(f"no pairs extracted from {', '.join(map(str, paths))}: "
                                  + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -494,7 +501,7 @@ def _check_resume_settings(writer: DatasetWriter, settings: Dict[str, Any]) -> N
     path.write_text(text)
 
 
-def _walk_bag(plan: BagPlan, bag_id: str, opts: ExtractOptions, builder: Any, writer: DatasetWriter, done: set,
+def _walk_bag(plan: BagPlan, bag_id: str, opts: ExtractOptions, builder: Any, sink: _PairSink, done: set,
               counts: Dict[str, int], heading_sources: Dict[str, int], size_hw: Optional[Tuple[int, int]],
               progress: bool, tile_skips: Tuple[type, ...]) -> Optional[Tuple[int, int]]:
     from tqdm import tqdm
@@ -548,10 +555,8 @@ def _walk_bag(plan: BagPlan, bag_id: str, opts: ExtractOptions, builder: Any, wr
                 continue
             heading, source = _heading(plan, t, opts)
             heading_sources[source] = heading_sources.get(source, 0) + 1
-            rec = _write_pair(writer, pair_id, raw_jpeg, rgb, patch.image, size_hw, fix, heading, source, plan, stamp_ns, t,
-                              opts)
-            writer.add(rec)
-            counts["kept"] += 1
+            sink.submit(_pair_record(pair_id, fix, heading, source, plan, stamp_ns, t, opts), raw_jpeg, rgb, patch.image,
+                        size_hw, opts.jpeg_quality)
             last = (fix["east"], fix["north"])
     bar.close()
     return size_hw
@@ -570,19 +575,22 @@ def _heading(plan: BagPlan, t: float, opts: ExtractOptions) -> Tuple[Optional[fl
     return None, "unknown"
 
 
-def _write_pair(writer: DatasetWriter, pair_id: str, raw_jpeg: Optional[bytes], rgb: Optional[np.ndarray], aerial: np.ndarray,
-                size_hw: Tuple[int, int], fix: Dict[str, float], heading: Optional[float], heading_source: str,
-                plan: BagPlan, stamp_ns: int, t: float, opts: ExtractOptions) -> PairRecord:
-    ground_rel, aerial_rel = f"ground/{pair_id}.jpg", f"aerial/{pair_id}.png"
+def _write_images(writer: DatasetWriter, rec: PairRecord, raw_jpeg: Optional[bytes], rgb: Optional[np.ndarray],
+                  aerial: np.ndarray, size_hw: Tuple[int, int], jpeg_quality: int) -> None:
+    """The pair's ground image (recorded JPEG bytes as-is, else encoded at ``size_hw``) and aerial PNG."""
     if raw_jpeg is not None:
-        writer.path(ground_rel).write_bytes(raw_jpeg)
+        writer.path(rec.ground).write_bytes(raw_jpeg)
     elif rgb is not None:
         h, w = size_hw
         if rgb.shape[:2] != (h, w):
             shrink = rgb.shape[0] > h or rgb.shape[1] > w
             rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        write_rgb(writer.path(ground_rel), rgb, opts.jpeg_quality)
-    write_rgb(writer.path(aerial_rel), aerial)
+        write_rgb(writer.path(rec.ground), rgb, jpeg_quality)
+    write_rgb(writer.path(rec.aerial), aerial)
+
+
+def _pair_record(pair_id: str, fix: Dict[str, float], heading: Optional[float], heading_source: str, plan: BagPlan,
+                 stamp_ns: int, t: float, opts: ExtractOptions) -> PairRecord:
     gt_lat = gt_lon = None
     if plan.gt is not None:
         g, _ = plan.gt.at(t, opts.max_fix_gap_s)
@@ -590,9 +598,37 @@ def _write_pair(writer: DatasetWriter, pair_id: str, raw_jpeg: Optional[bytes], 
             gt_lat, gt_lon = g["lat"], g["lon"]
     std = fix["std_m"]
     return PairRecord(
-        id=pair_id, ground=ground_rel, aerial=aerial_rel,
+        id=pair_id, ground=f"ground/{pair_id}.jpg", aerial=f"aerial/{pair_id}.png",
         center_lat=fix["lat"], center_lon=fix["lon"], mpp=opts.mpp, size_px=opts.size_px,
         heading_deg=heading, fix_lat=fix["lat"], fix_lon=fix["lon"], fix_std_m=std if math.isfinite(std) else None,
         gt_lat=gt_lat, gt_lon=gt_lon, stamp=t, source="rosbag2", heading_source=heading_source,
         extra={"bag": str(plan.path), "topic": plan.image_topic, "stamp_ns": stamp_ns, "fix_topic": plan.fix_topic},
     )
+
+
+class _PairSink:
+    """Encodes and writes pairs' images on worker threads (OpenCV releases the GIL) while the main
+    thread reads the next frames; records enter the index in recording order and only after their
+    files exist, so an interrupted run never indexes a missing image."""
+
+    def __init__(self, writer: DatasetWriter, counts: Dict[str, int], workers: int = 2, max_pending: int = 4) -> None:
+        self.writer, self.counts, self.max_pending = writer, counts, max_pending
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="pair-writer")
+        self.pending: Deque[Tuple[Future, PairRecord]] = deque()
+
+    def submit(self, rec: PairRecord, *image_args: Any) -> None:
+        self.pending.append((self.pool.submit(_write_images, self.writer, rec, *image_args), rec))
+        self._drain(everything=False)
+
+    def _drain(self, everything: bool) -> None:
+        while self.pending and (everything or len(self.pending) > self.max_pending or self.pending[0][0].done()):
+            fut, rec = self.pending.popleft()
+            fut.result()
+            self.writer.add(rec)
+            self.counts["kept"] += 1
+
+    def flush(self) -> None:
+        self._drain(everything=True)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
