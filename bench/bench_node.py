@@ -199,7 +199,8 @@ def main() -> int:
         cmd = "bench/bench_node.py " + " ".join(sys.argv[1:])
         lines = [f"\n### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}: `{cmd}`\n",
                  f"Machine: {result['cpu']}; backend: {result['backend']}; {args.image_size} JPEG at {args.rate} Hz, "
-                 f"{result['poses']}/{result['frames_sent']} poses, {result['frames_dropped']} frames dropped.\n",
+                 f"{result['poses']}/{result['frames_sent']} poses, {result['frames_dropped']} frames dropped; "
+                 f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.\n",
                  "| stage | median ms | p95 ms |", "| --- | --- | --- |"]
         lines += [f"| {k} | {row[k][0]:.2f} | {row[k][1]:.2f} |" for k in names]
         lines += [f"| **end to end (DDS image publish -> pose receive)** | {result['e2e_ms_median']:.1f} | {result['e2e_ms_p95']:.1f} |", "",

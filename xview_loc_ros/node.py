@@ -50,6 +50,9 @@ class LocalizerNode(Node):
         self.backend = backend
         self.builder = patch_builder
         self.loc = Localizer(self.params, backend, patch_builder)
+        warmup = getattr(backend, "warmup", None)
+        if callable(warmup):  # first-call allocations / autotuning / engine loading happen now, not on frame 1
+            warmup(2)
 
         self._lock = threading.Lock()
         self.counts: Dict[str, int] = collections.Counter()  # inputs, outputs, drops
@@ -90,7 +93,7 @@ class LocalizerNode(Node):
 
         self._worker = threading.Thread(target=self._work, name="xview_localizer_worker", daemon=True)
         self._worker.start()
-        self.get_logger().info(f"ready: {self._describe_backend()}; tiles {p.tile_source}; heading {p.heading_source}")
+        self.get_logger().info(f"ready: {self.backend.describe()}; tiles {p.tile_source}; heading {p.heading_source}")
 
     # -- parameters -------------------------------------------------------------------------------
     def _read_params(self) -> LocalizerParams:
@@ -101,10 +104,6 @@ class LocalizerNode(Node):
             self.declare_parameter(name, value, desc)
         values = {name: self.get_parameter(name).value for name in defaults}
         return LocalizerParams.from_mapping(values).validate()
-
-    def _describe_backend(self) -> str:
-        describe = getattr(self.backend, "describe", None)
-        return describe() if callable(describe) else type(self.backend).__name__
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _count(self, table: Dict[str, int], reason: str, detail: str, what: str = "dropped") -> None:
@@ -230,7 +229,7 @@ class LocalizerNode(Node):
             stages = {k: list(v) for k, v in self._stages.items()}
             rejects, bad, tiles = dict(self.rejects), dict(self.bad), self.loc.prefetch_counts()
         dt = max(now - t_prev, 1e-6)
-        values: Dict[str, object] = {"backend": self._describe_backend()}
+        values: Dict[str, object] = {"backend": self.backend.describe()}
         for k in ("image", "fix", "imu"):
             values[f"rate_{k}_hz"] = (counts.get(k, 0) - prev.get(k, 0)) / dt
         for k in ("image", "fix", "imu", "frames_dropped", "poses", "gated"):
