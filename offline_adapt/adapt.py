@@ -29,7 +29,8 @@ from xview_loc_ros.fsutil import atomic_path, atomic_write_json
 
 from . import filtering
 from .distill import DistillOptions, bn_reestimate, train_student
-from .pseudo_labels import (DEFAULT_TOPK, PREDICTIONS_NAME, PseudoLabels, dataset_fingerprint, ensure_pseudo_labels,
+from .training import dist_info
+from .pseudo_labels import (DEFAULT_TOPK, CacheError, PREDICTIONS_NAME, PseudoLabels, dataset_fingerprint, ensure_pseudo_labels,
                             file_sha256, load_pseudo_labels, read_predictions)
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,9 @@ def _mark_done(step_dir: Path, inputs: Dict[str, Any], outputs: List[str], **inf
 def _start(step_dir: Path, inputs: Dict[str, Any]) -> None:
     """Begin (or continue) a step: partial outputs of a run with other inputs are discarded."""
     started = step_dir / "started.json"
+    if dist_info()[0] != 0:  # under torchrun rank 0 alone prepares the folder
+        step_dir.mkdir(parents=True, exist_ok=True)
+        return
     if step_dir.exists():
         try:
             same = json.loads(started.read_text()) == json.loads(json.dumps(inputs))
@@ -114,7 +118,10 @@ def pseudo_label_step(run: AdaptRun) -> PseudoLabels:
 
 
 def _labels(run: AdaptRun) -> PseudoLabels:
-    return load_pseudo_labels(run.dir("pseudo"), run.teacher, run.data, run.opts.split, run.opts.topk)
+    try:
+        return load_pseudo_labels(run.dir("pseudo"), run.teacher, run.data, run.opts.split, run.opts.topk)
+    except CacheError as e:
+        raise CacheError(f"{e}; run `pseudo-label` first (same --teacher, --data, --split, --topk)") from e
 
 
 def _predict_ids(model_path: str, data_dir: str, ids: Optional[List[str]], split: Optional[str], batch: int) -> List[Dict[str, Any]]:
@@ -163,6 +170,8 @@ def student_step(run: AdaptRun, stage: str) -> Path:
     _start(step, inputs)
     lineage = lineage_info(run, stage)
     res = train_student(run.teacher, run.data, labels, ids, step, run.opts.distill, resume=True, extra={"lineage": lineage})
+    if dist_info()[0] != 0:  # under torchrun rank 0 alone writes the step's outputs
+        return step / "student.pt"
     model, ckpt = load_checkpoint(res["best_path"])
     save_checkpoint(step / "student.pt", model, lineage=dict(lineage, selected_epoch=res["best_epoch"],
                                                                selection=res["selection"], selection_value=res["best_value"],
@@ -227,14 +236,18 @@ def bn_step(run: AdaptRun) -> Path:
 
 def report_step(run: AdaptRun, student: Path) -> Dict[str, Any]:
     """Predictions of teacher / aux / student on the eval split (and the adaptation pairs), the
-    summary table and, with GT, the Fig. 4 / Fig. 7-like plots. Always recomputed (cheap)."""
+    summary table and, with GT, the Fig. 4 / Fig. 7-like plots."""
     from .evaluate import summarize
 
     out = run.dir("report")
-    out.mkdir(parents=True, exist_ok=True)
     models = {"teacher": run.teacher, "student": str(student)}
     if (run.dir("aux") / "student.pt").is_file() and not run.opts.bn_reestimate_only:
         models["aux"] = str(run.dir("aux") / "student.pt")
+    inputs = {"models": {k: file_sha256(v) for k, v in models.items()}, "data": run.data_fingerprint,
+              "splits": [run.opts.eval_split, run.opts.split]}
+    if _done(out, inputs):
+        return json.loads((out / "summary.json").read_text())
+    _start(out, inputs)
     summary: Dict[str, Any] = {"teacher": str(run.teacher), "student": str(student), "data": str(run.data), "splits": {}}
     for split in dict.fromkeys([run.opts.eval_split, run.opts.split]):
         preds = {name: _predict_ids(path, run.data, None, split, run.opts.distill.batch) for name, path in models.items()}
@@ -263,6 +276,7 @@ def report_step(run: AdaptRun, student: Path) -> Dict[str, Any]:
     atomic_write_json(out / "summary.json", summary)
     with atomic_path(out / "summary.md") as tmp:
         tmp.write_text(summary_table(summary))
+    _mark_done(out, inputs, ["summary.json"])
     return summary
 
 
@@ -312,8 +326,6 @@ def _plot_fig7(change: np.ndarray, path: Path) -> None:
 
 def run_adapt(run: AdaptRun) -> Dict[str, Any]:
     """All steps; returns the summary (see report_step)."""
-    from xview_loc_ros.models import load_checkpoint, save_checkpoint
-
     run.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run.out / "adapt_config.json", {"teacher": run.teacher, "data": run.data, **run.opts.to_dict()})
     if run.opts.bn_reestimate_only:
@@ -324,8 +336,10 @@ def run_adapt(run: AdaptRun) -> Dict[str, Any]:
             student_step(run, "aux")
             filter_step(run)
         final = student_step(run, "final")
-    model, ckpt = load_checkpoint(final)
-    save_checkpoint(run.out / "student.pt", model, lineage=ckpt["lineage"])
-    summary = report_step(run, run.out / "student.pt")
-    log.info("student: %s\n%s", run.out / "student.pt", summary_table(summary))
+    student = run.out / "student.pt"
+    if not student.is_file() or file_sha256(student) != file_sha256(final):
+        with atomic_path(student) as tmp:
+            shutil.copyfile(final, tmp)
+    summary = report_step(run, student)
+    log.info("student: %s\n%s", student, summary_table(summary))
     return summary

@@ -31,6 +31,7 @@ from .losses import TEMPERATURE, weighted_infonce
 from .pseudo_gt import PSEUDO_GT_MODES, pseudo_fine, pseudo_levels
 from .pseudo_labels import PseudoLabels
 from .targets import SIGMA_PX
+from .training import dist_info
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ def distill_loss(config: Dict[str, Any], labels: PseudoLabels, rows: np.ndarray,
     levels = [list(map(int, x)) for x in config["levels"]]
     n_levels, kp = len(levels), opts.levels
     rows_t = torch.as_tensor(rows, dtype=torch.long)
+    distributed = dist_info()[1] > 1
 
     def loss_fn(out, batch):
         r = rows_t[batch["index"].cpu().long()].tolist()
@@ -100,6 +102,11 @@ def distill_loss(config: Dict[str, Any], labels: PseudoLabels, rows: np.ndarray,
             parts[f"nce{k}"] = float(nce.detach())
             nces.append(nce)
         loss = torch.stack(nces).mean()
+        if distributed:
+            # DDP needs every parameter in the graph; the unsupervised levels join it with zero gradient
+            # (Adam then leaves them unchanged), since training.fit does not enable find_unused_parameters.
+            rest = list(out.heatmaps[kp:]) + ([] if out.orientation is None else [out.orientation])
+            loss = loss + 0.0 * sum(x.float().sum() for x in rest)
         if opts.entropy_min:
             ent = heatmap_entropy(out.heatmaps[-1])
             parts["entropy"] = float(ent.detach())
