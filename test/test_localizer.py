@@ -220,3 +220,47 @@ def test_prefetch_runs_ahead_along_the_motion(stack):
         time.sleep(0.05)
     counts = loc.prefetch_counts()
     assert counts.get("loaded", 0) >= 4  # the tiles around and ahead of the fixes
+
+
+def test_unknown_orientation_model_gives_yaw_from_its_orientation_field(tmp_path, stack):
+    import torch
+
+    from xview_loc_ros.heatmap import heading_from_orientation
+    from xview_loc_ros.inference import open_backend
+    from xview_loc_ros.models import build_model, save_checkpoint
+
+    _, builder = stack
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "unknown.pt", build_model("small", known_orientation=False))
+    backend = open_backend(tmp_path / "unknown.pt", "torch", device="cpu", threads=1)
+    loc = Localizer(_valid(heading_source="none", gate_chi2=1e9, min_confidence=0.0, max_ambiguity=1e9), backend, builder)
+    loc.add_fix(_fix(3.0))
+    est = loc.process(3.0, panorama())
+    ori = backend.infer_outputs(*_inputs(backend, est), ["orientation"])["orientation"][0]
+    expected = math.radians(90.0 - heading_from_orientation(ori, est.u, est.v))
+    assert math.cos(est.yaw - expected) == pytest.approx(1.0, abs=1e-6)
+    assert est.yaw_var == pytest.approx(math.radians(5.0) ** 2)
+
+
+def _inputs(backend, est):
+    from xview_loc_ros.preprocess import prepare_aerial, prepare_ground
+
+    return prepare_ground(panorama(), None, backend.config)[None], prepare_aerial(est.patch, backend.config)[None]
+
+
+def test_overlay_marks_fix_and_estimate_and_grid_rows_run_south_to_north():
+    from xview_loc_ros.overlay import ESTIMATE_COLOUR, FIX_COLOUR, heatmap_overlay, occupancy_values
+
+    patch = np.full((128, 128, 3), 60, np.uint8)
+    logits = np.full((128, 128), -20.0)
+    logits[20, 100] = 10.0  # a sharp peak at row 20 (north), column 100 (east)
+    out = heatmap_overlay(patch, logits, fix_px=(64.0, 64.0), estimate_px=(30.0, 90.0))
+    assert out.shape == patch.shape and out.dtype == np.uint8
+    assert tuple(out[64, 64]) == FIX_COLOUR
+    assert tuple(out[90, 30 + 2]) == ESTIMATE_COLOUR or tuple(out[90 + 2, 30]) == ESTIMATE_COLOUR
+    assert np.abs(out[20, 100].astype(int) - 60).sum() > 60 and np.abs(out[110, 10].astype(int) - 60).max() <= 1
+    prob = np.zeros((4, 4))
+    prob[0, 3] = 0.5  # north-east cell
+    prob[3, 0] = 0.25
+    cells = occupancy_values(prob)
+    assert cells.dtype == np.int8 and cells[3, 3] == 100 and cells[0, 0] == 50  # row 0 = south

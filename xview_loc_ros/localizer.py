@@ -21,7 +21,7 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from .geo import LocalENU, PatchGeoref, compass_to_enu_yaw, enu_yaw_to_compass, yaw_from_quaternion
-from .heatmap import HeatmapEstimate, decode_heatmap, softmax_all
+from .heatmap import HeatmapEstimate, decode_heatmap, heading_from_orientation, softmax_all
 from .params import LocalizerParams
 from .preprocess import prepare_aerial, prepare_ground
 
@@ -158,7 +158,8 @@ class HeadingBuffer:
 class Estimate:
     """One localized frame. Positions: ``lat``/``lon`` degrees; ``east``/``north`` metres in ``map``;
     ``cov_en`` 2x2 m^2 (east, north); ``yaw`` ENU radians (None = unknown) with ``yaw_var`` rad^2;
-    ``u``/``v`` and ``fix_u``/``fix_v`` patch pixels; ``timings`` seconds per stage."""
+    ``u``/``v`` and ``fix_u``/``fix_v`` patch pixels; ``logits`` the finest heat map (n, S, S) and
+    ``prob`` its position probabilities (S, S); ``timings`` seconds per stage."""
 
     stamp: float
     lat: float
@@ -179,6 +180,7 @@ class Estimate:
     fix_v: float
     georef: PatchGeoref
     patch: np.ndarray
+    logits: np.ndarray
     prob: np.ndarray
     accepted: bool
     reject_reason: str = ""
@@ -301,7 +303,13 @@ class Localizer:
         t2 = self._clock()
         timings["preprocess"] = t2 - t1
 
-        logits = np.asarray(self.backend.infer(ground[None], aerial[None]))[0]
+        orientation = None
+        if heading is None and "orientation" in getattr(self.backend, "outputs", ()):
+            # unknown-orientation model: its orientation field gives the yaw at the estimate
+            out = self.backend.infer_outputs(ground[None], aerial[None], ["heatmap", "orientation"])
+            logits, orientation = np.asarray(out["heatmap"])[0], np.asarray(out["orientation"])[0]
+        else:
+            logits = np.asarray(self.backend.infer(ground[None], aerial[None]))[0]
         t3 = self._clock()
         timings["inference"] = t3 - t2
 
@@ -323,14 +331,15 @@ class Localizer:
         yaw, yaw_var = (None, p.unobserved_variance)
         if heading is not None:
             yaw, yaw_var = float(compass_to_enu_yaw(heading.compass_deg)), heading.var_rad2
-        elif est.heading_deg is not None:
-            yaw, yaw_var = float(compass_to_enu_yaw(est.heading_deg)), math.radians(p.heading_std_deg) ** 2
+        elif orientation is not None:
+            yaw = float(compass_to_enu_yaw(heading_from_orientation(orientation, est.u, est.v)))
+            yaw_var = math.radians(p.heading_std_deg) ** 2
 
         reason = gate(est.confidence, est.ambiguity, d2, p)
         timings["decode"] = self._clock() - t3
         return Estimate(stamp, lat, lon, alt, east, north, cov, yaw, yaw_var, float(est.confidence),
                         float(est.ambiguity), d2, float(est.u), float(est.v), fix, fix_u, fix_v, georef,
-                        patch.image, prob, not reason, reason, timings)
+                        patch.image, logits, prob, not reason, reason, timings)
 
 
 def gate(confidence: float, ambiguity: float, d2: float, p: LocalizerParams) -> str:

@@ -201,7 +201,7 @@ class LocalizerNode(Node):
         if self.pub_overlay is not None:
             from .overlay import heatmap_overlay
 
-            img = heatmap_overlay(est.patch, est.prob, (est.fix_u, est.fix_v), (est.u, est.v))
+            img = heatmap_overlay(est.patch, est.logits, (est.fix_u, est.fix_v), (est.u, est.v))
             self.pub_overlay.publish(rm.image_from_rgb(img, Header(stamp=msg.header.stamp, frame_id="aerial_patch")))
         if self.pub_grid is not None:
             self.pub_grid.publish(rm.grid_msg(est, self.loc.datum, header))
