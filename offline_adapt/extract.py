@@ -6,10 +6,12 @@ frames in recording order. For every frame:
 1. position = GNSS fix linearly interpolated at the image stamp; the frame is skipped when the
    bracketing fixes are further apart than ``max_fix_gap_s`` or the stamp is outside the fixes;
    NO_FIX and NaN fixes are dropped before interpolation;
-2. thinning: kept only when the (coarse) position moved at least ``min_spacing_m`` metres since
-   the last kept frame of the same bag (so a stationary vehicle adds nothing);
+2. thinning: kept only when the vehicle moved at least ``min_spacing_m`` metres since the last
+   kept frame of the same bag (so a stationary vehicle adds nothing), measured on the fix track
+   smoothed by a local straight-line fit over ±``smooth_s`` seconds (GNSS noise of a few metres
+   between fixes would otherwise pass for motion);
 3. heading (compass degrees): IMU orientation (ENU, REP-145) interpolated at the stamp, else the
-   course over ground of the fixes ±``cog_window_s`` around the stamp when the speed is at least
+   course over ground of the smoothed track ±``cog_window_s`` around the stamp when the speed is at least
    ``min_cog_speed_mps``, else the fixed ``heading_deg``, else unknown (None);
 4. the image is decoded (a bad frame is counted and skipped) and the north-up aerial patch is
    cut centred on the *coarse* fix, exactly as the vehicle would see it at run time.
@@ -75,6 +77,7 @@ class ExtractOptions:
     min_spacing_m: float = 3.0
     min_cog_speed_mps: float = 2.0
     cog_window_s: float = 1.0
+    smooth_s: float = 1.0
     heading_deg: Optional[float] = None
     split: Optional[Tuple[float, float, float]] = None
     segment_s: float = 30.0
@@ -92,6 +95,8 @@ class ExtractOptions:
         for name in ("max_fix_gap_s", "segment_s", "cog_window_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
+        if not self.smooth_s >= 0:
+            raise ValueError(f"smoothing half-window must be >= 0 seconds, got {self.smooth_s!r}")
         if not self.min_spacing_m >= 0 or not self.min_cog_speed_mps >= 0:
             raise ValueError("min spacing (m) and course-over-ground speed threshold (m/s) must be >= 0")
         if not 0.0 <= self.max_missing < 1.0:
@@ -126,28 +131,33 @@ def parse_split(spec: str | Sequence[float]) -> Tuple[float, float, float]:
 @dataclass
 class FixTrack:
     """Usable GNSS fixes of one topic, sorted by stamp. ``t`` seconds; ``east``/``north`` metres in
-    the ENU frame at the first fix; ``std_m`` 1-sigma horizontal error (NaN when not reported)."""
+    the ENU frame at the first fix, ``east_s``/``north_s`` the same smoothed (see :func:`smooth_track`);
+    ``std_m`` 1-sigma horizontal error (NaN when not reported)."""
 
     t: np.ndarray
     lat: np.ndarray
     lon: np.ndarray
     east: np.ndarray
     north: np.ndarray
+    east_s: np.ndarray
+    north_s: np.ndarray
     std_m: np.ndarray
     dropped: Dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_samples(cls, samples: List[Tuple[float, float, float, float]], dropped: Dict[str, int]) -> "FixTrack":
+    def from_samples(cls, samples: List[Tuple[float, float, float, float]], dropped: Dict[str, int],
+                     smooth_s: float = 1.0) -> "FixTrack":
         """``samples``: (t s, lat deg, lon deg, std m or NaN) of usable fixes, any order."""
         if not samples:
             e = np.zeros(0)
-            return cls(e, e, e, e, e, e, dropped)
+            return cls(e, e, e, e, e, e, e, e, dropped)
         arr = np.array(sorted(samples, key=lambda s: s[0]), dtype=np.float64)
         t, lat, lon, std = arr.T
         keep = np.concatenate([[True], np.diff(t) > 0])  # duplicate stamps: first one wins
         t, lat, lon, std = t[keep], lat[keep], lon[keep], std[keep]
         east, north, _ = LocalENU(float(lat[0]), float(lon[0])).to_enu(lat, lon, 0.0)
-        return cls(t, lat, lon, np.asarray(east, float), np.asarray(north, float), std, dropped)
+        east, north = np.asarray(east, float), np.asarray(north, float)
+        return cls(t, lat, lon, east, north, smooth_track(t, east, smooth_s), smooth_track(t, north, smooth_s), std, dropped)
 
     def __len__(self) -> int:
         return int(self.t.size)
@@ -165,26 +175,47 @@ class FixTrack:
         return (i, j, float((t - self.t[i]) / (self.t[j] - self.t[i]))), ""
 
     def at(self, t: float, max_gap_s: float) -> Tuple[Optional[Dict[str, float]], str]:
-        """Interpolated fix at time ``t`` s: dict(lat, lon, east, north, std_m) or (None, skip reason)."""
+        """Interpolated fix at time ``t`` s: dict(lat, lon, east, north, east_s, north_s, std_m) or (None, skip reason)."""
         b, reason = self.bracket(t, max_gap_s)
         if b is None:
             return None, reason
         i, j, w = b
-        out = {k: float((1 - w) * getattr(self, k)[i] + w * getattr(self, k)[j]) for k in ("lat", "lon", "east", "north")}
+        out = {k: float((1 - w) * getattr(self, k)[i] + w * getattr(self, k)[j]) for k in ("lat", "lon", "east", "north", "east_s", "north_s")}
         out["std_m"] = float(max(self.std_m[i], self.std_m[j]))
         return out, ""
 
     def course_at(self, t: float, window_s: float, max_gap_s: float, min_speed: float) -> Optional[float]:
-        """Compass course over ground (degrees) from the positions at t ± window_s; None when
+        """Compass course over ground (degrees) from the smoothed positions at t ± window_s; None when
         either end is not covered or the speed is below ``min_speed`` m/s (course is noise there)."""
         a, _ = self.at(t - window_s, max_gap_s)
         b, _ = self.at(t + window_s, max_gap_s)
         if a is None or b is None:
             return None
-        de, dn = b["east"] - a["east"], b["north"] - a["north"]
+        de, dn = b["east_s"] - a["east_s"], b["north_s"] - a["north_s"]
         if math.hypot(de, dn) / (2.0 * window_s) < max(min_speed, 1e-6):
             return None
         return float(enu_yaw_to_compass(math.atan2(dn, de)))
+
+
+def smooth_track(t: np.ndarray, x: np.ndarray, half_window_s: float) -> np.ndarray:
+    """``x`` at each ``t`` from a least-squares straight line through the samples within
+    ±``half_window_s`` seconds: removes white GNSS noise, exact on straight constant-speed
+    stretches (also at the ends of the track, unlike a moving average)."""
+    if t.size < 2 or half_window_s <= 0:
+        return x.copy()
+    tc = t - t.mean()
+    lo = np.searchsorted(tc, tc - half_window_s, side="left")
+    hi = np.searchsorted(tc, tc + half_window_s, side="right")
+
+    def wsum(a: np.ndarray) -> np.ndarray:
+        c = np.concatenate([[0.0], np.cumsum(a)])
+        return c[hi] - c[lo]
+
+    n, st, stt, sx, stx = hi - lo, wsum(tc), wsum(tc * tc), wsum(x), wsum(tc * x)
+    den = n * stt - st * st
+    ok = den > 1e-12 * np.maximum(n * stt, 1.0)
+    slope = np.where(ok, (n * stx - st * sx) / np.where(ok, den, 1.0), 0.0)
+    return (sx - slope * st) / n + slope * tc
 
 
 @dataclass
@@ -352,7 +383,7 @@ def _plan_bag(bag: Bag, opts: ExtractOptions) -> BagPlan:
                 yaw_samples.append(y)
         if topic == info and camera_info is None:
             camera_info = _intrinsics_from_info(msg)
-    fixes = FixTrack.from_samples(fix_samples, dropped)
+    fixes = FixTrack.from_samples(fix_samples, dropped, opts.smooth_s)
     if len(fixes) == 0:
         raise TopicError(f"{bag.path}: fix topic {fix!r} holds no usable fix (dropped: {dropped or 'none'})")
     return BagPlan(
@@ -523,13 +554,13 @@ def _walk_bag(plan: BagPlan, bag_id: str, opts: ExtractOptions, builder: Any, si
             if fix is None:
                 counts[reason] += 1
                 continue
-            if last is not None and (fix["east"] - last[0]) ** 2 + (fix["north"] - last[1]) ** 2 < min_sq:
+            if last is not None and (fix["east_s"] - last[0]) ** 2 + (fix["north_s"] - last[1]) ** 2 < min_sq:
                 counts["spacing"] += 1
                 continue
             pair_id = f"{bag_id}_{stamp_ns}"
             if pair_id in done:
                 counts["resumed"] += 1
-                last = (fix["east"], fix["north"])
+                last = (fix["east_s"], fix["north_s"])
                 continue
             raw_jpeg = jpeg_bytes(msg)
             try:
@@ -557,7 +588,7 @@ def _walk_bag(plan: BagPlan, bag_id: str, opts: ExtractOptions, builder: Any, si
             heading_sources[source] = heading_sources.get(source, 0) + 1
             sink.submit(_pair_record(pair_id, fix, heading, source, plan, stamp_ns, t, opts), raw_jpeg, rgb, patch.image,
                         size_hw, opts.jpeg_quality)
-            last = (fix["east"], fix["north"])
+            last = (fix["east_s"], fix["north_s"])
     bar.close()
     return size_hw
 

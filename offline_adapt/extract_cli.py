@@ -43,6 +43,8 @@ def register(sub: Any) -> None:
                    help="skip frames whose bracketing fixes are further apart than this, seconds")
     f.add_argument("--min-spacing", type=float, default=3.0, metavar="M",
                    help="keep a frame only after the vehicle moved this far since the last kept one, metres")
+    f.add_argument("--smooth-s", type=float, default=1.0, metavar="SEC",
+                   help="spacing and course over ground use the fix track smoothed over +-this many seconds")
     f.add_argument("--min-cog-speed", type=float, default=2.0, metavar="M/S",
                    help="without IMU, use course over ground as heading above this speed, m/s")
     f.add_argument("--heading-deg", type=float, metavar="DEG",
@@ -96,6 +98,7 @@ def run_extract(args: argparse.Namespace) -> int:
         image_topic=args.image_topic, fix_topic=args.fix_topic, heading_topic=args.heading_topic,
         gt_topic=args.gt_topic, camera_info_topic=args.camera_info_topic,
         max_fix_gap_s=args.max_fix_gap, min_spacing_m=args.min_spacing, min_cog_speed_mps=args.min_cog_speed,
+        smooth_s=args.smooth_s,
         heading_deg=args.heading_deg, split=args.split, segment_s=args.segment_s, max_missing=args.max_missing,
         zoom=args.zoom,
     )

@@ -12,7 +12,7 @@ import pytest
 from bag_writers import DriveSpec, make_xyz_tiles, write_mcap_ros2, write_ros1, write_rosbags
 from offline_adapt.bags import BagError, TopicError
 from offline_adapt.cli import main as adapt_main
-from offline_adapt.extract import ExtractOptions, FixTrack, assign_splits, extract, parse_split
+from offline_adapt.extract import ExtractOptions, FixTrack, assign_splits, extract, parse_split, smooth_track
 from xview_loc_ros.dataset import PairDataset, PairRecord
 from xview_loc_ros.geo import LocalENU
 from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
@@ -294,3 +294,25 @@ def test_cli_geometry_from_model_checkpoint(tmp_path, world, capsys):
                      "--model", str(tmp_path / "junk.pt")])
     err = capsys.readouterr().err
     assert rc == 2 and "junk.pt: not a readable checkpoint" in err and err.count("\n") == 1
+
+
+def test_smooth_track_removes_noise_and_keeps_lines():
+    t = np.sort(np.random.default_rng(0).uniform(0, 60, 300))  # irregular 5 Hz-ish stamps
+    line = 3.0 + 8.0 * t
+    assert np.allclose(smooth_track(t, line, 1.0), line)  # exact, also at both ends
+    noise = np.random.default_rng(1).normal(0, 3.0, t.size)
+    err = smooth_track(t, line + noise, 1.0) - line
+    assert err.std() < 3.0 / 2  # about 10 fixes per 2 s window
+    assert np.array_equal(smooth_track(t, line + noise, 0.0), line + noise)
+    assert smooth_track(np.array([5.0]), np.array([2.0]), 1.0).tolist() == [2.0]
+
+
+def test_noisy_fixes_do_not_pass_for_motion(tmp_path, world):
+    # Standing still for 4 s with 3 m white GNSS noise at 5 Hz: smoothed, hardly any frame is kept.
+    rng = np.random.default_rng(4)
+    noisy = {k: {"latitude": 52.0116 + rng.normal(0, 3.0) / 111_000, "longitude": 4.3571 + rng.normal(0, 3.0) / 68_500}
+             for k in range(40)}
+    bag = write_rosbags(tmp_path / "still", DriveSpec(frames=9, speed=0.0, fix_override=noisy, imu=False), "sqlite3")
+    smooth = extract([bag], world["tiles"], tmp_path / "a", _opts(min_spacing_m=3.0), progress=False)
+    raw = extract([bag], world["tiles"], tmp_path / "b", _opts(min_spacing_m=3.0, smooth_s=0.0), progress=False)
+    assert smooth.pairs <= 2 < raw.pairs
