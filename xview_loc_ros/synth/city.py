@@ -57,8 +57,9 @@ def _bezier(p0: np.ndarray, p1: np.ndarray, bend: float, n: int = 12) -> np.ndar
     return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * ctrl + t ** 2 * p1
 
 
-def road_graph(layout: dict, size_m: float, rng: np.random.Generator) -> Tuple[List[Road], List[Tuple[np.ndarray, int]]]:
-    """Road centrelines (ENU metres) covering the square city of side ``size_m``; also the nodes with their degree."""
+def road_graph(layout: dict, size_m: float, rng: np.random.Generator) -> Tuple[List[Road], List[Tuple[np.ndarray, int]], float]:
+    """Road centrelines (ENU metres) covering the square city of side ``size_m``; also the nodes with their
+    degree and the grid angle (radians, counter-clockwise from east)."""
     reach = size_m * 0.75
     lines = []
     for _ in range(2):
@@ -96,7 +97,7 @@ def road_graph(layout: dict, size_m: float, rng: np.random.Generator) -> Tuple[L
         for key in ((i0, j0), (i1, j1)):
             degree[key] = degree.get(key, 0) + 1
     nodes = [(pts[k], d) for k, d in degree.items()]
-    return roads, nodes
+    return roads, nodes, ang
 
 
 def _to_px(world_n: int, res: float, pts: np.ndarray) -> np.ndarray:
@@ -150,7 +151,7 @@ def generate_world(style: dict, seed: int, size_m: float = 1000.0, res_m: float 
     ys = (n / 2 - np.arange(n, dtype=np.float32) - 0.5) * res  # north of each row centre
 
     # --- roads, water ------------------------------------------------------------------------
-    roads, nodes = road_graph(L, size_m, rng)
+    roads, nodes, grid_angle = road_graph(L, size_m, rng)
     water_north = -half + L["water_fraction"] * size_m if L["water_fraction"] > 0 else -np.inf
     if np.isfinite(water_north):
         roads = [r for r in roads if r.points[:, 1].min() > water_north + r.width_m]
@@ -190,11 +191,17 @@ def generate_world(style: dict, seed: int, size_m: float = 1000.0, res_m: float 
     buildable = ((cls == GRASS) | (cls == DIRT)) & (island == 0)
     buildable[ys < water_north + 4.0] = False
     dist_road = cv2.distanceTransform(buildable.astype(np.uint8), cv2.DIST_L2, 5) * res
+    # lot seeds on a lattice aligned with the street grid: rectangular lots on grids, irregular ones when jittered
     spacing = float(np.mean(L["lot_size_m"]))
-    g = np.arange(-half + spacing / 2, half, spacing)
-    sx, sy = np.meshgrid(g, g)
-    sx = sx.ravel() + rng.uniform(-0.35, 0.35, sx.size) * spacing
-    sy = sy.ravel() + rng.uniform(-0.35, 0.35, sy.size) * spacing
+    g = np.arange(-0.75 * size_m, 0.75 * size_m, spacing)
+    lu, lv = np.meshgrid(g, g)
+    wobble = 0.12 if L["pattern"] == "grid" else 0.35
+    lu = lu.ravel() + rng.uniform(-wobble, wobble, lu.size) * spacing
+    lv = lv.ravel() + rng.uniform(-wobble, wobble, lv.size) * spacing
+    sx = lu * math.cos(grid_angle) - lv * math.sin(grid_angle)
+    sy = lu * math.sin(grid_angle) + lv * math.cos(grid_angle)
+    inside_city = (np.abs(sx) < half) & (np.abs(sy) < half)
+    sx, sy = sx[inside_city], sy[inside_city]
     scol = np.clip(((sx + half) / res).astype(int), 0, n - 1)
     srow = np.clip(((half - sy) / res).astype(int), 0, n - 1)
     ok = buildable[srow, scol] & (dist_road[srow, scol] > L["setback_m"][0] + 1.0)

@@ -55,6 +55,7 @@ def register(subparsers) -> None:
     q.add_argument("--preset", choices=("small", "full"), default="small",
                    help="small: 128 px aerial at 0.5 m/px, 64x256 ground; full: 512 px aerial (0.14 m/px panorama, 0.19583 pinhole), 320x640 panorama / 256x1024 pinhole")
     q.add_argument("--ground", choices=("panorama", "pinhole"), default="panorama", help="ground camera (default panorama; pinhole 90° HFOV)")
+    q.add_argument("--workers", type=int, default=0, help="rendering processes (default 0 = one per CPU core)")
     q.add_argument("--overwrite", action="store_true", help="replace an existing data set")
     q.set_defaults(func=_pairs)
 
@@ -110,7 +111,7 @@ def _drive(args) -> int:
 def _pairs(args) -> int:
     from .pairs import make_pairs
     out = make_pairs(args.city, args.out, args.n, args.seed, preset=args.preset, ground=args.ground,
-                     overwrite=args.overwrite, progress=sys.stderr.isatty())
+                     overwrite=args.overwrite, progress=sys.stderr.isatty(), workers=args.workers)
     print(f"{args.n} pairs written to {out}")
     return 0
 

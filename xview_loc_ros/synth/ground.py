@@ -131,7 +131,6 @@ class GroundRenderer:
         ds = d[np.minimum(ks, k_n - 1)]
         obst = (ks < k_n) & (ds <= dg)
         stop = np.where(obst, ds, dg)
-        cidx = np.broadcast_to(np.arange(cols_n)[None, :], (rows_n, cols_n))
         ktc = np.minimum(kt, k_n - 1)
         dt = d[ktc]
         tree = (kt < k_n) & (dt < stop)

@@ -149,10 +149,12 @@ def _render_pair(i: int) -> int:
 
 
 def make_pairs(city_dir: str | os.PathLike, out_dataset: str | os.PathLike, n: int, seed: int, preset: str = "small",
-               ground: str = "panorama", overwrite: bool = False, progress: bool = False, workers: int = 0) -> Path:
+               ground: str = "panorama", overwrite: bool = False, progress: bool = False, workers: int = 1) -> Path:
     """Write ``n`` labelled pairs of the city at ``city_dir`` to the pair data set ``out_dataset``.
 
-    ``workers`` processes render in parallel (0 = one per CPU core); the output does not depend on it.
+    ``workers`` > 1 renders in that many forked processes (0 = one per CPU core); the output does not
+    depend on it. The default stays in-process: forking a process that runs threads (rclpy, a test
+    harness) is unsafe, so callers opt in.
     """
     from ..tiles import AerialPatchBuilder, open_tile_source
 
