@@ -195,3 +195,16 @@ def test_overload_bounded_latency_and_flat_memory(bed):
         assert (rss1 - rss0) < 40_000, (rss0, rss1)  # KiB: no backlog grows
     finally:
         h.close()
+
+
+def test_gated_frames_publish_no_pose_and_no_fix(bed):
+    h = _open(bed, gate_chi2=1e-9)  # any distance from the fix fails the Mahalanobis gate
+    try:
+        _drive(h, T0, 3)
+        assert h.wait_for(lambda: int((h.last_diagnostics() or {}).get("reject_gnss_gate", 0)) >= 2, 15.0), h.last_diagnostics()
+        assert h.count("pose") == 0 and h.count("fix") == 0
+        assert h.count("heatmap") >= 2  # the overlay still shows what the model saw
+        assert all(m.color.r > 0.5 for m in h.received["marker"] if m.id == 0)  # estimate drawn red
+        assert h.received["diagnostics"][-1].status[0].level == b"\x01"
+    finally:
+        h.close()
