@@ -29,7 +29,7 @@ from xview_loc_ros.fsutil import atomic_path, atomic_write_json
 
 from . import filtering
 from .distill import DistillOptions, bn_reestimate, train_student
-from .training import dist_info
+from .training import default_device, dist_info
 from .pseudo_labels import (DEFAULT_TOPK, CacheError, PREDICTIONS_NAME, PseudoLabels, dataset_fingerprint, ensure_pseudo_labels,
                             file_sha256, load_pseudo_labels, read_predictions)
 
@@ -132,7 +132,7 @@ def _predict_ids(model_path: str, data_dir: str, ids: Optional[List[str]], split
     from .torch_data import PairTorchDataset
 
     model, _ = load_checkpoint(model_path, map_location="cpu")
-    model.eval()
+    model.to(default_device()).eval()
     data = PairDataset(data_dir)
     recs = data.split(split)
     if ids is not None:

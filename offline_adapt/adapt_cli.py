@@ -51,13 +51,12 @@ def _run(args: argparse.Namespace):
     if args.threads:
         torch.set_num_threads(args.threads)
     d = DistillOptions(batch=args.batch, device=args.device)
-    keep = 80.0
+    keep = getattr(args, "keep", 80.0)
     if hasattr(args, "pseudo_gt"):
         d = DistillOptions(pseudo_gt=args.pseudo_gt, sigma_px=args.sigma, levels=args.levels, epochs=args.epochs, lr=args.lr,
                            batch=args.batch, entropy_min=args.entropy_min, seed=args.seed, select=args.select,
                            holdout_pct=args.holdout, steps_per_epoch=args.steps_per_epoch, workers=args.workers,
                            device=args.device)
-        keep = args.keep
     opts = AdaptOptions(distill=d, keep_pct=keep, split=None if args.split == "all" else args.split, topk=args.topk,
                         eval_split=None if getattr(args, "eval_split", "test") == "all" else getattr(args, "eval_split", "test"),
                         bn_reestimate_only=getattr(args, "bn_reestimate_only", False))

@@ -219,8 +219,10 @@ def bn_reestimate(teacher: str, data_dir: str, ids: Sequence[str], batch: int = 
 
     from .torch_data import PairTorchDataset
 
+    from .training import default_device
+
     model, _ = load_checkpoint(teacher, map_location="cpu")
-    dev = torch.device(device) if device else torch.device("cpu")
+    dev = torch.device(device) if device else default_device()
     model.to(dev)
     data = PairDataset(data_dir)
     recs = {r.id: r for r in data.split(None)}

@@ -174,6 +174,7 @@ def build_pseudo_labels(teacher: str, data_dir: str, cache_dir: str | os.PathLik
     from xview_loc_ros.models import load_checkpoint
 
     from .torch_data import open_split
+    from .training import default_device
 
     if topk < 1:
         raise ValueError(f"topk must be >= 1, got {topk}")
@@ -181,7 +182,7 @@ def build_pseudo_labels(teacher: str, data_dir: str, cache_dir: str | os.PathLik
     cache.mkdir(parents=True, exist_ok=True)
     (cache / MANIFEST_NAME).unlink(missing_ok=True)  # an interrupted rebuild must not look valid
     model, _ = load_checkpoint(teacher, map_location="cpu")
-    model.to(torch.device(device) if device else torch.device("cpu"))
+    model.to(torch.device(device) if device else default_device())
     tds = open_split(data_dir, split, model.config, require_gt=False)
     labels, preds = teacher_pass(model, tds, batch_size, topk)
     labels.save(cache / NPZ_NAME)

@@ -320,7 +320,10 @@ def test_cli_steps_and_errors(bed, tmp_path, capsys):
     assert "run `filter` first" in capsys.readouterr().err
     assert adapt_main(["train-student", "--stage", "aux", *common, "--topk", "32", "--levels", "9"]) == 2
     assert "--levels K' must be in 1..6" in capsys.readouterr().err
-    assert adapt_main(["train-student", "--stage", "final", *common, "--topk", "32", "--epochs", "1", "--keep", "100",
+    assert adapt_main(["train-student", "--stage", "aux", *common, "--topk", "32", "--epochs", "1", "--select", "last"]) == 0
+    assert adapt_main(["filter", *common, "--topk", "32", "--keep", "40"]) == 0
+    assert len(json.loads((Path(out) / "filter" / "kept.json").read_text())["ids"]) == 6
+    assert adapt_main(["train-student", "--stage", "final", *common, "--topk", "32", "--epochs", "1", "--keep", "40",
                        "--pseudo-gt", "heatmap", "--levels", "6", "--select", "last"]) == 0
     _, ckpt = load_checkpoint(Path(out) / "final" / "student.pt")
-    assert ckpt["lineage"]["trained_on"] == 15 and ckpt["lineage"]["flags"]["distill"]["pseudo_gt"] == "heatmap"
+    assert ckpt["lineage"]["trained_on"] == 6 and ckpt["lineage"]["flags"]["distill"]["pseudo_gt"] == "heatmap"
