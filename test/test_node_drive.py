@@ -1,7 +1,6 @@
 """A synthetic drive (city tiles + rosbag2 from xview_loc_ros.synth) played over DDS into the node."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
