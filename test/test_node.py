@@ -91,7 +91,7 @@ def test_outputs_are_stamped_geo_referenced_and_sized(bed):
         assert h.wait_for(lambda: (h.last_diagnostics() or {}).get("count_poses", "0") != "0", 5.0)
         diag = h.last_diagnostics()
         for k in ("rate_image_hz", "latency_ms_median", "latency_ms_p95", "frames_dropped", "stage_inference_ms_median",
-                  "stage_patch_ms_p95", "stage_publish_ms_median", "backend"):
+                  "stage_patch_ms_p95", "stage_publish_ms_median", "stage_visualize_ms_median", "backend"):
             assert k in diag, k
         assert "torch" in diag["backend"]
     finally:

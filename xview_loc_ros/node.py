@@ -23,6 +23,7 @@ from std_msgs.msg import Header
 
 from . import ros_msgs as rm
 from .localizer import STAGES, FrameRejected, Localizer, stage_summary
+from .overlay import heatmap_overlay
 from .params import NODE_NAME, LocalizerParams, ParameterError
 
 _WINDOW = 200  # frames kept for latency / stage statistics
@@ -60,7 +61,7 @@ class LocalizerNode(Node):
         self.bad: Dict[str, int] = collections.Counter()  # malformed input messages, by reason
         self._last_log: Dict[str, float] = {}
         self._latency: Deque[float] = collections.deque(maxlen=_WINDOW)
-        self._stages: Dict[str, Deque[float]] = {k: collections.deque(maxlen=_WINDOW) for k in ("image",) + STAGES + ("publish",)}
+        self._stages: Dict[str, Deque[float]] = {k: collections.deque(maxlen=_WINDOW) for k in ("image",) + STAGES + ("publish", "visualize")}
         self._rate_mark: Tuple[float, Dict[str, int]] = (time.monotonic(), {})
 
         self._slot: Optional[Tuple[str, Any, float]] = None
@@ -198,9 +199,8 @@ class LocalizerNode(Node):
         else:
             self._count(self.rejects, est.reject_reason,
                         f"confidence {est.confidence:.2f}, ambiguity {est.ambiguity:.2f}, d^2 vs GNSS {est.mahalanobis2:.1f}", "gated")
+        t1, pose_out = time.perf_counter(), time.monotonic()
         if self.pub_overlay is not None:
-            from .overlay import heatmap_overlay
-
             img = heatmap_overlay(est.patch, est.logits, (est.fix_u, est.fix_v), (est.u, est.v))
             self.pub_overlay.publish(rm.image_from_rgb(img, Header(stamp=msg.header.stamp, frame_id="aerial_patch")))
         if self.pub_grid is not None:
@@ -214,8 +214,9 @@ class LocalizerNode(Node):
             self._stages["image"].append(t_img)
             for k, v in est.timings.items():
                 self._stages[k].append(v)
-            self._stages["publish"].append(done - t0)
-            self._latency.append(time.monotonic() - received)
+            self._stages["publish"].append(t1 - t0)
+            self._stages["visualize"].append(done - t1)
+            self._latency.append(pose_out - received)  # receive -> pose and fix out
 
     # -- diagnostics ------------------------------------------------------------------------------
     def diagnostics_values(self) -> Dict[str, object]:
