@@ -6,6 +6,7 @@ east in [(col - N/2) * res, (col + 1 - N/2) * res) and north in ((N/2 - row - 1)
 """
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Tuple
@@ -79,13 +80,16 @@ class World:
 
     def save(self, path: str | Path) -> None:
         """Write the world (compact dtypes, compressed) atomically."""
+        arrays = dict(res_m=np.float64(self.res_m), height=self.height.astype(np.float16), cls=self.cls,
+                      albedo=self.albedo, building=self.building.astype(np.uint16), normal=self.normal,
+                      caster=self.caster.astype(np.float16), crown_base=self.crown_base.astype(np.float16),
+                      facade_rgb=self.facade_rgb, facade=self.facade)
         with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(
-                    f, res_m=np.float64(self.res_m), height=self.height.astype(np.float16), cls=self.cls,
-                    albedo=self.albedo, building=self.building.astype(np.uint16), normal=self.normal,
-                    caster=self.caster.astype(np.float16), crown_base=self.crown_base.astype(np.float16), facade_rgb=self.facade_rgb, facade=self.facade,
-                )
+            # an .npz that np.load reads, deflated at level 1: ~3x faster to write than savez_compressed
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+                for name, a in arrays.items():
+                    with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                        np.lib.format.write_array(f, np.asanyarray(a), allow_pickle=False)
 
     @classmethod
     def load(cls, path: str | Path, roads: List[Road] | None = None) -> "World":
