@@ -128,7 +128,7 @@ def _predict_ids(model_path: str, data_dir: str, ids: Optional[List[str]], split
     from xview_loc_ros.dataset import PairDataset
     from xview_loc_ros.models import load_checkpoint
 
-    from .evaluate import predict, torch_runner
+    from .evaluate import predict
     from .torch_data import PairTorchDataset
 
     model, _ = load_checkpoint(model_path, map_location="cpu")
@@ -140,8 +140,34 @@ def _predict_ids(model_path: str, data_dir: str, ids: Optional[List[str]], split
         recs = [by_id[i] for i in ids]
     if not recs:
         return []
-    preds, _ = predict(torch_runner(model), PairTorchDataset(data, recs, model.config, require_gt=False), batch)
+    import torch
+
+    dev = next(model.parameters()).device
+    s = int(model.config["aerial_size"])
+    level_uv: List[np.ndarray] = []
+
+    def run_levels(g: np.ndarray, a: np.ndarray):
+        with torch.no_grad():
+            out = model(torch.from_numpy(g).to(dev), torch.from_numpy(a).to(dev))
+        cols = []
+        for h in out.heatmaps:  # each level's argmax cell centre in patch pixels (max over orientation bins)
+            m = h.float().amax(dim=1).flatten(1).argmax(dim=1).cpu().numpy()
+            n = h.shape[-1]
+            cols.append(np.stack([(m % n + 0.5) * s / n, (m // n + 0.5) * s / n], axis=1))
+        level_uv.append(np.stack(cols, axis=1))  # (B, K, 2)
+        ori = None if out.orientation is None else out.orientation.float().cpu().numpy()
+        return out.heatmaps[-1].float().cpu().numpy(), ori
+
+    preds, _ = predict(run_levels, PairTorchDataset(data, recs, model.config, require_gt=False), batch)
+    for p, uv in zip(preds, np.concatenate(level_uv)):
+        p["level_uv"] = uv.tolist()
     return preds
+
+
+def level_errors_m(preds: List[Dict[str, Any]], mpp: Dict[str, float]) -> Optional[List[float]]:
+    """Mean error (m) of each heat-map level's argmax, coarse -> fine; None without GT."""
+    rows = [np.hypot(*(np.asarray(p["level_uv"]) - [p["gt_u"], p["gt_v"]]).T) * mpp[p["id"]] for p in preds if "gt_u" in p]
+    return np.mean(rows, axis=0).tolist() if rows else None
 
 
 def student_step(run: AdaptRun, stage: str) -> Path:
@@ -266,7 +292,7 @@ def report_step(run: AdaptRun, student: Path) -> Dict[str, Any]:
             row["teacher_student_m"] = float(np.hypot(t["u"] - preds["student"][k]["u"], t["v"] - preds["student"][k]["v"]) * mpp)
             rows.append(row)
         _write_jsonl(out / f"predictions_{tag}.jsonl", rows)
-        summary["splits"][tag] = {name: summarize(p) for name, p in preds.items()}
+        summary["splits"][tag] = {name: dict(summarize(p), level_mean_m=level_errors_m(p, run.mpp)) for name, p in preds.items()}
         if all("err_m" in p for p in preds["teacher"]):
             te = np.asarray([p["err_m"] for p in preds["teacher"]])
             se = np.asarray([p["err_m"] for p in preds["student"]])
@@ -281,13 +307,16 @@ def report_step(run: AdaptRun, student: Path) -> Dict[str, Any]:
 
 
 def summary_table(summary: Dict[str, Any]) -> str:
-    lines = ["| split | model | pairs | mean [m] | median [m] | centre guess mean [m] |", "|---|---|---|---|---|---|"]
+    lines = ["| split | model | pairs | mean [m] | median [m] | centre guess mean [m] | per-level argmax mean [m], coarse -> fine |",
+             "|---|---|---|---|---|---|---|"]
     for split, models in summary["splits"].items():
         for name, m in models.items():
             if "mean_m" in m:
-                lines.append(f"| {split} | {name} | {m['count']} | {m['mean_m']:.2f} | {m['median_m']:.2f} | {m['prior_mean_m']:.2f} |")
+                levels = " / ".join(f"{x:.2f}" for x in m.get("level_mean_m") or [])
+                lines.append(f"| {split} | {name} | {m['count']} | {m['mean_m']:.2f} | {m['median_m']:.2f} | "
+                             f"{m['prior_mean_m']:.2f} | {levels} |")
             else:
-                lines.append(f"| {split} | {name} | {m['count_total']} | (no GT) | (no GT) | |")
+                lines.append(f"| {split} | {name} | {m['count_total']} | (no GT) | (no GT) | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -233,6 +233,8 @@ def test_adapt_writes_student_with_lineage_and_reports(bed, adapted):
     rows = [json.loads(x) for x in (run.dir("report") / "predictions_test.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and {"teacher", "aux", "student"} <= set(rows[0]) and "err_m" in rows[0]["student"]
     assert summary["splits"]["test"]["teacher"]["count"] == 4
+    for m in summary["splits"]["test"].values():  # per-level argmax errors; the finest equals the decoded argmax
+        assert len(m["level_mean_m"]) == 6 and m["level_mean_m"][-1] == pytest.approx(m["mean_m_argmax"], rel=1e-6)
     for f in ("fig4_test.png", "fig7_test.png", "summary.md"):
         assert (run.dir("report") / f).stat().st_size > 100
     assert (run.dir("filter") / "filter_hist.png").stat().st_size > 100
