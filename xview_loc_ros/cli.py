@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "xview_loc_ros.node_cli",
     "xview_loc_ros.tiles.cli",
     "xview_loc_ros.synth.cli",
+    "xview_loc_ros.replay",
 ]
 
 
