@@ -82,7 +82,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     loader = make_loader(train_ds, args.batch, shuffle=True, seed=args.seed, workers=args.workers, drop_last=len(train_ds) > args.batch)
     res = fit(model, loader, supervised_loss(cfg, weights), epochs=args.epochs, out_dir=args.out, lr=args.lr, seed=args.seed,
               validate_fn=validate, resume=args.resume, amp=None if args.amp == "auto" else args.amp == "on",
-              device=torch.device(args.device) if args.device else None, steps_per_epoch=args.steps_per_epoch,
+              device=torch.device(args.device) if args.device else None, steps_per_epoch=args.steps_per_epoch, lr_schedule=args.lr_schedule,
               extra={"data": str(args.data), "train_args": {k: v for k, v in vars(args).items() if k != "func"}})
     return {"best_value": res.best_value, "best_epoch": res.best_epoch, "history": res.history}
 
@@ -102,6 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
     p.add_argument("--init", default=None, help="start from a checkpoint (.pt of this project) or "
                    "ccvpe-official:PATH (a released CCVPE state_dict)")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                   help="constant (CCVPE) or cosine decay to 5%% of --lr over the epochs")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt (same config required)")
     p.add_argument("--orientation", choices=["known", "unknown"], default=None,
                    help="known: panoramas north-aligned with the recorded heading; unknown: the model predicts "

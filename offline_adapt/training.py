@@ -10,6 +10,7 @@ DistributedDataParallel, and rank 0 alone validates and writes files.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import sys
@@ -110,11 +111,17 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="batch", disable=not enabled or not sys.stderr.isatty(), leave=False)
 
 
+def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    if schedule == "constant":
+        return 1.0
+    return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
+
+
 def fit(model: torch.nn.Module, train_loader: DataLoader, loss_fn: LossFn, *, epochs: int, out_dir: str | os.PathLike,
         lr: float = 1e-4, seed: int = 0, validate_fn: Optional[Callable[[torch.nn.Module], Optional[Dict[str, float]]]] = None,
         select_key: str = "mean_m", resume: bool = False, amp: Optional[bool] = None,
         device: Optional[torch.device] = None, steps_per_epoch: Optional[int] = None,
-        extra: Optional[Dict[str, Any]] = None, progress: bool = True) -> FitResult:
+        extra: Optional[Dict[str, Any]] = None, progress: bool = True, lr_schedule: str = "constant") -> FitResult:
     """Train ``model`` for ``epochs`` epochs; see the module docstring.
 
     ``loss_fn(output, batch)`` returns a loss tensor or (loss, dict of floats to log).
@@ -122,7 +129,11 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, loss_fn: LossFn, *, ep
     ``select_key`` selects best.pt (without validation best.pt is the last epoch).
     ``steps_per_epoch`` caps the batches per epoch. ``extra``: plain values stored in checkpoints.
     ``amp``: mixed precision (fp16 autocast + grad scaling), default on when training on CUDA.
+    ``lr_schedule``: "constant" (CCVPE) or "cosine" (per-epoch decay from ``lr`` to 5 % of it; a
+    pure function of the epoch, so resuming needs no scheduler state).
     """
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
     out_dir = Path(out_dir)
     rank, world, _ = dist_info()
     device = device or default_device()
@@ -158,6 +169,8 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, loss_fn: LossFn, *, ep
     for epoch in range(start_epoch, epochs):
         if hasattr(train_loader.sampler, "set_epoch"):
             train_loader.sampler.set_epoch(epoch)
+        for group in opt.param_groups:
+            group["lr"] = lr * _lr_factor(lr_schedule, epoch, epochs)
         train_net.train()
         t0, pairs, loss_sum, parts_sum = time.perf_counter(), 0, 0.0, {}
         bar = _progress(n_batches, f"epoch {epoch + 1}/{epochs}", progress and rank == 0)
