@@ -191,6 +191,19 @@ def test_pairs_deterministic_and_pinhole(small_city, tmp_path):
     assert [p.gt_lat for p in c.pairs] != [p.gt_lat for p in ds.pairs]
 
 
+def test_pair_presets_match_the_model_inputs():
+    from xview_loc_ros.models import DEFAULTS
+    from xview_loc_ros.synth.pairs import PRESETS as PAIR_PRESETS, ground_camera, resolve_preset
+    for arch in ("small", "ccvpe-vigor", "ccvpe-kitti"):
+        cfg = DEFAULTS[arch]
+        cam = ground_camera(arch, cfg["ground_type"])
+        p = PAIR_PRESETS[resolve_preset(arch)]
+        assert list(cam.size) == cfg["ground_size"] and cam.fov_deg == cfg["fov_deg"], arch
+        assert p.patch_px == cfg["aerial_size"] and p.mpp[cfg["ground_type"]] == pytest.approx(cfg["mpp"]), arch
+    with pytest.raises(ValueError, match="unknown pair preset"):
+        ground_camera("huge", "panorama")
+
+
 def test_cli_pairs_and_errors(small_city, tmp_path, capsys):
     from xview_loc_ros.cli import main
     assert main(["synth", "pairs", "--city", str(small_city), "--n", "2", "--seed", "1", "--out", str(tmp_path / "p")]) == 0

@@ -42,12 +42,21 @@ PRESETS = {
     # GPU work: CCVPE sizes (VIGOR-like panorama 320 x 640, KITTI-like pinhole 256 x 1024)
     "full": PairPreset(512, {"panorama": 0.14, "pinhole": 0.19583}, (320, 640), (256, 1024), 90.0, 1),
 }
+# model architectures (xview_loc_ros.models) whose input geometry a preset matches
+PRESET_ALIASES = {"ccvpe-vigor": "full", "ccvpe-kitti": "full"}
+
+
+def resolve_preset(preset: str) -> str:
+    """A preset name, or a model architecture name mapped to the preset with its input sizes."""
+    name = PRESET_ALIASES.get(preset, preset)
+    if name not in PRESETS:
+        raise ValueError(f"unknown pair preset {preset!r}; choose from {sorted(PRESETS) + sorted(PRESET_ALIASES)}")
+    return name
 
 
 def ground_camera(preset: str, ground: str) -> GroundCamera:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown pair preset {preset!r}; choose from {sorted(PRESETS)}")
-    p = PRESETS[preset]
+    """The ground camera of ``preset`` (or model architecture name) for ``ground`` "panorama" | "pinhole"."""
+    p = PRESETS[resolve_preset(preset)]
     if ground == "panorama":
         return GroundCamera("panorama", p.panorama, 360.0, 0.0, p.supersample)
     if ground == "pinhole":
@@ -162,6 +171,7 @@ def make_pairs(city_dir: str | os.PathLike, out_dataset: str | os.PathLike, n: i
         raise ValueError(f"number of pairs must be >= 1, got {n!r}")
     city = load_city(city_dir)
     cam = ground_camera(preset, ground)
+    preset = resolve_preset(preset)
     p = PRESETS[preset]
     mpp = p.mpp[ground]
     span = p.patch_px * mpp
