@@ -98,7 +98,8 @@ def ccvpe_latency(device: torch.device, runs: int = 5) -> Dict[str, Any]:
     return res
 
 
-def teacher_cross_area(work: Path, n_pairs: int, epochs: int, styles: tuple, seed: int) -> Dict[str, Any]:
+def teacher_cross_area(work: Path, n_pairs: int, epochs: int, styles: tuple, seed: int, city_m: float,
+                       threads: int) -> Dict[str, Any]:
     """Train `small` on style A pairs (train split, val for selection) and evaluate on A's and B's test splits."""
     from offline_adapt.cli import main as adapt
 
@@ -108,23 +109,26 @@ def teacher_cross_area(work: Path, n_pairs: int, epochs: int, styles: tuple, see
     for k, style in enumerate(styles):
         city = work / f"city_{style}"
         if not city.exists():
-            make_city(style, seed + k, city)
+            make_city(style, seed + k, city, size_m=city_m)
         data = work / f"pairs_{style}"
         if not data.exists():
-            make_pairs(city, data, n_pairs, seed + k, preset="small", ground="panorama")
+            make_pairs(city, data, n_pairs, seed + k, preset="small", ground="panorama", workers=threads)
         sets[style] = data
     src, tgt = styles
     run = work / f"teacher_{src}"
     t0 = time.perf_counter()
     rc = adapt(["train", "--data", str(sets[src]), "--config", "small", "--out", str(run), "--epochs", str(epochs),
-                "--batch", "16", "--lr", "1e-3", "--seed", str(seed), "--resume"])
+                "--batch", "16", "--lr", "1e-3", "--seed", str(seed), "--resume",
+                "--threads", str(threads)])
     train_s = time.perf_counter() - t0
     if rc:
         raise RuntimeError(f"training failed with exit code {rc}")
-    out: Dict[str, Any] = {"train_seconds": train_s, "epochs": epochs, "pairs_per_style": n_pairs, "lr": 1e-3}
+    out: Dict[str, Any] = {"train_seconds": train_s, "epochs": epochs, "pairs_per_style": n_pairs, "city_m": city_m,
+                           "lr": 1e-3, "batch": 16}
     for name, style in (("same_area", src), ("cross_area", tgt)):
         ev = work / f"eval_{src}_on_{style}"
-        rc = adapt(["evaluate", "--model", str(run / "best.pt"), "--data", str(sets[style]), "--split", "test", "--out", str(ev)])
+        rc = adapt(["evaluate", "--model", str(run / "best.pt"), "--data", str(sets[style]), "--split", "test", "--out", str(ev),
+                    "--threads", str(threads)])
         if rc:
             raise RuntimeError(f"evaluation failed with exit code {rc}")
         m = json.loads((ev / "metrics.json").read_text())
@@ -139,8 +143,9 @@ def main() -> None:
     ap.add_argument("--parts", default="throughput,ccvpe,teacher")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--pairs", type=int, default=800, help="pairs per style (70/10/20 split by the generator)")
-    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--pairs", type=int, default=400, help="pairs per style (70/10/20 split by the generator)")
+    ap.add_argument("--city-m", type=float, default=400.0, help="side of each synthetic city in metres")
+    ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--styles", default="downtown,suburb", help="source,target styles")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also write the JSON here")
@@ -157,7 +162,8 @@ def main() -> None:
     if "ccvpe" in parts:
         res["ccvpe_latency"] = ccvpe_latency(device)
     if "teacher" in parts:
-        res["teacher"] = teacher_cross_area(work, args.pairs, args.epochs, tuple(args.styles.split(",")), args.seed)
+        res["teacher"] = teacher_cross_area(work, args.pairs, args.epochs, tuple(args.styles.split(",")), args.seed,
+                                          args.city_m, args.threads)
     text = json.dumps(res, indent=2)
     print(text)
     if args.out:
