@@ -83,6 +83,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     res = fit(model, loader, supervised_loss(cfg, weights), epochs=args.epochs, out_dir=args.out, lr=args.lr, seed=args.seed,
               validate_fn=validate, resume=args.resume, amp=None if args.amp == "auto" else args.amp == "on",
               device=torch.device(args.device) if args.device else None, steps_per_epoch=args.steps_per_epoch, lr_schedule=args.lr_schedule,
+              bn_reestimate_batches=args.bn_reestimate,
               extra={"data": str(args.data), "train_args": {k: v for k, v in vars(args).items() if k != "func"}})
     return {"best_value": res.best_value, "best_epoch": res.best_epoch, "history": res.history}
 
@@ -104,6 +105,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "ccvpe-official:PATH (a released CCVPE state_dict)")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
                    help="constant (CCVPE) or cosine decay to 5%% of --lr over the epochs")
+    p.add_argument("--bn-reestimate", type=int, default=16, metavar="BATCHES",
+                   help="after each epoch re-estimate BatchNorm statistics over this many training batches (0: off)")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt (same config required)")
     p.add_argument("--orientation", choices=["known", "unknown"], default=None,
                    help="known: panoramas north-aligned with the recorded heading; unknown: the model predicts "
