@@ -21,5 +21,9 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -m "not gpu"
 
+# the whole mission on synthetic data, about ten minutes on 2 CPU cores; outputs in demo_out/ (re-runs reuse them)
+demo: $(STAMP)
+	$(PY) -m offline_adapt.demo $(DEMO_ARGS)
+
 clean:
 	rm -rf $(VENV) demo_out build *.egg-info

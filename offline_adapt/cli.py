@@ -12,6 +12,7 @@ COMMAND_MODULES = [
     "offline_adapt.train_cli",
     "offline_adapt.evaluate",
     "offline_adapt.adapt_cli",
+    "offline_adapt.demo",
 ]
 
 

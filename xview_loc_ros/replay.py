@@ -142,7 +142,7 @@ def crop_bag(src: str | Path, dst: str | Path, start_frac: float, end_frac: floa
             raise ReplayError(f"--bag {src}: no camera messages on {', '.join(image_topics)}")
         stamps = [t * 1e-9 for _c, t, _r in reader.messages(connections=img)]
         t0, t1, _ = _time_window(stamps, start_frac, end_frac)
-        plugin = StoragePlugin.MCAP if any(str(p).endswith(".mcap") for p in reader.paths) else StoragePlugin.SQLITE3
+        plugin = StoragePlugin.MCAP if any(src.glob("*.mcap")) else StoragePlugin.SQLITE3
         tmp = dst.with_name(f".{dst.name}.partial")
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -201,9 +201,10 @@ class _Recorder:
 
 
 def _frames_done(values: Dict[str, Any]) -> int:
-    """Camera frames the node has finished with (published, gated or rejected), from its diagnostics."""
-    keys = ("count_poses", "count_gated", "frames_dropped")
-    return sum(int(values.get(k, 0)) for k in keys) + sum(
+    """Camera frames the node has finished with, from its diagnostics: published poses, frames dropped
+    unprocessed, and rejected frames (a gated frame is counted once under its reject_ reason and once in
+    count_gated, so count_gated is left out)."""
+    return int(values.get("count_poses", 0)) + int(values.get("frames_dropped", 0)) + sum(
         int(v) for k, v in values.items() if k.startswith(("reject_", "bad_input_")) and isinstance(v, int))
 
 
@@ -284,6 +285,7 @@ def replay(bag: str | Path, params_file: str | Path, out: str | Path, model: Opt
             from tqdm import tqdm
             bar = tqdm(total=len(frames), desc="replay", unit="frame")
         sent = 0
+        given = {"fix": 0, "imu": 0}  # fix / IMU messages published so far
         wall0, bag0 = time.monotonic(), window[0].stamp
         for m in window:
             if m.role not in pubs:
@@ -293,10 +295,13 @@ def replay(bag: str | Path, params_file: str | Path, out: str | Path, model: Opt
                 if delay > 0:
                     time.sleep(delay)
             elif m.role == cam_role:
-                # lock-step: the previous frame is finished and this frame's fix/IMU are delivered first
+                # lock-step: the previous frame is finished and the node holds every fix / IMU sample sent
+                # before this frame (the executor may otherwise take the image callback first)
                 _wait(lambda: _frames_done(loc.diagnostics_values()) >= sent, frame_timeout_s)
-                time.sleep(0.005)
+                _wait(lambda: all(int(loc.diagnostics_values().get(f"count_{k}", 0)) >= n for k, n in given.items()), 2.0)
             pubs[m.role].publish(m.msg)
+            if m.role in given:
+                given[m.role] += 1
             if m.role == cam_role:
                 sent += 1
                 if bar is not None:
@@ -305,7 +310,7 @@ def replay(bag: str | Path, params_file: str | Path, out: str | Path, model: Opt
         _wait(lambda: _frames_done(loc.diagnostics_values()) >= sent, frame_timeout_s)
         _wait(lambda: rec.count() >= int(loc.diagnostics_values().get("count_poses", 0)), 5.0)
         if hm_dir is not None:
-            _wait(lambda: len(rec.heatmap) >= int(loc.diagnostics_values().get("count_poses", 0)), 5.0)
+            _wait(lambda: len(rec.heatmap) >= sum(int(loc.diagnostics_values().get(k, 0)) for k in ("count_poses", "count_gated")), 5.0)
         if bar is not None:
             bar.n = len(frames)
             bar.close()
