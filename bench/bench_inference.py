@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SECTION = "## Inference backends (issue 7)"
+INTRO = ("Batch 1, median of many runs after warm-up; backends take turns in blocks of 10 runs in one process. "
+         "Inference only: normalised arrays in, finest-level logits out (host/device copies included). "
+         "Weights are random (latency does not depend on them). Produced by `bench/bench_inference.py`.")
 
 
 def prepare(arch: str, folder: Path) -> Tuple[Path, Path]:
@@ -124,18 +127,36 @@ def machine() -> str:
             f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
 
 
-def record(results_md: Path, body: str) -> None:
-    """Replace (or append) this benchmark's section of RESULTS.md, leaving the others alone."""
+GPU_PLACEHOLDER = ("Not measured yet: no GPU was lent to the session that wrote this. Goal: `ccvpe` full size "
+                   "<= 5 ms on an H100 in fp16. Command: `python bench/bench_inference.py --models ccvpe-vigor "
+                   "--device cuda --record bench/RESULTS.md`.\n")
+
+
+def _replace_block(text: str, title: str, body: str, level: str) -> str:
+    """Replace the block starting with ``title`` up to the next heading of ``level`` or higher
+    (or append it); ``body`` starts with ``title``."""
+    start = text.find(title)
+    if start < 0:
+        return text.rstrip("\n") + "\n\n" + body
+    ends = [i for i in (text.find(h, start + len(title)) for h in ("\n## ", "\n### " if level == "###" else "\n## "))
+            if i >= 0]
+    end = min(ends) if ends else -1
+    return text[:start] + body + ("" if end < 0 else "\n" + text[end + 1:])
+
+
+def record(results_md: Path, subsection: str, body: str) -> None:
+    """Replace (or add) one subsection ("### CPU" / "### GPU") of this benchmark's section of
+    RESULTS.md, leaving every other section and subsection alone."""
     from xview_loc_ros.fsutil import atomic_write_bytes
 
     text = results_md.read_text() if results_md.exists() else "# Benchmark results\n"
-    start = text.find(SECTION)
-    if start < 0:
-        new = text.rstrip("\n") + "\n\n" + body
-    else:
-        nxt = text.find("\n## ", start + len(SECTION))
-        new = text[:start] + body + ("" if nxt < 0 else "\n" + text[nxt + 1:])
-    atomic_write_bytes(results_md, new.encode())
+    if SECTION not in text:
+        text = _replace_block(text, SECTION, f"{SECTION}\n\n{INTRO}\n\n### CPU\n\n(not measured)\n\n### GPU\n\n{GPU_PLACEHOLDER}", "##")
+    sec_start = text.index(SECTION)
+    nxt = text.find("\n## ", sec_start + len(SECTION))
+    section = text[sec_start:] if nxt < 0 else text[sec_start:nxt + 1]
+    section = _replace_block(section, subsection, body, "###")
+    atomic_write_bytes(results_md, (text[:sec_start] + section + ("" if nxt < 0 else text[nxt + 1:])).encode())
 
 
 def main() -> int:
@@ -148,6 +169,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="CPU intra-op threads for torch and ONNX Runtime")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda[:N] for the GPU rows")
     ap.add_argument("--record", type=Path, help="write the table into this RESULTS.md section")
+    ap.add_argument("--note", help="a paragraph recorded under the table (observations)")
     ap.add_argument("--profile", action="store_true", help="print the eager torch operator profile of each model")
     args = ap.parse_args()
 
@@ -173,15 +195,17 @@ def main() -> int:
             del backends
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "python bench/bench_inference.py " + " ".join(sys.argv[1:])
-    dev = f"{args.threads} CPU threads" if args.device == "cpu" else args.device
+    sub = "### CPU" if args.device == "cpu" else "### GPU"
+    dev = f"{args.threads} threads each for torch and ONNX Runtime" if args.device == "cpu" else args.device
     table = "\n".join(f"| {a} | {lab} | {n} | {ms:.2f} | {hz:.1f} | {r:.2f} |" for a, lab, n, ms, hz, r in rows)
-    body = (f"{SECTION}\n\nBatch 1, median of up to {args.runs} runs after {args.warmup} warm-up runs, backends taking turns in blocks of 10 "
-            f"in one process ({dev}). Inference only: normalised arrays in, finest-level logits out.\n\n"
+    body = (f"{sub}\n\n{dev}; up to {args.runs} runs after {args.warmup} warm-up runs.\n\n"
             "| model | backend | runs | median (ms) | rate (Hz) | speed-up vs torch fp32 |\n|---|---|---|---|---|---|\n"
             f"{table}\n\nCommand: `{cmd}`; machine: {machine()}; date: {when}.\n")
+    if args.note:
+        body += f"\n{args.note}\n"
     print(body)
     if args.record:
-        record(args.record, body)
+        record(args.record, sub, body)
     return 0
 
 
