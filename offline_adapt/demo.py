@@ -26,11 +26,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLED_TEACHER = REPO / "models" / "teacher_downtown_small.pt"
+BUNDLED_TEACHER = REPO / "models" / "teacher_suburb_small.pt"
 PARAMS_FILE = REPO / "config" / "localizer.yaml"
 
 # how the bundled teacher was made (models/README.md quotes the same commands)
-TEACHER_RECIPE = dict(style="downtown", seed=0, size_m=800, zooms="16-18", pairs=1500, epochs=8, steps_per_epoch=50, batch=8, lr=1e-3)
+# (the source side of bench/crossarea.yaml, profile quick)
+TEACHER_RECIPE = dict(style="suburb", city_seed=1, size_m=600, zooms="18-19", pairs=800, pairs_seed=1, epochs=6, batch=8, lr=1e-3,
+                      seed=0, threads=1)
 
 
 @dataclass
@@ -38,12 +40,13 @@ class DemoOptions:
     """Sizes: metres, frames, Hz. The target city is ``target_style`` moved ``amount`` toward ``toward``."""
 
     out: Path = Path("demo_out")
-    target_style: str = "downtown"
-    toward: Optional[str] = "oldtown"
+    target_style: str = "suburb"
+    toward: Optional[str] = "downtown"
     amount: float = 0.5
-    city_seed: int = 7
+    blend_groups: str = "appearance,geometry"
+    city_seed: int = 2
     city_size_m: float = 600.0
-    frames: int = 400
+    frames: int = 300
     rate_hz: float = 2.0
     drive_seed: int = 1
     adapt_frac: float = 0.6
@@ -105,7 +108,7 @@ class Demo:
     def target(self) -> tuple:
         o = self.o
         self.banner(1, "synthetic target city and a recorded drive (rosbag2, urban-canyon GNSS)")
-        blend = ["--toward", o.toward, "--amount", o.amount] if o.toward else []
+        blend = ["--toward", o.toward, "--amount", o.amount, "--blend-groups", o.blend_groups] if o.toward else []
         city = self.run(self.p("city"), "xview-loc", "synth", "city", "--style", o.target_style, *blend, "--seed", o.city_seed,
                         "--size-m", o.city_size_m, "--zooms", "16-18", "--out", self.p("city"))
         bag = self.run(self.p("drive"), "xview-loc", "synth", "drive", "--city", city, "--out", self.p("drive"),
@@ -123,14 +126,13 @@ class Demo:
                   "models/README.md has the commands that made it; --retrain-teacher re-runs them)")
             return BUNDLED_TEACHER
         r = TEACHER_RECIPE
-        city = self.run(self.p("teacher", "city"), "xview-loc", "synth", "city", "--style", r["style"], "--seed", r["seed"],
+        city = self.run(self.p("teacher", "city"), "xview-loc", "synth", "city", "--style", r["style"], "--seed", r["city_seed"],
                         "--size-m", r["size_m"], "--zooms", r["zooms"], "--out", self.p("teacher", "city"))
         pairs = self.run(self.p("teacher", "pairs"), "xview-loc", "synth", "pairs", "--city", city, "--n", o.teacher_pairs,
-                         "--seed", r["seed"], "--out", self.p("teacher", "pairs"))
+                         "--seed", r["pairs_seed"], "--out", self.p("teacher", "pairs"))
         self.run(self.p("teacher", "run", "best.pt"), "xview-adapt", "train", "--data", pairs, "--config", "small",
-                 "--out", self.p("teacher", "run"), "--epochs", o.teacher_epochs, "--steps-per-epoch", r["steps_per_epoch"],
-                 "--batch", r["batch"], "--lr", r["lr"],
-                 "--seed", r["seed"], "--threads", o.threads)
+                 "--out", self.p("teacher", "run"), "--seed", r["seed"], "--epochs", o.teacher_epochs, "--batch", r["batch"],
+                 "--lr", r["lr"], "--threads", r["threads"])
         return self.p("teacher", "run", "best.pt")
 
     def replay(self, name: str, model: Path, tiles: str, bag: Path, start: float, end: float, heatmaps: bool) -> Path:
@@ -310,6 +312,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-style", default=d.target_style, help="style of the target city (preset or YAML)")
     p.add_argument("--toward", default=d.toward, help="blend the target style toward this one ('' = no blend)")
     p.add_argument("--amount", type=float, default=d.amount, help="blend amount 0..1 toward --toward")
+    p.add_argument("--blend-groups", default=d.blend_groups, help="style groups blended toward --toward (or all)")
     p.add_argument("--city-seed", type=int, default=d.city_seed, help="layout seed of the target city")
     p.add_argument("--city-size-m", type=float, default=d.city_size_m, help="side of the target city, metres")
     p.add_argument("--frames", type=int, default=d.frames, help="camera frames of the drive")
@@ -317,7 +320,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drive-seed", type=int, default=d.drive_seed, help="route and GNSS error seed")
     p.add_argument("--adapt-frac", type=float, default=d.adapt_frac,
                    help="adapt on this first fraction of the drive; the rest is held out for the comparison")
-    p.add_argument("--teacher", default=None, help="teacher checkpoint (default: the bundled models/teacher_downtown_small.pt)")
+    p.add_argument("--teacher", default=None, help="teacher checkpoint (default: the bundled models/teacher_suburb_small.pt)")
     p.add_argument("--retrain-teacher", action="store_true", help="train the teacher here with the bundled one's recipe")
     p.add_argument("--teacher-pairs", type=int, default=d.teacher_pairs, help="with --retrain-teacher: source pairs")
     p.add_argument("--teacher-epochs", type=int, default=d.teacher_epochs, help="with --retrain-teacher: epochs")
@@ -329,6 +332,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace) -> DemoOptions:
     return DemoOptions(out=Path(args.out), target_style=args.target_style, toward=args.toward or None, amount=args.amount,
+                       blend_groups=args.blend_groups,
                        city_seed=args.city_seed, city_size_m=args.city_size_m, frames=args.frames, rate_hz=args.rate_hz,
                        drive_seed=args.drive_seed, adapt_frac=args.adapt_frac,
                        teacher=Path(args.teacher) if args.teacher else None, retrain_teacher=args.retrain_teacher,
