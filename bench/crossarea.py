@@ -187,7 +187,7 @@ def main() -> int:
     ap.add_argument("--config", type=Path, default=HERE / "crossarea.yaml")
     ap.add_argument("--profile", default="default")
     ap.add_argument("--out", type=Path, default=HERE / "out" / "crossarea")
-    ap.add_argument("--threads", type=int, default=2, help="CPU threads per step")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads per step (1 is fastest on a shared 2-core machine: OpenMP spin contention)")
     ap.add_argument("--record", type=Path, help="append the table to this RESULTS.md")
     args = ap.parse_args()
     cfg = yaml.safe_load(args.config.read_text())

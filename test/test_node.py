@@ -59,6 +59,8 @@ def test_outputs_are_stamped_geo_referenced_and_sized(bed):
         assert h.wait_for(lambda: h.count("pose") >= 4 and h.count("heatmap_grid") >= 1, 20.0), h.node.diagnostics_values()
         pose = h.received["pose"][-1]
         assert pose.header.frame_id == "map"
+        d = h.node.diagnostics_values()
+        assert d["tile_cache_misses"] >= 1 and d["tile_cache_hits"] >= 0  # tiles were loaded once; later frames reuse the mosaic
         t = stamp_to_sec(pose.header.stamp)
         assert T0 < t < T0 + 2.0 and ((t - T0) * 10) % 1.0 == pytest.approx(0.5, abs=1e-3)  # an image stamp (fix stamp - 0.05 s)
         cov = np.array(pose.pose.covariance).reshape(6, 6)

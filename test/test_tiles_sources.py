@@ -181,6 +181,8 @@ def test_lru_and_mosaic_reuse(tmp_path):
     with open_tile_source(f"xyz:{tmp_path}", lru_tiles=4) as s:
         b = AerialPatchBuilder(s, 128, 2.0, zoom=15)
         first = b.build(lat, lon)
+        loaded = s.cache_stats()
+        assert loaded["misses"] >= 1 and loaded["hits"] == 0
         for f in tmp_path.rglob("*.png"):  # tiles are now served from memory / the reused mosaic
             f.unlink()
         lat2, lon2, _ = LocalENU(lat, lon).to_latlon(4.0, -2.0)  # 2 px east, 1 px south
@@ -189,6 +191,8 @@ def test_lru_and_mosaic_reuse(tmp_path):
         assert diff.max() <= 2
         with pytest.raises(TileNotFound):
             s.get_tile(15, 5253, 11446)  # LRU bounded to 4 tiles: this one was never loaded
+        s.get_tile(15, 5252, 11445)
+        assert s.cache_stats()["hits"] >= 1
     assert second.georef.center_lat == pytest.approx(float(lat2))
 
 

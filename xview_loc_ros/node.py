@@ -243,6 +243,8 @@ class LocalizerNode(Node):
         values.update(rm.counts_as_values("reject_", rejects))
         values.update(rm.counts_as_values("bad_input_", bad))
         values.update(rm.counts_as_values("tiles_prefetched_", tiles))
+        if self._tile_source is not None:
+            values.update(rm.counts_as_values("tile_cache_", self._tile_source.cache_stats()))
         return values
 
     def _publish_diagnostics(self) -> None:

@@ -110,6 +110,8 @@ class TileSource:
         self._inflight: Dict[TileKey, "Future[Tile]"] = {}
         self._workers = max(1, int(workers))
         self._pool: Optional[ThreadPoolExecutor] = None
+        self._hits = 0
+        self._misses = 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r}, zoom {self.min_zoom}..{self.max_zoom})"
@@ -130,7 +132,9 @@ class TileSource:
             tile = self._lru.get(key)
             if tile is not None:
                 self._lru.move_to_end(key)
+                self._hits += 1
                 return tile
+            self._misses += 1
             pending = self._inflight.get(key)
             if pending is None:  # this thread loads it; others asking meanwhile wait for the result
                 self._inflight[key] = Future()
@@ -162,6 +166,7 @@ class TileSource:
             for k in keys:
                 if k in self._lru:
                     out[k] = self._lru[k]
+                    self._hits += 1
         todo = [k for k in keys if k not in out]
         if len(todo) == 1 or (todo and self._workers == 1):
             for k in todo:
@@ -180,6 +185,12 @@ class TileSource:
             return self.get_tile_masked(*key)
         except TileError as e:
             return e
+
+    def cache_stats(self) -> Dict[str, int]:
+        """Memory-cache counters since start: ``hits`` (decoded tile reused), ``misses`` (tile loaded
+        from the folder, file, disk cache or server, or awaited from a concurrent load)."""
+        with self._lock:
+            return {"hits": self._hits, "misses": self._misses}
 
     def close(self) -> None:
         """Release files, connections and threads."""
