@@ -1,0 +1,140 @@
+"""The demo pipeline (offline_adapt.demo) at CI size, and the replay / bag-crop tools it drives.
+
+The demo runs the same code path as `make demo` (synthetic city and drive, the bundled teacher, the
+node over DDS, extract -> adapt -> export, the node with the ONNX student); the assertions recompute
+every table value from the replay JSONL files, with distances from pyproj's geodesic (not the
+package's own ENU code), and check that the pictures and the node's heat maps exist."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+
+import numpy as np
+import pytest
+from pyproj import Geod
+
+from offline_adapt.demo import BUNDLED_TEACHER, Demo, DemoOptions
+from xview_loc_ros.replay import ReplayError, crop_bag, frame_window, read_jsonl
+
+FRAMES = 30
+ADAPT_FRAC = 0.6
+GEOD = Geod(ellps="WGS84")
+
+
+def _dist(lat, lon, lat0, lon0) -> float:
+    return float(GEOD.inv(lon0, lat0, lon, lat)[2])
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    import io
+    from contextlib import redirect_stdout
+
+    out = tmp_path_factory.mktemp("demo") / "demo_out"
+    opts = DemoOptions(out=out, city_size_m=300.0, frames=FRAMES, adapt_frac=ADAPT_FRAC, epochs=1, progress=False)
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        results = Demo(opts).execute()
+    return {"out": out, "opts": opts, "results": results, "stdout": buf.getvalue()}
+
+
+def test_bundled_teacher_is_a_small_checkpoint():
+    from xview_loc_ros.models import load_checkpoint
+
+    assert BUNDLED_TEACHER.is_file() and BUNDLED_TEACHER.stat().st_size < 8e6
+    model, ckpt = load_checkpoint(BUNDLED_TEACHER)
+    assert model.config["arch"] == "small" and model.config["ground_type"] == "panorama"
+
+
+def test_replays_cover_the_drive_and_its_held_out_part(demo):
+    full = read_jsonl(demo["out"] / "replay_teacher_full.jsonl")
+    assert [r["frame"] for r in full] == list(range(FRAMES))
+    first = int(math.floor(ADAPT_FRAC * FRAMES))
+    for name in ("teacher", "student"):
+        recs = read_jsonl(demo["out"] / f"replay_{name}.jsonl")
+        assert [r["frame"] for r in recs] == list(range(first, FRAMES))
+        for r in recs:  # the node's overlay for every frame it handled, gated or not
+            assert r["heatmap"] and (demo["out"] / r["heatmap"]).is_file()
+    summary = json.loads((demo["out"] / "replay_student.jsonl.json").read_text())
+    assert "onnxruntime" in summary["diagnostics"]["backend"]
+    assert summary["diagnostics"]["frames_dropped"] == 0  # lock-step: every frame reached the model
+    assert "torch" in json.loads((demo["out"] / "replay_teacher.jsonl.json").read_text())["diagnostics"]["backend"]
+
+
+def test_table_values_are_recomputed_from_the_replays(demo):
+    teacher = read_jsonl(demo["out"] / "replay_teacher.jsonl")
+    student = read_jsonl(demo["out"] / "replay_student.jsonl")
+    n = len(teacher)
+    gnss = [_dist(r["gnss_lat"], r["gnss_lon"], r["gt_lat"], r["gt_lon"]) for r in teacher]
+    expected = {"GNSS fix": (gnss, n)}
+    for name, recs in (("teacher", teacher), ("student", student)):
+        errs = [_dist(r["est_lat"], r["est_lon"], r["gt_lat"], r["gt_lon"]) for r in recs if r["localized"]]
+        np.testing.assert_allclose(errs, [r["est_err_m"] for r in recs if r["localized"]], atol=0.01)
+        expected[name] = (errs, len(errs))
+    both = [i for i in range(n) if teacher[i]["localized"] and student[i]["localized"]]
+    for name, recs in (("teacher", teacher), ("student", student)):
+        expected[f"{name}, frames both localized"] = ([_dist(recs[i]["est_lat"], recs[i]["est_lon"], recs[i]["gt_lat"],
+                                                            recs[i]["gt_lon"]) for i in both], len(both))
+    rows = demo["results"]["rows"]
+    assert set(rows) == set(expected)
+    md = (demo["out"] / "results.md").read_text()
+    for name, (errs, count) in expected.items():
+        assert rows[name]["localized"] == count
+        if errs:
+            assert rows[name]["mean_m"] == pytest.approx(np.mean(errs), abs=0.01)
+            assert rows[name]["median_m"] == pytest.approx(np.median(errs), abs=0.01)
+            line = f"| {name} | {count}/{n} | {np.mean(errs):.2f} | {np.median(errs):.2f} |"
+            # the printed table carries the same numbers (a 0.01 rounding flip is allowed)
+            got = re.search(rf"^\| {re.escape(name)} \| {count}/{n} \| ([\d.]+) \| ([\d.]+) \|$", md, re.M)
+            assert got, (line, md)
+            assert float(got.group(1)) == pytest.approx(np.mean(errs), abs=0.011)
+            assert float(got.group(2)) == pytest.approx(np.median(errs), abs=0.011)
+    assert md.splitlines()[0] in demo["stdout"] and demo["results"]["verdict"] in demo["stdout"]
+    assert json.loads((demo["out"] / "results.json").read_text())["rows"] == json.loads(json.dumps(rows))
+    assert ("beat" in demo["results"]["verdict"]) or ("matched" in demo["results"]["verdict"]) or ("no frame" in demo["results"]["verdict"])
+
+
+def _png_size(path):
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", head[16:24])
+
+
+@pytest.mark.parametrize("name", ["trajectory.png", "heatmaps.png", "error_cdf.png"])
+def test_pictures_are_written(demo, name):
+    w, h = _png_size(demo["out"] / name)
+    assert w >= 300 and h >= 300
+
+
+def test_every_step_is_printed_and_a_rerun_reuses_everything(demo):
+    import io
+    from contextlib import redirect_stdout
+
+    for cmd in ("xview-loc synth city", "xview-loc synth drive", "xview-loc replay", "xview-loc bag-crop", "xview-adapt extract",
+                "xview-adapt adapt", "xview-adapt export"):
+        assert f"$ {cmd}" in demo["stdout"], cmd
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        again = Demo(demo["opts"]).execute()
+    assert "$ " not in buf.getvalue()  # nothing re-run
+    assert buf.getvalue().count("(exists, skipped)") == len(again["commands"]) >= 9
+    assert again["rows"] == demo["results"]["rows"]
+
+
+def test_bag_crop_keeps_the_window_of_frames(demo, tmp_path):
+    from rosbags.rosbag2 import Reader
+
+    part = crop_bag(demo["out"] / "drive", tmp_path / "part", 0.5, 0.8)
+    first, stop = frame_window(FRAMES, 0.5, 0.8)
+    with Reader(part) as r:
+        counts = {c.topic: 0 for c in r.connections}
+        for c, _t, _raw in r.messages():
+            counts[c.topic] += 1
+    assert counts["/camera/image/compressed"] == stop - first
+    assert counts["/gnss/fix"] >= stop - first
+    with pytest.raises(ReplayError, match="exists"):
+        crop_bag(demo["out"] / "drive", part, 0.0, 1.0)
+    with pytest.raises(ReplayError, match="start-frac"):
+        frame_window(FRAMES, 0.7, 0.2)
