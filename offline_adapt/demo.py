@@ -181,8 +181,9 @@ class Demo:
 
         atomic_write_json(self.p("results.json"), results)
         atomic_write_bytes(self.p("results.md"), (table + "\n\n" + verdict + "\n").encode())
+        mpp = float(json.loads(Path(f"{student}.json").read_text())["config"]["mpp"])
         make_figures(self.out, city, read(self.p("replay_teacher_full.jsonl")), read(self.p("replay_teacher.jsonl")),
-                     read(self.p("replay_student.jsonl")))
+                     read(self.p("replay_student.jsonl")), mpp)
         print(f"pictures: {self.p('trajectory.png')}, {self.p('heatmaps.png')}, {self.p('error_cdf.png')}")
         print(f"demo finished in {time.monotonic() - t0:.0f} s; outputs in {self.out}/")
         return results
@@ -232,10 +233,11 @@ def format_table(results: Dict[str, Any]) -> str:
 
 
 def make_figures(out: Path, city: Path, full: List[Dict[str, Any]], teacher: List[Dict[str, Any]],
-                 student: List[Dict[str, Any]]) -> None:
+                 student: List[Dict[str, Any]], mpp: float) -> None:
     """trajectory.png (truth, GNSS, teacher on the whole drive, student on the held-out part over the aerial
     map), heatmaps.png (the node's ~/heatmap overlays of four evenly spaced held-out frames, teacher vs
-    student), error_cdf.png (held-out errors)."""
+    student, with the ground truth placed in the patch of ``mpp`` m/px centred on the frame's GNSS fix),
+    error_cdf.png (held-out errors)."""
     import cv2
     import matplotlib
 
@@ -243,7 +245,7 @@ def make_figures(out: Path, city: Path, full: List[Dict[str, Any]], teacher: Lis
     import matplotlib.pyplot as plt
 
     from xview_loc_ros.fsutil import atomic_path
-    from xview_loc_ros.geo import LocalENU
+    from xview_loc_ros.geo import LocalENU, PatchGeoref
     from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
 
     from .plots import error_cdf
@@ -293,11 +295,15 @@ def make_figures(out: Path, city: Path, full: List[Dict[str, Any]], teacher: Lis
         for col, (name, recs) in enumerate((("teacher", teacher), ("student", student))):
             img = cv2.cvtColor(cv2.imread(str(out / recs[i]["heatmap"])), cv2.COLOR_BGR2RGB)
             axes[row, col].imshow(img)
+            r = recs[i]
+            gu, gv = PatchGeoref(r["gnss_lat"], r["gnss_lon"], mpp, img.shape[1]).latlon_to_pixel(r["gt_lat"], r["gt_lon"])
+            axes[row, col].plot(float(gu) - 0.5, float(gv) - 0.5, "o", color="magenta", ms=5)  # imshow centres pixel i at i
             err = "gated" if recs[i]["est_err_m"] is None else f"{recs[i]['est_err_m']:.1f} m"
             axes[row, col].set_title(f"{name}, frame {recs[i]['frame']}: {err}", fontsize=9)
             axes[row, col].axis("off")
     if not picks:
         axes[0, 0].text(0.5, 0.5, "no frame localized by both models", ha="center")
+    fig.suptitle("node ~/heatmap: white + GNSS fix, green o estimate; magenta dot ground truth", fontsize=9)
     fig.tight_layout()
     save(fig, "heatmaps.png")
 
