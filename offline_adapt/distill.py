@@ -103,8 +103,8 @@ def distill_loss(config: Dict[str, Any], labels: PseudoLabels, rows: np.ndarray,
             nces.append(nce)
         loss = torch.stack(nces).mean()
         if distributed:
-            # DDP needs every parameter in the graph; the unsupervised levels join it with zero gradient
-            # (Adam then leaves them unchanged), since training.fit does not enable find_unused_parameters.
+            # DDP needs every forward output in the loss's graph (find_unused_parameters=True does not
+            # cover outputs left out of the loss); the unsupervised levels join with zero gradient.
             rest = list(out.heatmaps[kp:]) + ([] if out.orientation is None else [out.orientation])
             loss = loss + 0.0 * sum(x.float().sum() for x in rest)
         if opts.entropy_min:
