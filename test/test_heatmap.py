@@ -113,3 +113,16 @@ def test_prepare_aerial_and_pair_config_checks():
         check_pair_config(cfg, bad)
     msg = str(e.value)
     assert "ground camera type" in msg and "FOV" in msg and "0.6 m/px" in msg
+
+
+def test_pair_config_accepts_the_public_data_sets_as_ccvpe_feeds_them():
+    vigor, kitti = build_model("ccvpe-vigor").config, build_model("ccvpe-kitti").config
+    # VIGOR cross-area target (SanFrancisco + Chicago): median m/px of 512-px resizes, 2.4 % off the nominal
+    check_pair_config(vigor, dict(ground_type="panorama", ground_size=[1024, 2048], fov_deg=360, patch_size_px=512, mpp=0.1434))
+    # KITTI image_02: 375x1242 px, fx 721.5 px -> 81.4 deg, resized to 256x1024 by CCVPE
+    check_pair_config(kitti, dict(ground_type="pinhole", ground_size=[375, 1242], fov_deg=81.44, patch_size_px=512, mpp=0.19583))
+    with pytest.raises(PreprocessError, match="aspect"):  # a 1:2 panorama into the small model's 1:4 input
+        check_pair_config(build_model("small").config, dict(ground_type="panorama", ground_size=[512, 1024], fov_deg=360,
+                                                            patch_size_px=128, mpp=0.5))
+    with pytest.raises(PreprocessError, match="m/px"):
+        check_pair_config(vigor, dict(ground_type="panorama", ground_size=[320, 640], fov_deg=360, patch_size_px=512, mpp=0.165))

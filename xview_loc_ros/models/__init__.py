@@ -24,7 +24,7 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
     # VIGOR: 640 px aerial at ~0.11 m/px resized to 512 -> ~0.14 m/px
     "ccvpe-vigor": dict(aerial_size=512, ground_size=[320, 640], ground_type="panorama", fov_deg=360.0, mpp=0.14,
                         known_orientation=True, n_ori=20),
-    "ccvpe-kitti": dict(aerial_size=512, ground_size=[256, 1024], ground_type="pinhole", fov_deg=90.0, mpp=0.19583,
+    "ccvpe-kitti": dict(aerial_size=512, ground_size=[256, 1024], ground_type="pinhole", fov_deg=81.4, mpp=0.19583,
                         known_orientation=False, n_ori=16),
 }
 _DERIVED = ("levels", "arch", "mean", "std")

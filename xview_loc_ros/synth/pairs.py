@@ -39,8 +39,9 @@ class PairPreset:
 PRESETS = {
     # CPU work: the "small" model; 64 m patches
     "small": PairPreset(128, {"panorama": 0.5, "pinhole": 0.5}, (64, 256), (64, 256), 90.0, 2),
-    # GPU work: CCVPE sizes (VIGOR-like panorama 320 x 640, KITTI-like pinhole 256 x 1024)
-    "full": PairPreset(512, {"panorama": 0.14, "pinhole": 0.19583}, (320, 640), (256, 1024), 90.0, 1),
+    # GPU work: CCVPE sizes (VIGOR-like panorama 320 x 640, KITTI-like pinhole 256 x 1024 with KITTI's
+    # 81.4 deg horizontal FOV: fx 721.5 px over 1242 px)
+    "full": PairPreset(512, {"panorama": 0.14, "pinhole": 0.19583}, (320, 640), (256, 1024), 81.4, 1),
 }
 # model architectures (xview_loc_ros.models) whose input geometry a preset matches
 PRESET_ALIASES = {"ccvpe-vigor": "full", "ccvpe-kitti": "full"}
