@@ -188,9 +188,14 @@ def main() -> int:
     ap.add_argument("--profile", default="default")
     ap.add_argument("--out", type=Path, default=HERE / "out" / "crossarea")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per step (1 is fastest on a shared 2-core machine: OpenMP spin contention)")
+    ap.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], help="override the profile's adaptation seeds, e.g. 0,1,2")
+    ap.add_argument("--variants", type=lambda t: t.split(","), help="override the profile's variants, e.g. st_+M-OF,st_+M+OF")
     ap.add_argument("--record", type=Path, help="append the table to this RESULTS.md")
     args = ap.parse_args()
     cfg = yaml.safe_load(args.config.read_text())
+    for key in ("seeds", "variants"):
+        if getattr(args, key):
+            cfg["profiles"][args.profile][key] = getattr(args, key)
     out = args.out / args.profile
     bench = Bench(cfg, args.profile, out, args.threads)
     t0 = time.time()
