@@ -25,13 +25,13 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from xview_loc_ros.fsutil import atomic_path, atomic_write_json
+from xview_loc_ros.fsutil import atomic_path, atomic_write_json, file_sha256
 
 from . import filtering
 from .distill import DistillOptions, bn_reestimate, train_student
 from .training import default_device, dist_info
 from .pseudo_labels import (DEFAULT_TOPK, CacheError, PREDICTIONS_NAME, PseudoLabels, dataset_fingerprint, ensure_pseudo_labels,
-                            file_sha256, load_pseudo_labels, read_predictions)
+                            load_pseudo_labels, read_predictions)
 
 log = logging.getLogger(__name__)
 

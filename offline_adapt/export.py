@@ -23,7 +23,8 @@ import numpy as np
 from xview_loc_ros.fsutil import atomic_path, atomic_write_json
 from xview_loc_ros.inference.base import (INPUT_AERIAL, INPUT_GROUND, OUTPUT_FINEST, OUTPUT_ORIENTATION,
                                           level_output_name, output_names)
-from xview_loc_ros.inference.modelfile import CONFIG_METADATA_KEY, file_sha256, read_sidecar, sidecar_path, write_sidecar
+from xview_loc_ros.fsutil import file_sha256
+from xview_loc_ros.inference.modelfile import CONFIG_METADATA_KEY, read_sidecar, sidecar_path, write_sidecar
 
 log = logging.getLogger(__name__)
 DEFAULT_OPSET = 17

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from xview_loc_ros.fsutil import atomic_path, atomic_write_json
+from xview_loc_ros.fsutil import atomic_path, atomic_write_json, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +35,6 @@ DEFAULT_TOPK = 1024
 
 class CacheError(ValueError):
     """A pseudo-label cache is missing, corrupt, or was built from other inputs."""
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def dataset_fingerprint(data_dir: str | os.PathLike) -> str:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,8 @@ from offline_adapt.cli import main as adapt_main
 from offline_adapt.distill import DistillOptions, distill_loss, heatmap_entropy, holdout_ids, train_student
 from offline_adapt.pseudo_gt import pseudo_fine, pseudo_levels
 from offline_adapt.pseudo_labels import (CacheError, PseudoLabels, build_pseudo_labels, ensure_pseudo_labels,
-                                         file_sha256, load_pseudo_labels)
+                                         load_pseudo_labels)
+from xview_loc_ros.fsutil import file_sha256
 from xview_loc_ros.models import build_model, load_checkpoint, save_checkpoint
 from xview_loc_ros.models.common import ModelOutput
 

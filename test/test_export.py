@@ -10,7 +10,8 @@ from offline_adapt.cli import main as adapt_main
 from offline_adapt.export import compare_heatmaps
 from xview_loc_ros.dataset import DatasetMeta, DatasetWriter, PairRecord, write_rgb
 from xview_loc_ros.inference import backend_availability, open_backend
-from xview_loc_ros.inference.modelfile import CONFIG_METADATA_KEY, file_sha256, sidecar_path
+from xview_loc_ros.fsutil import file_sha256
+from xview_loc_ros.inference.modelfile import CONFIG_METADATA_KEY, sidecar_path
 from xview_loc_ros.models import build_model, save_checkpoint
 
 

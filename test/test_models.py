@@ -2,7 +2,6 @@
 orientation rolls, checkpoints."""
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

@@ -7,7 +7,6 @@ runtime takes sizes, m/px and normalisation from there and never guesses.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -46,14 +45,6 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     stem never share a sidecar)."""
     path = Path(path)
     return path.with_name(path.name + ".json")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_sidecar(model_path: str | os.PathLike, config: Dict[str, Any], **extra: Any) -> Path:

@@ -18,7 +18,8 @@ import numpy as np
 from .base import INPUT_AERIAL, INPUT_GROUND, Backend, ModelFileError, input_shapes
 from .engine_cache import (EngineKey, cached_engine_path, check_engine_machine, decide, default_cache_dir,
                            store_engine)
-from .modelfile import file_sha256, model_kind, require_file, resolve_onnx_config
+from ..fsutil import file_sha256
+from .modelfile import model_kind, require_file, resolve_onnx_config
 
 log = logging.getLogger(__name__)
 WORKSPACE_BYTES = 4 << 30

@@ -412,7 +412,6 @@ def sun_caster(height: np.ndarray, res_m: float, sun_azimuth_deg: float, sun_ele
     caster(p) = max_k height(p + k * step toward the sun) - k * step * tan(elevation), computed by
     doubling (log2 of the longest shadow in pixels passes of shifted maxima).
     """
-    n = height.shape[0]
     az = math.radians(sun_azimuth_deg)
     dx, dy = math.sin(az), -math.cos(az)  # toward the sun, image axes (col east, row south)
     scale = 1.0 / max(abs(dx), abs(dy))
