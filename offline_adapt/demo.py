@@ -131,7 +131,7 @@ class Demo:
                          "--seed", r["pairs_seed"], "--out", self.p("teacher", "pairs"))
         self.run(self.p("teacher", "run", "best.pt"), "xview-adapt", "train", "--data", pairs, "--config", "small",
                  "--out", self.p("teacher", "run"), "--seed", r["seed"], "--epochs", o.teacher_epochs, "--batch", r["batch"],
-                 "--lr", r["lr"], "--threads", r["threads"])
+                 "--lr", r["lr"], "--threads", r["threads"], "--bn-reestimate", "0")
         return self.p("teacher", "run", "best.pt")
 
     def replay(self, name: str, model: Path, tiles: str, bag: Path, start: float, end: float, heatmaps: bool) -> Path:
