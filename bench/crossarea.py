@@ -15,21 +15,26 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, List
 
 import yaml
 
+from xview_loc_ros.fsutil import atomic_write_json
+
 HERE = Path(__file__).resolve().parent
-VARIANT_FLAGS = {
-    "bn": ["--bn-reestimate-only"],
-    "st_-M-OF": ["--pseudo-gt", "heatmap", "--keep", "100"],
-    "st_+M-OF": ["--pseudo-gt", "mode", "--keep", "100"],
-    "st_+M+OF": ["--pseudo-gt", "mode", "--keep", "80"],
+# Each variant as adaptation flags; K' (levels) is filled in with the architecture's default.
+VARIANTS: Dict[str, Dict[str, Any]] = {
+    "st_-M-OF": {"pseudo_gt": "heatmap", "keep": 100},
+    "st_+M+OF": {"pseudo_gt": "mode", "keep": 80},
+    "entropy_min": {"pseudo_gt": "mode", "keep": 100, "entropy_min": None},  # weight from the profile
 }
 LABELS = {
     "teacher": "Teacher", "bn": "BN re-estimation", "st_-M-OF": "Student -M -OF", "st_+M-OF": "Student +M -OF",
@@ -55,17 +60,38 @@ def adapt(*args: str) -> List[str]:
     return [sys.executable, "-m", "offline_adapt", *args]
 
 
+def run_tag(flags: Dict[str, Any]) -> str:
+    """Folder name of an adaptation run: equal flags share one run (a sweep point that equals the
+    default setting is not trained twice)."""
+    if flags.get("bn"):
+        return "bn"
+    tag = f"{'M' if flags['pseudo_gt'] == 'mode' else 'H'}_K{flags['levels']}_T{flags['keep']:g}"
+    return tag + (f"_E{flags['entropy_min']:g}" if flags.get("entropy_min") else "")
+
+
+def parallel(jobs: int, tasks: List[Callable[[], Any]]) -> List[Any]:
+    """Run independent steps (each a CLI subprocess) ``jobs`` at a time; results in task order."""
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return [f.result() for f in [pool.submit(t) for t in tasks]]
+
+
 class Bench:
-    def __init__(self, cfg: Dict[str, Any], profile: str, out: Path, threads: int) -> None:
-        self.cfg, self.p, self.out, self.threads = cfg, cfg["profiles"][profile], out, str(threads)
-        self.timings: Dict[str, float] = {}
+    def __init__(self, cfg: Dict[str, Any], profile: str, out: Path, threads: int, jobs: int) -> None:
+        self.cfg, self.p, self.out, self.threads, self.jobs = cfg, cfg["profiles"][profile], out, str(threads), jobs
+        # wall time of every step, kept across resumed invocations
+        out.mkdir(parents=True, exist_ok=True)
+        self.timings_path = out / "timings.json"
+        self.timings: Dict[str, float] = json.loads(self.timings_path.read_text()) if self.timings_path.is_file() else {}
+        self.lock = threading.Lock()
 
     def timed(self, key: str, output: Path, cmd: List[str]) -> None:
         if output.exists():
             return
         t0 = time.time()
         sh(cmd, self.out / "logs" / f"{key}.log")
-        self.timings[key] = round(time.time() - t0, 1)
+        with self.lock:
+            self.timings[key] = round(time.time() - t0, 1)
+            atomic_write_json(self.timings_path, self.timings)
 
     def city(self, name: str, style: Dict[str, Any], seed: int) -> Path:
         d = self.out / f"city_{name}"
@@ -78,7 +104,8 @@ class Bench:
         self.timed(f"city_{name}", d / "city.json", cmd)
         return d
 
-    def pairs(self, name: str, city: Path, n: int, seed: int) -> Path:
+    def pairs(self, name: str, style: Dict[str, Any], city_seed: int, n: int, seed: int) -> Path:
+        city = self.city(name, style, city_seed)
         d = self.out / f"pairs_{name}"
         self.timed(f"pairs_{name}", d / "index.jsonl",
                    loc("synth", "pairs", "--city", str(city), "--n", str(n), "--seed", str(seed), "--out", str(d)))
@@ -101,47 +128,89 @@ class Bench:
                          self.threads, "--out", str(d)))
         return json.loads((d / "metrics.json").read_text())
 
-    def adapt(self, name: str, teacher: Path, data: Path, flags: List[str], seed: int) -> Dict[str, Any]:
-        d = self.out / f"adapt_{name}_s{seed}"
+    def flags(self, variant: Dict[str, Any], **over: Any) -> Dict[str, Any]:
+        f = {"levels": self.levels, "entropy_min": 0.0, **variant}
+        if f.get("entropy_min") is None:
+            f["entropy_min"] = self.p["entropy_min_weight"]
+        f.update(over)
+        return f
+
+    def adapt_dir(self, data: Path, flags: Dict[str, Any], seed: int) -> Path:
+        prefix = "" if data.name == "pairs_target" else f"{data.name[len('pairs_'):]}_"
+        return self.out / f"adapt_{prefix}{run_tag(flags)}_s{seed}"
+
+    def adapt(self, teacher: Path, data: Path, flags: Dict[str, Any], seed: int, model: str = "student",
+              reuse: Path | None = None) -> Dict[str, Any]:
+        """One ``xview-adapt adapt`` run; ``model`` aux reads its auxiliary student (= +M -OF).
+        ``reuse``: a finished run of the same data whose verified steps are copied in first (the
+        teacher pass always; the auxiliary student when only T differs); the pipeline re-checks them."""
+        d = self.adapt_dir(data, flags, seed)
+        if reuse is not None and not (d / "student.pt").exists():
+            for step in ("pseudo", "aux"):
+                if (reuse / step / "done.json").is_file() and not (d / step).exists():
+                    shutil.copytree(reuse / step, d / step)
         s = self.p["student"]
-        self.timed(f"adapt_{name}_s{seed}", d / "student.pt",
-                   adapt("adapt", "--teacher", str(teacher), "--data", str(data), "--out", str(d), "--seed", str(seed),
-                         "--epochs", str(s["epochs"]), "--batch", str(s["batch"]), "--lr", str(s["lr"]),
-                         "--threads", self.threads, *flags))
+        cmd = adapt("adapt", "--teacher", str(teacher), "--data", str(data), "--out", str(d), "--seed", str(seed),
+                    "--epochs", str(s["epochs"]), "--batch", str(s["batch"]), "--lr", str(s["lr"]),
+                    "--threads", self.threads)
+        if flags.get("bn"):
+            cmd.append("--bn-reestimate-only")
+        else:
+            cmd += ["--pseudo-gt", flags["pseudo_gt"], "--keep", f"{flags['keep']:g}", "--levels", str(flags["levels"]),
+                    "--entropy-min", f"{flags['entropy_min']:g}"]
+        self.timed(d.name, d / "student.pt", cmd)
         summary = json.loads((d / "report" / "summary.json").read_text())
-        row = dict(summary["splits"]["test"]["student"])
+        # the auxiliary student's time is inside its run's; reported with the paper's method only
+        row = dict(summary["splits"]["test"][model], run=d.name, seconds=self.timings.get(d.name) if model == "student" else None)
         train = summary["splits"].get("train", {})
         if "teacher" in train:  # pseudo-label error (teacher on the adaptation pairs) and student train error
             row["pseudo_label_mean_m"] = train["teacher"].get("mean_m")
-            row["student_train_mean_m"] = train["student"].get("mean_m")
+            row["student_train_mean_m"] = train[model].get("mean_m")
         return row
 
     def run(self) -> Dict[str, Any]:
-        p = self.p
-        src_city = self.city("source", p["source"], p["city_seeds"]["source"])
-        tgt_city = self.city("target", p["target"], p["city_seeds"]["target"])
-        src = self.pairs("source", src_city, p["pairs"]["source"], 1)
-        tgt = self.pairs("target", tgt_city, p["pairs"]["target"], 2)
+        from offline_adapt.distill import default_levels
+        from xview_loc_ros.models.checkpoint import read_checkpoint
+
+        p, sw = self.p, self.p["sweeps"]
+        seeds, sweep_seeds = p["seeds"], p.get("sweep_seeds", p["seeds"])
+        gaps = {a: dict(p["target"], amount=a) for a in sw.get("gap_amounts", [])}
+        data = parallel(self.jobs, [
+            lambda: self.pairs("source", p["source"], p["city_seeds"]["source"], p["pairs"]["source"], 1),
+            lambda: self.pairs("target", p["target"], p["city_seeds"]["target"], p["pairs"]["target"], 2),
+            *[(lambda a=a, st=st: self.pairs(f"gap{a}", st, p["city_seeds"]["target"], p["pairs"]["target"], 2))
+              for a, st in gaps.items()]])
+        src, tgt, gap_data = data[0], data[1], dict(zip(gaps, data[2:]))
         teacher = self.train("teacher", src, p["teacher"], 0)
-        res: Dict[str, Any] = {"teacher_source": self.evaluate("teacher_source", teacher, src),
-                               "teacher": self.evaluate("teacher", teacher, tgt)}
-        oracle = self.train("oracle", tgt, p["oracle"], 0, init=str(teacher))
-        res["oracle"] = self.evaluate("oracle", oracle, tgt)
+        self.levels = default_levels(read_checkpoint(teacher)["config"])
+        res: Dict[str, Any] = {}
+        base = {s: self.flags(VARIANTS["st_+M+OF"]) for s in seeds}
+        # the paper's method first: its teacher pass and auxiliary student are reused by the other runs
+        evals = parallel(self.jobs, [
+            lambda: self.evaluate("teacher_source", teacher, src), lambda: self.evaluate("teacher", teacher, tgt),
+            lambda: self.evaluate("oracle", self.train("oracle", tgt, p["oracle"], 0, init=str(teacher)), tgt),
+            *[(lambda s=s: self.adapt(teacher, tgt, base[s], s)) for s in seeds]])
+        res.update(teacher_source=evals[0], teacher=evals[1], oracle=evals[2])
+        res["st_+M+OF"] = evals[3:]
+        ref = {s: self.adapt_dir(tgt, base[s], s) for s in seeds}
+        res["st_+M-OF"] = [self.adapt(teacher, tgt, base[s], s, model="aux") for s in seeds]
+
+        tasks: Dict[str, List[Callable[[], Any]]] = {}
         for v in p["variants"]:
-            flags = VARIANT_FLAGS.get(v) or VARIANT_FLAGS["st_+M-OF"] + ["--entropy-min", str(p["entropy_min_weight"])]
-            res[v] = [self.adapt(v, teacher, tgt, flags, s) for s in p["seeds"]]
-        for k in p["sweeps"].get("levels", []):
-            res[f"levels={k}"] = [self.adapt(f"levels{k}", teacher, tgt, VARIANT_FLAGS["st_+M+OF"] + ["--levels", str(k)], s)
-                                  for s in p["seeds"]]
-        for t in p["sweeps"].get("keep", []):
-            res[f"keep={t}"] = [self.adapt(f"keep{t}", teacher, tgt, ["--pseudo-gt", "mode", "--keep", str(t)], s)
-                                for s in p["seeds"]]
-        for a in p["sweeps"].get("gap_amounts", []):
-            gap_city = self.city(f"gap{a}", dict(p["target"], amount=a), p["city_seeds"]["target"])
-            gap = self.pairs(f"gap{a}", gap_city, p["pairs"]["target"], 2)
-            res[f"gap={a}"] = {"teacher": self.evaluate(f"teacher_gap{a}", teacher, gap),
-                               "st_+M+OF": [self.adapt(f"gap{a}", teacher, gap, VARIANT_FLAGS["st_+M+OF"], s)
-                                            for s in p["seeds"]]}
+            f = {"bn": True} if v == "bn" else self.flags(VARIANTS[v])
+            tasks[v] = [(lambda f=f, s=s: self.adapt(teacher, tgt, f, s, reuse=ref[s])) for s in seeds]
+        for k in sw.get("levels", []):
+            tasks[f"K'={k}"] = [(lambda k=k, s=s: self.adapt(teacher, tgt, self.flags(VARIANTS["st_+M+OF"], levels=k), s,
+                                                            reuse=ref[s])) for s in sweep_seeds]
+        for t in sw.get("keep", []):
+            tasks[f"T={t}"] = [(lambda t=t, s=s: self.adapt(teacher, tgt, self.flags(VARIANTS["st_+M+OF"], keep=t), s,
+                                                           reuse=ref[s])) for s in sweep_seeds]
+        for a, g in gap_data.items():
+            tasks[f"gap={a}: teacher"] = [lambda g=g, a=a: self.evaluate(f"teacher_gap{a}", teacher, g)]
+            tasks[f"gap={a}: student"] = [(lambda g=g, s=s: self.adapt(teacher, g, base[s], s)) for s in sweep_seeds]
+        flat = [(k, t) for k, ts in tasks.items() for t in ts]
+        for (k, _), r in zip(flat, parallel(self.jobs, [t for _, t in flat])):
+            res.setdefault(k, []).append(r)
         return res
 
 
@@ -155,25 +224,27 @@ def _stat(rows: Any, key: str) -> str:
 
 
 def table(res: Dict[str, Any]) -> str:
-    teacher = res["teacher"]["mean_m"]
-    lines = ["| model (target test) | mean m | median m | vs teacher mean | pseudo-label mean m (train) | student train mean m |",
-             "|---|---|---|---|---|---|",
-             f"| Centre guess (coarse fix) | {res['teacher']['prior_mean_m']:.2f} | – | – | – | – |"]
+    """Markdown table: every row's mean ± std over seeds, change against its own teacher, run time."""
+    lines = ["| model (target test) | seeds | mean m | median m | vs teacher mean | pseudo-label mean m (train) | "
+             "student train mean m | run time s (median) |", "|---|---|---|---|---|---|---|---|",
+             f"| Centre guess (coarse fix) | – | {res['teacher']['prior_mean_m']:.2f} | – | – | – | – | – |"]
     for key, rows in res.items():
-        if key in ("teacher_source",) or key.startswith("gap="):
+        if key == "teacher_source" or key.endswith(": teacher"):
             continue
         rows_l = rows if isinstance(rows, list) else [rows]
+        teacher = res[key.replace(": student", ": teacher")][0] if key.endswith(": student") else res["teacher"]
+        t_mean = teacher["mean_m"]
         mean = statistics.mean(r["mean_m"] for r in rows_l)
-        lines.append(f"| {LABELS.get(key, key)} | {_stat(rows, 'mean_m')} | {_stat(rows, 'median_m')} | "
-                     f"{100 * (mean - teacher) / teacher:+.1f} % | {_stat(rows, 'pseudo_label_mean_m')} | "
-                     f"{_stat(rows, 'student_train_mean_m')} |")
-    for key, g in res.items():
-        if key.startswith("gap="):
-            lines.append(f"| gap {key[4:]}: Teacher / Student +M +OF | {g['teacher']['mean_m']:.2f} / "
-                         f"{_stat(g['st_+M+OF'], 'mean_m')} | {g['teacher']['median_m']:.2f} / "
-                         f"{_stat(g['st_+M+OF'], 'median_m')} | – | – | – |")
+        secs = [r["seconds"] for r in rows_l if r.get("seconds")]
+        label = LABELS.get(key, key)
+        if key.endswith(": student"):
+            label = f"{key} (teacher {t_mean:.2f} m, centre {teacher['prior_mean_m']:.2f} m)"
+        lines.append(f"| {label} | {len(rows_l)} | {_stat(rows, 'mean_m')} | {_stat(rows, 'median_m')} | "
+                     f"{100 * (mean - t_mean) / t_mean:+.1f} % | {_stat(rows, 'pseudo_label_mean_m')} | "
+                     f"{_stat(rows, 'student_train_mean_m')} | {statistics.median(secs) if secs else '–'} |")
     lines.append(f"\nTeacher on its own source style (same-area test): mean {res['teacher_source']['mean_m']:.2f} m, "
-                 f"median {res['teacher_source']['median_m']:.2f} m.")
+                 f"median {res['teacher_source']['median_m']:.2f} m. Per seed and per level: results.json and each "
+                 "run's report/summary.md.")
     return "\n".join(lines)
 
 
@@ -188,6 +259,7 @@ def main() -> int:
     ap.add_argument("--profile", default="default")
     ap.add_argument("--out", type=Path, default=HERE / "out" / "crossarea")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per step (1 is fastest on a shared 2-core machine: OpenMP spin contention)")
+    ap.add_argument("--jobs", type=int, default=1, help="independent steps run at once (2 on a 2-core machine with --threads 1)")
     ap.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], help="override the profile's adaptation seeds, e.g. 0,1,2")
     ap.add_argument("--variants", type=lambda t: t.split(","), help="override the profile's variants, e.g. st_+M-OF,st_+M+OF")
     ap.add_argument("--record", type=Path, help="append the table to this RESULTS.md")
@@ -197,7 +269,7 @@ def main() -> int:
         if getattr(args, key):
             cfg["profiles"][args.profile][key] = getattr(args, key)
     out = args.out / args.profile
-    bench = Bench(cfg, args.profile, out, args.threads)
+    bench = Bench(cfg, args.profile, out, args.threads, args.jobs)
     t0 = time.time()
     res = bench.run()
     (out / "results.json").write_text(json.dumps({"results": res, "timings_s": bench.timings}, indent=2))
@@ -207,9 +279,9 @@ def main() -> int:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         with open(args.record, "a") as f:
             f.write(f"\n### Cross-area adaptation, profile `{args.profile}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-                    f"commit {commit})\nCommand: `python -m bench.crossarea --profile {args.profile} --record {args.record}`; "
+                    f"commit {commit})\nCommand: `python -m bench.crossarea {' '.join(sys.argv[1:])}`; "
                     f"config `bench/crossarea.yaml`; machine: {machine()}; wall time {time.time() - t0:.0f} s "
-                    f"(steps: {json.dumps(bench.timings)}).\n\n{text}\n")
+                    f"(each step's in timings.json).\n\n{text}\n")
     return 0
 
 

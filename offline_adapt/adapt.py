@@ -65,6 +65,10 @@ class AdaptRun:
         if not Path(self.teacher).is_file():
             raise ValueError(f"--teacher {self.teacher}: file not found")
         self.teacher_sha256 = file_sha256(self.teacher)
+        from xview_loc_ros.models.checkpoint import read_checkpoint
+
+        # K' left to the default is fixed here, so step fingerprints and lineage name the value used
+        self.opts.distill = self.opts.distill.resolved(read_checkpoint(self.teacher)["config"])
         self.data_fingerprint = dataset_fingerprint(self.data)
         from xview_loc_ros.dataset import PairDataset
 
@@ -249,12 +253,13 @@ def bn_step(run: AdaptRun) -> Path:
     from xview_loc_ros.models import save_checkpoint
 
     step = run.dir("bn")
-    inputs = {"teacher_sha256": run.teacher_sha256, "data": run.data_fingerprint, "split": run.opts.split}
+    inputs = {"teacher_sha256": run.teacher_sha256, "data": run.data_fingerprint, "split": run.opts.split,
+              "batch": run.opts.distill.batch, "seed": run.opts.distill.seed}
     if _done(step, inputs):
         return step / "student.pt"
     _start(step, inputs)
     ids = [r.id for r in PairDataset(run.data).split(run.opts.split)]
-    model = bn_reestimate(run.teacher, run.data, ids, run.opts.distill.batch, run.opts.distill.device)
+    model = bn_reestimate(run.teacher, run.data, ids, run.opts.distill.batch, run.opts.distill.device, run.opts.distill.seed)
     save_checkpoint(step / "student.pt", model, lineage=dict(lineage_info(run, "bn"), trained_on=len(ids)))
     _mark_done(step, inputs, ["student.pt"])
     return step / "student.pt"

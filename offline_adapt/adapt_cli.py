@@ -25,8 +25,9 @@ def _student_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pseudo-gt", choices=["mode", "heatmap"], default="mode",
                    help="mode: Gaussian at the teacher's heat-map mode (paper +M); heatmap: the teacher's heat map (-M)")
     p.add_argument("--sigma", type=float, default=4.0, help="Gaussian sigma of mode-based pseudo GT, finest-level pixels (4)")
-    p.add_argument("--levels", type=int, default=2,
-                   help="K': InfoNCE averaged over the first K' heat-map levels, coarse to fine (CCVPE 2, GGCVT 3)")
+    p.add_argument("--levels", type=int, default=None,
+                   help="K': InfoNCE averaged over the first K' heat-map levels, coarse to fine (default per architecture: "
+                   "ccvpe-* 2 as in the paper, small all 6; see bench/RESULTS.md)")
     p.add_argument("--keep", type=float, default=80.0,
                    help="T: keep the T %% of pairs with the smallest teacher-aux distance (100 = no outlier filtering)")
     p.add_argument("--epochs", type=int, default=3, help="student epochs (paper: 3)")
@@ -127,7 +128,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("adapt", help="the whole adaptation: pseudo-label -> aux student -> filter -> final student",
                        description="Self-distillation adaptation to a new area without ground truth (paper defaults: "
-                       "sigma 4 px, K' 2, T 80 %%, Adam 1e-4, 3 epochs). Writes RUN/student.pt (with lineage: teacher "
+                       "sigma 4 px, K' 2 for CCVPE (all levels for small), T 80 %%, Adam 1e-4, 3 epochs). Writes RUN/student.pt (with lineage: teacher "
                        "sha256, data set, flags, selected epoch) and RUN/report/ (per-pair teacher/aux/student predictions; "
                        "with GT: summary table mean/median metres, fig4 error vs teacher-student distance, fig7 histogram of "
                        "the change in error). Steps whose outputs exist and verify are skipped. " + UNITS)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -36,6 +36,15 @@ from .training import dist_info
 log = logging.getLogger(__name__)
 
 SELECT_RULES = ("auto", "gt", "pseudo", "last")
+# K' per architecture: the paper's CCVPE setting supervises the 2 coarsest of its 6 levels. For our
+# `small` model all levels: with K' = 2 its unsupervised finer levels did not follow the improved
+# coarse ones (bench/RESULTS.md, "Cross-area adaptation"), like the paper's GGCVT (K' = 3 = all).
+ARCH_LEVELS = {"ccvpe-vigor": 2, "ccvpe-kitti": 2}
+
+
+def default_levels(config: Dict[str, Any]) -> int:
+    """K' for a model of ``config`` (its arch): ARCH_LEVELS, else every heat-map level."""
+    return ARCH_LEVELS.get(config["arch"], len(config["levels"]))
 
 
 @dataclass
@@ -44,7 +53,7 @@ class DistillOptions:
 
     pseudo_gt: str = "mode"
     sigma_px: float = SIGMA_PX
-    levels: int = 2  # K'
+    levels: Optional[int] = None  # K'; None = the architecture's default (default_levels)
     epochs: int = 3
     lr: float = 1e-4
     batch: int = 8
@@ -56,9 +65,17 @@ class DistillOptions:
     workers: int = 0
     device: Optional[str] = None
 
+    def resolved(self, config: Dict[str, Any]) -> "DistillOptions":
+        """These options with K' filled in for a model of ``config`` when it was left to the default."""
+        if self.levels is not None:
+            return self
+        return replace(self, levels=default_levels(config))
+
     def check(self, n_levels: int) -> None:
         if self.pseudo_gt not in PSEUDO_GT_MODES:
             raise ValueError(f"--pseudo-gt must be one of {PSEUDO_GT_MODES}, got {self.pseudo_gt!r}")
+        if self.levels is None:
+            raise ValueError("--levels K' not resolved for the model (call DistillOptions.resolved(config))")
         if not 1 <= self.levels <= n_levels:
             raise ValueError(f"--levels K' must be in 1..{n_levels} (the model's heat-map levels), got {self.levels}")
         if self.select not in SELECT_RULES:
@@ -185,6 +202,7 @@ def train_student(teacher: str, data_dir: str, labels: PseudoLabels, train_ids: 
 
     model, _ = load_checkpoint(teacher, map_location="cpu")
     cfg = model.config
+    opts = opts.resolved(cfg)
     opts.check(len(cfg["levels"]))
     data = PairDataset(data_dir)
     row = labels.row_of()
@@ -209,17 +227,19 @@ def train_student(teacher: str, data_dir: str, labels: PseudoLabels, train_ids: 
             "history": res.history, **info}
 
 
-def bn_reestimate(teacher: str, data_dir: str, ids: Sequence[str], batch: int = 8, device: Optional[str] = None) -> Any:
+def bn_reestimate(teacher: str, data_dir: str, ids: Sequence[str], batch: int = 8, device: Optional[str] = None,
+                  seed: int = 0) -> Any:
     """The control: the teacher with its batch-norm statistics recomputed on the target pairs
-    ``ids`` (cumulative average, no gradient step). Returns the model (eval mode)."""
+    ``ids`` (cumulative average over shuffled batches, no gradient step). Shuffled because a
+    running variance is the mean of within-batch variances: batches of neighbouring pairs (a data
+    set is stored in drive order) would understate it. Returns the model (eval mode)."""
     import torch
 
     from xview_loc_ros.dataset import PairDataset
     from xview_loc_ros.models import load_checkpoint
 
     from .torch_data import PairTorchDataset
-
-    from .training import default_device
+    from .training import default_device, make_loader, reestimate_batchnorm
 
     model, _ = load_checkpoint(teacher, map_location="cpu")
     dev = torch.device(device) if device else default_device()
@@ -227,20 +247,8 @@ def bn_reestimate(teacher: str, data_dir: str, ids: Sequence[str], batch: int = 
     data = PairDataset(data_dir)
     recs = {r.id: r for r in data.split(None)}
     tds = PairTorchDataset(data, [recs[i] for i in ids], model.config, require_gt=False)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not bns:
+    # a last batch of a single sample would give degenerate variances: drop it, and only it
+    loader = make_loader(tds, batch, shuffle=True, seed=seed, drop_last=len(tds) % batch == 1 and len(tds) > 1)
+    if reestimate_batchnorm(model, loader, len(loader), dev) == 0:
         raise ValueError(f"{teacher}: the model has no batch-norm layers to re-estimate")
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average over all batches
-    model.train()
-    with torch.no_grad():
-        for s in range(0, len(tds), batch):
-            items = [tds[i] for i in range(s, min(s + batch, len(tds)))]
-            if len(items) < 2 and s:  # a single-sample batch gives degenerate variances
-                continue
-            model(torch.stack([it["ground"] for it in items]).to(dev), torch.stack([it["aerial"] for it in items]).to(dev))
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
     return model.eval()

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from offline_adapt import filtering
 from offline_adapt.adapt import AdaptOptions, AdaptRun, filter_step, run_adapt, student_step
 from offline_adapt.cli import main as adapt_main
-from offline_adapt.distill import DistillOptions, distill_loss, heatmap_entropy, holdout_ids, train_student
+from offline_adapt.distill import (DistillOptions, default_levels, distill_loss, heatmap_entropy, holdout_ids,
+                                   train_student)
 from offline_adapt.pseudo_gt import pseudo_fine, pseudo_levels
 from offline_adapt.pseudo_labels import (CacheError, PseudoLabels, build_pseudo_labels, ensure_pseudo_labels,
                                          load_pseudo_labels)
@@ -144,6 +145,17 @@ def test_distill_loss_is_weighted_infonce_over_first_k_levels():
     assert float(loss_all.detach()) == pytest.approx(sum(hand_all) / 4 + 0.5 * ent, rel=1e-4)
 
 
+def test_levels_default_per_architecture():
+    six = [[8, 1]] * 6
+    assert default_levels({"arch": "ccvpe-vigor", "levels": six}) == 2  # the paper's CCVPE K'
+    assert default_levels({"arch": "ccvpe-kitti", "levels": six}) == 2
+    assert default_levels({"arch": "small", "levels": six}) == 6
+    assert DistillOptions().resolved({"arch": "ccvpe-vigor", "levels": six}).levels == 2
+    assert DistillOptions(levels=3).resolved({"arch": "ccvpe-vigor", "levels": six}).levels == 3
+    with pytest.raises(ValueError, match="not resolved"):
+        DistillOptions().check(6)
+
+
 def test_student_options_are_checked():
     with pytest.raises(ValueError, match="K'"):
         DistillOptions(levels=7).check(6)
@@ -223,7 +235,7 @@ def test_adapt_writes_student_with_lineage_and_reports(bed, adapted):
     model, ckpt = load_checkpoint(run.out / "student.pt")
     lin = ckpt["lineage"]
     assert lin["teacher_sha256"] == file_sha256(teacher) and lin["stage"] == "final"
-    assert lin["flags"]["keep_pct"] == 80.0 and lin["flags"]["distill"]["levels"] == 2
+    assert lin["flags"]["keep_pct"] == 80.0 and lin["flags"]["distill"]["levels"] == 6  # small: all levels
     assert lin["trained_on"] == 12 and lin["selected_epoch"] == 1 and "val" in lin["selection"]
     kept = json.loads((run.dir("filter") / "kept.json").read_text())["ids"]
     assert len(kept) == 12
