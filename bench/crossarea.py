@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 import yaml
 
@@ -166,23 +166,32 @@ class Bench:
         if "teacher" in train:  # pseudo-label error (teacher on the adaptation pairs) and student train error
             row["pseudo_label_mean_m"] = train["teacher"].get("mean_m")
             row["student_train_mean_m"] = train[model].get("mean_m")
+        report = d / "filter" / "filter_report.json"
+        if model == "student" and report.is_file():  # pseudo-label error on the pairs the filter kept
+            row["kept_pseudo_label_mean_m"] = json.loads(report.read_text()).get("pseudo_label_error_kept_mean_m")
         return row
 
-    def run(self) -> Dict[str, Any]:
+    def prepare(self, gap_amounts: List[float] = ()) -> Tuple[Path, Path, Path, Dict[float, Path]]:
+        """Source and target pairs (and one target per gap amount), the teacher trained on the source;
+        fixes K' to the teacher architecture's default. Returns (source, target, teacher, gaps)."""
         from offline_adapt.distill import default_levels
         from xview_loc_ros.models.checkpoint import read_checkpoint
 
-        p, sw = self.p, self.p["sweeps"]
-        seeds, sweep_seeds = p["seeds"], p.get("sweep_seeds", p["seeds"])
-        gaps = {a: dict(p["target"], amount=a) for a in sw.get("gap_amounts", [])}
+        p = self.p
+        gaps = {a: dict(p["target"], amount=a) for a in gap_amounts}
         data = parallel(self.jobs, [
             lambda: self.pairs("source", p["source"], p["city_seeds"]["source"], p["pairs"]["source"], 1),
             lambda: self.pairs("target", p["target"], p["city_seeds"]["target"], p["pairs"]["target"], 2),
             *[(lambda a=a, st=st: self.pairs(f"gap{a}", st, p["city_seeds"]["target"], p["pairs"]["target"], 2))
               for a, st in gaps.items()]])
-        src, tgt, gap_data = data[0], data[1], dict(zip(gaps, data[2:]))
-        teacher = self.train("teacher", src, p["teacher"], 0)
+        teacher = self.train("teacher", data[0], p["teacher"], 0)
         self.levels = default_levels(read_checkpoint(teacher)["config"])
+        return data[0], data[1], teacher, dict(zip(gaps, data[2:]))
+
+    def run(self) -> Dict[str, Any]:
+        p, sw = self.p, self.p["sweeps"]
+        seeds, sweep_seeds = p["seeds"], p.get("sweep_seeds", p["seeds"])
+        src, tgt, teacher, gap_data = self.prepare(sw.get("gap_amounts", []))
         res: Dict[str, Any] = {}
         base = {s: self.flags(VARIANTS["st_+M+OF"]) for s in seeds}
         # the paper's method first: its teacher pass and auxiliary student are reused by the other runs
@@ -225,8 +234,8 @@ def _stat(rows: Any, key: str) -> str:
 
 def table(res: Dict[str, Any]) -> str:
     """Markdown table: every row's mean ± std over seeds, change against its own teacher, run time."""
-    lines = ["| model (target test) | seeds | mean m | median m | vs teacher mean | pseudo-label mean m (train) | "
-             "student train mean m | run time s (median) |", "|---|---|---|---|---|---|---|---|",
+    lines = ["| model (target test) | seeds | mean m | median m | vs teacher mean | pseudo-label mean m (train: all / "
+             "kept by the filter) | student train mean m | run time s (median) |", "|---|---|---|---|---|---|---|---|",
              f"| Centre guess (coarse fix) | – | {res['teacher']['prior_mean_m']:.2f} | – | – | – | – | – |"]
     for key, rows in res.items():
         if key == "teacher_source" or key.endswith(": teacher"):
@@ -240,7 +249,8 @@ def table(res: Dict[str, Any]) -> str:
         if key.endswith(": student"):
             label = f"{key} (teacher {t_mean:.2f} m, centre {teacher['prior_mean_m']:.2f} m)"
         lines.append(f"| {label} | {len(rows_l)} | {_stat(rows, 'mean_m')} | {_stat(rows, 'median_m')} | "
-                     f"{100 * (mean - t_mean) / t_mean:+.1f} % | {_stat(rows, 'pseudo_label_mean_m')} | "
+                     f"{100 * (mean - t_mean) / t_mean:+.1f} % | {_stat(rows, 'pseudo_label_mean_m')} / "
+                     f"{_stat(rows, 'kept_pseudo_label_mean_m')} | "
                      f"{_stat(rows, 'student_train_mean_m')} | {statistics.median(secs) if secs else '–'} |")
     lines.append(f"\nTeacher on its own source style (same-area test): mean {res['teacher_source']['mean_m']:.2f} m, "
                  f"median {res['teacher_source']['median_m']:.2f} m. Per seed and per level: results.json and each "
