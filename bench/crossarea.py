@@ -191,9 +191,10 @@ class Bench:
     def run(self) -> Dict[str, Any]:
         p, sw = self.p, self.p["sweeps"]
         seeds, sweep_seeds = p["seeds"], p.get("sweep_seeds", p["seeds"])
+        gap_seeds = p.get("gap_seeds", sweep_seeds)
         src, tgt, teacher, gap_data = self.prepare(sw.get("gap_amounts", []))
         res: Dict[str, Any] = {}
-        base = {s: self.flags(VARIANTS["st_+M+OF"]) for s in seeds}
+        base = {s: self.flags(VARIANTS["st_+M+OF"]) for s in [*seeds, *sweep_seeds, *gap_seeds]}
         # the paper's method first: its teacher pass and auxiliary student are reused by the other runs
         evals = parallel(self.jobs, [
             lambda: self.evaluate("teacher_source", teacher, src), lambda: self.evaluate("teacher", teacher, tgt),
@@ -201,7 +202,7 @@ class Bench:
             *[(lambda s=s: self.adapt(teacher, tgt, base[s], s)) for s in seeds]])
         res.update(teacher_source=evals[0], teacher=evals[1], oracle=evals[2])
         res["st_+M+OF"] = evals[3:]
-        ref = {s: self.adapt_dir(tgt, base[s], s) for s in seeds}
+        ref = {s: self.adapt_dir(tgt, base[s], s) for s in base}
         res["st_+M-OF"] = [self.adapt(teacher, tgt, base[s], s, model="aux") for s in seeds]
 
         tasks: Dict[str, List[Callable[[], Any]]] = {}
@@ -216,7 +217,7 @@ class Bench:
                                                            reuse=ref[s])) for s in sweep_seeds]
         for a, g in gap_data.items():
             tasks[f"gap={a}: teacher"] = [lambda g=g, a=a: self.evaluate(f"teacher_gap{a}", teacher, g)]
-            tasks[f"gap={a}: student"] = [(lambda g=g, s=s: self.adapt(teacher, g, base[s], s)) for s in sweep_seeds]
+            tasks[f"gap={a}: student"] = [(lambda g=g, s=s: self.adapt(teacher, g, base[s], s)) for s in gap_seeds]
         flat = [(k, t) for k, ts in tasks.items() for t in ts]
         for (k, _), r in zip(flat, parallel(self.jobs, [t for _, t in flat])):
             res.setdefault(k, []).append(r)
@@ -271,11 +272,13 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per step (1 is fastest on a shared 2-core machine: OpenMP spin contention)")
     ap.add_argument("--jobs", type=int, default=1, help="independent steps run at once (2 on a 2-core machine with --threads 1)")
     ap.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], help="override the profile's adaptation seeds, e.g. 0,1,2")
-    ap.add_argument("--variants", type=lambda t: t.split(","), help="override the profile's variants, e.g. st_+M-OF,st_+M+OF")
+    ap.add_argument("--sweep-seeds", type=lambda t: [int(x) for x in t.split(",")], help="override the profile's K' and T sweep seeds")
+    ap.add_argument("--gap-seeds", type=lambda t: [int(x) for x in t.split(",")], help="override the profile's gap sweep seeds")
+    ap.add_argument("--variants", type=lambda t: t.split(","), help="override the profile's variants, e.g. bn,st_-M-OF")
     ap.add_argument("--record", type=Path, help="append the table to this RESULTS.md")
     args = ap.parse_args()
     cfg = yaml.safe_load(args.config.read_text())
-    for key in ("seeds", "variants"):
+    for key in ("seeds", "sweep_seeds", "gap_seeds", "variants"):
         if getattr(args, key):
             cfg["profiles"][args.profile][key] = getattr(args, key)
     out = args.out / args.profile
