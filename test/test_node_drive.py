@@ -41,7 +41,9 @@ def test_drive_plays_into_the_node_at_rate_and_geo_referenced(drive):
               "threads": 1, "gate_chi2": 1e9, "min_confidence": 0.0, "max_ambiguity": 1e9, "diagnostics_period_s": 0.5}
     h = Harness(params)
     try:
-        play(h, drive["items"])
+        # half the recorded pace: the node's one-frame slot drops frames it cannot keep up with (by design),
+        # and on a busy shared machine publishing the RViz messages alone can take ~0.3 s per frame
+        play(h, drive["items"], speed=0.5)
         assert h.wait_for(lambda: h.count("pose") >= FRAMES - 1, 10.0), h.node.diagnostics_values()
         fixes = _by_stamp(drive["items"], "/gnss/fix")
         first = min(fixes)
