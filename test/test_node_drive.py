@@ -33,6 +33,8 @@ def _by_stamp(items, topic):
     return {round(t, 6): m for tp, t, m in items if tp == topic}
 
 
+# Timing-dependent like test_node.py's overload test (see there); kept for `make test-all`.
+@pytest.mark.slow
 def test_drive_plays_into_the_node_at_rate_and_geo_referenced(drive):
     """Untrained model, gating off: this checks the plumbing (rate, stamps, frames, geo-reference) on a
     real drive; accuracy needs a trained model (the slow test below)."""
