@@ -23,7 +23,7 @@ test-all: $(STAMP)
 
 # the whole mission on synthetic data, about ten minutes on 2 CPU cores; outputs in demo_out/ (re-runs reuse them)
 demo: $(STAMP)
-	$(PY) -m offline_adapt.demo $(DEMO_ARGS)
+	$(PY) -m xview_testbed.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) demo_out build *.egg-info

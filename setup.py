@@ -18,8 +18,8 @@ ROS_WHEELS = [  # ROS 2 Kilted wheels from PyPI, for machines without a ROS inst
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "offline_adapt", "offline_adapt.*"]),
-    package_data={PACKAGE: ["synth/styles/*.yaml"]},
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "offline_adapt", "offline_adapt.*", "xview_testbed", "xview_testbed.*"]),
+    package_data={"xview_testbed": ["synth/styles/*.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -65,7 +65,7 @@ setup(
     classifiers=["License :: OSI Approved :: Apache Software License"],
     entry_points={
         "console_scripts": [
-            "xview-loc = xview_loc_ros.cli:main",
+            "xview-loc = xview_testbed.cli:main",
             "xview-adapt = offline_adapt.cli:main",
             "localizer_node = xview_loc_ros.node:main",
         ],

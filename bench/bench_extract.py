@@ -2,7 +2,7 @@
 
 Writes a drive bag (MCAP, JPEG CompressedImage panoramas, GNSS 5 Hz, IMU, ground truth) and an
 XYZ tile folder (the local tile cache) into a temporary folder, then times
-``offline_adapt.extract.extract`` end to end (bag reading, fix interpolation, JPEG check/decode,
+``offline_adapt.data.extract.extract`` end to end (bag reading, fix interpolation, JPEG check/decode,
 aerial patch, PNG/JPEG writes, index) with thinning off, so every frame becomes a pair.
 
 small: 256x512 panoramas, 128-px patches at 0.5 m/px.  full: 1024x2048 panoramas, 512-px patches
@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "test"))  # the drive/tile writers shared with the
 
 from bag_writers import DriveSpec, make_xyz_tiles, write_rosbags  # noqa: E402
 
-from offline_adapt.extract import ExtractOptions, extract  # noqa: E402
+from offline_adapt.data.extract import ExtractOptions, extract  # noqa: E402
 from xview_loc_ros.fsutil import atomic_write_bytes  # noqa: E402
 
 SECTION = "## Bag extraction (issue 6)"

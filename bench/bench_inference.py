@@ -38,7 +38,7 @@ def prepare(arch: str, folder: Path) -> Tuple[Path, Path]:
     """Random-initialised checkpoint and its ONNX export (latency does not depend on the weights)."""
     import torch
 
-    from offline_adapt.export import export_onnx
+    from offline_adapt.export.onnx_export import export_onnx
     from xview_loc_ros.models import build_model, save_checkpoint
 
     torch.manual_seed(0)

@@ -30,8 +30,8 @@ def machine() -> str:
 
 def throughput_small(device: torch.device, batch: int = 16, steps: int = 10) -> Dict[str, Any]:
     """Training and inference pairs/s of `small` (128^2 aerial, 64x256 panorama) on random tensors."""
-    from offline_adapt.losses import ccvpe_total_loss
-    from offline_adapt.targets import gaussian_map
+    from offline_adapt.train.losses import ccvpe_total_loss
+    from offline_adapt.train.targets import gaussian_map
     from xview_loc_ros.models import build_model
 
     res: Dict[str, Any] = {}
@@ -103,7 +103,7 @@ def teacher_cross_area(work: Path, n_pairs: int, epochs: int, styles: tuple, see
     """Train `small` on style A pairs (train split, val for selection) and evaluate on A's and B's test splits."""
     from offline_adapt.cli import main as adapt
 
-    from xview_loc_ros.synth import make_city, make_pairs
+    from xview_testbed.synth import make_city, make_pairs
 
     sets = {}
     for k, style in enumerate(styles):

@@ -8,7 +8,7 @@ and fix, then visualize: overlay, grid, markers) come from the node's /diagnosti
 
     .venv/bin/python bench/bench_node.py --tiles xyz:DIR --lat 52.0 --lon 4.36 [--model M.pt] [--record]
 
-Without --tiles a synthetic city is made (xview_loc_ros.synth.make_city); without --model an
+Without --tiles a synthetic city is made (xview_testbed.synth.make_city); without --model an
 untrained `small` model (same cost as a trained one).
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _prepare(args: argparse.Namespace, out: Path) -> tuple[str, str, float, floa
         save_checkpoint(model, build_model("small"))
     tiles, lat, lon = args.tiles, args.lat, args.lon
     if not tiles:
-        from xview_loc_ros.synth import make_city
+        from xview_testbed.synth import make_city
 
         city = Path(make_city("suburb", 0, out / "city", lat=52.0116, lon=4.3571, size_m=600.0))
         meta = json.loads((city / "city.json").read_text())
@@ -100,7 +100,7 @@ def main() -> int:
                              diagnostics_period_s=1.0).validate().to_dict()
     pfile = out / "params.yaml"
     pfile.write_text(yaml.safe_dump({"xview_localizer": {"ros__parameters": params}}))
-    node_proc = subprocess.Popen([sys.executable, "-m", "xview_loc_ros.cli", "node", "--params-file", str(pfile)],
+    node_proc = subprocess.Popen([sys.executable, "-m", "xview_testbed.cli", "node", "--params-file", str(pfile)],
                                  stderr=subprocess.PIPE, text=True)
     ready = threading.Event()
     log_lines: list[str] = []

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from xview_loc_ros.synth import make_city, make_pairs  # noqa: E402
+from xview_testbed.synth import make_city, make_pairs  # noqa: E402
 
 SECTION = "## Synthetic test bed (issue 3)"
 

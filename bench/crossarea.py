@@ -53,7 +53,7 @@ def sh(cmd: List[str], log: Path) -> None:
 
 
 def loc(*args: str) -> List[str]:
-    return [sys.executable, "-m", "xview_loc_ros.cli", *args]
+    return [sys.executable, "-m", "xview_testbed.cli", *args]
 
 
 def adapt(*args: str) -> List[str]:
@@ -174,7 +174,7 @@ class Bench:
     def prepare(self, gap_amounts: List[float] = ()) -> Tuple[Path, Path, Path, Dict[float, Path]]:
         """Source and target pairs (and one target per gap amount), the teacher trained on the source;
         fixes K' to the teacher architecture's default. Returns (source, target, teacher, gaps)."""
-        from offline_adapt.distill import default_levels
+        from offline_adapt.adapt.distill import default_levels
         from xview_loc_ros.models.checkpoint import read_checkpoint
 
         p = self.p

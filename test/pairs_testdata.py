@@ -1,5 +1,5 @@
 """Tiny pair data sets written with the real DatasetWriter (random images, exact GT), for the
-model/training/evaluation tests. The learnable synthetic sets come from xview_loc_ros.synth."""
+model/training/evaluation tests. The learnable synthetic sets come from xview_testbed.synth."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from xview_loc_ros.dataset import DatasetMeta, DatasetWriter, PairRecord, write_rgb
+from offline_adapt.data.dataset import DatasetMeta, DatasetWriter, PairRecord, write_rgb
 from xview_loc_ros.geo import PatchGeoref
 
 LAT0, LON0 = 52.0, 4.37

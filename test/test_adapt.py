@@ -11,13 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from offline_adapt import filtering
-from offline_adapt.adapt import AdaptOptions, AdaptRun, filter_step, run_adapt, student_step
+from offline_adapt.adapt import filtering
+from offline_adapt.adapt.pipeline import AdaptOptions, AdaptRun, filter_step, run_adapt, student_step
 from offline_adapt.cli import main as adapt_main
-from offline_adapt.distill import (DistillOptions, default_levels, distill_loss, heatmap_entropy, holdout_ids,
+from offline_adapt.adapt.distill import (DistillOptions, default_levels, distill_loss, heatmap_entropy, holdout_ids,
                                    train_student)
-from offline_adapt.pseudo_gt import pseudo_fine, pseudo_levels
-from offline_adapt.pseudo_labels import (CacheError, PseudoLabels, build_pseudo_labels, ensure_pseudo_labels,
+from offline_adapt.adapt.pseudo_labels import pseudo_fine, pseudo_levels
+from offline_adapt.adapt.pseudo_labels import (CacheError, PseudoLabels, build_pseudo_labels, ensure_pseudo_labels,
                                          load_pseudo_labels)
 from xview_loc_ros.fsutil import file_sha256
 from xview_loc_ros.models import build_model, load_checkpoint, save_checkpoint

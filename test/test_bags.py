@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from bag_writers import DriveSpec, write_mcap_ros2, write_rosbags
-from offline_adapt.bags import FIX_TYPES, IMAGE_TYPES, IMU_TYPES, Bag, BagError, BagReadError, TopicError, header_stamp_ns
-from offline_adapt.images import (
+from offline_adapt.data.bags import FIX_TYPES, IMAGE_TYPES, IMU_TYPES, Bag, BagError, BagReadError, TopicError, header_stamp_ns
+from offline_adapt.data.images import (
     FrameDecodeError, decode_image_msg, image_from_compressed, image_from_raw, jpeg_bytes, jpeg_size,
 )
 

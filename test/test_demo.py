@@ -1,4 +1,4 @@
-"""The demo pipeline (offline_adapt.demo) at CI size, and the replay / bag-crop tools it drives.
+"""The demo pipeline (xview_testbed.demo) at CI size, and the replay / bag-crop tools it drives.
 
 The demo runs the same code path as `make demo` (synthetic city and drive, the bundled teacher, the
 node over DDS, extract -> adapt -> export, the node with the ONNX student); the assertions recompute
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from pyproj import Geod
 
-from offline_adapt.demo import BUNDLED_TEACHER, Demo, DemoOptions
-from xview_loc_ros.replay import ReplayError, crop_bag, frame_window, read_jsonl
+from xview_testbed.demo import BUNDLED_TEACHER, Demo, DemoOptions
+from xview_testbed.replay import ReplayError, crop_bag, frame_window, read_jsonl
 
 FRAMES = 30
 ADAPT_FRAC = 0.6

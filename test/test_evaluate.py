@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from offline_adapt.cli import main as adapt_main
-from offline_adapt.evaluate import predict, summarize
-from offline_adapt.torch_data import PairTorchDataset
+from offline_adapt.evaluation.evaluate import predict, summarize
+from offline_adapt.data.torch_data import PairTorchDataset
 from pairs_testdata import write_random_pairs
-from xview_loc_ros.dataset import PairDataset
+from offline_adapt.data.dataset import PairDataset
 from xview_loc_ros.geo import LocalENU
 from xview_loc_ros.models import build_model, save_checkpoint
 
@@ -94,7 +94,7 @@ def test_evaluate_cli_torch_and_onnxruntime(pano_pairs, tmp_path, capsys):
     assert (tmp_path / "ev" / "cdf.png").stat().st_size > 1000 and (tmp_path / "ev" / "grid.png").stat().st_size > 1000
     assert "mean_m=" in capsys.readouterr().out
 
-    from offline_adapt.export import export_onnx
+    from offline_adapt.export.onnx_export import export_onnx
 
     onnx_path = export_onnx(model, tmp_path / "m.onnx")
     rc = adapt_main(["evaluate", "--model", str(onnx_path), "--data", str(pano_pairs), "--split", "all",

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from offline_adapt.cli import main as adapt_main
-from offline_adapt.export import compare_heatmaps
-from xview_loc_ros.dataset import DatasetMeta, DatasetWriter, PairRecord, write_rgb
+from offline_adapt.export.onnx_export import compare_heatmaps
+from offline_adapt.data.dataset import DatasetMeta, DatasetWriter, PairRecord, write_rgb
 from xview_loc_ros.inference import backend_availability, open_backend
 from xview_loc_ros.fsutil import file_sha256
 from xview_loc_ros.inference.modelfile import CONFIG_METADATA_KEY, sidecar_path
@@ -67,7 +67,7 @@ def test_export_cli_writes_checked_onnx_with_config(small_ckpt, pairs, tmp_path,
     assert sorted(p.name for p in out.parent.iterdir()) == ["small.onnx", "small.onnx.json"]  # no temp files
 
     # the exported file runs and reproduces the checkpoint on the data set's real images
-    from xview_loc_ros.dataset import PairDataset
+    from offline_adapt.data.dataset import PairDataset
     from xview_loc_ros.preprocess import prepare_aerial, prepare_ground
 
     ds = PairDataset(pairs)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from bag_writers import DriveSpec, make_xyz_tiles, write_mcap_ros2, write_ros1, write_rosbags
-from offline_adapt.bags import BagError, TopicError
+from offline_adapt.data.bags import BagError, TopicError
 from offline_adapt.cli import main as adapt_main
-from offline_adapt.extract import ExtractOptions, FixTrack, assign_splits, extract, parse_split, smooth_track
-from xview_loc_ros.dataset import PairDataset, PairRecord
+from offline_adapt.data.extract import ExtractOptions, FixTrack, assign_splits, extract, parse_split, smooth_track
+from offline_adapt.data.dataset import PairDataset, PairRecord
 from xview_loc_ros.geo import LocalENU
 from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
 

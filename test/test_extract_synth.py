@@ -1,13 +1,13 @@
-"""Extraction from synthetic drives (xview_loc_ros.synth.make_drive, the `xview-loc synth drive` API):
+"""Extraction from synthetic drives (xview_testbed.synth.make_drive, the `xview-loc synth drive` API):
 MCAP panorama and SQLite 3 pinhole bags through a rendered city's tile pyramid."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from offline_adapt.bags import Bag, header_stamp_ns
-from offline_adapt.extract import ExtractOptions, extract
-from xview_loc_ros.dataset import PairDataset
+from offline_adapt.data.bags import Bag, header_stamp_ns
+from offline_adapt.data.extract import ExtractOptions, extract
+from offline_adapt.data.dataset import PairDataset
 from xview_loc_ros.geo import LocalENU
 
 SIZE, MPP, SPACING = 256, 0.5, 3.0  # 128 m patches: the style's GNSS bias (15 m, 1 sigma) + noise stay inside +-64 m
@@ -16,7 +16,7 @@ NO_OUTLIERS = {"outlier_prob": 0.0}  # its 40 m outliers on top of the bias woul
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    from xview_loc_ros.synth import make_city, make_drive
+    from xview_testbed.synth import make_city, make_drive
 
     d = tmp_path_factory.mktemp("synth")
     city = make_city("downtown", 3, d / "city", size_m=400.0, zooms=(18,))

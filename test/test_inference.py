@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from offline_adapt.export import compare_heatmaps, export_onnx
+from offline_adapt.export.onnx_export import compare_heatmaps, export_onnx
 from xview_loc_ros.inference import (InputShapeError, ModelFileError, backend_availability, choose_backend,
                                      open_backend)
 from xview_loc_ros.inference.modelfile import sidecar_path

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from offline_adapt.export import compare_heatmaps
+from offline_adapt.export.onnx_export import compare_heatmaps
 from xview_loc_ros.inference.torch_backend import TorchBackend
 from xview_loc_ros.models import build_model
 

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
     pytest.skip("TensorRT needs a CUDA GPU", allow_module_level=True)
 
-from offline_adapt.export import compare_heatmaps, export_onnx  # noqa: E402
+from offline_adapt.export.onnx_export import compare_heatmaps, export_onnx  # noqa: E402
 from xview_loc_ros.inference import InputShapeError, ModelFileError, open_backend  # noqa: E402
 from xview_loc_ros.inference.engine_cache import cached_engine_path  # noqa: E402
 from xview_loc_ros.inference.modelfile import sidecar_path  # noqa: E402

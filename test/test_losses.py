@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from offline_adapt.losses import (LossWeights, ccvpe_total_loss, orientation_loss, soft_cross_entropy,
+from offline_adapt.train.losses import (LossWeights, ccvpe_total_loss, orientation_loss, soft_cross_entropy,
                                   weighted_infonce)
-from offline_adapt.targets import gaussian_map, level_targets, orientation_weights
+from offline_adapt.train.targets import gaussian_map, level_targets, orientation_weights
 from xview_loc_ros.models import ModelOutput
 
 

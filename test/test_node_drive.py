@@ -1,4 +1,4 @@
-"""A synthetic drive (city tiles + rosbag2 from xview_loc_ros.synth) played over DDS into the node."""
+"""A synthetic drive (city tiles + rosbag2 from xview_testbed.synth) played over DDS into the node."""
 from __future__ import annotations
 
 import os
@@ -19,7 +19,7 @@ FRAMES = 25
 
 @pytest.fixture(scope="module")
 def drive(tmp_path_factory):
-    from xview_loc_ros.synth import make_city, make_drive
+    from xview_testbed.synth import make_city, make_drive
 
     d = tmp_path_factory.mktemp("drive")
     city = make_city("downtown", 0, d / "city", size_m=400.0)
@@ -77,8 +77,8 @@ def test_trained_model_beats_gnss_on_the_drive(drive):
     the published poses are closer to ground truth than the GNSS fixes of the same frames."""
     import argparse
 
-    from offline_adapt.train_cli import train
-    from xview_loc_ros.synth import make_pairs
+    from offline_adapt.train.cli import train
+    from xview_testbed.synth import make_pairs
 
     model = os.environ.get("XVIEW_TEST_MODEL")
     if not model:

@@ -14,7 +14,7 @@ import yaml
 from localizer_testbed import write_small_checkpoint, write_tiles
 from xview_loc_ros.params import LocalizerParams
 
-XVIEW = [sys.executable, "-m", "xview_loc_ros.cli"]
+XVIEW = [sys.executable, "-m", "xview_testbed.cli"]
 
 
 def _params_file(tmp: Path, **overrides) -> Path:
@@ -64,10 +64,10 @@ def test_invalid_parameter_fails_at_start_naming_it(tmp_path):
 
 
 def test_cli_builds_the_ros_arguments():
-    from xview_loc_ros.cli import COMMAND_MODULES, build_parser
+    from xview_loc_ros.cli import VEHICLE_COMMANDS, build_parser
     from xview_loc_ros.node_cli import ros_argv
 
-    args = build_parser("xview-loc", "", COMMAND_MODULES).parse_args(
+    args = build_parser("xview-loc", "", VEHICLE_COMMANDS).parse_args(
         ["node", "--params-file", "p.yaml", "--tile-source", "xyz:/t", "--ros-args", "-r", "gnss/fix:=/f", "-p", "backend:=torch"])
     assert ros_argv(args) == ["xview-loc-node", "--ros-args", "--params-file", "p.yaml", "-p", "tile_source:=xyz:/t",
                               "-r", "gnss/fix:=/f", "-p", "backend:=torch"]

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from offline_adapt.cli import main as adapt_main
-from offline_adapt.public_datasets import (
+from offline_adapt.data.public_datasets import (
     KITTI_MPP, VIGOR_CITIES, VIGOR_MPP, PublicDatasetError, import_kitti, import_vigor, read_vigor_labels, vigor_sat_center,
 )
-from xview_loc_ros.dataset import PairDataset
+from offline_adapt.data.dataset import PairDataset
 from xview_loc_ros.geo import LocalENU
 
 CITY_LATLON = {"NewYork": (40.7128, -74.0060), "Seattle": (47.6062, -122.3321),

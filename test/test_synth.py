@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import yaml
 
-from xview_loc_ros.dataset import PairDataset, read_rgb
-from xview_loc_ros.synth import load_city, make_city, make_pairs
-from xview_loc_ros.synth.city import generate_world
-from xview_loc_ros.synth.style import PRESETS, StyleError, blend_styles, load_style, parse_groups, set_keys
+from offline_adapt.data.dataset import PairDataset, read_rgb
+from xview_testbed.synth import load_city, make_city, make_pairs
+from xview_testbed.synth.city import generate_world
+from xview_testbed.synth.style import PRESETS, StyleError, blend_styles, load_style, parse_groups, set_keys
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +91,7 @@ def test_world_is_deterministic_and_seed_dependent():
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_presets_build_plausible_worlds(preset):
-    from xview_loc_ros.synth.world import BUILDING, ROAD, TREE, WATER
+    from xview_testbed.synth.world import BUILDING, ROAD, TREE, WATER
     w = generate_world(load_style(preset), 2, size_m=200.0)
     share = {c: float(np.mean(w.cls == c)) for c in (BUILDING, ROAD, TREE, WATER)}
     assert 0.05 < share[ROAD] < 0.6, share
@@ -193,7 +193,7 @@ def test_pairs_deterministic_and_pinhole(small_city, tmp_path):
 
 def test_pair_presets_match_the_model_inputs():
     from xview_loc_ros.models import DEFAULTS
-    from xview_loc_ros.synth.pairs import PRESETS as PAIR_PRESETS, ground_camera, resolve_preset
+    from xview_testbed.synth.pairs import PRESETS as PAIR_PRESETS, ground_camera, resolve_preset
     for arch in ("small", "ccvpe-vigor", "ccvpe-kitti"):
         cfg = DEFAULTS[arch]
         cam = ground_camera(arch, cfg["ground_type"])
@@ -205,7 +205,7 @@ def test_pair_presets_match_the_model_inputs():
 
 
 def test_cli_pairs_and_errors(small_city, tmp_path, capsys):
-    from xview_loc_ros.cli import main
+    from xview_testbed.cli import main
     assert main(["synth", "pairs", "--city", str(small_city), "--n", "2", "--seed", "1", "--out", str(tmp_path / "p")]) == 0
     assert len(PairDataset(tmp_path / "p")) == 2
     assert main(["synth", "city", "--style", "downtown", "--toward", "nowhere", "--out", str(tmp_path / "x")]) == 2

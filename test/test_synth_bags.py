@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from xview_loc_ros.geo import yaw_from_quaternion
-from xview_loc_ros.synth import load_city, make_city, make_drive
-from xview_loc_ros.synth.gnss import GnssErrorModel
+from xview_testbed.synth import load_city, make_city, make_drive
+from xview_testbed.synth.gnss import GnssErrorModel
 
 FRAMES = 24
 EXPECTED = {

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from xview_loc_ros.geo import LocalENU
-from xview_loc_ros.synth.aerial import render_ortho
-from xview_loc_ros.synth.city import sun_caster
-from xview_loc_ros.synth.ground import GroundCamera, GroundRenderer
-from xview_loc_ros.synth.pyramid import export_pyramid
-from xview_loc_ros.synth.style import load_style
-from xview_loc_ros.synth.world import BUILDING, DIRT, World
+from xview_testbed.synth.aerial import render_ortho
+from xview_testbed.synth.city import sun_caster
+from xview_testbed.synth.ground import GroundCamera, GroundRenderer
+from xview_testbed.synth.pyramid import export_pyramid
+from xview_testbed.synth.style import load_style
+from xview_testbed.synth.world import BUILDING, DIRT, World
 
 SIZE_M, RES = 200.0, 0.25
 TOWER_E, TOWER_N, TOWER_H, TOWER_SIDE = 22.0, 31.0, 30.0, 2.0

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from xview_loc_ros import __version__
-from xview_loc_ros.cli import main as xview_loc
+from xview_testbed.cli import main as xview_loc
 from xview_loc_ros.geo import tile_to_latlon
 from xview_loc_ros.tiles import (AerialPatchBuilder, TileDecodeError, TileFetchError, TileNotFound,
                                  open_tile_source)

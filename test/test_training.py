@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from offline_adapt.cli import main as adapt_main
-from offline_adapt.losses import LossWeights
-from offline_adapt.torch_data import PairTorchDataset
-from offline_adapt.train_cli import supervised_loss
-from offline_adapt.training import fit, make_loader, seed_everything
+from offline_adapt.train.losses import LossWeights
+from offline_adapt.data.torch_data import PairTorchDataset
+from offline_adapt.train.cli import supervised_loss
+from offline_adapt.train.training import fit, make_loader, seed_everything
 from pairs_testdata import write_random_pairs
-from xview_loc_ros.dataset import PairDataset
+from offline_adapt.data.dataset import PairDataset
 from xview_loc_ros.models import CheckpointError, build_model, load_checkpoint
 
 LEARN_EPOCHS = 12
@@ -28,7 +28,7 @@ def _run(data_dir, out, epochs, resume=False, known=False):
     data = PairDataset(data_dir)
     ds = PairTorchDataset(data, data.split("train"), model.config, random_roll=True)
     loader = make_loader(ds, 4, shuffle=True, seed=3)
-    from offline_adapt.evaluate import validator
+    from offline_adapt.evaluation.evaluate import validator
 
     val = validator(PairTorchDataset(data, data.split("val"), model.config))
     res = fit(model, loader, supervised_loss(model.config, LossWeights()), epochs=epochs, out_dir=out, seed=3,
@@ -77,7 +77,7 @@ def test_dihedral_augmentation_keeps_geometry(turns, mirror):
 
     import numpy as np
 
-    from offline_adapt.torch_data import dihedral_transform
+    from offline_adapt.data.torch_data import dihedral_transform
 
     s, w = 64, 360
     u, v, heading = 20.5, 40.5, 30.0
@@ -100,7 +100,7 @@ def test_dihedral_augmentation_keeps_geometry(turns, mirror):
 
 @pytest.fixture(scope="module")
 def synth_pairs(tmp_path_factory):
-    from xview_loc_ros.synth import make_city, make_pairs
+    from xview_testbed.synth import make_city, make_pairs
 
     root = tmp_path_factory.mktemp("synth")
     city = make_city("downtown", 0, root / "city", size_m=400)
@@ -110,7 +110,7 @@ def synth_pairs(tmp_path_factory):
 def test_small_model_learns_on_synthetic_pairs(synth_pairs, tmp_path):
     """Supervised training of `small` on 420 synthetic downtown pairs for a bounded number of epochs
     halves the error of the centre guess (the coarse fix) on held-out test pairs."""
-    from offline_adapt.evaluate import evaluate
+    from offline_adapt.evaluation.evaluate import evaluate
 
     run = tmp_path / "run"
     rc = adapt_main(["train", "--data", str(synth_pairs), "--config", "small", "--out", str(run), "--epochs", str(LEARN_EPOCHS),

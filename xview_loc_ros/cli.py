@@ -1,5 +1,6 @@
-"""`xview-loc`: the vehicle-side command line (tiles, synthetic test bed, node).
+"""Command-line plumbing shared by `xview-loc` and `xview-adapt`, and the vehicle's own commands.
 
+`xview-loc` itself is assembled in :mod:`xview_testbed.cli` (vehicle commands plus the test bed's).
 Each command group lives in its own module exposing ``register(subparsers)``; the group's
 handlers are set with ``set_defaults(func=...)`` and return an exit code.
 """
@@ -11,12 +12,10 @@ import logging
 import sys
 from typing import List, Optional
 
-# (module, command) pairs; modules import their heavy dependencies inside their handlers.
-COMMAND_MODULES = [
+# The vehicle's command modules; each imports its heavy dependencies inside its handlers.
+VEHICLE_COMMANDS = [
     "xview_loc_ros.node_cli",
     "xview_loc_ros.tiles.cli",
-    "xview_loc_ros.synth.cli",
-    "xview_loc_ros.replay",
 ]
 
 
@@ -41,17 +40,3 @@ def run(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> int:
             raise
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser(
-        "xview-loc",
-        "Cross-view localization on the vehicle: aerial tiles and patches, the synthetic test bed, the ROS 2 node. "
-        "Units: metres, metres per pixel (m/px), degrees (latitude/longitude WGS84; headings compass, clockwise from north).",
-        COMMAND_MODULES,
-    )
-    return run(parser, argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -20,10 +20,10 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from .geo import LocalENU, PatchGeoref, compass_to_enu_yaw, enu_yaw_to_compass, yaw_from_quaternion
-from .heatmap import HeatmapEstimate, decode_heatmap, heading_from_orientation, softmax_all
-from .params import LocalizerParams
-from .preprocess import prepare_aerial, prepare_ground
+from xview_loc_ros.geo import LocalENU, PatchGeoref, compass_to_enu_yaw, enu_yaw_to_compass, yaw_from_quaternion
+from xview_loc_ros.heatmap import HeatmapEstimate, decode_heatmap, heading_from_orientation, softmax_all
+from xview_loc_ros.params import LocalizerParams
+from xview_loc_ros.preprocess import prepare_aerial, prepare_ground
 
 STAGES = ("patch", "preprocess", "inference", "decode")
 
@@ -277,7 +277,7 @@ class Localizer:
     def process(self, stamp: float, rgb: np.ndarray) -> Estimate:
         """Localize one camera frame (``stamp`` seconds, RGB uint8 HxWx3). Returns an Estimate whose
         ``accepted`` is False when gating rejected it; raises FrameRejected when no estimate exists."""
-        from .tiles import TileError
+        from xview_loc_ros.tiles import TileError
 
         p = self.params
         if self.camera_hfov_deg is not None and self.config.get("ground_type") == "pinhole":

@@ -21,10 +21,10 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from std_msgs.msg import Header
 
-from . import ros_msgs as rm
-from .localizer import STAGES, FrameRejected, Localizer, stage_summary
-from .overlay import heatmap_overlay
-from .params import NODE_NAME, LocalizerParams, ParameterError
+from xview_loc_ros import ros_msgs as rm
+from xview_loc_ros.localizer import STAGES, FrameRejected, Localizer, stage_summary
+from xview_loc_ros.overlay import heatmap_overlay
+from xview_loc_ros.params import NODE_NAME, LocalizerParams, ParameterError
 
 _WINDOW = 200  # frames kept for latency / stage statistics
 
@@ -38,12 +38,12 @@ class LocalizerNode(Node):
         self.params = self._read_params()
         self._tile_source = None
         if backend is None:
-            from .inference import open_backend
+            from xview_loc_ros.inference import open_backend
 
             backend = open_backend(self.params.model_path, self.params.backend, device=self.params.device or None,
                                    fp16=self.params.fp16, threads=self.params.threads or None)
         if patch_builder is None:
-            from .tiles import AerialPatchBuilder, open_tile_source
+            from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
 
             self._tile_source = open_tile_source(self.params.tile_source, cache_dir=self.params.tile_cache_dir or None)
             patch_builder = AerialPatchBuilder(self._tile_source, int(backend.config["aerial_size"]), float(backend.config["mpp"]),

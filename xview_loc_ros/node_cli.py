@@ -38,6 +38,6 @@ def _run(args: argparse.Namespace) -> int:
 
     if not Path(args.params_file).is_file():
         raise FileNotFoundError(f"--params-file {args.params_file}: no such file")
-    from .node import main
+    from xview_loc_ros.node import main
 
     return main(ros_argv(args))

@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from .heatmap import overlay_heatmap
+from xview_loc_ros.heatmap import overlay_heatmap
 
 FIX_COLOUR = (255, 255, 255)  # RGB: the GNSS fix
 ESTIMATE_COLOUR = (0, 255, 0)  # RGB: the refined estimate

@@ -20,9 +20,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, NavSatFix, 
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 
-from .geo import LocalENU, quaternion_from_yaw
-from .localizer import Estimate, Fix, Heading, camera_hfov_deg, fix_covariance_en, heading_from_imu
-from .overlay import occupancy_values
+from xview_loc_ros.geo import LocalENU, quaternion_from_yaw
+from xview_loc_ros.localizer import Estimate, Fix, Heading, camera_hfov_deg, fix_covariance_en, heading_from_imu
+from xview_loc_ros.overlay import occupancy_values
 
 
 class BadMessage(ValueError):

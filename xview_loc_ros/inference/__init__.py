@@ -5,9 +5,8 @@ checkpoint config: sizes, m/px, normalisation), ``.infer(ground, aerial)`` -> fi
 float32 (B,1,S,S), ``.infer_levels``, ``.warmup()``, ``.describe()``. Heavy libraries are imported
 only by the backend that needs them.
 """
-from .base import (INPUT_AERIAL, INPUT_GROUND, OUTPUT_FINEST, OUTPUT_ORIENTATION, Backend, InputShapeError,
-                   ModelFileError, check_inputs, input_shapes, level_output_name, output_names)
-from .select import BACKENDS, Choice, backend_availability, choose_backend, open_backend
+from xview_loc_ros.inference.base import INPUT_AERIAL, INPUT_GROUND, OUTPUT_FINEST, OUTPUT_ORIENTATION, Backend, InputShapeError, ModelFileError, check_inputs, input_shapes, level_output_name, output_names
+from xview_loc_ros.inference.select import BACKENDS, Choice, backend_availability, choose_backend, open_backend
 
 __all__ = [
     "BACKENDS", "Backend", "Choice", "INPUT_AERIAL", "INPUT_GROUND", "InputShapeError", "ModelFileError",

@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from xview_loc_ros.fsutil import atomic_write_bytes
 
-from .base import ModelFileError
-from .modelfile import read_sidecar, sidecar_path, write_sidecar
+from xview_loc_ros.inference.base import ModelFileError
+from xview_loc_ros.inference.modelfile import read_sidecar, sidecar_path, write_sidecar
 
 CACHE_ENV = "XVIEW_LOC_ENGINE_CACHE"
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional
 
 from xview_loc_ros.fsutil import atomic_write_json
 
-from .base import ModelFileError, check_config
+from xview_loc_ros.inference.base import ModelFileError, check_config
 
 CONFIG_METADATA_KEY = "xview_loc_config"
 SIDECAR_FORMAT = "xview_loc_ros.model/1"

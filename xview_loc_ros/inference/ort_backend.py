@@ -7,8 +7,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .base import INPUT_AERIAL, INPUT_GROUND, OUTPUT_FINEST, Backend, ModelFileError, input_shapes
-from .modelfile import require_file, resolve_onnx_config
+from xview_loc_ros.inference.base import INPUT_AERIAL, INPUT_GROUND, OUTPUT_FINEST, Backend, ModelFileError, input_shapes
+from xview_loc_ros.inference.modelfile import require_file, resolve_onnx_config
 
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 GPU_PROVIDERS = PROVIDER_PREFERENCE[:2]
@@ -71,7 +71,7 @@ class OrtBackend(Backend):
 
         onnx_path = require_file(onnx_path)
         if trt_cache_dir is None:  # without a cache the TensorRT EP rebuilds its engines at every start
-            from .engine_cache import default_cache_dir
+            from xview_loc_ros.inference.engine_cache import default_cache_dir
 
             trt_cache_dir = str(default_cache_dir() / "onnxruntime-trt")
         providers = choose_providers(ort.get_available_providers(), device, fp16, trt_cache_dir)

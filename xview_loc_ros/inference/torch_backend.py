@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from .base import OUTPUT_FINEST, OUTPUT_ORIENTATION, Backend, ModelFileError, level_output_name, output_names
+from xview_loc_ros.inference.base import OUTPUT_FINEST, OUTPUT_ORIENTATION, Backend, ModelFileError, level_output_name, output_names
 
 
 def _named_outputs(out: Any) -> Dict[str, Any]:

@@ -15,11 +15,10 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from .base import INPUT_AERIAL, INPUT_GROUND, Backend, ModelFileError, input_shapes
-from .engine_cache import (EngineKey, cached_engine_path, check_engine_machine, decide, default_cache_dir,
-                           store_engine)
-from ..fsutil import file_sha256
-from .modelfile import model_kind, require_file, resolve_onnx_config
+from xview_loc_ros.inference.base import INPUT_AERIAL, INPUT_GROUND, Backend, ModelFileError, input_shapes
+from xview_loc_ros.inference.engine_cache import EngineKey, cached_engine_path, check_engine_machine, decide, default_cache_dir, store_engine
+from xview_loc_ros.fsutil import file_sha256
+from xview_loc_ros.inference.modelfile import model_kind, require_file, resolve_onnx_config
 
 log = logging.getLogger(__name__)
 WORKSPACE_BYTES = 4 << 30

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .common import CrossViewModel, LevelSpec, ModelOutput
+from xview_loc_ros.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from xview_loc_ros.models.common import CrossViewModel, LevelSpec, ModelOutput
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -63,8 +63,8 @@ def build_model(name: str, **overrides: Any) -> CrossViewModel:
 
 
 def _build_small(cfg: Dict[str, Any]) -> CrossViewModel:
-    from .common import levels_for
-    from .small import SmallCrossView, head_spec
+    from xview_loc_ros.models.common import levels_for
+    from xview_loc_ros.models.small import SmallCrossView, head_spec
 
     s = cfg["aerial_size"]
     h, w = cfg["ground_size"]
@@ -84,8 +84,8 @@ def _build_small(cfg: Dict[str, Any]) -> CrossViewModel:
 
 
 def _build_ccvpe(name: str, cfg: Dict[str, Any]) -> CrossViewModel:
-    from .ccvpe import CCVPE, KITTI_HEAD, VIGOR_HEAD
-    from .common import levels_for
+    from xview_loc_ros.models.ccvpe import CCVPE, KITTI_HEAD, VIGOR_HEAD
+    from xview_loc_ros.models.common import levels_for
 
     base = DEFAULTS[name]
     for key in ("aerial_size", "ground_size", "ground_type", "n_ori"):

@@ -12,7 +12,7 @@ from typing import List, Tuple
 import torch
 from torch import nn
 
-from .common import CrossViewModel, HeadSpec, WidthCircularPad
+from xview_loc_ros.models.common import CrossViewModel, HeadSpec, WidthCircularPad
 
 # aerial EfficientNet-b0 block outputs used as decoder skips, coarse -> fine (/32, /16, /8, /4, /2)
 SKIP_BLOCKS = (15, 10, 4, 2, 0)

@@ -45,7 +45,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
     With ``expect_config`` every key given there must equal the checkpoint's value (refuses e.g.
     resuming a run with a checkpoint of another architecture or input size).
     """
-    from . import build_model
+    from xview_loc_ros.models import build_model
 
     ckpt = read_checkpoint(path, map_location)
     cfg = dict(ckpt["config"])
@@ -66,7 +66,7 @@ def import_ccvpe_official(path: str | os.PathLike, arch: str, **overrides: Any) 
     """A released CCVPE checkpoint (plain state_dict of CVM_VIGOR / CVM_KITTI) loaded into our model."""
     import torch
 
-    from . import build_model
+    from xview_loc_ros.models import build_model
 
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)

@@ -12,7 +12,7 @@ from typing import List, Tuple
 import torch
 from torch import nn
 
-from .common import CrossViewModel, HeadSpec, WidthCircularPad
+from xview_loc_ros.models.common import CrossViewModel, HeadSpec, WidthCircularPad
 
 STAGES = (16, 24, 32, 64)
 HEAD = 128

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
 
-from ..fsutil import atomic_write_bytes, atomic_write_json
-from .local import FOLDER_EXTENSIONS
+from xview_loc_ros.fsutil import atomic_write_bytes, atomic_write_json
+from xview_loc_ros.tiles.local import FOLDER_EXTENSIONS
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from typing import Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from ..geo import MERCATOR_MAX_LAT, LocalENU, ground_resolution, latlon_to_global_pixel
-from .source import TILE_PX, TileKey
+from xview_loc_ros.geo import MERCATOR_MAX_LAT, LocalENU, ground_resolution, latlon_to_global_pixel
+from xview_loc_ros.tiles.source import TILE_PX, TileKey
 
 
 def tiles_in_bbox(south: float, west: float, north: float, east: float, zoom: int,

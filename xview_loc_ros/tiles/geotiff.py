@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 from pyproj import Transformer
 
-from ..geo import MERCATOR_HALF_EXTENT_M, WEB_MERCATOR, WGS84_LATLON, zoom_for_resolution
-from .errors import TileNotFound
-from .source import TILE_PX, Tile, TileSource
+from xview_loc_ros.geo import MERCATOR_HALF_EXTENT_M, WEB_MERCATOR, WGS84_LATLON, zoom_for_resolution
+from xview_loc_ros.tiles.errors import TileNotFound
+from xview_loc_ros.tiles.source import TILE_PX, Tile, TileSource
 
 
 class GeoTIFFSource(TileSource):

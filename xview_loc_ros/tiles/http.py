@@ -17,11 +17,11 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from .. import __version__
-from ..geo import tile_quadkey, xyz_to_tms_row
-from .cache import DiskTileCache
-from .errors import TileError, TileFetchError, TileNotFound
-from .source import Tile, TileSource, decode_tile, image_format
+from xview_loc_ros import __version__
+from xview_loc_ros.geo import tile_quadkey, xyz_to_tms_row
+from xview_loc_ros.tiles.cache import DiskTileCache
+from xview_loc_ros.tiles.errors import TileError, TileFetchError, TileNotFound
+from xview_loc_ros.tiles.source import Tile, TileSource, decode_tile, image_format
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from ..geo import xyz_to_tms_row
-from .errors import TileDecodeError, TileNotFound
-from .source import Tile, TileSource, decode_tile
+from xview_loc_ros.geo import xyz_to_tms_row
+from xview_loc_ros.tiles.errors import TileDecodeError, TileNotFound
+from xview_loc_ros.tiles.source import Tile, TileSource, decode_tile
 
 FOLDER_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
 

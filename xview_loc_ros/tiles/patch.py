@@ -11,10 +11,10 @@ from typing import Iterable, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ..geo import PatchGeoref, latlon_to_global_pixel, zoom_for_resolution
-from .coverage import densify_path, tiles_around
-from .errors import TileError, TileNotFound
-from .source import TILE_PX, Tile, TileSource
+from xview_loc_ros.geo import PatchGeoref, latlon_to_global_pixel, zoom_for_resolution
+from xview_loc_ros.tiles.coverage import densify_path, tiles_around
+from xview_loc_ros.tiles.errors import TileError, TileNotFound
+from xview_loc_ros.tiles.source import TILE_PX, Tile, TileSource
 
 log = logging.getLogger(__name__)
 

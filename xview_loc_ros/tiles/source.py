@@ -15,7 +15,7 @@ from typing import Dict, Iterable, Optional, Tuple, Union
 import cv2
 import numpy as np
 
-from .errors import TileDecodeError, TileError, TileNotFound
+from xview_loc_ros.tiles.errors import TileDecodeError, TileError, TileNotFound
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,378 @@
+"""The adaptation pipeline in one run directory (paper §3.2; DESIGN §5).
+
+RUN/pseudo/   teacher pass (pseudo_labels.npz, manifest.json, teacher_predictions.jsonl)
+RUN/aux/      auxiliary student trained on all pseudo-labelled pairs (+ predictions.jsonl)
+RUN/filter/   teacher-vs-auxiliary distances, kept.json (T % smallest), report and histogram
+RUN/final/    final student trained on the kept pairs (the teacher again as initialisation)
+RUN/student.pt  the final student with its lineage (teacher sha256, data set, flags, selection)
+RUN/report/   per-pair teacher / aux / student predictions, summary (teacher vs student) and,
+              where GT exists, Fig. 4-like (error vs teacher-student distance) and Fig. 7-like
+              (histogram of the change in error) plots.
+
+Every step records ``done.json`` (its inputs' fingerprint and its outputs' sha256) and is skipped
+when that verifies; a step whose inputs changed is redone from scratch; a killed training step
+resumes from its last epoch (training.fit's last.pt). T = 100 % skips the auxiliary student and the
+filter. ``bn_reestimate_only`` replaces the students by the batch-norm re-estimation control.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from xview_loc_ros.fsutil import atomic_path, atomic_write_json, file_sha256
+
+from offline_adapt.adapt import filtering
+from offline_adapt.adapt.distill import DistillOptions, bn_reestimate, train_student
+from offline_adapt.train.training import default_device, dist_info
+from offline_adapt.adapt.pseudo_labels import DEFAULT_TOPK, CacheError, PREDICTIONS_NAME, PseudoLabels, dataset_fingerprint, ensure_pseudo_labels, load_pseudo_labels, read_predictions
+
+log = logging.getLogger(__name__)
+
+DONE = "done.json"
+
+
+@dataclass
+class AdaptOptions:
+    """All pipeline flags; ``distill`` applies to both students."""
+
+    distill: DistillOptions = field(default_factory=DistillOptions)
+    keep_pct: float = 80.0
+    split: Optional[str] = "train"  # unlabelled target pairs to adapt on
+    eval_split: Optional[str] = "test"
+    topk: int = DEFAULT_TOPK
+    bn_reestimate_only: bool = False
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class AdaptRun:
+    teacher: str
+    data: str
+    out: Path
+    opts: AdaptOptions
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if not Path(self.teacher).is_file():
+            raise ValueError(f"--teacher {self.teacher}: file not found")
+        self.teacher_sha256 = file_sha256(self.teacher)
+        from xview_loc_ros.models.checkpoint import read_checkpoint
+
+        # K' left to the default is fixed here, so step fingerprints and lineage name the value used
+        self.opts.distill = self.opts.distill.resolved(read_checkpoint(self.teacher)["config"])
+        self.data_fingerprint = dataset_fingerprint(self.data)
+        from offline_adapt.data.dataset import PairDataset
+
+        self.mpp = {r.id: float(r.mpp) for r in PairDataset(self.data).split(None)}
+
+    def dir(self, name: str) -> Path:
+        return self.out / name
+
+
+def _done(step_dir: Path, inputs: Dict[str, Any]) -> bool:
+    """True when ``step_dir/done.json`` has these inputs and every recorded output still matches."""
+    try:
+        done = json.loads((step_dir / DONE).read_text())
+    except (OSError, ValueError):
+        return False
+    if done.get("inputs") != json.loads(json.dumps(inputs)):
+        return False
+    return all((step_dir / n).is_file() and file_sha256(step_dir / n) == h for n, h in done.get("outputs", {}).items())
+
+
+def _mark_done(step_dir: Path, inputs: Dict[str, Any], outputs: List[str], **info: Any) -> None:
+    atomic_write_json(step_dir / DONE, {"inputs": inputs, "outputs": {n: file_sha256(step_dir / n) for n in outputs}, **info})
+
+
+def _start(step_dir: Path, inputs: Dict[str, Any]) -> None:
+    """Begin (or continue) a step: partial outputs of a run with other inputs are discarded."""
+    started = step_dir / "started.json"
+    if dist_info()[0] != 0:  # under torchrun rank 0 alone prepares the folder
+        step_dir.mkdir(parents=True, exist_ok=True)
+        return
+    if step_dir.exists():
+        try:
+            same = json.loads(started.read_text()) == json.loads(json.dumps(inputs))
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            shutil.rmtree(step_dir)
+    step_dir.mkdir(parents=True, exist_ok=True)
+    (step_dir / DONE).unlink(missing_ok=True)
+    atomic_write_json(started, inputs)
+
+
+def _write_jsonl(path: Path, rows: List[Dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def pseudo_label_step(run: AdaptRun) -> PseudoLabels:
+    d = run.opts.distill
+    return ensure_pseudo_labels(run.teacher, run.data, run.dir("pseudo"), run.opts.split, d.batch, run.opts.topk, d.device)
+
+
+def _labels(run: AdaptRun) -> PseudoLabels:
+    try:
+        return load_pseudo_labels(run.dir("pseudo"), run.teacher, run.data, run.opts.split, run.opts.topk)
+    except CacheError as e:
+        raise CacheError(f"{e}; run `pseudo-label` first (same --teacher, --data, --split, --topk)") from e
+
+
+def _predict_ids(model_path: str, data_dir: str, ids: Optional[List[str]], split: Optional[str], batch: int) -> List[Dict[str, Any]]:
+    from offline_adapt.data.dataset import PairDataset
+    from xview_loc_ros.models import load_checkpoint
+
+    from offline_adapt.evaluation.evaluate import predict
+    from offline_adapt.data.torch_data import PairTorchDataset
+
+    model, _ = load_checkpoint(model_path, map_location="cpu")
+    model.to(default_device()).eval()
+    data = PairDataset(data_dir)
+    recs = data.split(split)
+    if ids is not None:
+        by_id = {r.id: r for r in recs}
+        recs = [by_id[i] for i in ids]
+    if not recs:
+        return []
+    import torch
+
+    dev = next(model.parameters()).device
+    s = int(model.config["aerial_size"])
+    level_uv: List[np.ndarray] = []
+
+    def run_levels(g: np.ndarray, a: np.ndarray):
+        with torch.no_grad():
+            out = model(torch.from_numpy(g).to(dev), torch.from_numpy(a).to(dev))
+        cols = []
+        for h in out.heatmaps:  # each level's argmax cell centre in patch pixels (max over orientation bins)
+            m = h.float().amax(dim=1).flatten(1).argmax(dim=1).cpu().numpy()
+            n = h.shape[-1]
+            cols.append(np.stack([(m % n + 0.5) * s / n, (m // n + 0.5) * s / n], axis=1))
+        level_uv.append(np.stack(cols, axis=1))  # (B, K, 2)
+        ori = None if out.orientation is None else out.orientation.float().cpu().numpy()
+        return out.heatmaps[-1].float().cpu().numpy(), ori
+
+    preds, _ = predict(run_levels, PairTorchDataset(data, recs, model.config, require_gt=False), batch)
+    for p, uv in zip(preds, np.concatenate(level_uv)):
+        p["level_uv"] = uv.tolist()
+    return preds
+
+
+def level_errors_m(preds: List[Dict[str, Any]], mpp: Dict[str, float]) -> Optional[List[float]]:
+    """Mean error (m) of each heat-map level's argmax, coarse -> fine; None without GT."""
+    rows = [np.hypot(*(np.asarray(p["level_uv"]) - [p["gt_u"], p["gt_v"]]).T) * mpp[p["id"]] for p in preds if "gt_u" in p]
+    return np.mean(rows, axis=0).tolist() if rows else None
+
+
+def student_step(run: AdaptRun, stage: str) -> Path:
+    """Train the ``aux`` (all pairs) or ``final`` (kept pairs) student; returns STAGE/student.pt."""
+    from xview_loc_ros.models import load_checkpoint, save_checkpoint
+
+    if stage not in ("aux", "final"):
+        raise ValueError(f"--stage must be aux or final, got {stage!r}")
+    labels = _labels(run)
+    ids = list(labels.ids)
+    kept_sha = None
+    if stage == "final" and run.opts.keep_pct < 100:
+        kept_path = run.dir("filter") / filtering.KEPT_NAME
+        if not kept_path.is_file():
+            raise ValueError(f"{kept_path}: missing; run `filter` first (or use --keep 100 for no outlier filtering)")
+        kept = json.loads(kept_path.read_text())
+        if kept.get("keep_pct") != run.opts.keep_pct:
+            raise ValueError(f"{kept_path}: made with --keep {kept.get('keep_pct')}, not {run.opts.keep_pct}; re-run `filter`")
+        ids, kept_sha = list(kept["ids"]), file_sha256(kept_path)
+    step = run.dir(stage)
+    inputs = {"teacher_sha256": run.teacher_sha256, "labels_sha256": file_sha256(run.dir("pseudo") / "pseudo_labels.npz"),
+              "data": run.data_fingerprint, "kept_sha256": kept_sha, "options": run.opts.distill.to_dict()}
+    if _done(step, inputs):
+        log.info("%s student: done (%s)", stage, step)
+        return step / "student.pt"
+    _start(step, inputs)
+    lineage = lineage_info(run, stage)
+    res = train_student(run.teacher, run.data, labels, ids, step, run.opts.distill, resume=True, extra={"lineage": lineage})
+    if dist_info()[0] != 0:  # under torchrun rank 0 alone writes the step's outputs
+        return step / "student.pt"
+    model, ckpt = load_checkpoint(res["best_path"])
+    save_checkpoint(step / "student.pt", model, lineage=dict(lineage, selected_epoch=res["best_epoch"],
+                                                               selection=res["selection"], selection_value=res["best_value"],
+                                                               trained_on=res["trained_on"]))
+    outputs = ["student.pt"]
+    if stage == "aux":
+        _write_jsonl(step / "predictions.jsonl", _predict_ids(str(step / "student.pt"), run.data, labels.ids, None,
+                                                             run.opts.distill.batch))
+        outputs.append("predictions.jsonl")
+    _mark_done(step, inputs, outputs, selected_epoch=res["best_epoch"], selection=res["selection"])
+    log.info("%s student: %s (epoch %s, %s)", stage, step / "student.pt", res["best_epoch"], res["selection"])
+    return step / "student.pt"
+
+
+def filter_step(run: AdaptRun) -> List[str]:
+    """Teacher vs auxiliary distances on the pseudo-labelled pairs -> kept ids (T % smallest)."""
+    labels = _labels(run)
+    aux_pred = run.dir("aux") / "predictions.jsonl"
+    if not (run.dir("aux") / DONE).is_file() or not aux_pred.is_file():
+        raise ValueError(f"{run.dir('aux')}: no finished auxiliary student; run `train-student --stage aux` first")
+    step = run.dir("filter")
+    inputs = {"labels_sha256": file_sha256(run.dir("pseudo") / "pseudo_labels.npz"), "aux_sha256": file_sha256(aux_pred),
+              "keep_pct": run.opts.keep_pct}
+    if _done(step, inputs):
+        log.info("filter: done (%s)", step)
+        return json.loads((step / filtering.KEPT_NAME).read_text())["ids"]
+    _start(step, inputs)
+    teacher = read_predictions(run.dir("pseudo") / PREDICTIONS_NAME)
+    mpp = {i: float(m) for i, m in zip(labels.ids, labels.mpp)}
+    dist = filtering.prediction_distances_m(teacher, read_predictions(aux_pred), mpp)
+    kept = filtering.select_kept(dist, run.opts.keep_pct)
+    errors = {p["id"]: p["err_m"] for p in teacher if "err_m" in p}
+    report = filtering.filter_report(dist, kept, run.opts.keep_pct, errors)
+    filtering.write_filter_outputs(step, dist, kept, report)
+    _mark_done(step, inputs, [filtering.KEPT_NAME, filtering.REPORT_NAME])
+    log.info("filter: kept %d of %d pairs (teacher-aux distance <= %.2f m)", report["kept"], report["count"],
+             report["threshold_m"] or 0.0)
+    return kept
+
+
+def lineage_info(run: AdaptRun, stage: str) -> Dict[str, Any]:
+    return {"teacher": str(run.teacher), "teacher_sha256": run.teacher_sha256, "data": str(run.data),
+            "data_fingerprint": run.data_fingerprint, "stage": stage, "flags": run.opts.to_dict(),
+            "method": "bn-reestimate" if run.opts.bn_reestimate_only else "self-distillation"}
+
+
+def bn_step(run: AdaptRun) -> Path:
+    from offline_adapt.data.dataset import PairDataset
+    from xview_loc_ros.models import save_checkpoint
+
+    step = run.dir("bn")
+    inputs = {"teacher_sha256": run.teacher_sha256, "data": run.data_fingerprint, "split": run.opts.split,
+              "batch": run.opts.distill.batch, "seed": run.opts.distill.seed}
+    if _done(step, inputs):
+        return step / "student.pt"
+    _start(step, inputs)
+    ids = [r.id for r in PairDataset(run.data).split(run.opts.split)]
+    model = bn_reestimate(run.teacher, run.data, ids, run.opts.distill.batch, run.opts.distill.device, run.opts.distill.seed)
+    save_checkpoint(step / "student.pt", model, lineage=dict(lineage_info(run, "bn"), trained_on=len(ids)))
+    _mark_done(step, inputs, ["student.pt"])
+    return step / "student.pt"
+
+
+def report_step(run: AdaptRun, student: Path) -> Dict[str, Any]:
+    """Predictions of teacher / aux / student on the eval split (and the adaptation pairs), the
+    summary table and, with GT, the Fig. 4 / Fig. 7-like plots."""
+    from offline_adapt.evaluation.evaluate import summarize
+
+    out = run.dir("report")
+    models = {"teacher": run.teacher, "student": str(student)}
+    if (run.dir("aux") / "student.pt").is_file() and not run.opts.bn_reestimate_only:
+        models["aux"] = str(run.dir("aux") / "student.pt")
+    inputs = {"models": {k: file_sha256(v) for k, v in models.items()}, "data": run.data_fingerprint,
+              "splits": [run.opts.eval_split, run.opts.split]}
+    if _done(out, inputs):
+        return json.loads((out / "summary.json").read_text())
+    _start(out, inputs)
+    summary: Dict[str, Any] = {"teacher": str(run.teacher), "student": str(student), "data": str(run.data), "splits": {}}
+    for split in dict.fromkeys([run.opts.eval_split, run.opts.split]):
+        preds = {name: _predict_ids(path, run.data, None, split, run.opts.distill.batch) for name, path in models.items()}
+        if not preds["teacher"]:
+            continue
+        tag = split or "all"
+        rows = []
+        for k, t in enumerate(preds["teacher"]):
+            row: Dict[str, Any] = {"id": t["id"]}
+            if "gt_u" in t:
+                row.update(gt_u=t["gt_u"], gt_v=t["gt_v"], prior_m=t["prior_m"])
+            for name, p in preds.items():
+                q = p[k]
+                row[name] = {key: q[key] for key in ("u", "v", "lat", "lon", "confidence", "err_m") if key in q}
+            mpp = run.mpp[t["id"]]
+            row["teacher_student_m"] = float(np.hypot(t["u"] - preds["student"][k]["u"], t["v"] - preds["student"][k]["v"]) * mpp)
+            rows.append(row)
+        _write_jsonl(out / f"predictions_{tag}.jsonl", rows)
+        summary["splits"][tag] = {name: dict(summarize(p), level_mean_m=level_errors_m(p, run.mpp)) for name, p in preds.items()}
+        if all("err_m" in p for p in preds["teacher"]):
+            te = np.asarray([p["err_m"] for p in preds["teacher"]])
+            se = np.asarray([p["err_m"] for p in preds["student"]])
+            dist = np.asarray([r["teacher_student_m"] for r in rows])
+            _plot_fig4(te, se, dist, out / f"fig4_{tag}.png")
+            _plot_fig7(se - te, out / f"fig7_{tag}.png")
+    atomic_write_json(out / "summary.json", summary)
+    with atomic_path(out / "summary.md") as tmp:
+        tmp.write_text(summary_table(summary))
+    _mark_done(out, inputs, ["summary.json"])
+    return summary
+
+
+def summary_table(summary: Dict[str, Any]) -> str:
+    lines = ["| split | model | pairs | mean [m] | median [m] | centre guess mean [m] | per-level argmax mean [m], coarse -> fine |",
+             "|---|---|---|---|---|---|---|"]
+    for split, models in summary["splits"].items():
+        for name, m in models.items():
+            if "mean_m" in m:
+                levels = " / ".join(f"{x:.2f}" for x in m.get("level_mean_m") or [])
+                lines.append(f"| {split} | {name} | {m['count']} | {m['mean_m']:.2f} | {m['median_m']:.2f} | "
+                             f"{m['prior_mean_m']:.2f} | {levels} |")
+            else:
+                lines.append(f"| {split} | {name} | {m['count_total']} | (no GT) | (no GT) | | |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_fig4(teacher_err: np.ndarray, student_err: np.ndarray, dist: np.ndarray, path: Path) -> None:
+    from offline_adapt.evaluation.plots import _figure
+
+    plt = _figure()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharex=True, sharey=True)
+    for ax, err, name in ((axes[0], teacher_err, "teacher"), (axes[1], student_err, "student")):
+        ax.scatter(dist, err, s=6, alpha=0.6)
+        ax.set_xlabel("teacher - student distance [m]")
+        ax.set_ylabel(f"{name} error [m]")
+        ax.set_title(f"{name}: mean {err.mean():.2f} m, median {np.median(err):.2f} m", fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _plot_fig7(change: np.ndarray, path: Path) -> None:
+    from offline_adapt.evaluation.plots import _figure
+
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.hist(change, bins=40, color="tab:purple", alpha=0.8)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel("student error - teacher error [m] (< 0: improved)")
+    ax.set_ylabel("pairs")
+    ax.set_title(f"improved {int((change < 0).sum())}, worse {int((change > 0).sum())}", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def run_adapt(run: AdaptRun) -> Dict[str, Any]:
+    """All steps; returns the summary (see report_step)."""
+    run.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run.out / "adapt_config.json", {"teacher": run.teacher, "data": run.data, **run.opts.to_dict()})
+    if run.opts.bn_reestimate_only:
+        final = bn_step(run)
+    else:
+        pseudo_label_step(run)
+        if run.opts.keep_pct < 100:
+            student_step(run, "aux")
+            filter_step(run)
+        final = student_step(run, "final")
+    student = run.out / "student.pt"
+    if not student.is_file() or file_sha256(student) != file_sha256(final):
+        with atomic_path(student) as tmp:
+            shutil.copyfile(final, tmp)
+    summary = report_step(run, student)
+    log.info("student: %s\n%s", student, summary_table(summary))
+    return summary

@@ -1,0 +1,234 @@
+"""The cached teacher pass over target pairs (step 1 of the adaptation, paper §3.2).
+
+One teacher forward pass per pair, never repeated per epoch. Per pair the cache stores the mode of
+the finest heat map in continuous patch pixels (``uv``: sub-pixel refined by
+:func:`xview_loc_ros.heatmap.decode_heatmap`; ``uv_argmax``: the argmax cell centre, the paper's
+y = argmax H_K) and, for the heat-map based ("-M") ablation, the finest heat map itself stored
+compactly: its ``topk`` most probable pixels (flat indices int32 + softmax probabilities float16).
+
+Files in the cache folder: ``pseudo_labels.npz`` and ``manifest.json`` (written last; it records
+the teacher's sha256, the data set's fingerprint, the split, the pair ids and the npz's sha256).
+A cache whose manifest is missing, stale (another teacher / data set / split / top-k) or whose
+npz does not match its checksum is rebuilt by :func:`ensure_pseudo_labels`.
+
+Pseudo ground truth from the cached labels (paper §3.2, eq. 3):
+
+X, the finest-resolution pseudo GT (B, S, S), is either mode-based (a Gaussian of ``sigma_px``
+finest pixels centred on the teacher's mode, value 1 at the centre) or heat-map based (the "-M"
+ablation: the teacher's probabilities scaled so that their peak is 1, so that InfoNCE's positive
+threshold means the same for both). P_k = downsample_k(X) by summing the fine pixels each cell
+covers (mass preserving); levels with orientation bins get X lifted with the known heading.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from offline_adapt.train.targets import SIGMA_PX, gaussian_map, level_targets
+from xview_loc_ros.fsutil import atomic_path, atomic_write_json, file_sha256
+
+log = logging.getLogger(__name__)
+
+FORMAT = "xview_loc_ros.pseudo_labels/1"
+NPZ_NAME, MANIFEST_NAME = "pseudo_labels.npz", "manifest.json"
+PREDICTIONS_NAME = "teacher_predictions.jsonl"
+DEFAULT_TOPK = 1024
+PSEUDO_GT_MODES = ("mode", "heatmap")
+
+
+class CacheError(ValueError):
+    """A pseudo-label cache is missing, corrupt, or was built from other inputs."""
+
+
+def dataset_fingerprint(data_dir: str | os.PathLike) -> str:
+    """sha256 over the data set's dataset.json and index.jsonl (records and splits; not the images)."""
+    h = hashlib.sha256()
+    for name in ("dataset.json", "index.jsonl"):
+        p = Path(data_dir) / name
+        if not p.is_file():
+            raise CacheError(f"{data_dir}: not a pair data set ({name} missing)")
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@dataclass
+class PseudoLabels:
+    """Teacher pseudo labels of N pairs; rows follow ``ids``. Pixels are continuous patch pixels
+    (u east, v south) of an ``size_px`` patch; ``mpp`` (N,) metres per pixel of each pair."""
+
+    ids: List[str]
+    uv: np.ndarray  # (N, 2) float32 refined mode
+    uv_argmax: np.ndarray  # (N, 2) float32 argmax cell centre
+    confidence: np.ndarray  # (N,) float32 decode_heatmap confidence
+    topk_index: np.ndarray  # (N, k) int32 flat pixel index (row * S + col)
+    topk_prob: np.ndarray  # (N, k) float16 softmax probability
+    mpp: np.ndarray  # (N,) float32
+    size_px: int
+
+    def row_of(self) -> Dict[str, int]:
+        return {i: k for k, i in enumerate(self.ids)}
+
+    def heatmaps(self, rows: Sequence[int]) -> np.ndarray:
+        """(len(rows), S, S) float32 teacher probabilities rebuilt from the top-k (zero elsewhere)."""
+        s = self.size_px
+        out = np.zeros((len(rows), s * s), np.float32)
+        for b, r in enumerate(rows):
+            out[b, self.topk_index[r]] = self.topk_prob[r].astype(np.float32)
+        return out.reshape(len(rows), s, s)
+
+    def save(self, path: Path) -> None:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, ids=np.asarray(self.ids, dtype=str), uv=self.uv, uv_argmax=self.uv_argmax,
+                                    confidence=self.confidence, topk_index=self.topk_index, topk_prob=self.topk_prob,
+                                    mpp=self.mpp, size_px=np.int64(self.size_px))
+
+    @classmethod
+    def load(cls, path: Path) -> "PseudoLabels":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(ids=[str(x) for x in z["ids"]], uv=z["uv"], uv_argmax=z["uv_argmax"], confidence=z["confidence"],
+                           topk_index=z["topk_index"], topk_prob=z["topk_prob"], mpp=z["mpp"], size_px=int(z["size_px"]))
+        except (OSError, ValueError, KeyError) as e:
+            raise CacheError(f"{path}: unreadable pseudo-label file ({type(e).__name__}: {e})") from e
+
+
+def _sparse_topk(logits: np.ndarray, k: int):
+    """(B, S, S) logits -> top-k flat indices (int32) and softmax probabilities (float16)."""
+    flat = logits.reshape(logits.shape[0], -1).astype(np.float64)
+    k = min(k, flat.shape[1])
+    idx = np.argpartition(-flat, k - 1, axis=1)[:, :k]
+    p = np.exp(flat - flat.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    return idx.astype(np.int32), np.take_along_axis(p, idx, axis=1).astype(np.float16)
+
+
+def teacher_pass(model: Any, tds: Any, batch_size: int = 8, topk: int = DEFAULT_TOPK):
+    """Run the teacher once over a PairTorchDataset -> (PseudoLabels, per-pair prediction dicts of
+    :func:`offline_adapt.evaluation.evaluate.predict`, with errors in metres where the pairs have GT)."""
+    from offline_adapt.evaluation.evaluate import predict, torch_runner
+
+    base = torch_runner(model)
+    sparse: List[tuple] = []
+
+    def run(g: np.ndarray, a: np.ndarray):
+        logits, ori = base(g, a)
+        sparse.append(_sparse_topk(logits[:, 0], topk))
+        return logits, ori
+
+    model.eval()
+    preds, _ = predict(run, tds, batch_size)
+    labels = PseudoLabels(
+        ids=[p["id"] for p in preds],
+        uv=np.asarray([[p["u"], p["v"]] for p in preds], np.float32).reshape(-1, 2),
+        uv_argmax=np.asarray([[p["u_argmax"], p["v_argmax"]] for p in preds], np.float32).reshape(-1, 2),
+        confidence=np.asarray([p["confidence"] for p in preds], np.float32),
+        topk_index=np.concatenate([s[0] for s in sparse]) if sparse else np.zeros((0, topk), np.int32),
+        topk_prob=np.concatenate([s[1] for s in sparse]) if sparse else np.zeros((0, topk), np.float16),
+        mpp=np.asarray([r.mpp for r in tds.records], np.float32),
+        size_px=int(tds.config["aerial_size"]),
+    )
+    return labels, preds
+
+
+def _expected(teacher: str, data_dir: str, split: Optional[str], topk: int) -> Dict[str, Any]:
+    return {"format": FORMAT, "teacher_sha256": file_sha256(teacher), "data_fingerprint": dataset_fingerprint(data_dir),
+            "split": split, "topk": int(topk)}
+
+
+def load_pseudo_labels(cache_dir: str | os.PathLike, teacher: Optional[str] = None, data_dir: Optional[str] = None,
+                       split: Optional[str] = "train", topk: int = DEFAULT_TOPK) -> PseudoLabels:
+    """Load a cache and verify it (checksum always; inputs when ``teacher``/``data_dir`` are given).
+    Raises CacheError naming what does not match."""
+    cache = Path(cache_dir)
+    mpath = cache / MANIFEST_NAME
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, ValueError) as e:
+        raise CacheError(f"{mpath}: no valid pseudo-label manifest ({e})") from e
+    if teacher is not None and data_dir is not None:
+        want = _expected(teacher, data_dir, split, topk)
+        diff = sorted(k for k, v in want.items() if manifest.get(k) != v)
+        if diff:
+            raise CacheError(f"{cache}: pseudo labels are stale (differ in {', '.join(diff)})")
+    npz = cache / NPZ_NAME
+    if not npz.is_file() or file_sha256(npz) != manifest.get("npz_sha256"):
+        raise CacheError(f"{npz}: missing or corrupt (checksum differs from {MANIFEST_NAME})")
+    labels = PseudoLabels.load(npz)
+    if labels.ids != manifest.get("ids"):
+        raise CacheError(f"{npz}: pair ids differ from {MANIFEST_NAME}")
+    return labels
+
+
+def build_pseudo_labels(teacher: str, data_dir: str, cache_dir: str | os.PathLike, split: Optional[str] = "train",
+                        batch_size: int = 8, topk: int = DEFAULT_TOPK, device: Optional[str] = None) -> PseudoLabels:
+    """Teacher pass over ``split`` of ``data_dir``; writes the npz, the teacher's per-pair
+    predictions (JSONL) and, last, the manifest."""
+
+    from xview_loc_ros.models import load_checkpoint
+
+    from offline_adapt.data.torch_data import open_split
+    from offline_adapt.train.training import default_device
+
+    if topk < 1:
+        raise ValueError(f"topk must be >= 1, got {topk}")
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / MANIFEST_NAME).unlink(missing_ok=True)  # an interrupted rebuild must not look valid
+    model, _ = load_checkpoint(teacher, map_location="cpu")
+    model.to(torch.device(device) if device else default_device())
+    tds = open_split(data_dir, split, model.config, require_gt=False)
+    labels, preds = teacher_pass(model, tds, batch_size, topk)
+    labels.save(cache / NPZ_NAME)
+    with atomic_path(cache / PREDICTIONS_NAME) as tmp:
+        tmp.write_text("".join(json.dumps(p) + "\n" for p in preds))
+    manifest = dict(_expected(teacher, data_dir, split, topk), teacher=str(teacher), data=str(data_dir),
+                    npz_sha256=file_sha256(cache / NPZ_NAME), size_px=labels.size_px, count=len(labels.ids), ids=labels.ids)
+    atomic_write_json(cache / MANIFEST_NAME, manifest)
+    log.info("pseudo labels: %d pairs of %s (split %s) from teacher %s", len(labels.ids), data_dir, split, teacher)
+    return labels
+
+
+def ensure_pseudo_labels(teacher: str, data_dir: str, cache_dir: str | os.PathLike, split: Optional[str] = "train",
+                         batch_size: int = 8, topk: int = DEFAULT_TOPK, device: Optional[str] = None) -> PseudoLabels:
+    """The verified cache when it fits these inputs, otherwise a rebuilt one (the reason is logged)."""
+    try:
+        labels = load_pseudo_labels(cache_dir, teacher, data_dir, split, topk)
+        log.info("pseudo labels: using cache %s (%d pairs)", cache_dir, len(labels.ids))
+        return labels
+    except CacheError as e:
+        if (Path(cache_dir) / MANIFEST_NAME).exists() or (Path(cache_dir) / NPZ_NAME).exists():
+            log.warning("rebuilding pseudo labels: %s", e)
+    return build_pseudo_labels(teacher, data_dir, cache_dir, split, batch_size, topk, device)
+
+
+def read_predictions(path: str | os.PathLike) -> List[Dict[str, Any]]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+
+def pseudo_fine(labels: PseudoLabels, rows: Sequence[int], mode: str = "mode", sigma_px: float = SIGMA_PX) -> torch.Tensor:
+    """X for the label ``rows``: (B, S, S) float32, peak 1."""
+    if mode == "mode":
+        return gaussian_map(labels.size_px, torch.from_numpy(labels.uv[np.asarray(rows, dtype=np.int64)]), sigma_px)
+    if mode == "heatmap":
+        h = torch.from_numpy(labels.heatmaps(rows))
+        return h / h.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
+    raise ValueError(f"pseudo-GT mode must be one of {PSEUDO_GT_MODES}, got {mode!r}")
+
+
+def pseudo_levels(fine: torch.Tensor, levels: Sequence[Sequence[int]], heading_deg: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+    """P_1..P_K (coarse -> fine), each (B, n_ori, h, w), from X (B, S, S); ``heading_deg`` (B,) the
+    compass heading of the ground image as fed to the model (None or NaN = unknown: spread evenly)."""
+    if heading_deg is not None and not bool(torch.isfinite(heading_deg).all()):
+        heading_deg = None
+    return level_targets(fine, levels, heading_deg, mode="sum")

@@ -1,0 +1,291 @@
+"""The pair data-set format: the one module that reads and writes it.
+
+A data set is a folder::
+
+    DATASET/dataset.json   metadata (ground camera type, image sizes, FOV, patch size, m/px, ...)
+    DATASET/index.jsonl    one JSON object per (ground image, aerial patch) pair
+    DATASET/<files>        images, at the paths the index names (relative to DATASET)
+
+Every offline step (training, pseudo labels, adaptation, evaluation) reads this; the synthetic
+generator and the bag extractor write it. Writers build the folder under a temporary name and
+rename it into place (:class:`DatasetWriter`), so a killed run never leaves a half-written set.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional
+
+import cv2
+import numpy as np
+
+from xview_loc_ros.geo import PatchGeoref
+
+FORMAT_VERSION = 1
+GROUND_TYPES = ("panorama", "pinhole")
+SPLITS = ("train", "val", "test")
+
+
+class DatasetError(ValueError):
+    """A data set on disk is missing, malformed or disagrees with what the caller needs."""
+
+
+@dataclass
+class DatasetMeta:
+    """Metadata shared by all pairs of a data set.
+
+    ``ground_size`` is (height, width) pixels of the stored ground images; ``fov_deg`` the
+    horizontal field of view (360 for panoramas); ``patch_size_px``/``mpp`` the aerial patches
+    (north-up, metres per pixel). ``intrinsics`` (fx, fy, cx, cy pixels) for pinhole cameras.
+    """
+
+    ground_type: str
+    ground_size: List[int]
+    fov_deg: float
+    patch_size_px: int
+    mpp: float
+    name: str = ""
+    source: str = ""
+    intrinsics: Optional[List[float]] = None
+    camera_height_m: Optional[float] = None
+    camera_pitch_deg: Optional[float] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.ground_type not in GROUND_TYPES:
+            raise DatasetError(f"dataset.json: ground_type must be one of {GROUND_TYPES}, got {self.ground_type!r}")
+        if len(self.ground_size) != 2 or min(self.ground_size) <= 0:
+            raise DatasetError(f"dataset.json: ground_size must be [height, width] > 0, got {self.ground_size!r}")
+        if not (0 < float(self.fov_deg) <= 360):
+            raise DatasetError(f"dataset.json: fov_deg must be in (0, 360], got {self.fov_deg!r}")
+        if int(self.patch_size_px) <= 0 or not float(self.mpp) > 0:
+            raise DatasetError(
+                f"dataset.json: patch_size_px and mpp must be > 0, got {self.patch_size_px!r}, {self.mpp!r}"
+            )
+        self.ground_size = [int(x) for x in self.ground_size]
+        self.patch_size_px = int(self.patch_size_px)
+        self.mpp = float(self.mpp)
+        self.fov_deg = float(self.fov_deg)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "DatasetMeta":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        missing = {"ground_type", "ground_size", "fov_deg", "patch_size_px", "mpp"} - set(d)
+        if missing:
+            raise DatasetError(f"dataset.json: missing keys {sorted(missing)}")
+        kw = {k: v for k, v in d.items() if k in known}
+        if unknown:
+            kw.setdefault("extra", {}).update({k: d[k] for k in unknown})
+        return cls(**kw)
+
+
+@dataclass
+class PairRecord:
+    """One (ground image, aerial patch) pair. Angles in degrees, positions WGS84 degrees, metres.
+
+    ``heading_deg`` is the compass heading of the camera's forward direction (clockwise from
+    north; None when unknown). ``center_*`` is the patch centre (the coarse position the patch was
+    cut around); ``fix_*`` the coarse GNSS fix and its 1-sigma horizontal error in metres;
+    ``gt_*`` the true camera position (None when unknown: never used for training adaptation).
+    """
+
+    id: str
+    ground: str
+    aerial: str
+    center_lat: float
+    center_lon: float
+    mpp: float
+    size_px: int
+    heading_deg: Optional[float] = None
+    fix_lat: Optional[float] = None
+    fix_lon: Optional[float] = None
+    fix_std_m: Optional[float] = None
+    gt_lat: Optional[float] = None
+    gt_lon: Optional[float] = None
+    stamp: Optional[float] = None
+    source: str = ""
+    split: str = "train"
+    heading_source: Optional[str] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def georef(self) -> PatchGeoref:
+        return PatchGeoref(self.center_lat, self.center_lon, self.mpp, self.size_px)
+
+    @property
+    def has_gt(self) -> bool:
+        return self.gt_lat is not None and self.gt_lon is not None
+
+    def gt_pixel(self) -> tuple[float, float]:
+        """True camera position as continuous patch pixel (u, v); raises if there is no GT."""
+        if not self.has_gt:
+            raise DatasetError(f"pair {self.id!r} has no ground-truth position")
+        u, v = self.georef.latlon_to_pixel(self.gt_lat, self.gt_lon)
+        return float(u), float(v)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        if not d["extra"]:
+            del d["extra"]
+        return json.dumps(d, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any], where: str = "") -> "PairRecord":
+        known = {f.name for f in fields(cls)}
+        missing = {"id", "ground", "aerial", "center_lat", "center_lon", "mpp", "size_px"} - set(d)
+        if missing:
+            raise DatasetError(f"{where}: pair is missing keys {sorted(missing)}")
+        rec = cls(**{k: v for k, v in d.items() if k in known})
+        if rec.split not in SPLITS:
+            raise DatasetError(f"{where}: split must be one of {SPLITS}, got {rec.split!r}")
+        return rec
+
+
+class PairDataset:
+    """A data set on disk: metadata, pairs, and image loading (RGB uint8 arrays)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        meta_path = self.root / "dataset.json"
+        index_path = self.root / "index.jsonl"
+        if not meta_path.is_file() or not index_path.is_file():
+            raise DatasetError(f"{self.root}: not a pair data set (needs dataset.json and index.jsonl)")
+        try:
+            self.meta = DatasetMeta.from_dict(json.loads(meta_path.read_text()))
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{meta_path}: invalid JSON ({e})") from e
+        self.pairs: List[PairRecord] = []
+        with open(index_path) as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                where = f"{index_path}:{lineno}"
+                try:
+                    self.pairs.append(PairRecord.from_dict(json.loads(line), where))
+                except json.JSONDecodeError as e:
+                    raise DatasetError(f"{where}: invalid JSON ({e})") from e
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def split(self, name: Optional[str]) -> List[PairRecord]:
+        """Pairs of one split (all pairs when ``name`` is None)."""
+        if name is None:
+            return list(self.pairs)
+        if name not in SPLITS:
+            raise DatasetError(f"unknown split {name!r}; expected one of {SPLITS}")
+        return [p for p in self.pairs if p.split == name]
+
+    def load_ground(self, rec: PairRecord) -> np.ndarray:
+        return read_rgb(self.root / rec.ground)
+
+    def load_aerial(self, rec: PairRecord) -> np.ndarray:
+        return read_rgb(self.root / rec.aerial)
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as an RGB uint8 HxWx3 array; a clear error when it is missing or corrupt."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DatasetError(f"{path}: missing or not a decodable image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def write_rgb(path: str | os.PathLike, rgb: np.ndarray, jpeg_quality: int = 95) -> None:
+    """Write an RGB uint8 array (PNG or JPEG by extension)."""
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if str(path).lower().endswith((".jpg", ".jpeg")) else []
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params):
+        raise OSError(f"{path}: could not write image")
+
+
+class DatasetWriter:
+    """Builds a data set in ``<out>.partial`` and renames it to ``out`` on :meth:`commit`.
+
+    Use as a context manager: an exception leaves ``<out>.partial`` (resumable by the caller
+    when ``resume=True``) and never a half-written ``out``. With ``resume=True`` an existing
+    partial folder is kept and its pairs are reloaded, so a caller can skip ids already written.
+    """
+
+    def __init__(self, out: str | os.PathLike, meta: DatasetMeta, resume: bool = False, overwrite: bool = False) -> None:
+        self.out = Path(out)
+        self.tmp = self.out.with_name(self.out.name + ".partial")
+        self.meta = meta
+        if self.out.exists():
+            if not overwrite:
+                raise FileExistsError(f"{self.out} already exists (use overwrite to replace it)")
+        self.records: List[PairRecord] = []
+        if self.tmp.exists() and resume and (self.tmp / "index.jsonl").exists():
+            with open(self.tmp / "index.jsonl") as f:
+                for line in f:
+                    try:
+                        self.records.append(PairRecord.from_dict(json.loads(line), str(self.tmp)))
+                    except (json.JSONDecodeError, DatasetError):
+                        break  # a torn last line from a kill: drop it and everything after
+        elif self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self._index = open(self.tmp / "index.jsonl", "w")
+        for r in self.records:
+            self._index.write(r.to_json() + "\n")
+        self._index.flush()
+
+    @property
+    def done_ids(self) -> set:
+        return {r.id for r in self.records}
+
+    def path(self, rel: str) -> Path:
+        """Absolute path inside the data set being written (parent folders created)."""
+        p = self.tmp / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def add(self, rec: PairRecord) -> None:
+        for rel in (rec.ground, rec.aerial):
+            if not (self.tmp / rel).is_file():
+                raise DatasetError(f"pair {rec.id!r}: file {rel!r} was not written before the record")
+        self.records.append(rec)
+        self._index.write(rec.to_json() + "\n")
+        self._index.flush()
+
+    def commit(self, set_splits: Optional[Dict[str, str]] = None) -> Path:
+        """Finish: optional split re-assignment by id, write metadata, rename into place."""
+        self._index.close()
+        if set_splits:
+            for r in self.records:
+                r.split = set_splits.get(r.id, r.split)
+        write_index(self.tmp, self.records)
+        (self.tmp / "dataset.json").write_text(json.dumps(asdict(self.meta), indent=2))
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        os.replace(self.tmp, self.out)
+        return self.out
+
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            if not self._index.closed:
+                self.commit()
+        else:
+            self._index.close()
+
+
+def write_index(root: str | os.PathLike, records: Iterable[PairRecord]) -> None:
+    """Atomically (re)write ``root/index.jsonl``."""
+    root = Path(root)
+    tmp = root / "index.jsonl.tmp"
+    with open(tmp, "w") as f:
+        for r in records:
+            f.write(r.to_json() + "\n")
+    os.replace(tmp, root / "index.jsonl")
+
+
+def iter_records(path: str | os.PathLike) -> Iterator[PairRecord]:
+    """Records of a data set without loading images."""
+    yield from PairDataset(path).pairs

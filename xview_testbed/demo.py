@@ -1,0 +1,368 @@
+"""`make demo` / `xview-adapt demo` / `python -m xview_testbed.demo`: the whole mission on synthetic data.
+
+1. a synthetic target city and a recorded drive through it (rosbag2, urban-canyon GNSS errors);
+2. a teacher trained on another city style (the bundled checkpoint, or ``--retrain-teacher``);
+3. the localizer node with the teacher on the drive (real rclpy/DDS, ``xview-loc replay``);
+4. adaptation on the first part of the drive (extract -> pseudo labels -> auxiliary student -> filter ->
+   final student), export to ONNX;
+5. the node with the student (ONNX Runtime) and with the teacher on the held-out rest of the drive;
+6. a table (terminal, ``results.md``, ``results.json``) and pictures in the output folder.
+
+Every step is a command line of this package, printed before it runs, so any synthetic part can be
+replaced by the user's own (tiles, bags, checkpoint). A step whose output exists is skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED_TEACHER = REPO / "models" / "teacher_suburb_small.pt"
+PARAMS_FILE = REPO / "config" / "localizer.yaml"
+
+# how the bundled teacher was made (models/README.md quotes the same commands)
+# (the source side of bench/crossarea.yaml, profile quick)
+TEACHER_RECIPE = dict(style="suburb", city_seed=1, size_m=600, zooms="18-19", pairs=800, pairs_seed=1, epochs=6, batch=8, lr=1e-3,
+                      seed=0, threads=1)
+
+
+@dataclass
+class DemoOptions:
+    """Sizes: metres, frames, Hz. The target city is ``target_style`` moved ``amount`` toward ``toward``."""
+
+    out: Path = Path("demo_out")
+    target_style: str = "suburb"
+    toward: Optional[str] = "downtown"
+    amount: float = 0.5
+    blend_groups: str = "appearance,geometry"
+    city_seed: int = 2
+    city_size_m: float = 600.0
+    frames: int = 300
+    rate_hz: float = 2.0
+    drive_seed: int = 1
+    adapt_frac: float = 0.6
+    teacher: Optional[Path] = None
+    retrain_teacher: bool = False
+    teacher_pairs: int = TEACHER_RECIPE["pairs"]
+    teacher_epochs: int = TEACHER_RECIPE["epochs"]
+    epochs: int = 3
+    keep: float = 80.0
+    threads: int = 2
+    progress: bool = True
+
+
+def _xview_loc(argv: List[str]) -> int:
+    from xview_testbed.cli import main
+
+    return main(argv)
+
+
+def _xview_adapt(argv: List[str]) -> int:
+    from offline_adapt.cli import main
+
+    return main(argv)
+
+
+TOOLS: Dict[str, Callable[[List[str]], int]] = {"xview-loc": _xview_loc, "xview-adapt": _xview_adapt}
+
+
+class Demo:
+    def __init__(self, opts: DemoOptions) -> None:
+        self.o = opts
+        self.out = Path(opts.out)
+        self.commands: List[str] = []
+        self.times: Dict[str, float] = {}
+
+    def p(self, *parts: str) -> Path:
+        return self.out.joinpath(*parts)
+
+    def banner(self, step: int, title: str) -> None:
+        print(f"\n=== [{step}/6] {title} " + "=" * max(0, 70 - len(title)), flush=True)
+
+    def run(self, output: Path, tool: str, *args: Any) -> Path:
+        """Run ``tool args`` (in this process, the same code as the console script) unless ``output`` exists."""
+        argv = [str(a) for a in args]
+        line = f"{tool} {shlex.join(argv)}"
+        self.commands.append(line)
+        if output.exists():
+            print(f"  (exists, skipped) {line}", flush=True)
+            return output
+        print(f"$ {line}", flush=True)
+        t0 = time.monotonic()
+        rc = TOOLS[tool](argv)
+        self.times[line] = time.monotonic() - t0
+        if rc != 0 or not output.exists():
+            raise RuntimeError(f"demo step failed (exit {rc}): {line}")
+        return output
+
+    # -- steps ------------------------------------------------------------------------------------
+    def target(self) -> tuple:
+        o = self.o
+        self.banner(1, "synthetic target city and a recorded drive (rosbag2, urban-canyon GNSS)")
+        blend = ["--toward", o.toward, "--amount", o.amount, "--blend-groups", o.blend_groups] if o.toward else []
+        city = self.run(self.p("city"), "xview-loc", "synth", "city", "--style", o.target_style, *blend, "--seed", o.city_seed,
+                        "--size-m", o.city_size_m, "--zooms", "16-18", "--out", self.p("city"))
+        bag = self.run(self.p("drive"), "xview-loc", "synth", "drive", "--city", city, "--out", self.p("drive"),
+                       "--frames", o.frames, "--rate", o.rate_hz, "--seed", o.drive_seed)
+        return city, bag
+
+    def teacher(self) -> Path:
+        o = self.o
+        self.banner(2, "teacher trained on a different city style")
+        if o.teacher is not None and not o.retrain_teacher:
+            print(f"  teacher: {o.teacher}")
+            return Path(o.teacher)
+        if not o.retrain_teacher and BUNDLED_TEACHER.is_file():
+            print(f"  bundled teacher {BUNDLED_TEACHER.relative_to(REPO)} (style {TEACHER_RECIPE['style']!r}; "
+                  "models/README.md has the commands that made it; --retrain-teacher re-runs them)")
+            return BUNDLED_TEACHER
+        r = TEACHER_RECIPE
+        city = self.run(self.p("teacher", "city"), "xview-loc", "synth", "city", "--style", r["style"], "--seed", r["city_seed"],
+                        "--size-m", r["size_m"], "--zooms", r["zooms"], "--out", self.p("teacher", "city"))
+        pairs = self.run(self.p("teacher", "pairs"), "xview-loc", "synth", "pairs", "--city", city, "--n", o.teacher_pairs,
+                         "--seed", r["pairs_seed"], "--out", self.p("teacher", "pairs"))
+        self.run(self.p("teacher", "run", "best.pt"), "xview-adapt", "train", "--data", pairs, "--config", "small",
+                 "--out", self.p("teacher", "run"), "--seed", r["seed"], "--epochs", o.teacher_epochs, "--batch", r["batch"],
+                 "--lr", r["lr"], "--threads", r["threads"], "--bn-reestimate", "0")
+        return self.p("teacher", "run", "best.pt")
+
+    def replay(self, name: str, model: Path, tiles: str, bag: Path, start: float, end: float, heatmaps: bool) -> Path:
+        extra = ["--heatmap-dir", self.p("heatmaps", name)] if heatmaps else []
+        no_progress = [] if self.o.progress else ["--no-progress"]
+        return self.run(self.p(f"replay_{name}.jsonl"), "xview-loc", "replay", "--bag", bag, "--params-file", PARAMS_FILE,
+                        "--model", model, "--tile-source", tiles, "--start-frac", start, "--end-frac", end,
+                        "--out", self.p(f"replay_{name}.jsonl"), *extra, *no_progress,
+                        "--ros-args", "-p", f"threads:={self.o.threads}")
+
+    def adapt(self, teacher: Path, tiles: str, bag: Path) -> Path:
+        o = self.o
+        self.banner(4, f"adaptation on the first {o.adapt_frac:.0%} of the drive, no ground truth used; export to ONNX")
+        part = self.run(self.p("drive_adapt"), "xview-loc", "bag-crop", "--bag", bag, "--out", self.p("drive_adapt"),
+                        "--end-frac", o.adapt_frac)
+        pairs = self.run(self.p("target_pairs"), "xview-adapt", "extract", "--bag", part, "--tiles", tiles, "--model", teacher,
+                         "--out", self.p("target_pairs"), *([] if o.progress else ["--no-progress"]))
+        self.run(self.p("adapt", "student.pt"), "xview-adapt", "adapt", "--teacher", teacher, "--data", pairs,
+                 "--out", self.p("adapt"), "--epochs", o.epochs, "--keep", o.keep, "--select", "pseudo",
+                 "--eval-split", "all", "--threads", o.threads)
+        return self.run(self.p("student.onnx"), "xview-adapt", "export", "--model", self.p("adapt", "student.pt"),
+                        "--onnx", self.p("student.onnx"), "--data", pairs)
+
+    def execute(self) -> Dict[str, Any]:
+        o = self.o
+        t0 = time.monotonic()
+        self.out.mkdir(parents=True, exist_ok=True)
+        city, bag = self.target()
+        teacher = self.teacher()
+        tiles = f"xyz:{city / 'tiles'}"
+        self.banner(3, "the localizer node with the teacher on the whole drive (rclpy over DDS)")
+        self.replay("teacher_full", teacher, tiles, bag, 0.0, 1.0, False)
+        student = self.adapt(teacher, tiles, bag)
+        self.banner(5, f"the node on the held-out last {1 - o.adapt_frac:.0%} of the drive: student (ONNX Runtime) and teacher")
+        self.replay("student", student, tiles, bag, o.adapt_frac, 1.0, True)
+        self.replay("teacher", teacher, tiles, bag, o.adapt_frac, 1.0, True)
+        self.banner(6, "results")
+        results = summarize(read(self.p("replay_teacher.jsonl")), read(self.p("replay_student.jsonl")))
+        results.update(target=f"{o.target_style}" + (f" -> {o.toward} @ {o.amount:g}" if o.toward else ""),
+                       teacher=str(teacher), student=str(student), commands=self.commands)
+        table = format_table(results)
+        print(table)
+        verdict = results["verdict"]
+        print(verdict)
+        from xview_loc_ros.fsutil import atomic_write_bytes, atomic_write_json
+
+        atomic_write_json(self.p("results.json"), results)
+        atomic_write_bytes(self.p("results.md"), (table + "\n\n" + verdict + "\n").encode())
+        mpp = float(json.loads(Path(f"{student}.json").read_text())["config"]["mpp"])
+        make_figures(self.out, city, read(self.p("replay_teacher_full.jsonl")), read(self.p("replay_teacher.jsonl")),
+                     read(self.p("replay_student.jsonl")), mpp)
+        print(f"pictures: {self.p('trajectory.png')}, {self.p('heatmaps.png')}, {self.p('error_cdf.png')}")
+        print(f"demo finished in {time.monotonic() - t0:.0f} s; outputs in {self.out}/")
+        return results
+
+
+def read(path: Path) -> List[Dict[str, Any]]:
+    from xview_testbed.replay import read_jsonl
+
+    return read_jsonl(path)
+
+
+def _stats(errors: Sequence[float]) -> Dict[str, Optional[float]]:
+    e = np.asarray([x for x in errors if x is not None], float)
+    return {"mean_m": float(e.mean()) if e.size else None, "median_m": float(np.median(e)) if e.size else None}
+
+
+def summarize(teacher: List[Dict[str, Any]], student: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Table rows from the replays of the held-out part: GNSS fix (every frame), teacher, student (frames
+    each localized), and both models on the frames both localized (the like-for-like comparison)."""
+    if [r["frame"] for r in teacher] != [r["frame"] for r in student]:
+        raise ValueError("teacher and student replays cover different frames; delete them and re-run")
+    n = len(teacher)
+    rows = {"GNSS fix": {**_stats([r["gnss_err_m"] for r in teacher]), "localized": n}}
+    for name, recs in (("teacher", teacher), ("student", student)):
+        rows[name] = {**_stats([r["est_err_m"] for r in recs if r["localized"]]), "localized": sum(r["localized"] for r in recs)}
+    both = [i for i in range(n) if teacher[i]["localized"] and student[i]["localized"]]
+    for name, recs in (("teacher", teacher), ("student", student)):
+        rows[f"{name}, frames both localized"] = {**_stats([recs[i]["est_err_m"] for i in both]), "localized": len(both)}
+    t, s = rows["teacher, frames both localized"]["median_m"], rows["student, frames both localized"]["median_m"]
+    if t is None or s is None:
+        verdict = "Measured: no frame was localized by both models; no comparison possible."
+    else:
+        word = "matched" if abs(s - t) < 0.005 else "beat" if s < t else "did not beat"
+        verdict = (f"Measured on the {len(both)} held-out frames both localized: the student {word} the teacher "
+                   f"(median {s:.2f} m vs {t:.2f} m, mean {rows['student, frames both localized']['mean_m']:.2f} m vs "
+                   f"{rows['teacher, frames both localized']['mean_m']:.2f} m); GNSS median {rows['GNSS fix']['median_m']:.2f} m.")
+    return {"frames": n, "rows": rows, "verdict": verdict}
+
+
+def format_table(results: Dict[str, Any]) -> str:
+    lines = [f"Held-out part of the drive: {results['frames']} camera frames; errors = horizontal distance to ground truth",
+             "", "| estimate | frames localized | mean error (m) | median error (m) |", "|---|---|---|---|"]
+    for name, r in results["rows"].items():
+        f = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+        lines.append(f"| {name} | {r['localized']}/{results['frames']} | {f(r['mean_m'])} | {f(r['median_m'])} |")
+    return "\n".join(lines)
+
+
+def make_figures(out: Path, city: Path, full: List[Dict[str, Any]], teacher: List[Dict[str, Any]],
+                 student: List[Dict[str, Any]], mpp: float) -> None:
+    """trajectory.png (truth, GNSS, teacher on the whole drive, student on the held-out part over the aerial
+    map), heatmaps.png (the node's ~/heatmap overlays of four evenly spaced held-out frames, teacher vs
+    student, with the ground truth placed in the patch of ``mpp`` m/px centred on the frame's GNSS fix),
+    error_cdf.png (held-out errors)."""
+    import cv2
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from xview_loc_ros.fsutil import atomic_path
+    from xview_loc_ros.geo import LocalENU, PatchGeoref
+    from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
+
+    from offline_adapt.evaluation.plots import error_cdf
+
+    def save(fig, name):
+        with atomic_path(out / name) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+        plt.close(fig)
+
+    # trajectory on an aerial image cut from the city's tiles, in ENU metres at the drive's centre
+    lat = np.array([r["gt_lat"] for r in full])
+    lon = np.array([r["gt_lon"] for r in full])
+    enu = LocalENU(float(lat.mean()), float(lon.mean()), 0.0)
+
+    def xy(recs, kind):
+        pts = [enu.to_enu(r[f"{kind}_lat"], r[f"{kind}_lon"], 0.0)[:2] for r in recs if r.get(f"{kind}_lat") is not None]
+        return np.array(pts, float).reshape(-1, 2)
+
+    truth = xy(full, "gt")
+    half = float(np.abs(truth).max()) + 40.0
+    size = 800
+    src = open_tile_source(f"xyz:{city / 'tiles'}")
+    try:
+        patch = AerialPatchBuilder(src, size, 2 * half / size, allow_missing=True).build(float(lat.mean()), float(lon.mean()))
+    finally:
+        src.close()
+    fig, ax = plt.subplots(figsize=(7.5, 7.5))
+    ax.imshow(patch.image, extent=(-half, half, -half, half))
+    ax.plot(*truth.T, "-", color="lime", lw=2, label="ground truth")
+    ax.plot(*xy(full, "gnss").T, ".", color="orange", ms=3, label="GNSS fix")
+    ax.plot(*xy(full, "est").T, "x", color="deepskyblue", ms=4, label="teacher (whole drive)")
+    ax.plot(*xy(student, "est").T, "+", color="magenta", ms=5, label="student (held-out part)")
+    split = xy(student[:1], "gt")
+    if split.size:
+        ax.plot(*split.T, "o", mfc="none", mec="white", ms=12, label="held-out part starts")
+    ax.set_xlabel("east [m]")
+    ax.set_ylabel("north [m]")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title("drive through the target city")
+    save(fig, "trajectory.png")
+
+    # heat-map overlays from the node (~/heatmap, also sent for gated frames) of the same frames, teacher vs student
+    both = [i for i in range(len(student)) if student[i].get("heatmap") and teacher[i].get("heatmap")]
+    picks = [both[int(k)] for k in np.linspace(0, len(both) - 1, min(4, len(both)))] if both else []
+    fig, axes = plt.subplots(max(1, len(picks)), 2, figsize=(6, 3 * max(1, len(picks))), squeeze=False)
+    for row, i in enumerate(picks):
+        for col, (name, recs) in enumerate((("teacher", teacher), ("student", student))):
+            img = cv2.cvtColor(cv2.imread(str(out / recs[i]["heatmap"])), cv2.COLOR_BGR2RGB)
+            axes[row, col].imshow(img)
+            r = recs[i]
+            gu, gv = PatchGeoref(r["gnss_lat"], r["gnss_lon"], mpp, img.shape[1]).latlon_to_pixel(r["gt_lat"], r["gt_lon"])
+            axes[row, col].plot(float(gu) - 0.5, float(gv) - 0.5, "o", color="magenta", ms=5)  # imshow centres pixel i at i
+            err = "gated" if recs[i]["est_err_m"] is None else f"{recs[i]['est_err_m']:.1f} m"
+            axes[row, col].set_title(f"{name}, frame {recs[i]['frame']}: {err}", fontsize=9)
+            axes[row, col].axis("off")
+    if not picks:
+        axes[0, 0].text(0.5, 0.5, "no frame localized by both models", ha="center")
+    fig.suptitle("node ~/heatmap: white + GNSS fix, green o estimate; magenta dot ground truth", fontsize=9)
+    fig.tight_layout()
+    save(fig, "heatmaps.png")
+
+    error_cdf({"GNSS fix": [r["gnss_err_m"] for r in teacher if r["gnss_err_m"] is not None],
+               "teacher": [r["est_err_m"] for r in teacher if r["localized"]],
+               "student": [r["est_err_m"] for r in student if r["localized"]]}, out / "error_cdf.png")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = DemoOptions()
+    p.add_argument("--out", default=str(d.out), help="output folder (re-running reuses what it holds)")
+    p.add_argument("--target-style", default=d.target_style, help="style of the target city (preset or YAML)")
+    p.add_argument("--toward", default=d.toward, help="blend the target style toward this one ('' = no blend)")
+    p.add_argument("--amount", type=float, default=d.amount, help="blend amount 0..1 toward --toward")
+    p.add_argument("--blend-groups", default=d.blend_groups, help="style groups blended toward --toward (or all)")
+    p.add_argument("--city-seed", type=int, default=d.city_seed, help="layout seed of the target city")
+    p.add_argument("--city-size-m", type=float, default=d.city_size_m, help="side of the target city, metres")
+    p.add_argument("--frames", type=int, default=d.frames, help="camera frames of the drive")
+    p.add_argument("--rate-hz", type=float, default=d.rate_hz, help="camera frame rate of the drive, Hz")
+    p.add_argument("--drive-seed", type=int, default=d.drive_seed, help="route and GNSS error seed")
+    p.add_argument("--adapt-frac", type=float, default=d.adapt_frac,
+                   help="adapt on this first fraction of the drive; the rest is held out for the comparison")
+    p.add_argument("--teacher", default=None, help="teacher checkpoint (default: the bundled models/teacher_suburb_small.pt)")
+    p.add_argument("--retrain-teacher", action="store_true", help="train the teacher here with the bundled one's recipe")
+    p.add_argument("--teacher-pairs", type=int, default=d.teacher_pairs, help="with --retrain-teacher: source pairs")
+    p.add_argument("--teacher-epochs", type=int, default=d.teacher_epochs, help="with --retrain-teacher: epochs")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="student epochs (auxiliary and final)")
+    p.add_argument("--keep", type=float, default=d.keep, help="T: %% of pseudo labels kept by the filter")
+    p.add_argument("--threads", type=int, default=d.threads, help="CPU threads for torch and the node")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def options_from_args(args: argparse.Namespace) -> DemoOptions:
+    return DemoOptions(out=Path(args.out), target_style=args.target_style, toward=args.toward or None, amount=args.amount,
+                       blend_groups=args.blend_groups,
+                       city_seed=args.city_seed, city_size_m=args.city_size_m, frames=args.frames, rate_hz=args.rate_hz,
+                       drive_seed=args.drive_seed, adapt_frac=args.adapt_frac,
+                       teacher=Path(args.teacher) if args.teacher else None, retrain_teacher=args.retrain_teacher,
+                       teacher_pairs=args.teacher_pairs, teacher_epochs=args.teacher_epochs, epochs=args.epochs,
+                       keep=args.keep, threads=args.threads, progress=not args.no_progress)
+
+
+HELP = ("Run the whole mission on synthetic data: target city + recorded drive, teacher (bundled, another style), "
+        "the node on the drive, adaptation on its first part, export to ONNX, the node with student and teacher on the "
+        "held-out rest; prints a table (errors in metres vs ground truth) and writes pictures to --out. "
+        "Every step is printed as the command it runs; steps whose output exists are skipped.")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("demo", help="the whole mission on synthetic data (make demo)", description=HELP)
+    add_arguments(p)
+    p.set_defaults(func=lambda a: (Demo(options_from_args(a)).execute(), 0)[1])
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from xview_loc_ros.cli import build_parser, run
+
+    parser = build_parser("python -m xview_testbed.demo", HELP, ["xview_testbed.demo"])
+    return run(parser, ["demo"] + list(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
