@@ -26,6 +26,7 @@ import numpy as np
 
 from xview_loc_ros.fsutil import atomic_path, atomic_write_bytes, atomic_write_json
 from xview_loc_ros.geo import LocalENU
+from xview_loc_ros.node_cli import ros_argv
 
 # bag topics by role; the camera is whichever image topic the bag has
 DEFAULT_TOPICS = {"fix": "/gnss/fix", "imu": "/imu/data", "compressed": "/camera/image/compressed", "raw": "/camera/image",
@@ -49,7 +50,6 @@ class BagMessage:
 class FrameRecord:
     """One camera frame of the replay. Positions WGS84 degrees; errors horizontal metres vs ground truth;
     ``map_x``/``map_y`` the node's pose in its map frame (ENU metres at its datum)."""
-
     frame: int  # index of the camera frame in the whole bag
     stamp: float
     gt_lat: Optional[float] = None
@@ -175,7 +175,6 @@ def horizontal_error_m(lat: float, lon: float, ref_lat: float, ref_lon: float) -
 
 class _Recorder:
     """Subscribes to the node's outputs and keeps them by stamp (seconds rounded to the microsecond)."""
-
     def __init__(self, node: Any, localizer_name: str, keep_heatmaps: bool) -> None:
         from geometry_msgs.msg import PoseWithCovarianceStamped
         from sensor_msgs.msg import Image, NavSatFix
@@ -235,7 +234,6 @@ def replay(bag: str | Path, params_file: str | Path, out: str | Path, model: Opt
     from rclpy.node import Node
 
     from xview_loc_ros.node import LocalizerNode
-    from xview_loc_ros.node_cli import ros_argv
     from xview_loc_ros.ros_msgs import rgb_from_image
 
     if not rate >= 0:

@@ -27,11 +27,25 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from offline_adapt.adapt.pseudo_labels import (
+    PSEUDO_GT_MODES,
+    PseudoLabels,
+    pseudo_fine,
+    pseudo_levels,
+)
+from offline_adapt.data.dataset import PairDataset
+from offline_adapt.data.torch_data import PairTorchDataset
+from offline_adapt.evaluation.evaluate import predict, torch_runner, validator
 from offline_adapt.train.losses import TEMPERATURE, weighted_infonce
-from offline_adapt.adapt.pseudo_labels import PSEUDO_GT_MODES, pseudo_fine, pseudo_levels
-from offline_adapt.adapt.pseudo_labels import PseudoLabels
 from offline_adapt.train.targets import SIGMA_PX
-from offline_adapt.train.training import dist_info
+from offline_adapt.train.training import (
+    default_device,
+    dist_info,
+    fit,
+    make_loader,
+    reestimate_batchnorm,
+)
+from xview_loc_ros.models import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +65,6 @@ def default_levels(config: Dict[str, Any]) -> int:
 @dataclass
 class DistillOptions:
     """Student training flags (defaults: the paper's CCVPE setting)."""
-
     pseudo_gt: str = "mode"
     sigma_px: float = SIGMA_PX
     levels: Optional[int] = None  # K'; None = the architecture's default (default_levels)
@@ -144,8 +157,6 @@ def holdout_ids(ids: Sequence[str], pct: float) -> List[str]:
 
 def pseudo_agreement_validator(tds: Any, labels: PseudoLabels, batch_size: int) -> Callable:
     """validate_fn: distance (m) between the model's predictions and the pseudo labels of ``tds``."""
-    from offline_adapt.evaluation.evaluate import predict, torch_runner
-
     row = labels.row_of()
 
     def validate(model: Any) -> Dict[str, float]:
@@ -160,9 +171,6 @@ def pseudo_agreement_validator(tds: Any, labels: PseudoLabels, batch_size: int) 
 def _selection(data: Any, train_ids: List[str], labels: PseudoLabels, config: Dict[str, Any],
                opts: DistillOptions) -> Tuple[str, List[str], Optional[Callable], str]:
     """(rule, ids to train on, validate_fn, select_key)."""
-    from offline_adapt.evaluation.evaluate import validator
-    from offline_adapt.data.torch_data import PairTorchDataset
-
     val = [r for r in data.split("val") if r.has_gt]
     rule = opts.select
     if rule == "auto":
@@ -195,11 +203,7 @@ def train_student(teacher: str, data_dir: str, labels: PseudoLabels, train_ids: 
     last.pt, history.json. Returns {best_path, selection, selection_rule, best_epoch, best_value, trained_on}."""
     import torch
 
-    from offline_adapt.data.dataset import PairDataset
-    from xview_loc_ros.models import load_checkpoint
 
-    from offline_adapt.data.torch_data import PairTorchDataset
-    from offline_adapt.train.training import fit, make_loader
 
     model, _ = load_checkpoint(teacher, map_location="cpu")
     cfg = model.config
@@ -236,11 +240,7 @@ def bn_reestimate(teacher: str, data_dir: str, ids: Sequence[str], batch: int = 
     set is stored in drive order) would understate it. Returns the model (eval mode)."""
     import torch
 
-    from offline_adapt.data.dataset import PairDataset
-    from xview_loc_ros.models import load_checkpoint
 
-    from offline_adapt.data.torch_data import PairTorchDataset
-    from offline_adapt.train.training import default_device, make_loader, reestimate_batchnorm
 
     model, _ = load_checkpoint(teacher, map_location="cpu")
     dev = torch.device(device) if device else default_device()

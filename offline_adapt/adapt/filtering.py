@@ -68,11 +68,11 @@ def filter_report(distances: Mapping[str, float], kept: Sequence[str], keep_pct:
 def write_filter_outputs(out_dir: str | os.PathLike, distances: Mapping[str, float], kept: Sequence[str],
                          report: Mapping[str, Any]) -> None:
     """OUT/kept.json (ids), OUT/filter_report.json, OUT/filter_hist.png (distance histogram)."""
-    from offline_adapt.evaluation.plots import _figure
+    from offline_adapt.evaluation.plots import pyplot
 
     out = Path(out_dir)
     atomic_write_json(out / REPORT_NAME, dict(report))
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     d = np.asarray(list(distances.values()), float)
     ax.hist(d, bins=40, color="tab:blue", alpha=0.8)

@@ -325,9 +325,9 @@ def summary_table(summary: Dict[str, Any]) -> str:
 
 
 def _plot_fig4(teacher_err: np.ndarray, student_err: np.ndarray, dist: np.ndarray, path: Path) -> None:
-    from offline_adapt.evaluation.plots import _figure
+    from offline_adapt.evaluation.plots import pyplot
 
-    plt = _figure()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharex=True, sharey=True)
     for ax, err, name in ((axes[0], teacher_err, "teacher"), (axes[1], student_err, "student")):
         ax.scatter(dist, err, s=6, alpha=0.6)
@@ -342,9 +342,9 @@ def _plot_fig4(teacher_err: np.ndarray, student_err: np.ndarray, dist: np.ndarra
 
 
 def _plot_fig7(change: np.ndarray, path: Path) -> None:
-    from offline_adapt.evaluation.plots import _figure
+    from offline_adapt.evaluation.plots import pyplot
 
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.hist(change, bins=40, color="tab:purple", alpha=0.8)
     ax.axvline(0, color="k", lw=0.8)

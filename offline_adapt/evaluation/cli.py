@@ -5,6 +5,7 @@ import argparse
 
 from offline_adapt.evaluation.evaluate import evaluate
 
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="localization error of a model on a pair data set (metres)",
                        description="Evaluate a model (checkpoint .pt or exported .onnx) on a pair data set. Writes "

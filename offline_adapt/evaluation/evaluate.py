@@ -16,6 +16,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from offline_adapt.evaluation import plots
+from xview_loc_ros.fsutil import atomic_path, atomic_write_json
+from xview_loc_ros.heatmap import decode_heatmap, heading_from_orientation
+from xview_loc_ros.inference import OUTPUT_FINEST, OUTPUT_ORIENTATION, open_backend
+
 log = logging.getLogger(__name__)
 
 RunFn = Callable[[np.ndarray, np.ndarray], Tuple[np.ndarray, Optional[np.ndarray]]]
@@ -40,8 +45,6 @@ def torch_runner(model: Any, device: Any = None) -> RunFn:
 
 def backend_runner(backend: Any) -> RunFn:
     """The same through an inference Backend (torch, onnxruntime, tensorrt)."""
-    from xview_loc_ros.inference import OUTPUT_FINEST, OUTPUT_ORIENTATION
-
     names = [OUTPUT_FINEST] + ([OUTPUT_ORIENTATION] if OUTPUT_ORIENTATION in backend.outputs else [])
 
     def run(g: np.ndarray, a: np.ndarray):
@@ -59,8 +62,6 @@ def _angle_diff(a: float, b: float) -> float:
 def predict(run: RunFn, tds: Any, batch_size: int = 8, keep_logits: int = 0) -> Tuple[List[Dict[str, Any]], List[np.ndarray]]:
     """Run over a PairTorchDataset; one dict per pair (errors in metres, headings in degrees) and
     the finest logits (S, S) of the first ``keep_logits`` pairs (for plots)."""
-    from xview_loc_ros.heatmap import decode_heatmap, heading_from_orientation
-
     s = int(tds.config["aerial_size"])
     pinhole = tds.config["ground_type"] == "pinhole"
     preds: List[Dict[str, Any]] = []
@@ -132,7 +133,6 @@ def summarize(preds: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 def validator(tds: Any, batch_size: int = 16) -> Callable[[Any], Dict[str, float]]:
     """validate_fn for training.fit: mean/median metres on ``tds`` (model already in eval mode)."""
-
     def validate(model: Any) -> Dict[str, float]:
         preds, _ = predict(torch_runner(model), tds, batch_size)
         m = summarize(preds)
@@ -144,10 +144,6 @@ def validator(tds: Any, batch_size: int = 16) -> Callable[[Any], Dict[str, float
 def evaluate(model_path: str, data_dir: str, out_dir: str, split: Optional[str] = "test", backend: str = "torch",
              batch_size: int = 8, device: Optional[str] = None, grid: int = 12, threads: Optional[int] = None) -> Dict[str, Any]:
     """Evaluate a model file on a data set split; writes metrics.json, predictions.jsonl, cdf.png, grid.png."""
-    from xview_loc_ros.fsutil import atomic_path, atomic_write_json
-    from xview_loc_ros.inference import open_backend
-
-    from offline_adapt.evaluation import plots
     from offline_adapt.data.torch_data import open_split
 
     be = open_backend(model_path, backend=backend, device=device, threads=threads, max_batch=batch_size)

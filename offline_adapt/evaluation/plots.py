@@ -6,8 +6,13 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
+from xview_loc_ros.fsutil import atomic_path
+from xview_loc_ros.heatmap import overlay_heatmap
 
-def _figure():
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend, imported on first use: the modules that plot
+    stay importable (and quick to import) where matplotlib is not needed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -18,9 +23,7 @@ def _figure():
 
 def error_cdf(errors: Dict[str, Sequence[float]], path: str | os.PathLike, unit: str = "m") -> None:
     """Cumulative distribution of localization errors, one curve per entry of ``errors``."""
-    from xview_loc_ros.fsutil import atomic_path
-
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name, e in errors.items():
         x = np.sort(np.asarray(e, float))
@@ -39,10 +42,7 @@ def error_cdf(errors: Dict[str, Sequence[float]], path: str | os.PathLike, unit:
 def pair_grid(tds: Any, preds: List[Dict[str, Any]], logits: List[np.ndarray], path: str | os.PathLike) -> None:
     """Rows of (ground image, aerial patch with heat-map overlay): true position green circle,
     predicted red cross. ``preds``/``logits`` aligned with the first pairs of ``tds``."""
-    from xview_loc_ros.fsutil import atomic_path
-    from xview_loc_ros.heatmap import overlay_heatmap
-
-    plt = _figure()
+    plt = pyplot()
     n = len(logits)
     if n == 0:
         return

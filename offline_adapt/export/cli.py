@@ -6,13 +6,20 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from offline_adapt.export.onnx_export import DEFAULT_OPSET, check_parity, export_onnx, parity_inputs
+from offline_adapt.export.onnx_export import (
+    DEFAULT_OPSET,
+    check_parity,
+    export_onnx,
+    parity_inputs,
+)
 from xview_loc_ros.fsutil import atomic_write_json, file_sha256
+from xview_loc_ros.inference.base import ModelFileError
 from xview_loc_ros.inference.modelfile import read_sidecar, sidecar_path
+from xview_loc_ros.inference.select import backend_availability
+from xview_loc_ros.inference.trt_backend import build_engine
+
 
 def _handler(args: argparse.Namespace) -> int:
-    from xview_loc_ros.inference.base import ModelFileError
-    from xview_loc_ros.inference.select import backend_availability
     from xview_loc_ros.models import CheckpointError, load_checkpoint
 
     if args.engine:  # refuse before spending minutes on the export
@@ -39,7 +46,6 @@ def _handler(args: argparse.Namespace) -> int:
               f"(relative to the logit range) or in argmax; {onnx_path} removed", file=sys.stderr)
         return 1
     if args.engine:
-        from xview_loc_ros.inference.trt_backend import build_engine
 
         engine = build_engine(onnx_path, args.engine, fp16=args.fp16, max_batch=args.max_batch)
         print(f"wrote {engine} (+ {engine.name}.json), {'fp16' if args.fp16 else 'fp32'}, max batch {args.max_batch}")

@@ -18,11 +18,19 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from xview_loc_ros.fsutil import atomic_path
-from xview_loc_ros.inference.base import (INPUT_AERIAL, INPUT_GROUND, OUTPUT_FINEST, OUTPUT_ORIENTATION,
-                                          level_output_name, output_names)
-from xview_loc_ros.fsutil import file_sha256
+from offline_adapt.data.dataset import PairDataset
+from xview_loc_ros import preprocess
+from xview_loc_ros.fsutil import atomic_path, file_sha256
+from xview_loc_ros.inference.base import (
+    INPUT_AERIAL,
+    INPUT_GROUND,
+    OUTPUT_FINEST,
+    OUTPUT_ORIENTATION,
+    level_output_name,
+    output_names,
+)
 from xview_loc_ros.inference.modelfile import CONFIG_METADATA_KEY, write_sidecar
+from xview_loc_ros.inference.ort_backend import OrtBackend
 
 log = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
@@ -33,7 +41,6 @@ class ParityReport:
     """ONNX Runtime vs PyTorch on the finest level. ``max_rel``: max abs error divided by the range
     (max - min) of the PyTorch logits of the same sample (element-wise relative error is
     meaningless for logits near zero). ``same_argmax``: every sample's peak cell agrees."""
-
     n: int
     inputs: str
     max_abs: float
@@ -59,7 +66,6 @@ def compare_heatmaps(ref: np.ndarray, got: np.ndarray) -> Tuple[float, float, bo
 
 class _OnnxWrapper:
     """Builds a torch Module returning the outputs as a flat tuple in export order."""
-
     @staticmethod
     def wrap(model: Any) -> Any:
         from torch import nn
@@ -131,10 +137,7 @@ def parity_inputs(config: Dict[str, Any], data: Optional[str] = None, n: int = 2
                   seed: int = 0) -> Tuple[np.ndarray, np.ndarray, str]:
     """(ground, aerial, description) batches of ``n`` prepared pairs: from the data set ``data``
     when given, else (with a note) random normal inputs."""
-    from xview_loc_ros import preprocess
-
     if data is not None:
-        from offline_adapt.data.dataset import PairDataset
 
         ds = PairDataset(data)
         preprocess.check_pair_config(config, ds.meta)
@@ -158,7 +161,6 @@ def check_parity(model: Any, onnx_path: str | os.PathLike, ground: np.ndarray, a
     """Run the same batch through PyTorch (fp32, CPU) and ONNX Runtime (CPU) and compare."""
     import torch
 
-    from xview_loc_ros.inference.ort_backend import OrtBackend
 
     with torch.inference_mode():
         ref = model.cpu().eval()(torch.from_numpy(ground), torch.from_numpy(aerial)).heatmaps[-1].numpy()

@@ -7,7 +7,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from xview_loc_ros.inference.base import INPUT_AERIAL, INPUT_GROUND, OUTPUT_FINEST, Backend, ModelFileError, input_shapes
+from xview_loc_ros.inference.base import (
+    INPUT_AERIAL,
+    INPUT_GROUND,
+    OUTPUT_FINEST,
+    Backend,
+    ModelFileError,
+    input_shapes,
+)
+from xview_loc_ros.inference.engine_cache import default_cache_dir
 from xview_loc_ros.inference.modelfile import require_file, resolve_onnx_config
 
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -62,7 +70,6 @@ def session_options(threads: Optional[int] = None) -> Any:
 class OrtBackend(Backend):
     """An exported ONNX file run by ONNX Runtime; the config comes from its metadata/sidecar.
     ``trt_cache_dir``: where the TensorRT EP (if present) caches engines (default: the engine cache)."""
-
     name = "onnxruntime"
 
     def __init__(self, onnx_path: str | os.PathLike, device: Optional[str] = None, fp16: bool = False,
@@ -71,7 +78,6 @@ class OrtBackend(Backend):
 
         onnx_path = require_file(onnx_path)
         if trt_cache_dir is None:  # without a cache the TensorRT EP rebuilds its engines at every start
-            from xview_loc_ros.inference.engine_cache import default_cache_dir
 
             trt_cache_dir = str(default_cache_dir() / "onnxruntime-trt")
         providers = choose_providers(ort.get_available_providers(), device, fp16, trt_cache_dir)

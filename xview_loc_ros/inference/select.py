@@ -9,6 +9,9 @@ from typing import Dict, Mapping, Optional
 
 from xview_loc_ros.inference.base import Backend, ModelFileError
 from xview_loc_ros.inference.modelfile import model_kind, require_file
+from xview_loc_ros.inference.ort_backend import OrtBackend
+from xview_loc_ros.inference.torch_backend import TorchBackend
+from xview_loc_ros.inference.trt_backend import open_tensorrt
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
@@ -90,14 +93,11 @@ def open_backend(model_path: str | os.PathLike, backend: str = "auto", device: O
         raise ValueError(f"cuda_graphs applies to the torch backend only, not {choice.backend}")
     log.info("inference backend %s for %s: %s", choice.backend, path.name, choice.reason)
     if choice.backend == "torch":
-        from xview_loc_ros.inference.torch_backend import TorchBackend
 
         return TorchBackend.from_checkpoint(path, device=device, fp16=fp16, cuda_graphs=cuda_graphs, threads=threads)
     if choice.backend == "onnxruntime":
-        from xview_loc_ros.inference.ort_backend import OrtBackend
 
         return OrtBackend(path, device=device, fp16=fp16, threads=threads)
-    from xview_loc_ros.inference.trt_backend import open_tensorrt
 
     return open_tensorrt(path, device=device, fp16=fp16, max_batch=max_batch, cache_dir=cache_dir)
 

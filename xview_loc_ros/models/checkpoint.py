@@ -6,6 +6,7 @@ import os
 from typing import Any, Dict, Optional, Tuple
 
 from xview_loc_ros.fsutil import atomic_path
+from xview_loc_ros.models.registry import build_model
 
 
 class CheckpointError(ValueError):
@@ -45,8 +46,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
     With ``expect_config`` every key given there must equal the checkpoint's value (refuses e.g.
     resuming a run with a checkpoint of another architecture or input size).
     """
-    from xview_loc_ros.models import build_model
-
     ckpt = read_checkpoint(path, map_location)
     cfg = dict(ckpt["config"])
     if expect_config is not None:
@@ -65,8 +64,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
 def import_ccvpe_official(path: str | os.PathLike, arch: str, **overrides: Any) -> Any:
     """A released CCVPE checkpoint (plain state_dict of CVM_VIGOR / CVM_KITTI) loaded into our model."""
     import torch
-
-    from xview_loc_ros.models import build_model
 
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)

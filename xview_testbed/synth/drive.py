@@ -26,7 +26,7 @@ import numpy as np
 from xview_loc_ros.geo import compass_to_enu_yaw, quaternion_from_yaw
 from xview_testbed.synth.citydir import City, load_city
 from xview_testbed.synth.gnss import GnssErrorModel
-from xview_testbed.synth.ground import GroundCamera
+from xview_testbed.synth.ground import GroundCamera, GroundRenderer
 from xview_testbed.synth.pairs import ground_camera
 from xview_testbed.synth.world import Road
 
@@ -183,7 +183,6 @@ def make_drive(city_dir: str | os.PathLike, out_bag: str | os.PathLike, storage:
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
-    from xview_testbed.synth.ground import GroundRenderer
 
     if storage not in ("mcap", "sqlite3"):
         raise ValueError(f"storage must be 'mcap' or 'sqlite3', got {storage!r}")

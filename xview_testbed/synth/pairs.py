@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from offline_adapt.data.dataset import DatasetMeta, DatasetWriter, PairRecord, write_rgb
+from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
 from xview_testbed.synth.citydir import City, load_city
 from xview_testbed.synth.ground import GroundCamera, GroundRenderer
 from xview_testbed.synth.world import BUILDING, OBJECT, TREE, WATER, Road
@@ -27,7 +28,6 @@ SPLIT_FRACTIONS = (0.7, 0.1, 0.2)  # train, val, test
 @dataclass(frozen=True)
 class PairPreset:
     """Sizes of one preset: aerial ``patch_px`` at ``mpp`` m/px and the ground camera per kind."""
-
     patch_px: int
     mpp: Dict[str, float]
     panorama: Tuple[int, int]
@@ -131,7 +131,6 @@ def split_for(n: int, seed: int, fractions=SPLIT_FRACTIONS) -> List[str]:
 @dataclass
 class _Job:
     """What every pair renderer (the main process or a forked worker) needs; shared copy-on-write."""
-
     renderer: GroundRenderer
     builder: object
     cam: GroundCamera
@@ -166,8 +165,6 @@ def make_pairs(city_dir: str | os.PathLike, out_dataset: str | os.PathLike, n: i
     depend on it. The default stays in-process: forking a process that runs threads (rclpy, a test
     harness) is unsafe, so callers opt in.
     """
-    from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
-
     if int(n) < 1:
         raise ValueError(f"number of pairs must be >= 1, got {n!r}")
     city = load_city(city_dir)

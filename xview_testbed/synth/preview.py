@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from xview_loc_ros.geo import compass_to_enu_yaw
+from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
 from xview_testbed.synth.citydir import load_city
 from xview_testbed.synth.ground import GroundCamera, GroundRenderer
 from xview_testbed.synth.pairs import sample_road_poses
@@ -19,8 +20,6 @@ def render_spot(city_dir: str | os.PathLike, seed: int = 0, east: Optional[float
                 heading_deg: Optional[float] = None) -> np.ndarray:
     """RGB uint8 composite: left the north-up aerial patch centred on the camera (red dot, heading line),
     right a 360° panorama (centre column = heading) above a 90° pinhole view along the heading."""
-    from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
-
     city = load_city(city_dir)
     rng = np.random.default_rng(seed)
     if east is None or north is None:
