@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build that lies on this machine's disk; a bare "torch" would pull a multi-GB CUDA build.
 TORCH_CPU := torch==2.13.0
 
-.PHONY: test test-all demo bench clean
+.PHONY: test test-all lint demo bench clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ $(STAMP): setup.py
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# ruff (lint + format check) over the repository, mypy over the vehicle core and the offline tools
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m "not gpu"

@@ -52,6 +52,8 @@ setup(
             "onnxscript",
             "pmtiles",
             "rasterio",
+            "ruff==0.17.6",
+            "mypy==2.4.1",
         ],
         "pmtiles": ["pmtiles"],
         "geotiff": ["rasterio"],

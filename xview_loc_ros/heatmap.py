@@ -113,7 +113,7 @@ def decode_heatmap(logits: np.ndarray, patch_size_px: float) -> HeatmapEstimate:
     cu, cv = float(patch_size_px) / w, float(patch_size_px) / h
     pj = softmax_all(x)
     p = pj.sum(axis=0)
-    i, j = np.unravel_index(int(np.argmax(p)), p.shape)
+    i, j = (int(k) for k in np.unravel_index(int(np.argmax(p)), p.shape))
     with np.errstate(divide="ignore"):
         lp = np.log(p)
     dj = _parabola_offset(lp[i, j - 1], lp[i, j], lp[i, j + 1]) if 0 < j < w - 1 else 0.0
@@ -125,7 +125,7 @@ def decode_heatmap(logits: np.ndarray, patch_size_px: float) -> HeatmapEstimate:
     win = _window(i, j, r, h, w)
     rest = p.copy()
     rest[win] = 0.0
-    i2, j2 = np.unravel_index(int(np.argmax(rest)), p.shape)
+    i2, j2 = (int(k) for k in np.unravel_index(int(np.argmax(rest)), p.shape))
     mass2 = float(rest[_window(i2, j2, r, h, w)].sum())
 
     heading = None

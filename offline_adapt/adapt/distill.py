@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from offline_adapt.adapt.pseudo_labels import (
     PSEUDO_GT_MODES,
@@ -104,18 +106,14 @@ class DistillOptions:
         return asdict(self)
 
 
-def heatmap_entropy(logits: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
+def heatmap_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of the entropy (nats) of softmax over all entries of each sample."""
-    import torch.nn.functional as F
-
     logp = F.log_softmax(logits.flatten(1).float(), dim=1)
     return -(logp.exp() * logp).sum(dim=1).mean()
 
 
 def distill_loss(config: Dict[str, Any], labels: PseudoLabels, rows: np.ndarray, opts: DistillOptions) -> Callable:
     """loss_fn(out, batch) for training.fit; ``rows[i]`` is the label row of data-set item i."""
-    import torch
-
     levels = [list(map(int, x)) for x in config["levels"]]
     n_levels, kp = len(levels), opts.levels
     rows_t = torch.as_tensor(rows, dtype=torch.long)
@@ -201,8 +199,6 @@ def train_student(teacher: str, data_dir: str, labels: PseudoLabels, train_ids: 
                   opts: DistillOptions, resume: bool = True, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Train a fresh copy of ``teacher`` on ``train_ids`` (rows of ``labels``) -> out_dir/best.pt,
     last.pt, history.json. Returns {best_path, selection, selection_rule, best_epoch, best_value, trained_on}."""
-    import torch
-
 
 
     model, _ = load_checkpoint(teacher, map_location="cpu")
@@ -238,8 +234,6 @@ def bn_reestimate(teacher: str, data_dir: str, ids: Sequence[str], batch: int = 
     ``ids`` (cumulative average over shuffled batches, no gradient step). Shuffled because a
     running variance is the mean of within-batch variances: batches of neighbouring pairs (a data
     set is stored in drive order) would understate it. Returns the model (eval mode)."""
-    import torch
-
 
 
     model, _ = load_checkpoint(teacher, map_location="cpu")

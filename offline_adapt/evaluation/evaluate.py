@@ -103,7 +103,7 @@ def predict(run: RunFn, tds: Any, batch_size: int = 8, keep_logits: int = 0) -> 
     return preds, kept
 
 
-def _stats(values: Sequence[float], name: str, unit: str, thresholds: Sequence[float]) -> Dict[str, float]:
+def _stats(values: Sequence[Optional[float]], name: str, unit: str, thresholds: Sequence[float]) -> Dict[str, float]:
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     if x.size == 0:
         return {}

@@ -36,7 +36,7 @@ def _handler(args: argparse.Namespace) -> int:
     print(f"wrote {onnx_path} (+ {onnx_path.name}.json): {model.config['arch']}, opset {args.opset}")
     report = check_parity(model, onnx_path, g, a, desc)
     print(report.line())
-    side = read_sidecar(onnx_path)
+    side = read_sidecar(onnx_path) or {}
     atomic_write_json(sidecar_path(onnx_path), dict(side, parity=asdict(report)))
     if not report.same_argmax or report.max_rel > args.tolerance:
         # a model that disagrees with its checkpoint must not reach a vehicle: remove it

@@ -5,7 +5,7 @@ import importlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 
 from xview_loc_ros.inference.base import Backend, ModelFileError
 from xview_loc_ros.inference.modelfile import model_kind, require_file
@@ -64,7 +64,7 @@ def choose_backend(model_path: str | os.PathLike, requested: str,
         if availability.get(requested) is not None:
             raise ValueError(f"backend {requested} is not usable here: {availability[requested]}")
         return Choice(requested, "asked for explicitly")
-    skipped = []
+    skipped: List[str] = []
     for name in ("tensorrt", "onnxruntime", "torch"):
         if kind not in _RUNS[name]:
             continue
