@@ -146,7 +146,7 @@ def test_missing_tiles_and_tile_server_down(bed):
             h.publish("imu", imu_msg(T0, 0.0))
             time.sleep(0.3)
             h.publish("jpeg", jpeg_msg(T0, panorama()))
-            assert h.wait_for(lambda: int((h.last_diagnostics() or {}).get("reject_tiles_missing", 0))
+            assert h.wait_for(lambda h=h: int((h.last_diagnostics() or {}).get("reject_tiles_missing", 0))
                               + int((h.last_diagnostics() or {}).get("reject_tiles", 0)) >= 1, 20.0), h.last_diagnostics()
             assert h.count("pose") == 0 and h.count("fix") == 0 and h.count("heatmap") == 0
         finally:

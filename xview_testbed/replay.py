@@ -299,7 +299,7 @@ def replay(bag: str | Path, params_file: str | Path, out: str | Path, model: Opt
             elif m.role == cam_role:
                 # lock-step: the previous frame is finished and the node holds every fix / IMU sample sent
                 # before this frame (the executor may otherwise take the image callback first)
-                _wait(lambda: _frames_done(loc.diagnostics_values()) >= sent, frame_timeout_s)
+                _wait(lambda sent=sent: _frames_done(loc.diagnostics_values()) >= sent, frame_timeout_s)
                 _wait(lambda: all(int(loc.diagnostics_values().get(f"count_{k}", 0)) >= n for k, n in given.items()), 2.0)
             pubs[m.role].publish(m.msg)
             if m.role in given:

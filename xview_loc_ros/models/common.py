@@ -198,7 +198,7 @@ class CrossViewModel(nn.Module):
                 cin = spec.dec_deconv[j] + spec.skip_channels[j]
                 setattr(self, f"conv{name}", double_conv(cin, spec.dec_conv[j], spec.dec_conv[j]))
             else:
-                setattr(self, "conv1", double_conv(spec.dec_deconv[j], spec.dec_deconv[j], 1))
+                self.conv1 = double_conv(spec.dec_deconv[j], spec.dec_deconv[j], 1)
         self.has_orientation = spec.ori_deconv is not None
         if self.has_orientation:
             cin = spec.n_ori + spec.sat_desc_dim
@@ -210,7 +210,7 @@ class CrossViewModel(nn.Module):
                     setattr(self, f"conv{name}_ori", double_conv(c2, spec.ori_conv[j], spec.ori_conv[j]))
                     cin = spec.ori_conv[j]
                 else:
-                    setattr(self, "conv1_ori", double_conv(spec.ori_deconv[j], spec.ori_deconv[j], 2))
+                    self.conv1_ori = double_conv(spec.ori_deconv[j], spec.ori_deconv[j], 2)
 
     def forward(self, ground: torch.Tensor, aerial: torch.Tensor) -> ModelOutput:
         m = self.n_levels

@@ -338,7 +338,7 @@ def _objects(height, albedo, cls, roads, L, A, n, res, rng, half, water_north) -
             c = np.array([(col + 0.5 - n / 2) * res, (n / 2 - row - 0.5) * res])
             t = np.array([1.0, 0.0]) if rng.random() < 0.5 else np.array([0.0, 1.0])
             objs.append((c, t, 12.2, 2.44, 2.6 * rng.integers(1, 4), pal[rng.integers(len(pal))], DIRT))
-    for i, (c, t, length, width, h, rgb, ground) in enumerate(objs, 1):
+    for i, (c, t, length, width, _h, _rgb, _ground) in enumerate(objs, 1):
         _rect(box, n, res, c, t, length, width, i)
     if not objs:
         return
