@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from offline_adapt.data.augment import Photometric
 from offline_adapt.data.dataset import PairDataset, PairRecord
 from xview_loc_ros.preprocess import check_pair_config, prepare_aerial, prepare_ground
 
@@ -28,10 +29,13 @@ class PairTorchDataset(Dataset):
     the aerial patch and the true position are rotated/mirrored, the heading becomes
     heading + 90k (mirror: -heading), the ground image stays camera-relative (mirrored
     horizontally about its centre column for a mirror).
+    ``photometric``: colour, gamma, blur, noise and JPEG draws on each view (``augment.Photometric``);
+    no pixel moves, so the labels stay exact.
     """
 
     def __init__(self, data: PairDataset, records: List[PairRecord], config: Mapping[str, Any],
-                 random_roll: bool = False, dihedral: bool = False, require_gt: bool = True) -> None:
+                 random_roll: bool = False, dihedral: bool = False, require_gt: bool = True,
+                 photometric: Optional[Photometric] = None) -> None:
         check_pair_config(config, data.meta)
         if require_gt:
             missing = [r.id for r in records if not r.has_gt]
@@ -41,6 +45,7 @@ class PairTorchDataset(Dataset):
         self.known = bool(config.get("known_orientation")) and config["ground_type"] == "panorama"
         self.random_roll = random_roll and config["ground_type"] == "panorama" and not self.known
         self.dihedral = dihedral
+        self.photometric = photometric
 
     def __len__(self) -> int:
         return len(self.records)
@@ -49,6 +54,8 @@ class PairTorchDataset(Dataset):
         rec = self.records[i]
         ground = self.data.load_ground(rec)
         aerial = self.data.load_aerial(rec)
+        if self.photometric is not None:
+            ground, aerial = self.photometric(ground), self.photometric(aerial)
         heading = rec.heading_deg
         gt = rec.gt_pixel() if rec.has_gt else (math.nan, math.nan)
         if self.dihedral:
