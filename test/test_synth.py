@@ -191,6 +191,40 @@ def test_pairs_deterministic_and_pinhole(small_city, tmp_path):
     assert [p.gt_lat for p in c.pairs] != [p.gt_lat for p in ds.pairs]
 
 
+def test_pairs_like_drives(small_city, tmp_path):
+    """JPEG frames, IMU-like heading errors, GNSS-like offsets: what the recorder and the extractor give."""
+    from xview_testbed.synth.gnss import GnssErrorModel
+    from xview_testbed.synth.pairs import DRIVE_LOOK, PairLook, sample_offsets
+
+    out = make_pairs(small_city, tmp_path / "d", 30, seed=4, look=DRIVE_LOOK)
+    ds = PairDataset(out)
+    assert ds.meta.extra["look"] == {"jpeg_quality": 90, "heading_error": True, "offsets": "mixed"}
+    err = []
+    for p in ds.pairs:
+        assert p.ground.endswith(".jpg") and (out / p.ground).read_bytes()[:2] == b"\xff\xd8"
+        u, v = p.gt_pixel()
+        assert 32 - 1e-3 <= u <= 96 + 1e-3 and 32 - 1e-3 <= v <= 96 + 1e-3  # the truth stays in the central half
+        err.append((p.heading_deg - p.extra["true_heading_deg"] + 180) % 360 - 180)
+        assert p.heading_source == "synthetic-imu"
+    sensor = load_city(small_city).style["sensor"]
+    expected = math.hypot(sensor["heading_noise_deg"], sensor["heading_bias_deg"])
+    assert 0.4 * expected < float(np.std(err)) < 2.0 * expected
+
+    # offsets: GNSS-like ones concentrate near the centre (bias + noise), uniform ones do not
+    model = GnssErrorModel(noise_m=1.5, bias_m=4.0, bias_tau_s=90.0, outlier_prob=0.0, outlier_m=0.0,
+                           heading_noise_deg=1.0, heading_bias_deg=1.0)
+    rng = np.random.default_rng(0)
+    g = sample_offsets(PairLook(offsets="gnss"), model, 4000, 16.0, rng)
+    u = sample_offsets(PairLook(offsets="uniform"), model, 4000, 16.0, rng)
+    assert np.abs(g).max() <= 16.0 + 1e-9 and np.abs(u).max() <= 16.0
+    assert np.std(g[:, 0]) == pytest.approx(math.hypot(1.5, 4.0), rel=0.15)
+    assert np.std(u[:, 0]) == pytest.approx(32 / math.sqrt(12), rel=0.1)
+    with pytest.raises(ValueError, match="offsets must be one of"):
+        PairLook(offsets="lognormal")
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        PairLook(jpeg_quality=0)
+
+
 def test_pair_presets_match_the_model_inputs():
     from xview_loc_ros.models import DEFAULTS
     from xview_testbed.synth.pairs import PRESETS as PAIR_PRESETS, ground_camera, resolve_preset

@@ -57,6 +57,14 @@ def register(subparsers) -> None:
     q.add_argument("--ground", choices=("panorama", "pinhole"), default="panorama", help="ground camera (default panorama; pinhole 90° HFOV)")
     q.add_argument("--workers", type=int, default=0, help="rendering processes (default 0 = one per CPU core)")
     q.add_argument("--overwrite", action="store_true", help="replace an existing data set")
+    q.add_argument("--like-drive", action="store_true",
+                   help="pairs as the drive recorder and the extractor make them: JPEG frames at quality 90, recorded "
+                   "headings with the style's IMU error, patch centres displaced like its GNSS errors (half) or "
+                   "uniformly (half); the three options below refine it")
+    q.add_argument("--jpeg-quality", type=int, default=None, metavar="Q", help="store ground images as JPEG at quality Q (1-100)")
+    q.add_argument("--heading-error", action="store_true", help="record headings with the style's IMU heading error")
+    q.add_argument("--offsets", choices=("uniform", "gnss", "mixed"), default=None,
+                   help="patch-centre offsets: uniform in the central half (default), like GNSS errors, or half each")
     q.set_defaults(func=_pairs)
 
     r = sub.add_parser("render", help="composite PNG of one spot: aerial patch, panorama and pinhole view")
@@ -109,9 +117,12 @@ def _drive(args) -> int:
 
 
 def _pairs(args) -> int:
-    from xview_testbed.synth.pairs import make_pairs
+    from xview_testbed.synth.pairs import DRIVE_LOOK, PairLook, make_pairs
+    base = DRIVE_LOOK if args.like_drive else PairLook()
+    look = PairLook(jpeg_quality=base.jpeg_quality if args.jpeg_quality is None else args.jpeg_quality,
+                    heading_error=base.heading_error or args.heading_error, offsets=args.offsets or base.offsets)
     out = make_pairs(args.city, args.out, args.n, args.seed, preset=args.preset, ground=args.ground,
-                     overwrite=args.overwrite, progress=sys.stderr.isatty(), workers=args.workers)
+                     overwrite=args.overwrite, progress=sys.stderr.isatty(), workers=args.workers, look=look)
     print(f"{args.n} pairs written to {out}")
     return 0
 

@@ -5,6 +5,12 @@ the road either way with a few degrees of jitter. The aerial patch is cut throug
 tile fetcher (``open_tile_source("xyz:CITY/tiles")`` + ``AerialPatchBuilder``) around a centre
 offset from the true position by a uniform continuous offset, so the truth falls anywhere in the
 central half of the patch (as VIGOR's positives).
+
+:class:`PairLook` makes pairs look like what the drive recorder and the extractor produce instead:
+JPEG camera frames at the recorder's quality, recorded headings with the style's IMU heading error
+(the image itself is rendered at the true heading), and patch centres displaced like the style's
+GNSS errors (bias, noise, multipath) instead of uniformly. A model trained on them learns to live
+with what a vehicle gives it.
 """
 from __future__ import annotations
 
@@ -19,10 +25,53 @@ import numpy as np
 from offline_adapt.data.dataset import DatasetMeta, DatasetWriter, PairRecord, write_rgb
 from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
 from xview_testbed.synth.citydir import City, load_city
+from xview_testbed.synth.gnss import GnssErrorModel
 from xview_testbed.synth.ground import GroundCamera, GroundRenderer
 from xview_testbed.synth.world import BUILDING, OBJECT, TREE, WATER, Road
 
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)  # train, val, test
+OFFSET_KINDS = ("uniform", "gnss", "mixed")
+DRIVE_JPEG_QUALITY = 90  # make_drive's default
+
+
+@dataclass(frozen=True)
+class PairLook:
+    """How pairs differ from perfect renders.
+
+    ``jpeg_quality``: ground images stored as JPEG at this quality (None: lossless PNG).
+    ``heading_error``: recorded headings carry the style's IMU heading error (Gauss-Markov bias +
+    noise, ``sensor.heading_*_deg``); the image is rendered at the true heading.
+    ``offsets``: patch centre minus truth, "uniform" in the central half of the patch, "gnss" drawn
+    from the style's GNSS error model (independent fixes; clipped to the central half so the truth
+    stays inside the patch), or "mixed" (each pair one or the other with equal probability).
+    """
+
+    jpeg_quality: Optional[int] = None
+    heading_error: bool = False
+    offsets: str = "uniform"
+
+    def __post_init__(self) -> None:
+        if self.offsets not in OFFSET_KINDS:
+            raise ValueError(f"offsets must be one of {OFFSET_KINDS}, got {self.offsets!r}")
+        if self.jpeg_quality is not None and not 1 <= int(self.jpeg_quality) <= 100:
+            raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+
+
+DRIVE_LOOK = PairLook(jpeg_quality=DRIVE_JPEG_QUALITY, heading_error=True, offsets="mixed")
+
+
+def sample_offsets(look: PairLook, model: GnssErrorModel, n: int, max_off: float, rng: np.random.Generator) -> np.ndarray:
+    """(n, 2) east/north offsets in metres of the patch centre from the truth (see :class:`PairLook`)."""
+    uniform = rng.uniform(-max_off, max_off, (n, 2))
+    if look.offsets == "uniform":
+        return uniform
+    # fixes an hour apart: independent draws of the bias walk, the noise and the multipath jumps
+    gnss, _ = model.position_errors(n, 3600.0, rng)
+    norm = np.maximum(np.abs(gnss).max(axis=1, keepdims=True) / max_off, 1.0)
+    gnss = gnss / norm  # keep the direction, stay inside the central half
+    if look.offsets == "gnss":
+        return gnss
+    return np.where(rng.random((n, 1)) < 0.5, gnss, uniform)
 
 
 @dataclass(frozen=True)
@@ -136,6 +185,8 @@ class _Job:
     cam: GroundCamera
     z_cam: float
     poses: np.ndarray
+    ground_ext: str
+    jpeg_quality: int
     c_lat: np.ndarray
     c_lon: np.ndarray
     seed: int
@@ -152,14 +203,18 @@ def _render_pair(i: int) -> int:
     e, n, heading = job.poses[i]
     img = job.renderer.render(e, n, heading, job.cam, job.z_cam, rng=np.random.default_rng([job.seed, i]))
     patch = job.builder.build(float(job.c_lat[i]), float(job.c_lon[i]))
-    write_rgb(job.root / "ground" / f"{pid}.png", img)
+    write_rgb(job.root / "ground" / f"{pid}.{job.ground_ext}", img, job.jpeg_quality)
     write_rgb(job.root / "aerial" / f"{pid}.png", patch.image)
     return i
 
 
 def make_pairs(city_dir: str | os.PathLike, out_dataset: str | os.PathLike, n: int, seed: int, preset: str = "small",
-               ground: str = "panorama", overwrite: bool = False, progress: bool = False, workers: int = 1) -> Path:
+               ground: str = "panorama", overwrite: bool = False, progress: bool = False, workers: int = 1,
+               look: PairLook = PairLook()) -> Path:
     """Write ``n`` labelled pairs of the city at ``city_dir`` to the pair data set ``out_dataset``.
+
+    ``look``: JPEG frames, heading errors and GNSS-like offsets (:class:`PairLook`; default: perfect
+    renders, uniform offsets).
 
     ``workers`` > 1 renders in that many forked processes (0 = one per CPU core); the output does not
     depend on it. The default stays in-process: forking a process that runs threads (rclpy, a test
@@ -176,7 +231,11 @@ def make_pairs(city_dir: str | os.PathLike, out_dataset: str | os.PathLike, n: i
     max_off = span / 4  # truth anywhere in the central half of the patch
     rng = np.random.default_rng(seed)
     poses = sample_road_poses(city, int(n), rng, margin_m=span / 2 + max_off + 2.0)
-    offsets = rng.uniform(-max_off, max_off, (int(n), 2))
+    errors = GnssErrorModel.from_sensor(city.style["sensor"])
+    offsets = sample_offsets(look, errors, int(n), max_off, rng)
+    recorded_heading = poses[:, 2].copy()
+    if look.heading_error:
+        recorded_heading = (recorded_heading + errors.heading_errors(int(n), 3600.0, rng)) % 360.0
     splits = split_for(int(n), seed)
     renderer = GroundRenderer(city.world, city.style["appearance"])
     builder = AerialPatchBuilder(open_tile_source(city.tiles_spec), p.patch_px, mpp)
@@ -189,7 +248,8 @@ def make_pairs(city_dir: str | os.PathLike, out_dataset: str | os.PathLike, n: i
         camera_pitch_deg=cam.pitch_deg if cam.kind == "pinhole" else None,
         extra={"city": str(Path(city_dir).resolve()), "style_name": city.meta.get("style_name", ""),
                "city_seed": city.meta.get("seed"), "pairs_seed": int(seed), "preset": preset,
-               "offset_max_m": max_off, "split_fractions": list(SPLIT_FRACTIONS)},
+               "offset_max_m": max_off, "split_fractions": list(SPLIT_FRACTIONS),
+               "look": {"jpeg_quality": look.jpeg_quality, "heading_error": look.heading_error, "offsets": look.offsets}},
     )
     frame = city.frame
     gt_lat, gt_lon, _ = frame.to_latlon(poses[:, 0], poses[:, 1], 0.0)
@@ -200,7 +260,8 @@ def make_pairs(city_dir: str | os.PathLike, out_dataset: str | os.PathLike, n: i
     with DatasetWriter(out_dataset, meta, overwrite=overwrite) as writer:
         for sub in ("ground", "aerial"):
             writer.path(sub).mkdir(exist_ok=True)
-        _JOB = _Job(renderer, builder, cam, z_cam, poses, c_lat, c_lon, int(seed), writer.tmp)
+        ext = "png" if look.jpeg_quality is None else "jpg"
+        _JOB = _Job(renderer, builder, cam, z_cam, poses, ext, int(look.jpeg_quality or 95), c_lat, c_lon, int(seed), writer.tmp)
         pool = None
         try:
             if workers > 1 and n >= 4 * workers:
@@ -214,14 +275,16 @@ def make_pairs(city_dir: str | os.PathLike, out_dataset: str | os.PathLike, n: i
                 done = tqdm(done, total=n, desc="pairs", unit="pair")
             for i in done:
                 pid = f"{i:06d}"
-                e, nn, heading = poses[i]
+                e, nn, _ = poses[i]
                 writer.add(PairRecord(
-                    id=pid, ground=f"ground/{pid}.png", aerial=f"aerial/{pid}.png",
+                    id=pid, ground=f"ground/{pid}.{ext}", aerial=f"aerial/{pid}.png",
                     center_lat=float(c_lat[i]), center_lon=float(c_lon[i]), mpp=mpp, size_px=p.patch_px,
-                    heading_deg=float(heading), fix_lat=float(c_lat[i]), fix_lon=float(c_lon[i]),
+                    heading_deg=float(recorded_heading[i]), fix_lat=float(c_lat[i]), fix_lon=float(c_lon[i]),
                     fix_std_m=float(max_off / math.sqrt(3.0)), gt_lat=float(gt_lat[i]), gt_lon=float(gt_lon[i]),
-                    stamp=float(i), source=f"synth:{meta.name}", split=splits[i], heading_source="synthetic-truth",
-                    extra={"east_m": round(float(e), 3), "north_m": round(float(nn), 3)},
+                    stamp=float(i), source=f"synth:{meta.name}", split=splits[i],
+                    heading_source="synthetic-imu" if look.heading_error else "synthetic-truth",
+                    extra={"east_m": round(float(e), 3), "north_m": round(float(nn), 3),
+                           "true_heading_deg": round(float(poses[i, 2]), 3)},
                 ))
         finally:
             _JOB = None
