@@ -92,7 +92,7 @@ def test_nan_and_no_fix_are_dropped_and_gaps_reject_frames(tmp_path, world):
     bag = write_rosbags(tmp_path / "gappy", spec, "sqlite3")
     summary = extract([bag], world["tiles"], tmp_path / "ds", _opts(min_spacing_m=0.0, max_fix_gap_s=2.0), progress=False)
     c = summary.counts
-    assert c["fix_status_no_fix"] == 7 and c["fix_invalid_position"] == 8
+    assert c["fix_no_fix"] == 7 and c["fix_invalid"] == 8  # the node's reason names (xview_loc_ros.sensors)
     # Frames at t = 1.0 .. 4.0 s fall in the 3.2 s gap (7 frames); all others kept (spacing 0).
     assert c["fix_gap"] == 7 and summary.pairs == 9
     summary = extract([bag], world["tiles"], tmp_path / "ds2", _opts(min_spacing_m=0.0, max_fix_gap_s=5.0), progress=False)
@@ -103,7 +103,7 @@ def test_bad_frames_are_counted_not_fatal(tmp_path, world):
     spec = DriveSpec(frames=8, image="rgb8", image_override={2: {"encoding": "yuv422"}, 5: {"encoding": "32FC1"}})
     bag = write_rosbags(tmp_path / "raw", spec, "mcap")
     summary = extract([bag], world["tiles"], tmp_path / "ds", _opts(min_spacing_m=0.0), progress=False)
-    assert summary.counts["bad_image"] == 2 and summary.pairs == 6
+    assert summary.counts["bad_image"] == summary.counts["image_encoding"] == 2 and summary.pairs == 6
     spec = DriveSpec(frames=6, image_override={1: {"data": np.frombuffer(b"\xff\xd8\xff\xe0garbage", np.uint8)}})
     bag = write_rosbags(tmp_path / "jpeg", spec, "sqlite3")
     summary = extract([bag], world["tiles"], tmp_path / "ds2", _opts(min_spacing_m=0.0), progress=False)

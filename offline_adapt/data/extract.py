@@ -5,7 +5,8 @@ frames in recording order. For every frame:
 
 1. position = GNSS fix linearly interpolated at the image stamp; the frame is skipped when the
    bracketing fixes are further apart than ``max_fix_gap_s`` or the stamp is outside the fixes;
-   NO_FIX and NaN fixes are dropped before interpolation;
+   fixes refused by :mod:`xview_loc_ros.sensors` (NO_FIX, non-WGS84 positions) are dropped before
+   interpolation, by the same rules as the vehicle node;
 2. thinning: kept only when the vehicle moved at least ``min_spacing_m`` metres since the last
    kept frame of the same bag (so a stationary vehicle adds nothing), measured on the fix track
    smoothed by a local straight-line fit over ±``smooth_s`` seconds (GNSS noise of a few metres
@@ -13,7 +14,8 @@ frames in recording order. For every frame:
 3. heading (compass degrees): IMU orientation (ENU, REP-145) interpolated at the stamp, else the
    course over ground of the smoothed track ±``cog_window_s`` around the stamp when the speed is at least
    ``min_cog_speed_mps``, else the fixed ``heading_deg``, else unknown (None);
-4. the image is decoded (a bad frame is counted and skipped) and the north-up aerial patch is
+4. the image is decoded by :mod:`xview_loc_ros.sensors` (a refused frame is counted as ``bad_image``
+   and by its reason, and skipped) and the north-up aerial patch is
    cut centred on the *coarse* fix, exactly as the vehicle would see it at run time.
 
 Stamps are header (sensor) times, the log time when a header is unset. Output is written by
@@ -37,15 +39,12 @@ import cv2
 import numpy as np
 
 from offline_adapt.data.dataset import GROUND_TYPES, SPLITS, DatasetMeta, DatasetWriter, PairRecord, write_rgb
-from xview_loc_ros.geo import LocalENU, enu_yaw_to_compass, yaw_from_quaternion
+from xview_loc_ros.geo import LocalENU, enu_yaw_to_compass
+from xview_loc_ros.sensors import SensorRejected, camera_intrinsics, decode_image, gnss_fix, image_shape, imu_yaw, recorded_jpeg
 
 from offline_adapt.data.bags import CAMERA_INFO_TYPES, FIX_TYPES, IMAGE_TYPES, IMU_TYPES, Bag, BagError, TopicError, header_stamp_ns
-from offline_adapt.data.images import FrameDecodeError, decode_image_msg, jpeg_bytes, jpeg_size
 
 log = logging.getLogger(__name__)
-
-NAVSAT_STATUS_NO_FIX = -1
-COVARIANCE_TYPE_UNKNOWN = 0
 
 #: Skip reasons, in the order the summary prints them.
 SKIP_REASONS = ("no_fix", "fix_gap", "spacing", "bad_image", "aerial_missing")
@@ -247,33 +246,24 @@ class YawTrack:
 
 
 def fix_sample(msg: Any, t: float, dropped: Dict[str, int]) -> Optional[Tuple[float, float, float, float]]:
-    """(t, lat, lon, std_m) of a usable NavSatFix; None (counted in ``dropped``) for NO_FIX / non-finite."""
-    if int(msg.status.status) == NAVSAT_STATUS_NO_FIX:
-        dropped["status_no_fix"] = dropped.get("status_no_fix", 0) + 1
+    """(t, lat, lon, std_m) of a usable NavSatFix (std NaN when not reported); None, counted in
+    ``dropped`` under the :mod:`xview_loc_ros.sensors` reason, for a refused one."""
+    try:
+        f = gnss_fix(msg)
+    except SensorRejected as e:
+        dropped[e.reason] = dropped.get(e.reason, 0) + 1
         return None
-    lat, lon = float(msg.latitude), float(msg.longitude)
-    if not (math.isfinite(lat) and math.isfinite(lon)) or abs(lat) > 90 or abs(lon) > 180:
-        dropped["invalid_position"] = dropped.get("invalid_position", 0) + 1
-        return None
-    std = math.nan
-    cov = np.asarray(msg.position_covariance, dtype=float)
-    if int(msg.position_covariance_type) != COVARIANCE_TYPE_UNKNOWN and cov.size == 9:
-        var = 0.5 * (cov[0] + cov[4])  # ENU east/north variances, m^2
-        if math.isfinite(var) and var >= 0:
-            std = math.sqrt(var)
-    return t, lat, lon, std
+    return t, f.lat, f.lon, f.std_m
 
 
-def imu_yaw_sample(msg: Any, t: float) -> Optional[Tuple[float, float]]:
-    """(t, ENU yaw rad) of an Imu message whose orientation is reported (covariance[0] != -1, unit quaternion)."""
-    if float(msg.orientation_covariance[0]) == -1.0:
+def imu_yaw_sample(msg: Any, t: float, dropped: Dict[str, int]) -> Optional[Tuple[float, float]]:
+    """(t, ENU yaw rad) of an Imu message; None, counted in ``dropped`` under the
+    :mod:`xview_loc_ros.sensors` reason, when it carries no usable orientation."""
+    try:
+        return t, imu_yaw(msg).yaw_rad
+    except SensorRejected as e:
+        dropped[e.reason] = dropped.get(e.reason, 0) + 1
         return None
-    q = msg.orientation
-    x, y, z, w = float(q.x), float(q.y), float(q.z), float(q.w)
-    norm = math.sqrt(x * x + y * y + z * z + w * w)
-    if not math.isfinite(norm) or norm < 0.5:
-        return None
-    return t, yaw_from_quaternion(x / norm, y / norm, z / norm, w / norm)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,7 +356,7 @@ def _plan_bag(bag: Bag, opts: ExtractOptions) -> BagPlan:
     topics = [t for t in (fix, gt, heading, info) if t]
     for topic, log_ns, msg in bag.messages(topics):
         if isinstance(msg, BagError):
-            dropped["bad_message"] = dropped.get("bad_message", 0) + 1
+            dropped["fix_bad_message"] = dropped.get("fix_bad_message", 0) + 1
             continue
         t = header_stamp_ns(msg, log_ns) * 1e-9
         if topic == fix:
@@ -378,11 +368,14 @@ def _plan_bag(bag: Bag, opts: ExtractOptions) -> BagPlan:
             if s:
                 gt_samples.append(s)
         if topic == heading:
-            y = imu_yaw_sample(msg, t)
+            y = imu_yaw_sample(msg, t, dropped)
             if y:
                 yaw_samples.append(y)
         if topic == info and camera_info is None:
-            camera_info = _intrinsics_from_info(msg)
+            try:
+                camera_info = asdict(camera_intrinsics(msg))
+            except SensorRejected as e:
+                dropped[e.reason] = dropped.get(e.reason, 0) + 1
     fixes = FixTrack.from_samples(fix_samples, dropped, opts.smooth_s)
     if len(fixes) == 0:
         raise TopicError(f"{bag.path}: fix topic {fix!r} holds no usable fix (dropped: {dropped or 'none'})")
@@ -411,12 +404,6 @@ def _camera_info_topic(bag: Bag, image_topic: str, override: Optional[str]) -> O
         if len(same) == 1:
             return same[0]
     return infos[0] if len(infos) == 1 else None
-
-
-def _intrinsics_from_info(msg: Any) -> Dict[str, Any]:
-    k = np.asarray(getattr(msg, "k", getattr(msg, "K", None)), dtype=float)
-    return {"width": int(msg.width), "height": int(msg.height), "fx": float(k[0]), "fy": float(k[4]),
-            "cx": float(k[2]), "cy": float(k[5]), "distortion_model": str(msg.distortion_model)}
 
 
 def _pinhole_meta(opts: ExtractOptions, plans: Sequence[BagPlan], size_hw: Tuple[int, int]) -> Tuple[List[float], float]:
@@ -474,9 +461,9 @@ def extract(bags: Sequence[str | Path], tiles: str, out: str | Path, opts: Extra
     )
     settings = {"bags": [str(p.resolve()) for p in paths], "tiles": tiles, "options": asdict(opts)}
     counts: Dict[str, int] = {"frames": 0, "kept": 0, "resumed": 0, **dict.fromkeys(SKIP_REASONS, 0)}
-    for plan in plans:  # fixes unusable before interpolation (NO_FIX, NaN, undecodable)
+    for plan in plans:  # messages refused before interpolation (NO_FIX fixes, IMU without orientation, ...)
         for reason, n in plan.fixes.dropped.items():
-            counts[f"fix_{reason}"] = counts.get(f"fix_{reason}", 0) + n
+            counts[reason] = counts.get(reason, 0) + n
     heading_sources: Dict[str, int] = {}
     writer = DatasetWriter(out, meta, resume=resume, overwrite=overwrite)
     try:
@@ -562,16 +549,11 @@ def _walk_bag(plan: BagPlan, bag_id: str, opts: ExtractOptions, builder: Any, si
                 counts["resumed"] += 1
                 last = (fix["east_s"], fix["north_s"])
                 continue
-            raw_jpeg = jpeg_bytes(msg)
             try:
-                shape = jpeg_size(raw_jpeg) if raw_jpeg is not None else None
-                if shape is not None and shape == (size_hw or shape):
-                    rgb = None  # stored as recorded: no full decode, no re-encode loss
-                else:
-                    raw_jpeg, rgb = None, decode_image_msg(msg)
-                    shape = (int(rgb.shape[0]), int(rgb.shape[1]))
-            except FrameDecodeError as e:
+                raw_jpeg, rgb, shape = ground_image(msg, size_hw)
+            except SensorRejected as e:
                 counts["bad_image"] += 1
+                counts[e.reason] = counts.get(e.reason, 0) + 1
                 log.debug("%s %s at %d ns: %s", plan.path, plan.image_topic, stamp_ns, e)
                 continue
             size_hw = size_hw or shape
@@ -591,6 +573,19 @@ def _walk_bag(plan: BagPlan, bag_id: str, opts: ExtractOptions, builder: Any, si
             last = (fix["east_s"], fix["north_s"])
     bar.close()
     return size_hw
+
+
+def ground_image(msg: Any, store_hw: Optional[Tuple[int, int]]) -> Tuple[Optional[bytes], Optional[np.ndarray], Tuple[int, int]]:
+    """A camera frame as it will be stored, and its recorded (height, width): (JPEG bytes as recorded,
+    None, size) for a complete JPEG of ``store_hw`` pixels (None = any size): no full decode, no
+    re-encode loss; else (None, RGB uint8 pixels, size). Refused frames raise
+    :class:`~xview_loc_ros.sensors.SensorRejected` (the node's rules)."""
+    shape = image_shape(msg)
+    raw = recorded_jpeg(msg)
+    if raw is not None and shape == (store_hw or shape):
+        decode_image(msg, min_size=(1, 1))  # the whole entropy-coded stream must decode; 1/8 scale is cheap
+        return raw, None, shape
+    return None, decode_image(msg), shape
 
 
 def _heading(plan: BagPlan, t: float, opts: ExtractOptions) -> Tuple[Optional[float], str]:
