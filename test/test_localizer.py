@@ -38,6 +38,7 @@ def _valid(**kw):
 @pytest.mark.parametrize("kw, name", [
     (dict(model_path=""), "model_path"), (dict(tile_source=""), "tile_source"), (dict(backend="cuda"), "backend"),
     (dict(heading_source="gps"), "heading_source"), (dict(fix_max_age_s=0.0), "fix_max_age_s"),
+    (dict(max_image_pixels=0), "max_image_pixels"),
     (dict(gate_chi2=-1.0), "gate_chi2"), (dict(threads="4"), "threads"), (dict(fp16=1), "fp16"),
     (dict(max_missing_fraction=1.5), "max_missing_fraction"), (dict(min_std_m=float("nan")), "min_std_m"),
     (dict(image_topic="", compressed_image_topic=""), "image_topic"), (dict(tile_zoom=30), "tile_zoom"),

@@ -28,7 +28,10 @@ from xview_loc_ros.imageheader import ImageHeaderError, image_kind, image_size
 #: reason -> what it means. The node's diagnostics keys are ``bad_input_<reason>``.
 REASONS = {
     "fix_no_fix": "NavSatFix status below STATUS_FIX (NO_FIX, or Jazzy's STATUS_UNKNOWN)",
-    "fix_invalid": "NavSatFix latitude/longitude not finite or outside [-90, 90] / [-180, 180] degrees",
+    "fix_invalid": "NavSatFix latitude or longitude not finite",
+    "fix_bad_latitude": "NavSatFix latitude at or beyond a pole (|latitude| >= 90 degrees)",
+    "fix_bad_longitude": "NavSatFix longitude outside [-180, 180] degrees",
+    "fix_bad_altitude": "NavSatFix altitude infinite or beyond 100 km of the ellipsoid (NaN = unknown is accepted)",
     "imu_no_orientation": "Imu orientation_covariance[0] = -1: the IMU reports no orientation",
     "imu_invalid": "Imu orientation is not a unit quaternion (zero, non-finite, norm off by >= 0.1)",
     "camera_info_invalid": "CameraInfo without a positive size and finite positive focal lengths",
@@ -36,8 +39,16 @@ REASONS = {
     "image_empty": "an image with no pixels or no data",
     "image_size": "Image data/step too short for its declared height and width",
     "image_format": "CompressedImage that is neither JPEG nor PNG",
+    "image_too_many_pixels": "an image declaring more pixels than the cap (max_image_pixels), refused before decoding",
     "image_corrupt": "CompressedImage whose header or data cannot be decoded",
+    "image_corrupt_jpeg": "JPEG that decodes only with libjpeg warnings (damaged entropy data); strict decoding only",
 }
+
+#: Camera frames above this many pixels are refused from their header, before any decoder allocates
+#: (a 631-byte JPEG can declare 20000 x 20000 px: 1.2 GB per copy). 50 Mpx holds an 8K equirectangular
+#: panorama (7680 x 3840 = 29.5 Mpx) and every automotive camera with room to spare.
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+MAX_ALTITUDE_M = 100_000.0  # |altitude| beyond 100 km of the ellipsoid is no vehicle's: the receiver's output is garbage
 
 NAVSAT_STATUS_FIX = 0  # sensor_msgs/NavSatStatus: NO_FIX = -1 (Jazzy adds UNKNOWN = -2), FIX = 0, SBAS, GBAS
 COVARIANCE_TYPE_UNKNOWN = 0
@@ -80,15 +91,23 @@ class GnssFix:
 
 
 def gnss_fix(msg: Any) -> GnssFix:
-    """NavSatFix -> :class:`GnssFix`; NO_FIX/unknown status (``fix_no_fix``) and positions that are not
-    WGS84 (``fix_invalid``) raise :class:`SensorRejected`."""
+    """NavSatFix -> :class:`GnssFix`. Raises :class:`SensorRejected` for NO_FIX/unknown status
+    (``fix_no_fix``), a non-finite latitude or longitude (``fix_invalid``), a latitude at a pole, where
+    east and north and the aerial patch's orientation are undefined (``fix_bad_latitude``), a longitude
+    outside [-180, 180] (``fix_bad_longitude``) and an infinite or absurd altitude (``fix_bad_altitude``)."""
     status = int(msg.status.status)
     if status < NAVSAT_STATUS_FIX:
         raise SensorRejected("fix_no_fix", f"status {status} (NO_FIX or unknown)")
-    lat, lon = float(msg.latitude), float(msg.longitude)
-    if not (math.isfinite(lat) and math.isfinite(lon)) or abs(lat) > 90 or abs(lon) > 180:
+    lat, lon, alt = float(msg.latitude), float(msg.longitude), float(msg.altitude)
+    if not (math.isfinite(lat) and math.isfinite(lon)):
         raise SensorRejected("fix_invalid", f"latitude {lat}, longitude {lon} are not a WGS84 position")
-    return GnssFix(lat, lon, float(msg.altitude), fix_covariance_en(msg.position_covariance, int(msg.position_covariance_type)),
+    if not abs(lat) < 90.0:
+        raise SensorRejected("fix_bad_latitude", f"latitude {lat} degrees is at or beyond a pole")
+    if not abs(lon) <= 180.0:
+        raise SensorRejected("fix_bad_longitude", f"longitude {lon} degrees is outside [-180, 180]")
+    if not (math.isnan(alt) or abs(alt) <= MAX_ALTITUDE_M):
+        raise SensorRejected("fix_bad_altitude", f"altitude {alt} m is neither unknown (NaN) nor within {MAX_ALTITUDE_M:.0f} m of the ellipsoid")
+    return GnssFix(lat, lon, alt, fix_covariance_en(msg.position_covariance, int(msg.position_covariance_type)),
                    str(msg.header.frame_id))
 
 
@@ -202,15 +221,21 @@ def _u8(data: Any) -> np.ndarray:
     return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
 
 
-def image_shape(msg: Any) -> Tuple[int, int]:
+def image_shape(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Tuple[int, int]:
     """(height, width) pixels an Image or CompressedImage declares, checked without decoding the pixels
-    (Image: encoding, step and data length; CompressedImage: JPEG/PNG header)."""
+    (Image: encoding, step and data length; CompressedImage: JPEG/PNG header; both: at most
+    ``max_pixels``)."""
     if _is_compressed(msg):
-        return _compressed_header(msg)[1]
-    return _raw_layout(msg)[:2]
+        return _compressed_header(msg, max_pixels)[1]
+    return _raw_layout(msg, max_pixels)[:2]
 
 
-def _raw_layout(msg: Any) -> Tuple[int, int, int, int]:
+def _check_pixels(h: int, w: int, max_pixels: int) -> None:
+    if h * w > max_pixels:
+        raise SensorRejected("image_too_many_pixels", f"{w}x{h} px = {h * w / 1e6:.1f} Mpx is above the cap of {max_pixels / 1e6:g} Mpx")
+
+
+def _raw_layout(msg: Any, max_pixels: int) -> Tuple[int, int, int, int]:
     enc = str(msg.encoding).strip().lower()
     if enc in _BAYER:
         channels = 1
@@ -221,13 +246,14 @@ def _raw_layout(msg: Any) -> Tuple[int, int, int, int]:
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h <= 0 or w <= 0:
         raise SensorRejected("image_empty", f"image is {w}x{h} px")
+    _check_pixels(h, w, max_pixels)
     n = len(_u8(msg.data))
     if step < w * channels or n < step * h:
         raise SensorRejected("image_size", f"{n} bytes do not hold {h} rows of step {step} ({w}x{channels} bytes needed per row)")
     return h, w, step, channels
 
 
-def _compressed_header(msg: Any) -> Tuple[str, Tuple[int, int]]:
+def _compressed_header(msg: Any, max_pixels: int) -> Tuple[str, Tuple[int, int]]:
     """(kind 'jpg' | 'png', (height, width)) of a CompressedImage from its header."""
     if "compresseddepth" in str(msg.format).lower():
         raise SensorRejected("image_encoding", f"compressed depth images are not camera frames (format {msg.format!r})")
@@ -244,18 +270,23 @@ def _compressed_header(msg: Any) -> Tuple[str, Tuple[int, int]]:
     except ImageHeaderError as e:
         raise SensorRejected("image_corrupt", f"{kind.upper()} header: {e}") from e
     assert size is not None  # kind is known
+    _check_pixels(size[1], size[0], max_pixels)
     return kind, (size[1], size[0])
 
 
-def decode_image(msg: Any, min_size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+def decode_image(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, min_size: Optional[Tuple[int, int]] = None,
+                 strict: bool = False) -> np.ndarray:
     """Image (``SUPPORTED_ENCODINGS``) or CompressedImage (JPEG, PNG) -> RGB uint8 (H, W, 3).
 
-    ``min_size`` (height, width): a JPEG larger than that is decoded at 1/2, 1/4 or 1/8 scale
-    (:func:`jpeg_reduction`), which is that much faster when the model needs fewer pixels.
+    Frames declaring more than ``max_pixels`` are refused before decoding. ``min_size`` (height,
+    width): a JPEG larger than that is decoded at 1/2, 1/4 or 1/8 scale (:func:`jpeg_reduction`),
+    which is that much faster when the model needs fewer pixels. ``strict``: a JPEG that libjpeg
+    decodes only with warnings (damaged entropy-coded data) is refused (``image_corrupt_jpeg``);
+    the pixels are the same as without ``strict``.
     """
     if _is_compressed(msg):
-        return _decode_compressed(msg, min_size)
-    h, w, step, channels = _raw_layout(msg)
+        return _decode_compressed(msg, max_pixels, min_size, strict)
+    h, w, step, channels = _raw_layout(msg, max_pixels)
     rows = _u8(msg.data)[: step * h].reshape(h, step)[:, : w * channels]
     img = np.ascontiguousarray(rows.reshape(h, w, channels) if channels > 1 else rows)
     enc = str(msg.encoding).strip().lower()
@@ -263,14 +294,33 @@ def decode_image(msg: Any, min_size: Optional[Tuple[int, int]] = None) -> np.nda
     return img if code is None else cv2.cvtColor(img, code)
 
 
-def _decode_compressed(msg: Any, min_size: Optional[Tuple[int, int]]) -> np.ndarray:
-    kind, (h, w) = _compressed_header(msg)
+def _decode_compressed(msg: Any, max_pixels: int, min_size: Optional[Tuple[int, int]], strict: bool) -> np.ndarray:
+    kind, (h, w) = _compressed_header(msg, max_pixels)
     data = _u8(msg.data)
     reduce = jpeg_reduction(w, h, min_size[1], min_size[0]) if kind == "jpg" and min_size else 1
-    img = cv2.imdecode(data, _REDUCED[reduce] | _IGNORE_ORIENTATION)
+    try:
+        img = cv2.imdecode(data, _REDUCED[reduce] | _IGNORE_ORIENTATION)
+    except cv2.error as e:  # OpenCV's own limits and libpng/libjpeg errors: a refused frame, not a crash
+        raise SensorRejected("image_corrupt", f"{kind.upper()} {w}x{h} px: {str(e).strip().splitlines()[-1]}") from e
     if img is None or img.shape[:2] != (-(-h // reduce), -(-w // reduce)):
         raise SensorRejected("image_corrupt", f"cannot decode {data.size} bytes of {kind.upper()} {w}x{h} px (format {msg.format!r})")
+    if strict and kind == "jpg":  # after the lenient decode: what both refuse gets the same reason
+        _check_jpeg_strictly(data)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _check_jpeg_strictly(data: np.ndarray) -> None:
+    """Refuse a JPEG whose entropy-coded data libjpeg decodes only with warnings ("corrupt JPEG data:
+    premature end of data segment", "extraneous bytes before marker", bad Huffman codes). OpenCV and
+    Pillow pass such frames on with grey or smeared blocks. The whole stream is decoded at 1/8 scale
+    (every coefficient is still entropy-decoded, so nothing is skipped). JPEG carries no checksum: a
+    flipped bit that keeps the Huffman stream in step is not detectable by any decoder."""
+    import simplejpeg  # workstation only: the vehicle decodes leniently and never needs it
+
+    try:
+        simplejpeg.decode_jpeg(data.tobytes(), colorspace="RGB", strict=True, min_height=1, min_width=1)
+    except ValueError as e:
+        raise SensorRejected("image_corrupt_jpeg", str(e)) from e
 
 
 def jpeg_reduction(width: int, height: int, need_w: int, need_h: int) -> int:

@@ -29,7 +29,7 @@ import logging
 import math
 import shutil
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +40,9 @@ import numpy as np
 
 from offline_adapt.data.dataset import GROUND_TYPES, SPLITS, DatasetMeta, DatasetWriter, PairRecord, write_rgb
 from xview_loc_ros.geo import LocalENU, enu_yaw_to_compass
-from xview_loc_ros.sensors import SensorRejected, camera_intrinsics, decode_image, gnss_fix, image_shape, imu_yaw, recorded_jpeg
+from xview_loc_ros.sensors import (
+    DEFAULT_MAX_IMAGE_PIXELS, SensorRejected, camera_intrinsics, decode_image, gnss_fix, image_shape, imu_yaw, recorded_jpeg,
+)
 
 from offline_adapt.data.bags import CAMERA_INFO_TYPES, FIX_TYPES, IMAGE_TYPES, IMU_TYPES, Bag, BagError, TopicError, header_stamp_ns
 
@@ -55,8 +57,9 @@ class ExtractOptions:
     """What to extract and how. Distances metres, times seconds, angles compass degrees.
 
     ``size_px``/``mpp``: aerial patch side (pixels) and resolution (metres per pixel).
-    ``ground_size``: (height, width) pixels of the stored ground images; None keeps the recorded
-    size. ``fov_deg``: horizontal FOV for pinhole cameras without a CameraInfo topic.
+    ``ground_size``: (height, width) pixels of the stored ground images; None takes the size most
+    frames of the bags have (not the first frame's: one odd frame must not resize a whole data set).
+    ``max_image_pixels``: camera frames declaring more pixels are refused before decoding. ``fov_deg``: horizontal FOV for pinhole cameras without a CameraInfo topic.
     ``split``: (train, val, test) fractions assigned by drive segment of ``segment_s`` seconds;
     None puts every pair in "train". ``max_missing``: largest fraction of a patch allowed to lack
     imagery (0 = any hole skips the pair).
@@ -66,6 +69,7 @@ class ExtractOptions:
     mpp: float
     ground_type: str = "panorama"
     ground_size: Optional[Tuple[int, int]] = None
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     fov_deg: Optional[float] = None
     image_topic: Optional[str] = None
     fix_topic: Optional[str] = None
@@ -91,6 +95,8 @@ class ExtractOptions:
             raise ValueError(f"ground type must be one of {GROUND_TYPES}, got {self.ground_type!r}")
         if self.ground_size is not None and (len(self.ground_size) != 2 or min(self.ground_size) <= 0):
             raise ValueError(f"ground size must be HEIGHT WIDTH > 0 pixels, got {self.ground_size!r}")
+        if not int(self.max_image_pixels) > 0:
+            raise ValueError(f"max image pixels must be > 0, got {self.max_image_pixels!r}")
         for name in ("max_fix_gap_s", "segment_s", "cog_window_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
@@ -448,11 +454,12 @@ def extract(bags: Sequence[str | Path], tiles: str, out: str | Path, opts: Extra
         raise TopicError(f"{paths[0]}: pinhole ground images need camera intrinsics, but no CameraInfo topic was found "
                          "(name it with --camera-info-topic, or give --fov-deg)")
 
+    size_hw = opts.ground_size or _majority_size(plans, opts.max_image_pixels)
     source = open_tile_source(tiles, cache_dir=cache_dir)
     builder = AerialPatchBuilder(source, opts.size_px, opts.mpp, zoom=opts.zoom, allow_missing=opts.max_missing > 0)
     meta = DatasetMeta(
         ground_type=opts.ground_type,
-        ground_size=list(opts.ground_size or (1, 1)),  # replaced by the first frame's size when None
+        ground_size=list(size_hw),
         fov_deg=360.0 if opts.ground_type == "panorama" else float(opts.fov_deg or 90.0),
         patch_size_px=opts.size_px,
         mpp=opts.mpp,
@@ -470,7 +477,6 @@ def extract(bags: Sequence[str | Path], tiles: str, out: str | Path, opts: Extra
         with writer:
             _check_resume_settings(writer, settings)
             done = writer.done_ids
-            size_hw: Optional[Tuple[int, int]] = opts.ground_size
             for plan, bag_id in zip(plans, _bag_ids(paths)):
                 if source.spec.startswith(("http://", "https://")):
                     # Network sources: fill the disk cache along the drive while frames are decoded.
@@ -478,17 +484,14 @@ def extract(bags: Sequence[str | Path], tiles: str, out: str | Path, opts: Extra
                     builder.prefetch(list(zip(plan.fixes.lat[::step], plan.fixes.lon[::step])))
                 sink = _PairSink(writer, counts)
                 try:
-                    size_hw = _walk_bag(plan, bag_id, opts, builder, sink, done, counts, heading_sources, size_hw, progress,
-                                        (TileNotFound, TileDecodeError))
+                    _walk_bag(plan, bag_id, opts, builder, sink, done, counts, heading_sources, size_hw, progress,
+                              (TileNotFound, TileDecodeError))
                     sink.flush()
                 finally:
                     sink.close()
             if not writer.records:
                 raise ValueError(f"no pairs extracted from {', '.join(map(str, paths))}: "
                                  + ", ".join(f"{k} {v}" for k, v in counts.items()))
-            if size_hw is None:  # every pair was resumed: the partial set knows its size
-                size_hw = tuple(cv2.imread(str(writer.tmp / writer.records[0].ground)).shape[:2])  # type: ignore[assignment]
-            meta.ground_size = [int(size_hw[0]), int(size_hw[1])]
             if opts.ground_type == "pinhole":
                 meta.intrinsics, meta.fov_deg = _pinhole_meta(opts, plans, size_hw)
             meta.extra = {"extract": settings, "counts": counts, "heading_sources": heading_sources,
@@ -520,8 +523,8 @@ def _check_resume_settings(writer: DatasetWriter, settings: Dict[str, Any]) -> N
 
 
 def _walk_bag(plan: BagPlan, bag_id: str, opts: ExtractOptions, builder: Any, sink: _PairSink, done: set,
-              counts: Dict[str, int], heading_sources: Dict[str, int], size_hw: Optional[Tuple[int, int]],
-              progress: bool, tile_skips: Tuple[type, ...]) -> Optional[Tuple[int, int]]:
+              counts: Dict[str, int], heading_sources: Dict[str, int], size_hw: Tuple[int, int],
+              progress: bool, tile_skips: Tuple[type, ...]) -> None:
     from tqdm import tqdm
 
     last: Optional[Tuple[float, float]] = None
@@ -550,13 +553,12 @@ def _walk_bag(plan: BagPlan, bag_id: str, opts: ExtractOptions, builder: Any, si
                 last = (fix["east_s"], fix["north_s"])
                 continue
             try:
-                raw_jpeg, rgb, shape = ground_image(msg, size_hw)
+                raw_jpeg, rgb = ground_image(msg, size_hw, opts.max_image_pixels)
             except SensorRejected as e:
                 counts["bad_image"] += 1
                 counts[e.reason] = counts.get(e.reason, 0) + 1
                 log.debug("%s %s at %d ns: %s", plan.path, plan.image_topic, stamp_ns, e)
                 continue
-            size_hw = size_hw or shape
             try:
                 patch = builder.build(fix["lat"], fix["lon"])
             except tile_skips as e:
@@ -572,20 +574,39 @@ def _walk_bag(plan: BagPlan, bag_id: str, opts: ExtractOptions, builder: Any, si
                         size_hw, opts.jpeg_quality)
             last = (fix["east_s"], fix["north_s"])
     bar.close()
-    return size_hw
 
 
-def ground_image(msg: Any, store_hw: Optional[Tuple[int, int]]) -> Tuple[Optional[bytes], Optional[np.ndarray], Tuple[int, int]]:
-    """A camera frame as it will be stored, and its recorded (height, width): (JPEG bytes as recorded,
-    None, size) for a complete JPEG of ``store_hw`` pixels (None = any size): no full decode, no
-    re-encode loss; else (None, RGB uint8 pixels, size). Refused frames raise
-    :class:`~xview_loc_ros.sensors.SensorRejected` (the node's rules)."""
-    shape = image_shape(msg)
+def ground_image(msg: Any, store_hw: Optional[Tuple[int, int]], max_pixels: int) -> Tuple[Optional[bytes], Optional[np.ndarray]]:
+    """A camera frame as it will be stored: (JPEG bytes as recorded, None) for a complete JPEG of
+    ``store_hw`` (height, width) pixels (None = any size): no full decode, no re-encode loss; else
+    (None, RGB uint8 pixels). Refused frames raise :class:`~xview_loc_ros.sensors.SensorRejected`: the
+    node's rules, plus strict JPEG decoding, since a frame with damaged entropy data (which the node
+    still uses) must not become training data."""
     raw = recorded_jpeg(msg)
-    if raw is not None and shape == (store_hw or shape):
-        decode_image(msg, min_size=(1, 1))  # the whole entropy-coded stream must decode; 1/8 scale is cheap
-        return raw, None, shape
-    return None, decode_image(msg), shape
+    if raw is not None and (store_hw is None or image_shape(msg, max_pixels) == store_hw):
+        decode_image(msg, max_pixels, min_size=(1, 1), strict=True)  # the whole stream decodes cleanly; 1/8 scale is cheap
+        return raw, None
+    return None, decode_image(msg, max_pixels, strict=True)
+
+
+def _majority_size(plans: Sequence[BagPlan], max_pixels: int) -> Tuple[int, int]:
+    """(height, width) most camera frames of the bags declare (headers only, no decoding)."""
+    sizes: Counter = Counter()
+    for plan in plans:
+        with Bag(plan.path) as bag:
+            for _, _, msg in bag.messages([plan.image_topic]):
+                if isinstance(msg, BagError):
+                    continue
+                try:
+                    sizes[image_shape(msg, max_pixels)] += 1
+                except SensorRejected:
+                    continue  # counted when the frames are walked
+    if not sizes:
+        raise ValueError(f"no camera frame in {', '.join(str(p.path) for p in plans)} is usable "
+                         f"(unsupported, corrupt, or above the cap of {max_pixels} px)")
+    (size, n), = sizes.most_common(1)
+    log.info("ground images stored at %dx%d px (width x height), the size of %d of %d frames", size[1], size[0], n, sum(sizes.values()))
+    return size
 
 
 def _heading(plan: BagPlan, t: float, opts: ExtractOptions) -> Tuple[Optional[float], str]:
