@@ -123,6 +123,7 @@ def test_image_bombs_and_corrupt_jpegs_are_counted_not_stored(tmp_path, world, c
                      "--mpp", str(MPP), "--min-spacing", "0", "--no-progress"])
     out, err = capsys.readouterr()
     assert rc == 0 and not (tmp_path / "ds.partial").exists(), err
+    assert "bad_image 3 (image_corrupt_jpeg 1, image_too_many_pixels 2)" in out
     ds = PairDataset(tmp_path / "ds")
     c = ds.meta.extra["counts"]
     assert len(ds) == 5 and c["bad_image"] == 3 and c["image_too_many_pixels"] == 2 and c["image_corrupt_jpeg"] == 1, c

@@ -332,7 +332,8 @@ class ExtractSummary:
 
     def format(self) -> str:
         c = self.counts
-        skipped = ", ".join(f"{r} {c.get(r, 0)}" for r in SKIP_REASONS)
+        refused = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k.startswith("image_"))  # bad_image by reason
+        skipped = ", ".join(f"{r} {c.get(r, 0)}" + (f" ({refused})" if r == "bad_image" and refused else "") for r in SKIP_REASONS)
         fixes = ", ".join(f"{k[4:]} {v}" for k, v in c.items() if k.startswith("fix_") and k != "fix_gap") or "none"
         heads = ", ".join(f"{k} {v}" for k, v in sorted(self.heading_sources.items())) or "none"
         splits = ", ".join(f"{k} {v}" for k, v in self.splits.items())
