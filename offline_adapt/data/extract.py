@@ -59,7 +59,8 @@ class ExtractOptions:
     ``size_px``/``mpp``: aerial patch side (pixels) and resolution (metres per pixel).
     ``ground_size``: (height, width) pixels of the stored ground images; None takes the size most
     frames of the bags have (not the first frame's: one odd frame must not resize a whole data set).
-    ``max_image_pixels``: camera frames declaring more pixels are refused before decoding. ``fov_deg``: horizontal FOV for pinhole cameras without a CameraInfo topic.
+    ``max_image_pixels``: camera frames declaring more pixels are refused before decoding.
+    ``fov_deg``: horizontal FOV for pinhole cameras without a CameraInfo topic.
     ``split``: (train, val, test) fractions assigned by drive segment of ``segment_s`` seconds;
     None puts every pair in "train". ``max_missing``: largest fraction of a patch allowed to lack
     imagery (0 = any hole skips the pair).
