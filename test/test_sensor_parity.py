@@ -39,8 +39,9 @@ def as_recorded(msg: Any) -> Any:
 
 # -- the messages -----------------------------------------------------------------------------------
 def _fix(lat: float = 52.0, lon: float = 4.0, alt: float = 3.0, status: int = NavSatStatus.STATUS_FIX,
-         cov_type: int = 2) -> NavSatFix:
-    m = NavSatFix(latitude=lat, longitude=lon, altitude=alt, position_covariance=[4.0, 0, 0, 0, 9.0, 0, 0, 0, 1.0],
+         cov_type: int = 2, cov_en: Tuple[float, float, float] = (4.0, 0.0, 9.0)) -> NavSatFix:
+    ee, en, nn = cov_en
+    m = NavSatFix(latitude=lat, longitude=lon, altitude=alt, position_covariance=[ee, en, 0, en, nn, 0, 0, 0, 1.0],
                   position_covariance_type=cov_type)
     m.status.status = status
     return m
@@ -126,6 +127,9 @@ LENIENT_ON_THE_VEHICLE = {"JPEG with wiped scan data", "JPEG with a corrupted sc
 FIXES = [
     ("valid, diagonal covariance", _fix()),
     ("valid, covariance unknown, SBAS", _fix(cov_type=0, status=NavSatStatus.STATUS_SBAS_FIX)),
+    ("valid, full covariance", _fix(cov_type=3, cov_en=(4.0, 1.0, 9.0))),
+    ("covariance KNOWN but indefinite", _fix(cov_type=3, cov_en=(1.0, 50.0, 1.0))),
+    ("covariance with a NaN", _fix(cov_type=3, cov_en=(4.0, math.nan, 9.0))),
     ("NaN latitude", _fix(lat=math.nan)),
     ("infinite longitude", _fix(lon=math.inf)),
     ("status NO_FIX", _fix(status=NavSatStatus.STATUS_NO_FIX)),
@@ -217,10 +221,12 @@ def test_fix_parity(name: str, msg: NavSatFix) -> None:
     if node[0] == "ok":
         fix, (_, lat, lon, std) = node[1], extractor[1]
         assert (fix.lat, fix.lon) == (lat, lon)
-        if msg.position_covariance_type == 0:
-            assert math.isnan(std) and np.allclose(fix.cov_en, np.eye(2) * DEFAULT_STD_M ** 2)
+        if math.isnan(std):  # no usable covariance: the node falls back to its default
+            assert np.allclose(fix.cov_en, np.eye(2) * DEFAULT_STD_M ** 2)
+            assert msg.position_covariance_type == 0 or name.startswith("covariance"), name
         else:
             assert std == pytest.approx(math.sqrt(0.5 * np.trace(fix.cov_en)))
+            assert np.all(np.linalg.eigvalsh(fix.cov_en) > 0)
 
 
 @pytest.mark.parametrize("name,msg", IMUS, ids=[n for n, _ in IMUS])

@@ -113,16 +113,22 @@ def gnss_fix(msg: Any) -> GnssFix:
 
 def fix_covariance_en(cov9: Any, cov_type: int) -> Optional[np.ndarray]:
     """NavSatFix ``position_covariance`` (row-major 3x3 ENU, m^2) and its type -> 2x2 east/north
-    covariance; None (unknown) for type UNKNOWN, a wrong length, or a non-positive/non-finite diagonal."""
+    covariance; None (unknown) for type UNKNOWN, a wrong length, a non-finite entry, or a matrix that
+    is not positive-definite."""
     c = np.asarray(cov9, dtype=float).ravel()
     if cov_type == COVARIANCE_TYPE_UNKNOWN or c.size != 9:
         return None
     c = c.reshape(3, 3)[:2, :2]
-    if not np.all(np.isfinite(c)) or c[0, 0] <= 0 or c[1, 1] <= 0:
+    if not np.all(np.isfinite(c)):
         return None
     if cov_type <= COVARIANCE_TYPE_DIAGONAL_KNOWN:
         c = np.diag(np.diag(c))
-    return 0.5 * (c + c.T)
+    c = 0.5 * (c + c.T)
+    # A "known" covariance that is not positive-definite (e.g. [[1, 50], [50, 1]]) gives negative
+    # Mahalanobis distances, which pass any gate: it is no covariance.
+    if np.linalg.eigvalsh(c)[0] <= 0:
+        return None
+    return c
 
 
 # -- IMU ------------------------------------------------------------------------------------------
