@@ -38,6 +38,7 @@ setup(
         "tqdm",
         "matplotlib",
         "rosbags",
+        "simplejpeg",  # strict JPEG decoding of training frames (xview-adapt extract); the node never imports it
         "onnx",
         "onnxruntime",
         "efficientnet-pytorch",

@@ -1,106 +1,14 @@
-"""Bag reading (real rosbag2 files: SQLite 3, MCAP, mcap-ros2-support) and image message decoding."""
+"""Bag reading (real rosbag2 files: SQLite 3, MCAP, mcap-ros2-support). Image messages are decoded by
+xview_loc_ros.sensors: test/test_sensor_parity.py."""
 from __future__ import annotations
 
 import shutil
 import sqlite3
-from types import SimpleNamespace
 
-import cv2
-import numpy as np
 import pytest
 
 from bag_writers import DriveSpec, write_mcap_ros2, write_rosbags
 from offline_adapt.data.bags import FIX_TYPES, IMAGE_TYPES, IMU_TYPES, Bag, BagError, BagReadError, TopicError, header_stamp_ns
-from offline_adapt.data.images import (
-    FrameDecodeError, decode_image_msg, image_from_compressed, image_from_raw, jpeg_bytes, jpeg_size,
-)
-
-
-# ---------------------------------------------------------------------------------------------
-# images
-# ---------------------------------------------------------------------------------------------
-def _rgb(h=6, w=8):
-    return np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
-
-
-def test_raw_encodings_decode_to_rgb():
-    rgb = _rgb()
-    h, w = rgb.shape[:2]
-    assert np.array_equal(image_from_raw("rgb8", h, w, w * 3, rgb.tobytes()), rgb)
-    assert np.array_equal(image_from_raw("bgr8", h, w, w * 3, rgb[:, :, ::-1].tobytes()), rgb)
-    rgba = np.dstack([rgb, np.full((h, w), 7, np.uint8)])
-    assert np.array_equal(image_from_raw("rgba8", h, w, w * 4, rgba.tobytes()), rgb)
-    mono = image_from_raw("mono8", h, w, w, rgb[:, :, 0].tobytes())
-    assert np.array_equal(mono, np.repeat(rgb[:, :, :1], 3, axis=2))
-
-
-def test_row_padding_is_skipped():
-    rgb = _rgb()
-    h, w = rgb.shape[:2]
-    padded = np.zeros((h, w * 3 + 5), np.uint8)
-    padded[:, : w * 3] = rgb.reshape(h, -1)
-    assert np.array_equal(image_from_raw("rgb8", h, w, w * 3 + 5, padded.tobytes()), rgb)
-
-
-@pytest.mark.parametrize("encoding,layout", [
-    ("bayer_rggb8", ("R", "G", "G", "B")),
-    ("bayer_bggr8", ("B", "G", "G", "R")),
-    ("bayer_gbrg8", ("G", "B", "R", "G")),
-    ("bayer_grbg8", ("G", "R", "B", "G")),
-])
-def test_bayer_patterns_give_the_right_colour(encoding, layout):
-    # A flat colour mosaicked in the named pattern must demosaic back to that colour.
-    colour = {"R": 200, "G": 90, "B": 30}
-    h, w = 16, 16
-    mosaic = np.zeros((h, w), np.uint8)
-    for k, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
-        mosaic[dy::2, dx::2] = colour[layout[k]]
-    out = image_from_raw(encoding, h, w, w, mosaic.tobytes())
-    centre = out[4:12, 4:12].reshape(-1, 3).mean(axis=0)
-    assert np.allclose(centre, [200, 90, 30], atol=2), (encoding, centre)
-
-
-def test_bad_raw_frames_raise_typed_errors():
-    rgb = _rgb()
-    h, w = rgb.shape[:2]
-    with pytest.raises(FrameDecodeError, match="unsupported image encoding 'yuv422'"):
-        image_from_raw("yuv422", h, w, w * 2, b"\0" * (h * w * 2))
-    with pytest.raises(FrameDecodeError, match="data bytes"):
-        image_from_raw("rgb8", h, w, w * 3, rgb.tobytes()[:-10])
-    with pytest.raises(FrameDecodeError, match="row step"):
-        image_from_raw("rgb8", h, w, w, rgb.tobytes())
-    with pytest.raises(FrameDecodeError, match="empty"):
-        image_from_raw("rgb8", 0, w, w * 3, b"")
-
-
-def test_compressed_jpeg_and_png():
-    rgb = np.zeros((32, 48, 3), np.uint8)
-    rgb[:, :24] = (200, 60, 20)
-    rgb[:, 24:] = (20, 80, 220)
-    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    assert np.array_equal(image_from_compressed(png.tobytes(), "png"), rgb)
-    ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 98])
-    out = decode_image_msg(SimpleNamespace(format="rgb8; jpeg compressed bgr8", data=jpg))
-    assert np.abs(out.astype(int) - rgb).mean() < 4  # colour order right (a swap would be ~120 off)
-    assert jpeg_bytes(SimpleNamespace(format="jpeg", data=jpg)) == jpg.tobytes()
-    assert jpeg_bytes(SimpleNamespace(format="jpeg", data=jpg[:-20])) is None  # truncated: decode path instead
-    with pytest.raises(FrameDecodeError, match="neither JPEG nor PNG"):
-        image_from_compressed(b"GIF89a....", "gif")
-    with pytest.raises(FrameDecodeError, match="corrupt"):
-        image_from_compressed(jpg.tobytes()[:40], "jpeg")
-    with pytest.raises(FrameDecodeError, match="depth"):
-        image_from_compressed(png.tobytes(), "16UC1; compressedDepth png")
-
-
-def test_jpeg_size_reads_the_header_and_rejects_damage():
-    img = cv2.resize(_rgb(16, 24), (200, 120), interpolation=cv2.INTER_LINEAR)
-    data = cv2.imencode(".jpg", img)[1].tobytes()
-    assert jpeg_size(data) == (120, 200)
-    zeroed = data[:400] + bytes(len(data) - 402) + data[-2:]  # entropy-coded data wiped, markers kept
-    with pytest.raises(FrameDecodeError, match="corrupt JPEG"):
-        jpeg_size(zeroed)
-    with pytest.raises(FrameDecodeError, match="frame header"):
-        jpeg_size(b"\xff\xd8\xff\xd9")
 
 
 # ---------------------------------------------------------------------------------------------

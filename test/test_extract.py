@@ -6,6 +6,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -92,7 +93,7 @@ def test_nan_and_no_fix_are_dropped_and_gaps_reject_frames(tmp_path, world):
     bag = write_rosbags(tmp_path / "gappy", spec, "sqlite3")
     summary = extract([bag], world["tiles"], tmp_path / "ds", _opts(min_spacing_m=0.0, max_fix_gap_s=2.0), progress=False)
     c = summary.counts
-    assert c["fix_status_no_fix"] == 7 and c["fix_invalid_position"] == 8
+    assert c["fix_no_fix"] == 7 and c["fix_invalid"] == 8  # the node's reason names (xview_loc_ros.sensors)
     # Frames at t = 1.0 .. 4.0 s fall in the 3.2 s gap (7 frames); all others kept (spacing 0).
     assert c["fix_gap"] == 7 and summary.pairs == 9
     summary = extract([bag], world["tiles"], tmp_path / "ds2", _opts(min_spacing_m=0.0, max_fix_gap_s=5.0), progress=False)
@@ -103,11 +104,51 @@ def test_bad_frames_are_counted_not_fatal(tmp_path, world):
     spec = DriveSpec(frames=8, image="rgb8", image_override={2: {"encoding": "yuv422"}, 5: {"encoding": "32FC1"}})
     bag = write_rosbags(tmp_path / "raw", spec, "mcap")
     summary = extract([bag], world["tiles"], tmp_path / "ds", _opts(min_spacing_m=0.0), progress=False)
-    assert summary.counts["bad_image"] == 2 and summary.pairs == 6
+    assert summary.counts["bad_image"] == summary.counts["image_encoding"] == 2 and summary.pairs == 6
     spec = DriveSpec(frames=6, image_override={1: {"data": np.frombuffer(b"\xff\xd8\xff\xe0garbage", np.uint8)}})
     bag = write_rosbags(tmp_path / "jpeg", spec, "sqlite3")
     summary = extract([bag], world["tiles"], tmp_path / "ds2", _opts(min_spacing_m=0.0), progress=False)
     assert summary.counts["bad_image"] == 1 and summary.pairs == 5
+
+
+def test_image_bombs_and_corrupt_jpegs_are_counted_not_stored(tmp_path, world, capsys):
+    from hostile_images import jpeg_declaring, png_declaring
+    from test_sensor_parity import corrupt_scan
+
+    good = cv2.imencode(".jpg", cv2.resize(np.random.default_rng(3).integers(0, 255, (8, 16, 3), dtype=np.uint8), (64, 32)))[1].tobytes()
+    frames = {1: jpeg_declaring(20_000, 20_000), 3: png_declaring(100_000, 100_000), 5: corrupt_scan(good)}
+    spec = DriveSpec(frames=8, image_override={i: {"data": np.frombuffer(d, np.uint8)} for i, d in frames.items()})
+    bag = write_rosbags(tmp_path / "hostile", spec, "sqlite3")
+    rc = adapt_main(["extract", "--bag", str(bag), "--tiles", world["tiles"], "--out", str(tmp_path / "ds"), "--size", str(SIZE),
+                     "--mpp", str(MPP), "--min-spacing", "0", "--no-progress"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and not (tmp_path / "ds.partial").exists(), err
+    assert "bad_image 3 (image_corrupt_jpeg 1, image_too_many_pixels 2)" in out
+    ds = PairDataset(tmp_path / "ds")
+    c = ds.meta.extra["counts"]
+    assert len(ds) == 5 and c["bad_image"] == 3 and c["image_too_many_pixels"] == 2 and c["image_corrupt_jpeg"] == 1, c
+    assert ds.meta.ground_size == [32, 64]
+    # the cap is an option: 32 x 64 = 2048 px frames are refused under a cap of 2000
+    rc = adapt_main(["extract", "--bag", str(bag), "--tiles", world["tiles"], "--out", str(tmp_path / "ds2"), "--size", str(SIZE),
+                     "--mpp", str(MPP), "--no-progress", "--max-image-pixels", "2000"])
+    assert rc == 2 and "no camera frame" in capsys.readouterr().err
+    rc = adapt_main(["extract", "--bag", str(bag), "--tiles", world["tiles"], "--out", str(tmp_path / "ds3"), "--size", str(SIZE),
+                     "--mpp", str(MPP), "--no-progress", "--max-image-pixels", "0"])
+    assert rc == 2 and "max image pixels must be > 0" in capsys.readouterr().err
+
+
+def test_a_hostile_first_frame_does_not_set_the_ground_size(tmp_path, world):
+    big = cv2.imencode(".jpg", cv2.resize(np.random.default_rng(4).integers(0, 255, (8, 16, 3), dtype=np.uint8), (1200, 600)))[1].tobytes()
+    spec = DriveSpec(frames=8, image_override={0: {"data": np.frombuffer(big, np.uint8)}})
+    bag = write_rosbags(tmp_path / "first", spec, "sqlite3")
+    extract([bag], world["tiles"], tmp_path / "ds", _opts(min_spacing_m=0.0), progress=False)
+    ds = PairDataset(tmp_path / "ds")
+    # the majority of frames (32 x 64) sets the size; the odd frame is resized to it
+    assert len(ds) == 8 and ds.meta.ground_size == [32, 64]
+    assert {ds.load_ground(r).shape for r in ds.pairs} == {(32, 64, 3)}
+    extract([bag], world["tiles"], tmp_path / "ds2", _opts(min_spacing_m=0.0, ground_size=(16, 32)), progress=False)
+    ds = PairDataset(tmp_path / "ds2")
+    assert ds.meta.ground_size == [16, 32] and {ds.load_ground(r).shape for r in ds.pairs} == {(16, 32, 3)}
 
 
 @pytest.mark.parametrize("encoding", ["bgr8", "mono8", "bayer_rggb8"])

@@ -11,8 +11,8 @@ import yaml
 
 from localizer_testbed import LAT, LON, panorama, write_small_checkpoint, write_tiles
 from xview_loc_ros.geo import LocalENU
-from xview_loc_ros.localizer import (Fix, FixBuffer, FrameRejected, Heading, HeadingBuffer, Localizer, camera_hfov_deg,
-                                     fix_covariance_en, gate, heading_from_imu, mahalanobis2, pixel_cov_to_enu)
+from xview_loc_ros.localizer import (Fix, FixBuffer, FrameRejected, Heading, HeadingBuffer, Localizer, gate, mahalanobis2,
+                                     pixel_cov_to_enu)
 from xview_loc_ros.params import LocalizerParams, ParameterError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +38,7 @@ def _valid(**kw):
 @pytest.mark.parametrize("kw, name", [
     (dict(model_path=""), "model_path"), (dict(tile_source=""), "tile_source"), (dict(backend="cuda"), "backend"),
     (dict(heading_source="gps"), "heading_source"), (dict(fix_max_age_s=0.0), "fix_max_age_s"),
+    (dict(max_image_pixels=0), "max_image_pixels"),
     (dict(gate_chi2=-1.0), "gate_chi2"), (dict(threads="4"), "threads"), (dict(fp16=1), "fp16"),
     (dict(max_missing_fraction=1.5), "max_missing_fraction"), (dict(min_std_m=float("nan")), "min_std_m"),
     (dict(image_topic="", compressed_image_topic=""), "image_topic"), (dict(tile_zoom=30), "tile_zoom"),
@@ -102,15 +103,8 @@ def test_fix_velocity_east_north():
     assert ve == pytest.approx(3.0, abs=0.01) and vn == pytest.approx(-4.0, abs=0.01)
 
 
-def test_heading_from_imu_is_compass_and_checked():
-    s = math.sqrt(0.5)
-    north = heading_from_imu(0.0, 0.0, s, s, 0.01, 0.5)  # ENU yaw +90 deg = facing north
-    assert north.compass_deg == pytest.approx(0.0, abs=1e-9) or north.compass_deg == pytest.approx(360.0)
-    assert north.var_rad2 == 0.01
-    east = heading_from_imu(0.0, 0.0, 0.0, 1.0, 0.0, 0.5)  # unknown variance -> default
-    assert east.compass_deg == pytest.approx(90.0) and east.var_rad2 == 0.5
-    with pytest.raises(ValueError, match="quaternion"):
-        heading_from_imu(0.0, 0.0, 0.0, 0.0, 0.0, 0.5)
+def test_heading_buffer_returns_the_nearest_recent_heading():
+    east = Heading(90.0, 0.5)
     hb = HeadingBuffer(max_age_s=0.2)
     hb.add(1.0, east)
     assert hb.at(1.1) is east
@@ -133,15 +127,6 @@ def test_gate_reasons():
     assert gate(0.5, 0.1, 20.0, p) == "gnss_gate"
     assert gate(float("nan"), 0.1, 3.0, p) == "low_confidence"
     assert mahalanobis2(np.array([3.0, 4.0]), np.eye(2) * 25.0) == pytest.approx(1.0)
-
-
-def test_fix_covariance_by_type():
-    known = [4.0, 1.0, 0, 1.0, 9.0, 0, 0, 0, 16.0]
-    np.testing.assert_allclose(fix_covariance_en(known, 3, 10.0), [[4, 1], [1, 9]])
-    np.testing.assert_allclose(fix_covariance_en(known, 2, 10.0), [[4, 0], [0, 9]])
-    np.testing.assert_allclose(fix_covariance_en(known, 0, 10.0), np.eye(2) * 100)
-    np.testing.assert_allclose(fix_covariance_en([0.0] * 9, 3, 7.0), np.eye(2) * 49)
-    assert camera_hfov_deg(640, 320.0) == pytest.approx(90.0)
 
 
 # -- whole frames with a real model and real tiles -------------------------------------------------------

@@ -10,6 +10,7 @@ import pytest
 import rclpy
 
 from localizer_testbed import LAT, LON, panorama, write_small_checkpoint, write_tiles
+from hostile_images import jpeg_declaring, png_declaring
 from node_harness import Harness, fix_msg, imu_msg, jpeg_msg, raw_msg
 from xview_loc_ros.geo import LocalENU
 from xview_loc_ros.ros_msgs import stamp_to_sec
@@ -105,7 +106,7 @@ def test_bad_input_is_counted_and_never_published(bed):
     try:
         lat, lon = LAT, LON
         bad_fixes = [fix_msg(T0, float("nan"), lon), fix_msg(T0, lat, lon, status=NavSatStatus.STATUS_NO_FIX),
-                     fix_msg(T0, lat, lon, status=-2)]
+                     fix_msg(T0, lat, lon, status=-2), fix_msg(T0, 90.0, lon)]
         for m in bad_fixes:
             h.publish("fix", m)
         h.publish("imu", imu_msg(T0, 0.0))
@@ -117,13 +118,16 @@ def test_bad_input_is_counted_and_never_published(bed):
         time.sleep(0.3)
         bad_images = [("raw", raw_msg(T0, good, encoding="yuv422")), ("raw", raw_msg(T0, good[:0], encoding="rgb8")),
                       ("jpeg", CompressedImage(format="jpeg", data=b"")),
-                      ("jpeg", CompressedImage(format="jpeg", data=jpeg_msg(T0, good).data[:40]))]
+                      ("jpeg", CompressedImage(format="jpeg", data=jpeg_msg(T0, good).data[:40])),
+                      ("jpeg", CompressedImage(format="jpeg", data=jpeg_declaring(20_000, 20_000))),
+                      ("jpeg", CompressedImage(format="png", data=png_declaring(100_000, 100_000)))]
         for kind, m in bad_images:
             m.header.stamp = jpeg_msg(T0, good[:1]).header.stamp
             h.publish(kind, m)
             time.sleep(0.5)  # one at a time: the latest-frame slot would otherwise merge them
-        expected = {"bad_input_fix_invalid": 1, "bad_input_fix_no_fix": 2, "reject_no_fix": 1, "bad_input_image_encoding": 1,
-                    "bad_input_image_empty": 2, "bad_input_image_corrupt": 1}
+        expected = {"bad_input_fix_invalid": 1, "bad_input_fix_no_fix": 2, "bad_input_fix_bad_latitude": 1, "reject_no_fix": 1,
+                    "bad_input_image_encoding": 1, "bad_input_image_empty": 2, "bad_input_image_corrupt": 1,
+                    "bad_input_image_too_many_pixels": 2}
         assert h.wait_for(lambda: all(int((h.last_diagnostics() or {}).get(k, 0)) >= v for k, v in expected.items()), 10.0), h.last_diagnostics()
         assert h.count("pose") == 0 and h.count("fix") == 0
         h.publish("jpeg", jpeg_msg(T0, good))  # the node survived: a good frame still localizes

@@ -1,4 +1,4 @@
-"""Message conversions (xview_loc_ros.ros_msgs) with real ROS message classes."""
+"""Message conversions on the node's path (xview_loc_ros.ros_msgs, xview_loc_ros.sensors) with real ROS message classes."""
 from __future__ import annotations
 
 import math
@@ -12,6 +12,7 @@ from std_msgs.msg import Header
 from xview_loc_ros import ros_msgs as rm
 from xview_loc_ros.geo import LocalENU, PatchGeoref
 from xview_loc_ros.localizer import Estimate, Fix
+from xview_loc_ros.sensors import SensorRejected, decode_image, jpeg_reduction
 
 
 def _img(rgb, enc, pad=0):
@@ -23,29 +24,30 @@ def _img(rgb, enc, pad=0):
 
 def test_raw_images_in_every_supported_encoding_become_rgb():
     rgb = np.random.default_rng(0).integers(0, 255, (5, 7, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(rm.rgb_from_image(_img(rgb, "rgb8", pad=3)), rgb)
-    np.testing.assert_array_equal(rm.rgb_from_image(_img(rgb[..., ::-1].copy(), "bgr8")), rgb)
+    np.testing.assert_array_equal(decode_image(_img(rgb, "rgb8", pad=3)), rgb)
+    np.testing.assert_array_equal(decode_image(_img(rgb[..., ::-1].copy(), "bgr8")), rgb)
     rgba = np.dstack([rgb, np.full((5, 7), 255, np.uint8)])
-    np.testing.assert_array_equal(rm.rgb_from_image(_img(rgba[..., [2, 1, 0, 3]].copy(), "bgra8")), rgb)
-    mono = rm.rgb_from_image(_img(rgb[..., :1].copy(), "mono8"))
+    np.testing.assert_array_equal(decode_image(_img(rgba[..., [2, 1, 0, 3]].copy(), "bgra8")), rgb)
+    mono = decode_image(_img(rgb[..., :1].copy(), "mono8"))
     assert mono.shape == (5, 7, 3) and np.all(mono[..., 0] == rgb[..., 0])
     for msg, reason in ((_img(rgb, "yuv422"), "image_encoding"), (Image(encoding="rgb8"), "image_empty"),
                         (Image(height=5, width=7, encoding="rgb8", step=21, data=b"\0" * 20), "image_size")):
-        with pytest.raises(rm.BadMessage) as e:
-            rm.rgb_from_image(msg)
+        with pytest.raises(SensorRejected) as e:
+            decode_image(msg)
         assert e.value.reason == reason
 
 
 def test_jpeg_decode_full_and_reduced():
     rgb = cv2.resize(np.random.default_rng(1).integers(0, 255, (8, 16, 3), dtype=np.uint8), (512, 256), interpolation=cv2.INTER_NEAREST)
     msg = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 98])[1].tobytes())
-    full = rm.rgb_from_compressed(msg)
+    full = decode_image(msg)
     assert full.shape == (256, 512, 3) and np.abs(full.astype(int) - rgb).mean() < 3  # RGB order kept
-    assert rm.rgb_from_compressed(msg, 4).shape == (64, 128, 3)
-    assert rm.jpeg_reduction(512, 256, 256, 64) == 2 and rm.jpeg_reduction(2048, 1024, 256, 64) == 8
-    assert rm.jpeg_reduction(200, 100, 256, 64) == 1
-    with pytest.raises(rm.BadMessage) as e:
-        rm.rgb_from_compressed(CompressedImage(format="jpeg", data=msg.data[:30]))
+    assert decode_image(msg, min_size=(64, 100)).shape == (64, 128, 3)  # 1/4 scale still covers 64 x 100
+    assert decode_image(msg, min_size=(65, 100)).shape == (128, 256, 3)
+    assert jpeg_reduction(512, 256, 256, 64) == 2 and jpeg_reduction(2048, 1024, 256, 64) == 8
+    assert jpeg_reduction(200, 100, 256, 64) == 1
+    with pytest.raises(SensorRejected) as e:
+        decode_image(CompressedImage(format="jpeg", data=msg.data[:30]))
     assert e.value.reason == "image_corrupt"
 
 
@@ -56,17 +58,30 @@ def test_fix_and_imu_parsing():
     m.header.stamp.sec, m.header.stamp.nanosec = 10, 500_000_000
     f = rm.fix_from_msg(m, 10.0)
     assert f.stamp == 10.5 and np.allclose(f.cov_en, np.diag([4.0, 9.0]))
+    m.position_covariance_type = 3  # KNOWN: off-diagonals count
+    m.position_covariance[1] = m.position_covariance[3] = 1.0
+    np.testing.assert_allclose(rm.fix_from_msg(m, 10.0).cov_en, [[4, 1], [1, 9]])
+    m.position_covariance_type = 0  # UNKNOWN -> the default std
+    np.testing.assert_allclose(rm.fix_from_msg(m, 10.0).cov_en, np.eye(2) * 100)
+    m.position_covariance_type, m.position_covariance[0] = 3, 0.0  # a zero variance is no covariance
+    np.testing.assert_allclose(rm.fix_from_msg(m, 7.0).cov_en, np.eye(2) * 49)
     m.status.status = -2  # Jazzy's STATUS_UNKNOWN default must not pass as a fix
-    with pytest.raises(rm.BadMessage, match="fix_no_fix"):
+    with pytest.raises(SensorRejected, match="fix_no_fix"):
         rm.fix_from_msg(m, 10.0)
     imu = Imu()
     imu.orientation.z, imu.orientation.w = math.sin(math.pi / 4), math.cos(math.pi / 4)
     _, h = rm.heading_from_msg(imu, 0.01)
     assert h.compass_deg % 360 == pytest.approx(0.0, abs=1e-9) and h.var_rad2 == 0.01
-    imu.orientation_covariance[0] = -1.0
-    with pytest.raises(rm.BadMessage, match="imu_no_orientation"):
+    imu.orientation.z, imu.orientation.w, imu.orientation_covariance[8] = 0.0, 1.0, 0.02  # ENU yaw 0 = facing east
+    _, h = rm.heading_from_msg(imu, 0.01)
+    assert h.compass_deg == pytest.approx(90.0) and h.var_rad2 == 0.02
+    imu.orientation.w = 0.0
+    with pytest.raises(SensorRejected, match="imu_invalid"):
         rm.heading_from_msg(imu, 0.01)
-    assert rm.hfov_from_camera_info(CameraInfo(width=640, k=[320.0, 0, 320, 0, 320, 240, 0, 0, 1])) == pytest.approx(90.0)
+    imu.orientation_covariance[0] = -1.0
+    with pytest.raises(SensorRejected, match="imu_no_orientation"):
+        rm.heading_from_msg(imu, 0.01)
+    assert rm.hfov_from_camera_info(CameraInfo(width=640, height=480, k=[320.0, 0, 320, 0, 320, 240, 0, 0, 1])) == pytest.approx(90.0)
     assert rm.stamp_to_sec(rm.sec_to_stamp(1700000000.123456789)) == pytest.approx(1700000000.123456789, abs=2e-9)
 
 

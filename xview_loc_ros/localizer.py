@@ -20,7 +20,7 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from xview_loc_ros.geo import LocalENU, PatchGeoref, compass_to_enu_yaw, enu_yaw_to_compass, yaw_from_quaternion
+from xview_loc_ros.geo import LocalENU, PatchGeoref, compass_to_enu_yaw
 from xview_loc_ros.heatmap import HeatmapEstimate, decode_heatmap, heading_from_orientation, softmax_all
 from xview_loc_ros.params import LocalizerParams
 from xview_loc_ros.preprocess import prepare_aerial, prepare_ground
@@ -352,35 +352,6 @@ def gate(confidence: float, ambiguity: float, d2: float, p: LocalizerParams) -> 
     if not d2 <= p.gate_chi2:
         return "gnss_gate"
     return ""
-
-
-def fix_covariance_en(cov9: List[float], cov_type: int, default_std_m: float) -> np.ndarray:
-    """NavSatFix ``position_covariance`` (row-major 3x3 ENU, m^2) and its type -> 2x2 east/north
-    covariance; UNKNOWN (0) or a non-positive/non-finite diagonal -> ``default_std_m``^2 isotropic."""
-    c = np.asarray(cov9, dtype=float).reshape(3, 3)[:2, :2]
-    if cov_type == 0 or not np.all(np.isfinite(c)) or c[0, 0] <= 0 or c[1, 1] <= 0:
-        return np.eye(2) * default_std_m ** 2
-    if cov_type in (1, 2):  # APPROXIMATED / DIAGONAL_KNOWN: off-diagonals are not meaningful
-        c = np.diag(np.diag(c))
-    return 0.5 * (c + c.T)
-
-
-def camera_hfov_deg(width: int, fx: float) -> float:
-    """Horizontal field of view (degrees) of a pinhole camera of ``width`` px and focal ``fx`` px."""
-    if width <= 0 or not fx > 0:
-        raise ValueError(f"camera_info: width {width} px and fx {fx} px must be positive")
-    return math.degrees(2.0 * math.atan(width / 2.0 / fx))
-
-
-def heading_from_imu(qx: float, qy: float, qz: float, qw: float, yaw_var: float, default_var: float) -> Heading:
-    """IMU orientation (ENU, REP-145) -> compass heading; ``yaw_var`` from orientation_covariance[8]
-    (<= 0 or non-finite = unknown -> ``default_var``). Raises ValueError on a degenerate quaternion."""
-    norm = math.sqrt(qx * qx + qy * qy + qz * qz + qw * qw)
-    if not (math.isfinite(norm) and abs(norm - 1.0) < 0.1):
-        raise ValueError(f"IMU orientation quaternion ({qx}, {qy}, {qz}, {qw}) is not a unit rotation (norm {norm:.3g})")
-    h = float(enu_yaw_to_compass(yaw_from_quaternion(qx / norm, qy / norm, qz / norm, qw / norm)))
-    var = yaw_var if math.isfinite(yaw_var) and yaw_var > 0 else default_var
-    return Heading(h, var)
 
 
 def stage_summary(samples: Mapping[str, List[float]]) -> Dict[str, Tuple[float, float]]:

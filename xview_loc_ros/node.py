@@ -25,6 +25,7 @@ from xview_loc_ros import ros_msgs as rm
 from xview_loc_ros.localizer import STAGES, FrameRejected, Localizer, stage_summary
 from xview_loc_ros.overlay import heatmap_overlay
 from xview_loc_ros.params import NODE_NAME, LocalizerParams, ParameterError
+from xview_loc_ros.sensors import SensorRejected, decode_image
 
 _WINDOW = 200  # frames kept for latency / stage statistics
 
@@ -64,9 +65,8 @@ class LocalizerNode(Node):
         self._stages: Dict[str, Deque[float]] = {k: collections.deque(maxlen=_WINDOW) for k in ("image",) + STAGES + ("publish", "visualize")}
         self._rate_mark: Tuple[float, Dict[str, int]] = (time.monotonic(), {})
 
-        self._slot: Optional[Tuple[str, Any, float]] = None
+        self._slot: Optional[Tuple[Any, float]] = None
         self._ground_h, self._ground_w = (int(x) for x in backend.config["ground_size"])
-        self._reduce = 1  # JPEG decode reduction, learnt from the camera's image size
         self._cond = threading.Condition()
         self._stop = threading.Event()
 
@@ -83,9 +83,9 @@ class LocalizerNode(Node):
         frames = QoSProfile(depth=1, reliability=sensor.reliability, durability=sensor.durability, history=sensor.history)
         self.create_subscription(rm.NavSatFix, p.fix_topic, self._on_fix, sensor)
         if p.image_topic:
-            self.create_subscription(rm.Image, p.image_topic, lambda m: self._on_image("raw", m), frames)
+            self.create_subscription(rm.Image, p.image_topic, self._on_image, frames)
         if p.compressed_image_topic:
-            self.create_subscription(rm.CompressedImage, p.compressed_image_topic, lambda m: self._on_image("compressed", m), frames)
+            self.create_subscription(rm.CompressedImage, p.compressed_image_topic, self._on_image, frames)
         if p.heading_source == "imu":
             self.create_subscription(rm.Imu, p.imu_topic, self._on_imu, sensor)
         if p.camera_info_topic:
@@ -126,7 +126,7 @@ class LocalizerNode(Node):
         self._bump("fix")
         try:
             fix = rm.fix_from_msg(msg, self.params.fix_default_std_m)
-        except rm.BadMessage as e:
+        except SensorRejected as e:
             self._count(self.bad, e.reason, str(e))
             return
         self.loc.add_fix(fix)
@@ -135,7 +135,7 @@ class LocalizerNode(Node):
         self._bump("imu")
         try:
             stamp, heading = rm.heading_from_msg(msg, math.radians(self.params.heading_std_deg) ** 2)
-        except rm.BadMessage as e:
+        except SensorRejected as e:
             self._count(self.bad, e.reason, str(e))
             return
         self.loc.add_heading(stamp, heading)
@@ -143,15 +143,15 @@ class LocalizerNode(Node):
     def _on_camera_info(self, msg: Any) -> None:
         try:
             self.loc.camera_hfov_deg = rm.hfov_from_camera_info(msg)
-        except rm.BadMessage as e:
+        except SensorRejected as e:
             self._count(self.bad, e.reason, str(e))
 
-    def _on_image(self, kind: str, msg: Any) -> None:
+    def _on_image(self, msg: Any) -> None:
         self._bump("image")
         with self._cond:
             if self._slot is not None:
                 self._bump("frames_dropped")
-            self._slot = (kind, msg, time.monotonic())
+            self._slot = (msg, time.monotonic())
             self._cond.notify()
 
     # -- worker -----------------------------------------------------------------------------------
@@ -162,24 +162,23 @@ class LocalizerNode(Node):
                     self._cond.wait(0.2)
                 if self._stop.is_set():
                     return
-                kind, msg, received = self._slot
+                msg, received = self._slot
                 self._slot = None
             try:
-                self._handle(kind, msg, received)
+                self._handle(msg, received)
             except Exception as e:  # the node must outlive any one frame; the reason is counted
                 self._count(self.rejects, "internal_error", f"{type(e).__name__}: {e}")
 
-    def _handle(self, kind: str, msg: Any, received: float) -> None:
+    def _handle(self, msg: Any, received: float) -> None:
         t_img = time.perf_counter()
         try:
-            rgb = rm.rgb_from_image(msg) if kind == "raw" else rm.rgb_from_compressed(msg, self._reduce)
-        except rm.BadMessage as e:
+            # a JPEG larger than the model's ground input decodes at 1/2, 1/4 or 1/8 scale
+            # Lenient (no strict=True): a vehicle prefers a slightly damaged frame to none, and the gate
+            # rejects what a damaged frame makes the model get wrong; training data is decoded strictly.
+            rgb = decode_image(msg, self.params.max_image_pixels, min_size=(self._ground_h, self._ground_w))
+        except SensorRejected as e:
             self._count(self.bad, e.reason, str(e))
             return
-        if kind == "compressed":
-            # the next JPEG decodes at a reduced size if this one (same camera) was larger than needed
-            full_h, full_w = rgb.shape[0] * self._reduce, rgb.shape[1] * self._reduce
-            self._reduce = rm.jpeg_reduction(full_w, full_h, self._ground_w, self._ground_h)
         t_img = time.perf_counter() - t_img
         stamp = rm.stamp_to_sec(msg.header.stamp)
         try:

@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Mapping
 
+from xview_loc_ros.sensors import DEFAULT_MAX_IMAGE_PIXELS
+
 NODE_NAME = "xview_localizer"
 
 HEADING_SOURCES = ("imu", "fixed", "none")
@@ -47,6 +49,7 @@ class LocalizerParams:
     compressed_image_topic: str = "camera/image/compressed"  # sensor_msgs/CompressedImage; "" = not subscribed
     imu_topic: str = "imu/data"  # orientation in ENU (REP-145)
     camera_info_topic: str = "camera/camera_info"  # "" = not subscribed; checks a pinhole model's field of view
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # camera frames declaring more pixels are dropped before decoding
     # --- fix interpolation at the image stamp
     fix_max_age_s: float = 1.0  # newest fix older than the image by more than this -> reject
     fix_max_gap_s: float = 2.0  # the two fixes around the image stamp further apart than this -> reject
@@ -129,6 +132,8 @@ class LocalizerParams:
         for name in ("prefetch_ahead_s", "log_throttle_s", "patch_mpp"):
             if getattr(self, name) < 0:
                 raise ParameterError(name, f"must be >= 0, got {getattr(self, name)!r}")
+        if self.max_image_pixels <= 0:
+            raise ParameterError("max_image_pixels", f"must be > 0, got {self.max_image_pixels}")
         if self.threads < 0:
             raise ParameterError("threads", f"must be >= 0, got {self.threads}")
         if self.patch_size_px < 0:

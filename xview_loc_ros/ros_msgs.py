@@ -1,7 +1,8 @@
 """ROS message <-> plain Python/numpy conversions for the localizer node.
 
-Input parsers raise :class:`BadMessage` (a ValueError) with a short ``reason`` key that the node
-counts in diagnostics. Output builders take the ROS-free results of :mod:`xview_loc_ros.localizer`.
+Input parsers apply :mod:`xview_loc_ros.sensors` (its :class:`~xview_loc_ros.sensors.SensorRejected`
+carries the reason the node counts in diagnostics) and add the header stamp. Output builders take
+the ROS-free results of :mod:`xview_loc_ros.localizer`.
 Covariances: 6x6 row-major (x, y, z, rot x, rot y, rot z) for poses, 3x3 ENU m^2 for NavSatFix.
 """
 from __future__ import annotations
@@ -10,7 +11,6 @@ import array
 import math
 from typing import Dict, Mapping, Tuple
 
-import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -21,16 +21,9 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 
 from xview_loc_ros.geo import LocalENU, quaternion_from_yaw
-from xview_loc_ros.localizer import Estimate, Fix, Heading, camera_hfov_deg, fix_covariance_en, heading_from_imu
+from xview_loc_ros.localizer import Estimate, Fix, Heading
 from xview_loc_ros.overlay import occupancy_values
-
-
-class BadMessage(ValueError):
-    """An input message the node drops; ``reason`` is the diagnostics key."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
+from xview_loc_ros.sensors import camera_intrinsics, gnss_fix, imu_yaw
 
 
 def stamp_to_sec(stamp: Time) -> float:
@@ -43,83 +36,24 @@ def sec_to_stamp(t: float) -> Time:
     return Time(sec=int(sec), nanosec=nanosec)
 
 
-# -- inputs ---------------------------------------------------------------------------------------
+# -- inputs (the rules are xview_loc_ros.sensors', shared with the extractor) ----------------------
 def fix_from_msg(msg: NavSatFix, default_std_m: float) -> Fix:
-    """NavSatFix -> Fix; NO_FIX/unknown status and non-finite or out-of-range lat/lon are BadMessage."""
-    if msg.status.status < NavSatStatus.STATUS_FIX:
-        raise BadMessage("fix_no_fix", f"status {msg.status.status} (NO_FIX or unknown)")
-    lat, lon = float(msg.latitude), float(msg.longitude)
-    if not (math.isfinite(lat) and math.isfinite(lon)) or abs(lat) > 90 or abs(lon) > 180:
-        raise BadMessage("fix_invalid", f"latitude {lat}, longitude {lon} are not a WGS84 position")
-    return Fix(stamp_to_sec(msg.header.stamp), lat, lon, float(msg.altitude),
-               fix_covariance_en(list(msg.position_covariance), msg.position_covariance_type, default_std_m),
-               msg.header.frame_id)
+    """NavSatFix -> Fix stamped in seconds; a covariance the receiver did not report becomes
+    ``default_std_m``^2 isotropic. Refused fixes raise :class:`~xview_loc_ros.sensors.SensorRejected`."""
+    f = gnss_fix(msg)
+    return Fix(stamp_to_sec(msg.header.stamp), f.lat, f.lon, f.alt, f.cov_en_or(default_std_m), f.frame_id)
 
 
 def heading_from_msg(msg: Imu, default_var: float) -> Tuple[float, Heading]:
-    """Imu (orientation in ENU) -> (stamp s, Heading); a missing orientation (covariance[0] = -1) or a
-    non-unit quaternion is BadMessage."""
-    if msg.orientation_covariance[0] == -1.0:
-        raise BadMessage("imu_no_orientation", "orientation_covariance[0] = -1: the IMU reports no orientation")
-    q = msg.orientation
-    try:
-        h = heading_from_imu(q.x, q.y, q.z, q.w, float(msg.orientation_covariance[8]), default_var)
-    except ValueError as e:
-        raise BadMessage("imu_invalid", str(e)) from e
-    return stamp_to_sec(msg.header.stamp), h
-
-
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
-
-
-def rgb_from_image(msg: Image) -> np.ndarray:
-    """Image (rgb8, bgr8, rgba8, bgra8, mono8) -> RGB uint8 HxWx3; other encodings are BadMessage."""
-    enc = msg.encoding.lower()
-    if enc not in _CHANNELS:
-        raise BadMessage("image_encoding", f"unsupported encoding {msg.encoding!r} (rgb8, bgr8, rgba8, bgra8, mono8)")
-    h, w, c = int(msg.height), int(msg.width), _CHANNELS[enc]
-    if h <= 0 or w <= 0:
-        raise BadMessage("image_empty", f"image is {w}x{h} px")
-    if msg.step < w * c or len(msg.data) < msg.step * h:
-        raise BadMessage("image_size", f"{len(msg.data)} bytes do not hold {h} rows of step {msg.step} ({w}x{c} bytes needed per row)")
-    buf = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, (bytes, np.ndarray)) else msg.data, np.uint8)
-    img = buf[: msg.step * h].reshape(h, msg.step)[:, : w * c].reshape(h, w, c)
-    if enc == "rgb8":
-        return np.ascontiguousarray(img)
-    code = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.COLOR_BGRA2RGB, "mono8": cv2.COLOR_GRAY2RGB}[enc]
-    return cv2.cvtColor(img, code)
-
-
-_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
-
-
-def rgb_from_compressed(msg: CompressedImage, reduce: int = 1) -> np.ndarray:
-    """CompressedImage (JPEG/PNG) -> RGB uint8 HxWx3, decoded at 1/``reduce`` size (1, 2, 4, 8; JPEG
-    decodes that much faster when the model needs fewer pixels); empty or undecodable data is BadMessage."""
-    data = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, (bytes, np.ndarray)) else msg.data, np.uint8)
-    if data.size == 0:
-        raise BadMessage("image_empty", "compressed image has no data")
-    img = cv2.imdecode(data, _REDUCED[reduce])
-    if img is None or img.size == 0:
-        raise BadMessage("image_corrupt", f"cannot decode {data.size} bytes of format {msg.format!r}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def jpeg_reduction(width: int, height: int, need_w: int, need_h: int) -> int:
-    """The largest decode reduction (1, 2, 4, 8) that keeps an image of width x height px at least
-    need_w x need_h px (the model's ground input)."""
-    r = 1
-    while r < 8 and width // (2 * r) >= need_w and height // (2 * r) >= need_h:
-        r *= 2
-    return r
+    """Imu (orientation in ENU) -> (stamp s, Heading); the variance is ``default_var`` (rad^2) when the
+    IMU reports none. Refused messages raise :class:`~xview_loc_ros.sensors.SensorRejected`."""
+    y = imu_yaw(msg)
+    return stamp_to_sec(msg.header.stamp), Heading(y.compass_deg, y.var_rad2 if y.var_rad2 is not None else default_var)
 
 
 def hfov_from_camera_info(msg: CameraInfo) -> float:
-    """CameraInfo -> horizontal field of view (degrees) from K[0] (fx) and the width."""
-    try:
-        return camera_hfov_deg(int(msg.width), float(msg.k[0]))
-    except ValueError as e:
-        raise BadMessage("camera_info_invalid", str(e)) from e
+    """CameraInfo -> horizontal field of view (degrees)."""
+    return camera_intrinsics(msg).hfov_deg
 
 
 # -- outputs --------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import numpy as np
 from xview_loc_ros.fsutil import atomic_path, atomic_write_bytes, atomic_write_json
 from xview_loc_ros.geo import LocalENU
 from xview_loc_ros.node_cli import ros_argv
+from xview_loc_ros.sensors import decode_image
 
 # bag topics by role; the camera is whichever image topic the bag has
 DEFAULT_TOPICS = {"fix": "/gnss/fix", "imu": "/imu/data", "compressed": "/camera/image/compressed", "raw": "/camera/image",
@@ -234,7 +235,6 @@ def replay(bag: str | Path, params_file: str | Path, out: str | Path, model: Opt
     from rclpy.node import Node
 
     from xview_loc_ros.node import LocalizerNode
-    from xview_loc_ros.ros_msgs import rgb_from_image
 
     if not rate >= 0:
         raise ReplayError(f"--rate must be >= 0 (0 = lock-step), got {rate!r}")
@@ -351,7 +351,7 @@ def replay(bag: str | Path, params_file: str | Path, out: str | Path, model: Opt
             import cv2
 
             png = hm_dir / f"frame_{f.frame:05d}.png"
-            atomic_write_bytes(png, cv2.imencode(".png", cv2.cvtColor(rgb_from_image(rec.heatmap[key]), cv2.COLOR_RGB2BGR))[1].tobytes())
+            atomic_write_bytes(png, cv2.imencode(".png", cv2.cvtColor(decode_image(rec.heatmap[key]), cv2.COLOR_RGB2BGR))[1].tobytes())
             f.heatmap = os.path.relpath(png, out.parent)
 
     out.parent.mkdir(parents=True, exist_ok=True)

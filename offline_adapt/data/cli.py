@@ -6,6 +6,7 @@ import argparse
 from typing import Any, Dict, Optional, Tuple
 
 from offline_adapt.data.public_datasets import KITTI_MPP, PROTOCOLS, import_kitti, import_vigor
+from xview_loc_ros.sensors import DEFAULT_MAX_IMAGE_PIXELS
 
 
 def register(sub: Any) -> None:
@@ -37,7 +38,9 @@ def _register_extract(sub: Any) -> None:
     g.add_argument("--mpp", type=float, metavar="R", help="aerial patch resolution, metres per pixel")
     g.add_argument("--ground-type", choices=("panorama", "pinhole"), help="ground camera (default panorama)")
     g.add_argument("--ground-size", type=int, nargs=2, metavar=("H", "W"),
-                   help="store ground images at H x W pixels (default: as recorded)")
+                   help="store ground images at H x W pixels (default: the model's, else the size most frames have)")
+    g.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
+                   help="refuse camera frames declaring more pixels than this (decompression bombs), before decoding")
     g.add_argument("--fov-deg", type=float, help="pinhole horizontal field of view, degrees, when the bag has no CameraInfo")
     g.add_argument("--zoom", type=int, help="tile zoom to sample (default: finest needed for --mpp)")
     t = p.add_argument_group("topics (found by message type when not given)")
@@ -106,7 +109,7 @@ def run_extract(args: argparse.Namespace) -> int:
         image_topic=args.image_topic, fix_topic=args.fix_topic, heading_topic=args.heading_topic,
         gt_topic=args.gt_topic, camera_info_topic=args.camera_info_topic,
         max_fix_gap_s=args.max_fix_gap, min_spacing_m=args.min_spacing, min_cog_speed_mps=args.min_cog_speed,
-        smooth_s=args.smooth_s,
+        smooth_s=args.smooth_s, max_image_pixels=args.max_image_pixels,
         heading_deg=args.heading_deg, split=args.split, segment_s=args.segment_s, max_missing=args.max_missing,
         zoom=args.zoom,
     )

@@ -5,7 +5,8 @@ frames in recording order. For every frame:
 
 1. position = GNSS fix linearly interpolated at the image stamp; the frame is skipped when the
    bracketing fixes are further apart than ``max_fix_gap_s`` or the stamp is outside the fixes;
-   NO_FIX and NaN fixes are dropped before interpolation;
+   fixes refused by :mod:`xview_loc_ros.sensors` (NO_FIX, non-WGS84 positions) are dropped before
+   interpolation, by the same rules as the vehicle node;
 2. thinning: kept only when the vehicle moved at least ``min_spacing_m`` metres since the last
    kept frame of the same bag (so a stationary vehicle adds nothing), measured on the fix track
    smoothed by a local straight-line fit over ±``smooth_s`` seconds (GNSS noise of a few metres
@@ -13,7 +14,8 @@ frames in recording order. For every frame:
 3. heading (compass degrees): IMU orientation (ENU, REP-145) interpolated at the stamp, else the
    course over ground of the smoothed track ±``cog_window_s`` around the stamp when the speed is at least
    ``min_cog_speed_mps``, else the fixed ``heading_deg``, else unknown (None);
-4. the image is decoded (a bad frame is counted and skipped) and the north-up aerial patch is
+4. the image is decoded by :mod:`xview_loc_ros.sensors` (a refused frame is counted as ``bad_image``
+   and by its reason, and skipped) and the north-up aerial patch is
    cut centred on the *coarse* fix, exactly as the vehicle would see it at run time.
 
 Stamps are header (sensor) times, the log time when a header is unset. Output is written by
@@ -27,7 +29,7 @@ import logging
 import math
 import shutil
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,15 +39,14 @@ import cv2
 import numpy as np
 
 from offline_adapt.data.dataset import GROUND_TYPES, SPLITS, DatasetMeta, DatasetWriter, PairRecord, write_rgb
-from xview_loc_ros.geo import LocalENU, enu_yaw_to_compass, yaw_from_quaternion
+from xview_loc_ros.geo import LocalENU, enu_yaw_to_compass
+from xview_loc_ros.sensors import (
+    DEFAULT_MAX_IMAGE_PIXELS, SensorRejected, camera_intrinsics, decode_image, gnss_fix, image_shape, imu_yaw, recorded_jpeg,
+)
 
 from offline_adapt.data.bags import CAMERA_INFO_TYPES, FIX_TYPES, IMAGE_TYPES, IMU_TYPES, Bag, BagError, TopicError, header_stamp_ns
-from offline_adapt.data.images import FrameDecodeError, decode_image_msg, jpeg_bytes, jpeg_size
 
 log = logging.getLogger(__name__)
-
-NAVSAT_STATUS_NO_FIX = -1
-COVARIANCE_TYPE_UNKNOWN = 0
 
 #: Skip reasons, in the order the summary prints them.
 SKIP_REASONS = ("no_fix", "fix_gap", "spacing", "bad_image", "aerial_missing")
@@ -56,8 +57,10 @@ class ExtractOptions:
     """What to extract and how. Distances metres, times seconds, angles compass degrees.
 
     ``size_px``/``mpp``: aerial patch side (pixels) and resolution (metres per pixel).
-    ``ground_size``: (height, width) pixels of the stored ground images; None keeps the recorded
-    size. ``fov_deg``: horizontal FOV for pinhole cameras without a CameraInfo topic.
+    ``ground_size``: (height, width) pixels of the stored ground images; None takes the size most
+    frames of the bags have (not the first frame's: one odd frame must not resize a whole data set).
+    ``max_image_pixels``: camera frames declaring more pixels are refused before decoding.
+    ``fov_deg``: horizontal FOV for pinhole cameras without a CameraInfo topic.
     ``split``: (train, val, test) fractions assigned by drive segment of ``segment_s`` seconds;
     None puts every pair in "train". ``max_missing``: largest fraction of a patch allowed to lack
     imagery (0 = any hole skips the pair).
@@ -67,6 +70,7 @@ class ExtractOptions:
     mpp: float
     ground_type: str = "panorama"
     ground_size: Optional[Tuple[int, int]] = None
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     fov_deg: Optional[float] = None
     image_topic: Optional[str] = None
     fix_topic: Optional[str] = None
@@ -92,6 +96,8 @@ class ExtractOptions:
             raise ValueError(f"ground type must be one of {GROUND_TYPES}, got {self.ground_type!r}")
         if self.ground_size is not None and (len(self.ground_size) != 2 or min(self.ground_size) <= 0):
             raise ValueError(f"ground size must be HEIGHT WIDTH > 0 pixels, got {self.ground_size!r}")
+        if not int(self.max_image_pixels) > 0:
+            raise ValueError(f"max image pixels must be > 0, got {self.max_image_pixels!r}")
         for name in ("max_fix_gap_s", "segment_s", "cog_window_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
@@ -247,33 +253,24 @@ class YawTrack:
 
 
 def fix_sample(msg: Any, t: float, dropped: Dict[str, int]) -> Optional[Tuple[float, float, float, float]]:
-    """(t, lat, lon, std_m) of a usable NavSatFix; None (counted in ``dropped``) for NO_FIX / non-finite."""
-    if int(msg.status.status) == NAVSAT_STATUS_NO_FIX:
-        dropped["status_no_fix"] = dropped.get("status_no_fix", 0) + 1
+    """(t, lat, lon, std_m) of a usable NavSatFix (std NaN when not reported); None, counted in
+    ``dropped`` under the :mod:`xview_loc_ros.sensors` reason, for a refused one."""
+    try:
+        f = gnss_fix(msg)
+    except SensorRejected as e:
+        dropped[e.reason] = dropped.get(e.reason, 0) + 1
         return None
-    lat, lon = float(msg.latitude), float(msg.longitude)
-    if not (math.isfinite(lat) and math.isfinite(lon)) or abs(lat) > 90 or abs(lon) > 180:
-        dropped["invalid_position"] = dropped.get("invalid_position", 0) + 1
-        return None
-    std = math.nan
-    cov = np.asarray(msg.position_covariance, dtype=float)
-    if int(msg.position_covariance_type) != COVARIANCE_TYPE_UNKNOWN and cov.size == 9:
-        var = 0.5 * (cov[0] + cov[4])  # ENU east/north variances, m^2
-        if math.isfinite(var) and var >= 0:
-            std = math.sqrt(var)
-    return t, lat, lon, std
+    return t, f.lat, f.lon, f.std_m
 
 
-def imu_yaw_sample(msg: Any, t: float) -> Optional[Tuple[float, float]]:
-    """(t, ENU yaw rad) of an Imu message whose orientation is reported (covariance[0] != -1, unit quaternion)."""
-    if float(msg.orientation_covariance[0]) == -1.0:
+def imu_yaw_sample(msg: Any, t: float, dropped: Dict[str, int]) -> Optional[Tuple[float, float]]:
+    """(t, ENU yaw rad) of an Imu message; None, counted in ``dropped`` under the
+    :mod:`xview_loc_ros.sensors` reason, when it carries no usable orientation."""
+    try:
+        return t, imu_yaw(msg).yaw_rad
+    except SensorRejected as e:
+        dropped[e.reason] = dropped.get(e.reason, 0) + 1
         return None
-    q = msg.orientation
-    x, y, z, w = float(q.x), float(q.y), float(q.z), float(q.w)
-    norm = math.sqrt(x * x + y * y + z * z + w * w)
-    if not math.isfinite(norm) or norm < 0.5:
-        return None
-    return t, yaw_from_quaternion(x / norm, y / norm, z / norm, w / norm)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,7 +333,8 @@ class ExtractSummary:
 
     def format(self) -> str:
         c = self.counts
-        skipped = ", ".join(f"{r} {c.get(r, 0)}" for r in SKIP_REASONS)
+        refused = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k.startswith("image_"))  # bad_image by reason
+        skipped = ", ".join(f"{r} {c.get(r, 0)}" + (f" ({refused})" if r == "bad_image" and refused else "") for r in SKIP_REASONS)
         fixes = ", ".join(f"{k[4:]} {v}" for k, v in c.items() if k.startswith("fix_") and k != "fix_gap") or "none"
         heads = ", ".join(f"{k} {v}" for k, v in sorted(self.heading_sources.items())) or "none"
         splits = ", ".join(f"{k} {v}" for k, v in self.splits.items())
@@ -366,7 +364,7 @@ def _plan_bag(bag: Bag, opts: ExtractOptions) -> BagPlan:
     topics = [t for t in (fix, gt, heading, info) if t]
     for topic, log_ns, msg in bag.messages(topics):
         if isinstance(msg, BagError):
-            dropped["bad_message"] = dropped.get("bad_message", 0) + 1
+            dropped["fix_bad_message"] = dropped.get("fix_bad_message", 0) + 1
             continue
         t = header_stamp_ns(msg, log_ns) * 1e-9
         if topic == fix:
@@ -378,11 +376,14 @@ def _plan_bag(bag: Bag, opts: ExtractOptions) -> BagPlan:
             if s:
                 gt_samples.append(s)
         if topic == heading:
-            y = imu_yaw_sample(msg, t)
+            y = imu_yaw_sample(msg, t, dropped)
             if y:
                 yaw_samples.append(y)
         if topic == info and camera_info is None:
-            camera_info = _intrinsics_from_info(msg)
+            try:
+                camera_info = asdict(camera_intrinsics(msg))
+            except SensorRejected as e:
+                dropped[e.reason] = dropped.get(e.reason, 0) + 1
     fixes = FixTrack.from_samples(fix_samples, dropped, opts.smooth_s)
     if len(fixes) == 0:
         raise TopicError(f"{bag.path}: fix topic {fix!r} holds no usable fix (dropped: {dropped or 'none'})")
@@ -411,12 +412,6 @@ def _camera_info_topic(bag: Bag, image_topic: str, override: Optional[str]) -> O
         if len(same) == 1:
             return same[0]
     return infos[0] if len(infos) == 1 else None
-
-
-def _intrinsics_from_info(msg: Any) -> Dict[str, Any]:
-    k = np.asarray(getattr(msg, "k", getattr(msg, "K", None)), dtype=float)
-    return {"width": int(msg.width), "height": int(msg.height), "fx": float(k[0]), "fy": float(k[4]),
-            "cx": float(k[2]), "cy": float(k[5]), "distortion_model": str(msg.distortion_model)}
 
 
 def _pinhole_meta(opts: ExtractOptions, plans: Sequence[BagPlan], size_hw: Tuple[int, int]) -> Tuple[List[float], float]:
@@ -461,11 +456,12 @@ def extract(bags: Sequence[str | Path], tiles: str, out: str | Path, opts: Extra
         raise TopicError(f"{paths[0]}: pinhole ground images need camera intrinsics, but no CameraInfo topic was found "
                          "(name it with --camera-info-topic, or give --fov-deg)")
 
+    size_hw = opts.ground_size or _majority_size(plans, opts.max_image_pixels)
     source = open_tile_source(tiles, cache_dir=cache_dir)
     builder = AerialPatchBuilder(source, opts.size_px, opts.mpp, zoom=opts.zoom, allow_missing=opts.max_missing > 0)
     meta = DatasetMeta(
         ground_type=opts.ground_type,
-        ground_size=list(opts.ground_size or (1, 1)),  # replaced by the first frame's size when None
+        ground_size=list(size_hw),
         fov_deg=360.0 if opts.ground_type == "panorama" else float(opts.fov_deg or 90.0),
         patch_size_px=opts.size_px,
         mpp=opts.mpp,
@@ -474,16 +470,15 @@ def extract(bags: Sequence[str | Path], tiles: str, out: str | Path, opts: Extra
     )
     settings = {"bags": [str(p.resolve()) for p in paths], "tiles": tiles, "options": asdict(opts)}
     counts: Dict[str, int] = {"frames": 0, "kept": 0, "resumed": 0, **dict.fromkeys(SKIP_REASONS, 0)}
-    for plan in plans:  # fixes unusable before interpolation (NO_FIX, NaN, undecodable)
+    for plan in plans:  # messages refused before interpolation (NO_FIX fixes, IMU without orientation, ...)
         for reason, n in plan.fixes.dropped.items():
-            counts[f"fix_{reason}"] = counts.get(f"fix_{reason}", 0) + n
+            counts[reason] = counts.get(reason, 0) + n
     heading_sources: Dict[str, int] = {}
     writer = DatasetWriter(out, meta, resume=resume, overwrite=overwrite)
     try:
         with writer:
             _check_resume_settings(writer, settings)
             done = writer.done_ids
-            size_hw: Optional[Tuple[int, int]] = opts.ground_size
             for plan, bag_id in zip(plans, _bag_ids(paths)):
                 if source.spec.startswith(("http://", "https://")):
                     # Network sources: fill the disk cache along the drive while frames are decoded.
@@ -491,17 +486,14 @@ def extract(bags: Sequence[str | Path], tiles: str, out: str | Path, opts: Extra
                     builder.prefetch(list(zip(plan.fixes.lat[::step], plan.fixes.lon[::step])))
                 sink = _PairSink(writer, counts)
                 try:
-                    size_hw = _walk_bag(plan, bag_id, opts, builder, sink, done, counts, heading_sources, size_hw, progress,
-                                        (TileNotFound, TileDecodeError))
+                    _walk_bag(plan, bag_id, opts, builder, sink, done, counts, heading_sources, size_hw, progress,
+                              (TileNotFound, TileDecodeError))
                     sink.flush()
                 finally:
                     sink.close()
             if not writer.records:
                 raise ValueError(f"no pairs extracted from {', '.join(map(str, paths))}: "
                                  + ", ".join(f"{k} {v}" for k, v in counts.items()))
-            if size_hw is None:  # every pair was resumed: the partial set knows its size
-                size_hw = tuple(cv2.imread(str(writer.tmp / writer.records[0].ground)).shape[:2])  # type: ignore[assignment]
-            meta.ground_size = [int(size_hw[0]), int(size_hw[1])]
             if opts.ground_type == "pinhole":
                 meta.intrinsics, meta.fov_deg = _pinhole_meta(opts, plans, size_hw)
             meta.extra = {"extract": settings, "counts": counts, "heading_sources": heading_sources,
@@ -533,8 +525,8 @@ def _check_resume_settings(writer: DatasetWriter, settings: Dict[str, Any]) -> N
 
 
 def _walk_bag(plan: BagPlan, bag_id: str, opts: ExtractOptions, builder: Any, sink: _PairSink, done: set,
-              counts: Dict[str, int], heading_sources: Dict[str, int], size_hw: Optional[Tuple[int, int]],
-              progress: bool, tile_skips: Tuple[type, ...]) -> Optional[Tuple[int, int]]:
+              counts: Dict[str, int], heading_sources: Dict[str, int], size_hw: Tuple[int, int],
+              progress: bool, tile_skips: Tuple[type, ...]) -> None:
     from tqdm import tqdm
 
     last: Optional[Tuple[float, float]] = None
@@ -562,19 +554,13 @@ def _walk_bag(plan: BagPlan, bag_id: str, opts: ExtractOptions, builder: Any, si
                 counts["resumed"] += 1
                 last = (fix["east_s"], fix["north_s"])
                 continue
-            raw_jpeg = jpeg_bytes(msg)
             try:
-                shape = jpeg_size(raw_jpeg) if raw_jpeg is not None else None
-                if shape is not None and shape == (size_hw or shape):
-                    rgb = None  # stored as recorded: no full decode, no re-encode loss
-                else:
-                    raw_jpeg, rgb = None, decode_image_msg(msg)
-                    shape = (int(rgb.shape[0]), int(rgb.shape[1]))
-            except FrameDecodeError as e:
+                raw_jpeg, rgb = ground_image(msg, size_hw, opts.max_image_pixels)
+            except SensorRejected as e:
                 counts["bad_image"] += 1
+                counts[e.reason] = counts.get(e.reason, 0) + 1
                 log.debug("%s %s at %d ns: %s", plan.path, plan.image_topic, stamp_ns, e)
                 continue
-            size_hw = size_hw or shape
             try:
                 patch = builder.build(fix["lat"], fix["lon"])
             except tile_skips as e:
@@ -590,7 +576,39 @@ def _walk_bag(plan: BagPlan, bag_id: str, opts: ExtractOptions, builder: Any, si
                         size_hw, opts.jpeg_quality)
             last = (fix["east_s"], fix["north_s"])
     bar.close()
-    return size_hw
+
+
+def ground_image(msg: Any, store_hw: Optional[Tuple[int, int]], max_pixels: int) -> Tuple[Optional[bytes], Optional[np.ndarray]]:
+    """A camera frame as it will be stored: (JPEG bytes as recorded, None) for a complete JPEG of
+    ``store_hw`` (height, width) pixels (None = any size): no full decode, no re-encode loss; else
+    (None, RGB uint8 pixels). Refused frames raise :class:`~xview_loc_ros.sensors.SensorRejected`: the
+    node's rules, plus strict JPEG decoding, since a frame with damaged entropy data (which the node
+    still uses) must not become training data."""
+    raw = recorded_jpeg(msg)
+    if raw is not None and (store_hw is None or image_shape(msg, max_pixels) == store_hw):
+        decode_image(msg, max_pixels, min_size=(1, 1), strict=True)  # the whole stream decodes cleanly; 1/8 scale is cheap
+        return raw, None
+    return None, decode_image(msg, max_pixels, strict=True)
+
+
+def _majority_size(plans: Sequence[BagPlan], max_pixels: int) -> Tuple[int, int]:
+    """(height, width) most camera frames of the bags declare (headers only, no decoding)."""
+    sizes: Counter = Counter()
+    for plan in plans:
+        with Bag(plan.path) as bag:
+            for _, _, msg in bag.messages([plan.image_topic]):
+                if isinstance(msg, BagError):
+                    continue
+                try:
+                    sizes[image_shape(msg, max_pixels)] += 1
+                except SensorRejected:
+                    continue  # counted when the frames are walked
+    if not sizes:
+        raise ValueError(f"no camera frame in {', '.join(str(p.path) for p in plans)} is usable "
+                         f"(unsupported, corrupt, or above the cap of {max_pixels} px)")
+    (size, n), = sizes.most_common(1)
+    log.info("ground images stored at %dx%d px (width x height), the size of %d of %d frames", size[1], size[0], n, sum(sizes.values()))
+    return size
 
 
 def _heading(plan: BagPlan, t: float, opts: ExtractOptions) -> Tuple[Optional[float], str]:
