@@ -19,9 +19,10 @@ from requests.adapters import HTTPAdapter
 
 from xview_loc_ros import __version__
 from xview_loc_ros.geo import tile_quadkey, xyz_to_tms_row
+from xview_loc_ros.imageheader import image_kind
 from xview_loc_ros.tiles.cache import DiskTileCache
 from xview_loc_ros.tiles.errors import TileError, TileFetchError, TileNotFound
-from xview_loc_ros.tiles.source import Tile, TileSource, decode_tile, image_format
+from xview_loc_ros.tiles.source import Tile, TileSource, decode_tile
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ class HTTPTileSource(TileSource):
             return decode_tile(cached.path.read_bytes(), f"{where} (cached {cached.path})"), "revalidated"
         tile = decode_tile(resp.body, f"{where} ({self.url_for(z, x, y)})")
         status = "fetched"
-        if self.cache is not None and not self.cache.store(z, x, y, image_format(resp.body) or "png", resp.body, resp.headers):
+        if self.cache is not None and not self.cache.store(z, x, y, image_kind(resp.body) or "png", resp.body, resp.headers):
             status = "uncacheable"
         return tile, status
 
