@@ -349,20 +349,26 @@ def gate(confidence: float, ambiguity: float, d2: float, p: LocalizerParams) -> 
         return "low_confidence"
     if not ambiguity <= p.max_ambiguity:
         return "ambiguous"
-    if not d2 <= p.gate_chi2:
+    if not 0.0 <= d2 <= p.gate_chi2:  # d2 < 0 only from an indefinite covariance: nothing to trust
         return "gnss_gate"
     return ""
 
 
 def fix_covariance_en(cov9: List[float], cov_type: int, default_std_m: float) -> np.ndarray:
     """NavSatFix ``position_covariance`` (row-major 3x3 ENU, m^2) and its type -> 2x2 east/north
-    covariance; UNKNOWN (0) or a non-positive/non-finite diagonal -> ``default_std_m``^2 isotropic."""
+    covariance; UNKNOWN (0), a non-finite entry or a matrix that is not positive-definite ->
+    ``default_std_m``^2 isotropic."""
+    unknown = np.eye(2) * default_std_m ** 2
     c = np.asarray(cov9, dtype=float).reshape(3, 3)[:2, :2]
-    if cov_type == 0 or not np.all(np.isfinite(c)) or c[0, 0] <= 0 or c[1, 1] <= 0:
-        return np.eye(2) * default_std_m ** 2
+    if cov_type == 0 or not np.all(np.isfinite(c)):
+        return unknown
     if cov_type in (1, 2):  # APPROXIMATED / DIAGONAL_KNOWN: off-diagonals are not meaningful
         c = np.diag(np.diag(c))
-    return 0.5 * (c + c.T)
+    c = 0.5 * (c + c.T)
+    # An indefinite "known" covariance gives negative Mahalanobis distances, which pass any gate.
+    if np.linalg.eigvalsh(c)[0] <= 0:
+        return unknown
+    return c
 
 
 def camera_hfov_deg(width: int, fx: float) -> float:
