@@ -79,3 +79,58 @@ def test_two_synth_pairs_runs_on_one_out(city, tmp_path):
     for p in got.pairs:
         for rel in (p.ground, p.aerial):
             assert (out / rel).read_bytes() == (ref / rel).read_bytes(), rel
+
+
+def _writers(city: Path, tmp_path: Path):
+    """(target the writer locks, the write) for each writer that is not a data set."""
+    import torch
+
+    from offline_adapt.adapt.pipeline import AdaptOptions, AdaptRun, run_adapt
+    from offline_adapt.train.training import fit
+    from xview_loc_ros.inference.trt_backend import ensure_engine
+    from xview_testbed.synth import make_city, make_pairs
+
+    pairs = make_pairs(city, tmp_path / "pairs", 4, seed=1)
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"onnx")
+    return {
+        "city": (tmp_path / "city2", lambda: make_city("downtown", 3, tmp_path / "city2", size_m=250.0, zooms=(17,))),
+        "adaptation run": (tmp_path / "run", lambda: run_adapt(
+            AdaptRun(str(ROOT / "models" / "teacher_suburb_small.pt"), str(pairs), tmp_path / "run", AdaptOptions()))),
+        "training run": (tmp_path / "train", lambda: fit(torch.nn.Linear(1, 1), torch.utils.data.DataLoader([]), None,
+                                                          epochs=1, out_dir=tmp_path / "train", progress=False)),
+        "TensorRT engine cache slot": (tmp_path / "engines" / "m.fp32.b1.plan",
+                                       lambda: ensure_engine(onnx, tmp_path / "engines")),
+    }
+
+
+def test_every_writer_refuses_an_output_another_process_writes(city, tmp_path):
+    """Before: nothing locked; a second city build deleted the first one's .partial, a second
+    adaptation or training run resumed the first one's half-written steps or checkpoints."""
+    for what, (target, write) in _writers(city, tmp_path).items():
+        holder = _hold_lock_in_child(target)
+        try:
+            with pytest.raises(OutputLocked, match=rf"{what} .* is being written by another run \(pid {holder.pid},"):
+                write()
+        finally:
+            holder.stdin.close()
+            holder.wait()
+        assert not target.exists() or what == "adaptation run" and not any(target.iterdir()), what
+
+
+def test_tile_cache_is_used_by_one_process_at_a_time(tmp_path):
+    from xview_loc_ros.tiles import open_tile_source
+
+    cache = tmp_path / "cache"
+    code = ("import sys; from xview_loc_ros.tiles import open_tile_source; "
+            "s = open_tile_source('http://127.0.0.1:9/{z}/{x}/{y}.png', cache_dir=sys.argv[1]); "
+            "print('held', flush=True); sys.stdin.read(); s.close()")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(cache)], env=ENV, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(OutputLocked, match=rf"tile cache .*cache is being written by another run \(pid {holder.pid},"):
+        open_tile_source("http://127.0.0.1:9/{z}/{x}/{y}.png", cache_dir=cache)
+    holder.stdin.close()
+    assert holder.wait() == 0
+    with open_tile_source("http://127.0.0.1:9/{z}/{x}/{y}.png", cache_dir=cache):
+        pass  # free again once the other process closed its source

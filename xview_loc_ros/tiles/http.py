@@ -215,3 +215,5 @@ class HTTPTileSource(TileSource):
     def close(self) -> None:
         super().close()
         self._session.close()
+        if self.cache is not None:
+            self.cache.close()
