@@ -177,7 +177,7 @@ def test_truncated_mcap_yields_its_intact_prefix_with_a_warning(chunked, tmp_pat
     assert not any(isinstance(m, BagError) for _, _, m in got)
     warning = " ".join(r.getMessage() for r in caplog.records)
     size = cut.stat().st_size
-    assert f"cut.mcap: damaged or cut short after byte" in warning and f"of {size}" in warning
+    assert "cut.mcap: damaged or cut short after byte" in warning and f"of {size}" in warning
     assert f"{len(got)} messages" in warning and "s of recording" in warning and "lost" in warning, warning
 
 
