@@ -15,8 +15,13 @@ from typing import Any, Iterator, Optional, Type
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; rename it to ``path`` only on success."""
+def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; rename it to ``path`` only on success.
+
+    ``durable``: flush the data before the rename and the rename after it. Without the flushes a power
+    cut can persist the rename before the data: a valid name on an empty file (checkpoints, engines,
+    data-set indexes). Files whose damage is detected and repaired on use (cached tiles) skip them.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -24,11 +29,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs (checkpoints, engines) are read by other users' nodes
     try:
         yield Path(tmp)
-        # Without the fsyncs a power cut can persist the rename before the data: a valid name on an
-        # empty file (checkpoints, engines, data-set indexes).
-        fsync_path(tmp)
-        os.replace(tmp, path)
-        fsync_path(path.parent)
+        if durable:
+            fsync_path(tmp)
+            replace_durably(tmp, path)
+        else:
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -49,13 +54,13 @@ def replace_durably(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     fsync_path(Path(dst).parent)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
+    with atomic_path(path, durable) as tmp:
         tmp.write_bytes(data)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+def atomic_write_json(path: str | os.PathLike, obj: Any, durable: bool = True) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode(), durable)
 
 
 def _json_default(o: Any) -> Any:

@@ -96,7 +96,9 @@ class DiskTileCache:
             if other != ext and (base / f"{y}.{other}").exists():
                 (base / f"{y}.{other}").unlink()
         path = base / f"{y}.{ext}"
-        atomic_write_bytes(path, data)
+        # Not flushed (four fsyncs a tile would slow a prefetch of thousands): a tile damaged by a power
+        # cut fails its decode checks on use and is fetched again.
+        atomic_write_bytes(path, data, durable=False)
         self._write_meta(path, lifetime, headers)
         return True
 
@@ -111,4 +113,4 @@ class DiskTileCache:
             "expires": time.time() + lifetime,
             "etag": headers.get("ETag") or (old.etag if old else None),
             "last_modified": headers.get("Last-Modified") or (old.last_modified if old else None),
-        })
+        }, durable=False)  # a broken side file reads as stale: revalidated
