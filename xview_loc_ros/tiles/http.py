@@ -71,10 +71,12 @@ class HTTPTileSource(TileSource):
 
     ``timeout_s`` (connect, read) seconds, and each attempt's whole body must arrive within their sum
     (a server trickling bytes never trips the per-read timeout); ``deadline_s`` bounds one tile, all
-    attempts and back-off included (default: ``retries + 1`` attempts' worth, at most 30 s); ``retries`` extra attempts on timeouts, connection errors,
-    truncated bodies, 429 and 5xx with exponential back-off from ``backoff_s`` (capped at 30 s,
-    honouring Retry-After up to that); responses over ``max_bytes`` are refused; TLS certificates
-    are always verified (``ca_bundle`` names a private CA file). ``cache_dir`` is an XYZ folder
+    attempts and back-off included (default: ``retries + 1`` attempts' worth, at most 30 s);
+    ``retries`` extra attempts on timeouts, connection errors, truncated bodies, 429 and 5xx with
+    exponential back-off from ``backoff_s`` (capped at 30 s, honouring Retry-After up to that);
+    responses over ``max_bytes`` are refused; TLS certificates are always verified (``ca_bundle``
+    names a private CA file); ``headers`` (API keys) go to the template's host only, never along a
+    redirect to another. ``cache_dir`` is an XYZ folder
     kept per Cache-Control/Expires (``default_ttl_s`` when the server says nothing); a stale tile is
     revalidated (ETag / Last-Modified) and served stale, with a warning, when the server is unreachable.
     """
