@@ -113,10 +113,11 @@ class OutputLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
-                holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-                os.close(fd)
                 if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    os.close(fd)
                     raise
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"  # empty while it starts
+                os.close(fd)
                 raise OutputLocked(f"{self.what} {self.target} is being written by another run (pid {holder}, "
                                    f"lock {self.path}); wait for it to finish or stop it") from None
             try:
@@ -125,7 +126,7 @@ class OutputLock:
                 same = False
             if same:
                 break
-            os.close(fd)  # the previous owner removed this file while we waited for it: lock the new one
+            os.close(fd)  # the previous owner removed this file between our open and our flock: lock the new one
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
