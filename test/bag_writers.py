@@ -170,8 +170,9 @@ def write_rosbags(path: Path, spec: DriveSpec, storage: str = "mcap") -> Path:
     return path
 
 
-def write_mcap_ros2(path: Path, spec: DriveSpec) -> Path:
-    """A single .mcap file written with the independent mcap-ros2-support writer (dict messages)."""
+def write_mcap_ros2(path: Path, spec: DriveSpec, chunk_size: int = 1024 * 1024) -> Path:
+    """A single .mcap file written with the independent mcap-ros2-support writer (dict messages);
+    ``chunk_size`` bytes of messages per compressed chunk."""
     from mcap_ros2.writer import Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -179,7 +180,7 @@ def write_mcap_ros2(path: Path, spec: DriveSpec) -> Path:
     msgs = build_messages(ts, spec)
     schemas = {}
     with open(path, "wb") as f:
-        w = Writer(f)
+        w = Writer(f, chunk_size=chunk_size)
         for topic, typ, ns, msg in msgs:
             if typ not in schemas:
                 schemas[typ] = w.register_msgdef(typ, ts.generate_msgdef(typ, ros_version=2)[0])

@@ -55,17 +55,76 @@ def test_ambiguous_and_missing_topics_list_the_bag(bags):
         assert bag.find_topic(("nav_msgs/msg/Odometry",), "odometry", required=False) is None
 
 
-def test_truncated_mcap_is_a_clear_error(bags, tmp_path):
-    src = bags["mcap"]
+@pytest.fixture(scope="module")
+def chunked(tmp_path_factory):
+    """A 20-frame drive in 4 KiB chunks (a recorder's are 768 KiB: a cut loses at most one), and its messages."""
+    path = write_mcap_ros2(tmp_path_factory.mktemp("chunked") / "drive.mcap", DriveSpec(frames=20, camera_info=True), 4096)
+    with Bag(path) as bag:
+        return path, [(t, ns) for t, ns, _ in bag.messages([i.topic for i in bag.topics])]
+
+
+def _cut(src, dst, fraction):
+    dst.write_bytes(src.read_bytes()[: int(src.stat().st_size * fraction)])
+    return dst
+
+
+def _read_all(path):
+    with Bag(path) as bag:
+        return [(t, ns, m) for t, ns, m in bag.messages([i.topic for i in bag.topics])]
+
+
+def test_truncated_mcap_yields_its_intact_prefix_with_a_warning(chunked, tmp_path, caplog):
+    """A recorder killed mid-drive leaves an MCAP cut inside a chunk, without summary or footer; it
+    used to be refused whole ("File end magic is invalid")."""
+    path, full = chunked
+    cut = _cut(path, tmp_path / "cut.mcap", 0.6)
+    with caplog.at_level("WARNING", logger="offline_adapt.data.bags"):
+        got = _read_all(cut)
+    assert len(full) / 3 < len(got) < len(full)
+    assert [(t, ns) for t, ns, _ in got] == full[: len(got)]
+    assert not any(isinstance(m, BagError) for _, _, m in got)
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    size = cut.stat().st_size
+    assert "cut.mcap: damaged or cut short after byte" in warning and f"of {size}" in warning
+    assert f"{len(got)} messages" in warning and "s of recording" in warning and "lost" in warning, warning
+
+
+def test_killed_recording_folder_without_metadata_reads_its_mcap(chunked, tmp_path, caplog):
+    path, full = chunked
+    (tmp_path / "drive").mkdir()
+    _cut(path, tmp_path / "drive" / "drive_0.mcap", 0.6)
+    with caplog.at_level("WARNING", logger="offline_adapt.data.bags"):
+        got = _read_all(tmp_path / "drive")
+    assert 0 < len(got) < len(full) and "metadata.yaml" in caplog.text and "lost" in caplog.text
+
+
+def test_mcap_with_nothing_intact_before_the_cut_is_refused(bags, tmp_path):
     dst = tmp_path / "cut"
-    shutil.copytree(src, dst)
+    shutil.copytree(bags["mcap"], dst)
     mcap = next(dst.glob("*.mcap"))
     data = mcap.read_bytes()
     mcap.write_bytes(data[: len(data) // 2])
-    with pytest.raises(BagReadError, match="cut") as e:
-        with Bag(dst) as bag:
-            list(bag.messages([t.topic for t in bag.topics]))
+    with pytest.raises(BagReadError, match="cut.*nothing intact") as e:  # one chunk: nothing before the cut
+        _read_all(dst)
     assert "truncated or corrupt" in str(e.value)
+
+
+def test_killed_sqlite_recording_reads_its_committed_messages(bags, tmp_path):
+    """SQLite keeps a killed recorder's bag consistent: the rollback journal left beside the .db3 undoes
+    the open transaction, and the committed messages read normally (checked, nothing to recover)."""
+    dst = tmp_path / "killed"
+    shutil.copytree(bags["sqlite3"], dst)
+    db = next(dst.glob("*.db3"))
+    committed = len(_read_all(dst))
+    code = ("import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN'); "
+            "c.execute('INSERT INTO messages(topic_id, timestamp, data) SELECT topic_id, timestamp + 1, data FROM messages'); "
+            "c.execute('DELETE FROM messages WHERE id < 10'); os.kill(os.getpid(), 9)")
+    import subprocess
+    import sys
+
+    assert subprocess.run([sys.executable, "-c", code, str(db)]).returncode == -9
+    assert db.with_name(db.name + "-journal").is_file()
+    assert len(_read_all(dst)) == committed
 
 
 def test_corrupt_sqlite_is_a_clear_error(bags, tmp_path):

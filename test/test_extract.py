@@ -213,11 +213,24 @@ IMAGES_AFTER_2_5_S = ("topic_id=(SELECT id FROM topics WHERE name='/camera/image
                       "AND timestamp > (SELECT MIN(timestamp) + 3000000000 FROM messages)")  # first message at -0.5 s
 
 
-def test_corrupt_bag_leaves_no_output(tmp_path, world):
+def test_bag_cut_short_gives_the_pairs_of_its_intact_part(tmp_path, world, caplog):
+    """A recorder killed after its last chunk but before the summary: every message is intact."""
     cut = tmp_path / "cut"
     shutil.copytree(world["mcap"], cut)
     f = next(cut.glob("*.mcap"))
     f.write_bytes(f.read_bytes()[:-200])
+    whole = extract([world["mcap"]], world["tiles"], tmp_path / "whole", _opts(), progress=False)
+    with caplog.at_level("WARNING", logger="offline_adapt.data.bags"):
+        summary = extract([cut], world["tiles"], tmp_path / "ds", _opts(), progress=False)
+    assert summary.pairs == whole.pairs and "are lost" in caplog.text
+    assert [r.stamp for r in PairDataset(tmp_path / "ds").pairs] == [r.stamp for r in PairDataset(tmp_path / "whole").pairs]
+
+
+def test_corrupt_bag_leaves_no_output(tmp_path, world):
+    cut = tmp_path / "cut"  # cut inside the bag's only chunk: nothing intact before the damage
+    shutil.copytree(world["mcap"], cut)
+    f = next(cut.glob("*.mcap"))
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     with pytest.raises(BagError, match="truncated or corrupt"):
         extract([cut], world["tiles"], tmp_path / "ds", _opts(), progress=False)
     assert not (tmp_path / "ds").exists() and not (tmp_path / "ds.partial").exists()

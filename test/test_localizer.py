@@ -14,6 +14,7 @@ from xview_loc_ros.geo import LocalENU
 from xview_loc_ros.localizer import (Fix, FixBuffer, FrameRejected, Heading, HeadingBuffer, Localizer, gate, mahalanobis2,
                                      pixel_cov_to_enu)
 from xview_loc_ros.params import LocalizerParams, ParameterError
+from xview_loc_ros.sensors import fix_covariance_en
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,6 +128,27 @@ def test_gate_reasons():
     assert gate(0.5, 0.1, 20.0, p) == "gnss_gate"
     assert gate(float("nan"), 0.1, 3.0, p) == "low_confidence"
     assert mahalanobis2(np.array([3.0, 4.0]), np.eye(2) * 25.0) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("cov2", [[[1.0, 50.0], [50.0, 1.0]], [[4.0, 0.0], [0.0, float("inf")]], [[4.0, float("nan")], [float("nan"), 9.0]]])
+def test_known_but_indefinite_or_non_finite_fix_covariance_is_unknown(cov2):
+    """A KNOWN covariance [[1, 50], [50, 1]] (eigenvalues 51 and -49) gave a negative Mahalanobis
+    distance: an estimate 424 m south-east of the fix passed the gate."""
+    cov9 = [cov2[0][0], cov2[0][1], 0.0, cov2[1][0], cov2[1][1], 0.0, 0.0, 0.0, 1.0]
+    assert fix_covariance_en(cov9, 3) is None  # unknown: the node falls back to its default std
+    cov_en = np.eye(2) * 25.0
+    est_cov = np.eye(2) * 1.0  # the estimate's own covariance, as Localizer.process adds it
+    delta = np.array([300.0, -300.0])  # 424 m along the negative eigenvector
+    d2 = mahalanobis2(delta, est_cov + cov_en)
+    assert d2 == pytest.approx(180000.0 / 26.0)
+    assert gate(0.9, 0.0, d2, _valid(gate_chi2=13.8)) == "gnss_gate"
+
+
+def test_gate_rejects_a_negative_or_nan_distance():
+    p = _valid(min_confidence=0.2, max_ambiguity=0.5, gate_chi2=13.8)
+    assert gate(0.5, 0.1, -3.0, p) == "gnss_gate"
+    assert gate(0.5, 0.1, float("nan"), p) == "gnss_gate"
+    assert gate(0.5, 0.1, 0.0, p) == ""
 
 
 # -- whole frames with a real model and real tiles -------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 
 from xview_loc_ros.geo import (LocalENU, PatchGeoref, ground_resolution, latlon_to_global_pixel, latlon_to_utm,
                                tile_to_latlon, utm_epsg, xyz_to_tms_row, zoom_for_resolution)
-from xview_loc_ros.tiles import AerialPatchBuilder, TileNotFound, open_tile_source
+from xview_loc_ros.tiles import AerialPatchBuilder, TileDecodeError, TileNotFound, open_tile_source
 from xview_loc_ros.tiles.coverage import tiles_around
 
 BACKGROUND = 30.0
@@ -217,3 +217,15 @@ def test_geotiff_coarse_zoom_reads_decimated(tmp_path):
     cover = 300.0 / ground_resolution(llat, z)
     assert all(t.valid is not None for t in tiles)
     assert abs(sum(int(t.valid.sum()) for t in tiles) - cover ** 2) < 4 * cover + 8
+
+
+def test_geotiff_damaged_after_opening_is_a_tile_error(tmp_path):
+    """A file truncated under an open source (copy interrupted, disk full) gave RasterioIOError."""
+    path = tmp_path / "g.tif"
+    _write_geotiff_utm(path, 48.0, 11.0, gsd=0.3, half_m=100.0)
+    with open_tile_source(f"geotiff:{path}") as src:
+        with open(path, "r+b") as f:
+            f.truncate(path.stat().st_size // 3)
+        with pytest.raises(TileDecodeError, match="geotiff:.*unreadable"):
+            AerialPatchBuilder(src, 128, 0.5).build(48.0, 11.0)
+        assert AerialPatchBuilder(src, 128, 0.5, allow_missing=True).build(48.0, 11.0).missing_fraction > 0.0

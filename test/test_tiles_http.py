@@ -117,6 +117,14 @@ class TileServer:
             status, body = 503, b"down"
         elif mode == "down":
             extra = {"Cache-Control": "max-age=0"}
+        elif mode == "moved":  # same origin: the redirect keeps the request's headers
+            status, body, extra = 302, b"", {"Location": h.path.replace("/moved/", "/ok/", 1)}
+        elif mode.startswith("to-"):  # /to-PORT/...: redirect to /ok/... on localhost:PORT (another host)
+            port = mode[3:]
+            status, body, extra = 302, b"", {"Location": f"http://localhost:{port}" + h.path.replace(f"/{mode}/", "/ok/", 1)}
+        elif mode.startswith("port-"):  # /port-PORT/...: redirect to /ok/... on 127.0.0.1:PORT (same host name)
+            port = mode[5:]
+            status, body, extra = 302, b"", {"Location": f"http://127.0.0.1:{port}" + h.path.replace(f"/{mode}/", "/ok/", 1)}
         h.send_response(status)
         h.send_header("Content-Type", ctype if status == 200 else "text/plain")
         for k, v in extra.items():
@@ -127,6 +135,14 @@ class TileServer:
             h.wfile.write(body[: len(body) // 2])
             h.wfile.flush()
             h.close_connection = True
+            return
+        if mode == "trickle":  # one byte every 0.4 s: each read is within the read timeout
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            for i in range(len(body)):
+                h.wfile.write(body[i:i + 1])
+                h.wfile.flush()
+                time.sleep(0.4)
             return
         if mode == "big":
             h.send_header("Content-Length", str(10_000_000))
@@ -202,7 +218,7 @@ def test_slow_server_times_out_bounded(server):
     ("big", TileFetchError, "byte limit"),
     ("bigstream", TileFetchError, "byte limit"),
     ("html", TileFetchError, "text/html"),
-    ("corrupt", TileDecodeError, "corrupt PNG"),
+    ("corrupt", TileDecodeError, "PNG without an IHDR chunk"),
     ("badjpeg", TileDecodeError, "truncated JPG"),
 ])
 def test_bad_responses_are_typed_errors_and_not_cached(server, tmp_path, mode, err, match):
@@ -348,3 +364,57 @@ def test_restricted_providers_recognised():
     assert restricted_provider("https://tiles.example.com/{z}/{x}/{y}.png") is None
     assert restricted_provider("https://notopenstreetmap.org.example.com/{z}/{x}/{y}.png") is None
     assert restricted_provider("mbtiles:/data/city.mbtiles") is None
+
+
+# -- hostile servers: redirects to other hosts, trickled bodies; prefetch floods ---------------------------
+
+@pytest.fixture(scope="module")
+def other_server():
+    s = TileServer().start()
+    yield s
+    s.stop()
+
+
+def test_custom_headers_never_follow_a_redirect_to_another_host(server, other_server):
+    """requests strips Authorization on a redirect to another host, not custom headers: the API key
+    used to reach the other host."""
+    port = other_server.base.rsplit(":", 1)[1]
+    key = {"X-Api-Key": "secret-key"}
+    for mode, y in ((f"to-{port}", 1), (f"port-{port}", 2)):  # localhost:PORT, then 127.0.0.1:PORT
+        with src(server, mode, headers=key) as s:
+            np.testing.assert_array_equal(s.get_tile(4, 1, y), expected_rgb(4, 1, y))
+        assert server.headers[f"/{mode}/4/1/{y}.png"]["X-Api-Key"] == "secret-key"
+        got = other_server.headers[f"/ok/4/1/{y}.png"]
+        assert "X-Api-Key" not in got and got["User-Agent"].startswith("xview_loc_ros/"), (mode, got)
+    with src(server, "moved", headers=key) as s:  # same scheme, host and port: the key is kept
+        s.get_tile(4, 2, 2)
+    assert server.headers["/ok/4/2/2.png"]["X-Api-Key"] == "secret-key"
+
+
+def test_trickling_server_is_cut_at_the_tile_deadline(server):
+    """A body trickled one byte per 0.4 s never trips the per-read timeout; before, one tile took
+    len(body) * 0.4 s (the probe: 12 s with a (1, 2) s timeout)."""
+    t0 = time.monotonic()
+    with src(server, "trickle", timeout_s=(0.5, 1.0), retries=0) as s, pytest.raises(TileFetchError, match="1.5 s deadline"):
+        s.get_tile(6, 2, 2)
+    assert time.monotonic() - t0 < 2.5
+    t0 = time.monotonic()  # with retries, the whole tile still ends at deadline_s
+    with src(server, "trickle", timeout_s=(0.5, 1.0), retries=5, deadline_s=2.0) as s, pytest.raises(TileFetchError):
+        s.get_tile(6, 2, 3)
+    assert time.monotonic() - t0 < 3.0
+    assert server.hits["/trickle/6/2/3.png"] == 2
+
+
+def test_prefetch_keeps_only_the_latest_request(server):
+    """2,000 jumping fixes each asked for a prefetch: 1,998 jobs queued behind a slow server."""
+    with open_tile_source(f"{server.base}/slowok/{{z}}/{{x}}/{{y}}.png", workers=2) as s:
+        builder = AerialPatchBuilder(s, 64, 2.0, zoom=14)
+        futures = [builder.prefetch([(10.0 + 0.01 * i, 20.0)], radius_m=1.0) for i in range(2000)]
+        waiting = [f for f in futures if not f.done()]
+        assert len(waiting) <= 2  # the one running and the latest request
+        assert futures[-1].result(timeout=30).tiles >= 1
+        assert futures[0].cancelled() or futures[0].done()
+        assert sum(f.cancelled() for f in futures) >= 1997
+        builder.close()
+    # two jobs ran (the first, then the latest), each loading the 1 to 4 tiles around its point
+    assert sum(n for path, n in server.hits.items() if path.startswith("/slowok/14/")) <= 2 * 4

@@ -2,6 +2,7 @@
 (never a silent black square), alpha masks, LRU, mosaic reuse, prefetch, date line, bad input."""
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -250,3 +251,97 @@ def test_corrupt_archive_tile_raises_or_is_a_hole(tmp_path):
             AerialPatchBuilder(s, 128, 2.0, zoom=15).build(lat, lon)
         p = AerialPatchBuilder(s, 128, 2.0, zoom=15, allow_missing=True).build(lat, lon)
     assert 0.22 < p.missing_fraction < 0.27 and p.image[80:, 80:].max() == 0
+
+
+# -- decompression bombs: the header is checked before anything is decoded ------------------------------
+
+_DECODE_IN_CHILD = """
+import resource, sys, time
+sys.path.insert(0, sys.argv[2])
+from hostile_images import jpeg_declaring, png_declaring
+from xview_loc_ros.tiles import TileDecodeError, decode_tile
+data = {"jpg": jpeg_declaring, "png": png_declaring}[sys.argv[1]](20000, 20000)
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+try:
+    decode_tile(data, "bomb")
+except TileDecodeError as e:
+    print(e)
+print(len(data), time.perf_counter() - t0, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) // 1024)
+"""
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "png"])
+def test_bomb_tile_refused_from_its_header(fmt):
+    """A 631-byte JPEG declaring 20000x20000 px used to cost 2.3 GB and 15 s before the size check."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _DECODE_IN_CHILD, fmt, str(Path(__file__).parent)],
+                         capture_output=True, text=True, timeout=120, check=True).stdout.splitlines()
+    assert "bomb: tile is 20000x20000 px, expected 256x256" in out[0]
+    size, seconds, grown_mb = out[1].split()
+    assert int(size) < 1000 and float(seconds) < 0.5 and int(grown_mb) < 50, out
+
+
+def test_decoder_errors_are_tile_errors():
+    from hostile_images import png_declaring
+
+    # OpenCV refuses 1e10 px with cv2.error (an assertion), not a None result
+    with pytest.raises(TileDecodeError, match="100000x100000"):
+        decode_tile(png_declaring(100000, 100000), "t")
+    broken = bytearray(encode(coloured(1, 0, 0), ".jpg"))
+    broken[2:4] = b"\xff\xda"  # scan data before any frame header
+    with pytest.raises(TileDecodeError, match="t: .*frame header"):
+        decode_tile(bytes(broken), "t")
+    real = encode(coloured(1, 0, 0))
+    with pytest.raises(TileDecodeError, match="IHDR"):
+        decode_tile(real[:8] + b"\0\0\0\x0dIHDX" + real[16:], "t")
+
+
+def test_cli_patch_with_a_bomb_tile_is_one_line_not_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    from hostile_images import png_declaring
+
+    tiles = {k: encode(coloured(*k)) for k in BLOCK}
+    tiles[(15, 5252, 11445)] = png_declaring(100000, 100000)
+    path = write_mbtiles(tmp_path / "b.mbtiles", tiles, {"name": "b", "format": "png"})
+    lat, lon = _centre_of(15, 5252, 11445)
+    base = [sys.executable, "-m", "xview_testbed.cli", "tiles", "patch", "--source", f"mbtiles:{path}",
+            "--lat", str(lat), "--lon", str(lon), "--size", "128", "--mpp", "2", "--zoom", "15"]
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    hole = subprocess.run(base + ["--allow-missing", "--out", str(tmp_path / "p.png")], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert hole.returncode == 0 and "Traceback" not in hole.stderr, hole.stderr
+    assert json.loads((tmp_path / "p.json").read_text())["missing_fraction"] > 0.2
+    strict = subprocess.run(base + ["--out", str(tmp_path / "q.png")], capture_output=True, text=True, timeout=120, env=env)
+    assert strict.returncode != 0 and "Traceback" not in strict.stderr
+    assert "15/5252/11445" in strict.stderr and "100000x100000" in strict.stderr, strict.stderr
+
+
+def test_pmtiles_bomb_and_damaged_directory_are_tile_errors(tmp_path):
+    from pmtiles.tile import Compression, TileType, zxy_to_tileid
+    from pmtiles.writer import write
+
+    from hostile_images import jpeg_declaring
+
+    tiles = {k: encode(coloured(*k)) for k in BLOCK}
+    tiles[(15, 5252, 11445)] = jpeg_declaring(20000, 20000)
+    path = tmp_path / "b.pmtiles"
+    with write(str(path)) as w:
+        for k, d in sorted(tiles.items(), key=lambda kv: zxy_to_tileid(*kv[0])):
+            w.write_tile(zxy_to_tileid(*k), d)
+        w.finalize({"tile_type": TileType.PNG, "tile_compression": Compression.NONE, "min_lon_e7": 0, "min_lat_e7": 0,
+                    "max_lon_e7": 0, "max_lat_e7": 0, "center_zoom": 15, "center_lon_e7": 0, "center_lat_e7": 0},
+                   {"name": "b"})
+    with open_tile_source(f"pmtiles:{path}") as s:
+        with pytest.raises(TileDecodeError, match="20000x20000"):
+            s.get_tile(15, 5252, 11445)
+    data = bytearray(path.read_bytes())
+    data[127:1024] = b"\xff" * (1024 - 127)  # the root directory (after the 127-byte header) overwritten
+    path.write_bytes(bytes(data))
+    with open_tile_source(f"pmtiles:{path}") as s:
+        with pytest.raises(TileDecodeError, match="pmtiles"):
+            s.get_tile(15, 5251, 11444)

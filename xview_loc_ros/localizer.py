@@ -349,7 +349,7 @@ def gate(confidence: float, ambiguity: float, d2: float, p: LocalizerParams) -> 
         return "low_confidence"
     if not ambiguity <= p.max_ambiguity:
         return "ambiguous"
-    if not d2 <= p.gate_chi2:
+    if not 0.0 <= d2 <= p.gate_chi2:  # d2 < 0 only from an indefinite covariance: nothing to trust
         return "gnss_gate"
     return ""
 

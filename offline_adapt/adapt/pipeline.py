@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from xview_loc_ros.fsutil import atomic_path, atomic_write_json, file_sha256
+from xview_loc_ros.fsutil import OutputLock, atomic_path, atomic_write_json, file_sha256
 
 from offline_adapt.adapt import filtering
 from offline_adapt.adapt.distill import DistillOptions, bn_reestimate, train_student
@@ -358,21 +358,23 @@ def _plot_fig7(change: np.ndarray, path: Path) -> None:
 
 
 def run_adapt(run: AdaptRun) -> Dict[str, Any]:
-    """All steps; returns the summary (see report_step)."""
-    run.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run.out / "adapt_config.json", {"teacher": run.teacher, "data": run.data, **run.opts.to_dict()})
-    if run.opts.bn_reestimate_only:
-        final = bn_step(run)
-    else:
-        pseudo_label_step(run)
-        if run.opts.keep_pct < 100:
-            student_step(run, "aux")
-            filter_step(run)
-        final = student_step(run, "final")
-    student = run.out / "student.pt"
-    if not student.is_file() or file_sha256(student) != file_sha256(final):
-        with atomic_path(student) as tmp:
-            shutil.copyfile(final, tmp)
-    summary = report_step(run, student)
+    """All steps; returns the summary (see report_step). The run folder is locked while they run: two
+    runs resuming one folder would each take the other's half-written steps for done."""
+    with OutputLock(run.out, "adaptation run"):
+        run.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run.out / "adapt_config.json", {"teacher": run.teacher, "data": run.data, **run.opts.to_dict()})
+        if run.opts.bn_reestimate_only:
+            final = bn_step(run)
+        else:
+            pseudo_label_step(run)
+            if run.opts.keep_pct < 100:
+                student_step(run, "aux")
+                filter_step(run)
+            final = student_step(run, "final")
+        student = run.out / "student.pt"
+        if not student.is_file() or file_sha256(student) != file_sha256(final):
+            with atomic_path(student) as tmp:
+                shutil.copyfile(final, tmp)
+        summary = report_step(run, student)
     log.info("student: %s\n%s", student, summary_table(summary))
     return summary

@@ -6,14 +6,23 @@ distro named in its ``metadata.yaml`` (``ros_distro``) is used, else Jazzy (ROS 
 Topics are found by message type; a missing or ambiguous topic is a :class:`TopicError` whose
 message lists what the bag holds (topic, type, message count). Any failure to read the bag
 itself (truncated, corrupt, not a bag) is a :class:`BagReadError` naming the file.
+
+A recorder killed mid-drive leaves an MCAP file cut inside a chunk, without its summary and footer
+(and a rosbag2 folder without metadata.yaml). Such a file is read up to the damage: its intact
+chunks are copied to a temporary MCAP that is read instead, with a warning saying how much was lost.
 """
 from __future__ import annotations
 
+import logging
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -74,12 +83,18 @@ class Bag:
         self.path = Path(path)
         if not self.path.exists():
             raise BagReadError(f"{self.path}: no such bag (expected a rosbag2 folder, .mcap, .db3 or ROS 1 .bag)")
+        self._storage = self.path
         if self.path.is_dir() and not (self.path / "metadata.yaml").is_file():
-            raise BagReadError(
-                f"{self.path}: rosbag2 folder without metadata.yaml (an interrupted recording? "
-                "`ros2 bag reindex` rebuilds it; or pass the .mcap/.db3 file itself)"
-            )
+            files = sorted(self.path.glob("*.mcap")) + sorted(self.path.glob("*.db3"))
+            if len(files) != 1:
+                raise BagReadError(
+                    f"{self.path}: rosbag2 folder without metadata.yaml (an interrupted recording? "
+                    "`ros2 bag reindex` rebuilds it; or pass the .mcap/.db3 file itself)"
+                )
+            log.warning("%s: no metadata.yaml (an interrupted recording?): reading %s", self.path, files[0].name)
+            self._storage = files[0]
         self._reader: Any = None
+        self._recovered_dir: Optional[Path] = None
         self.topics: List[TopicInfo] = []
 
     def __enter__(self) -> "Bag":
@@ -92,11 +107,12 @@ class Bag:
     def open(self) -> None:
         from rosbags.highlevel import AnyReader
 
+        typestore = _typestore_for(self.path)
         try:
-            reader = AnyReader([self.path], default_typestore=_typestore_for(self.path))
+            reader = AnyReader([self._storage], default_typestore=typestore)
             reader.open()
         except Exception as e:  # rosbags, sqlite3, mcap and zstd raise many unrelated types
-            raise BagReadError(f"{self.path}: cannot open bag: {_describe(e)} (truncated or corrupt bag, or not a rosbag)") from e
+            reader = self._open_intact_prefix(typestore, e)
         self._reader = reader
         counts: dict = {}
         for c in reader.connections:
@@ -104,12 +120,38 @@ class Bag:
             counts[key] = counts.get(key, 0) + int(c.msgcount)
         self.topics = [TopicInfo(t, normalise_type(m), n) for (t, m), n in sorted(counts.items())]
 
+    def _open_intact_prefix(self, typestore: Any, error: Exception) -> Any:
+        """Reader of the intact chunks of a damaged MCAP (see the module docstring); BagReadError for
+        other storage, or when nothing before the damage is intact."""
+        from rosbags.highlevel import AnyReader
+
+        refused = BagReadError(f"{self.path}: cannot open bag: {_describe(error)} (truncated or corrupt bag, or not a rosbag)")
+        mcap = self._storage if self._storage.is_file() else next(iter(sorted(self._storage.glob("*.mcap"))), None)
+        if mcap is None or mcap.suffix != ".mcap" or (self._storage.is_dir() and len(list(self._storage.glob("*.mcap"))) != 1):
+            raise refused from error
+        self._recovered_dir = Path(tempfile.mkdtemp(prefix="xview-recovered-"))
+        try:
+            prefix = copy_intact_mcap_prefix(mcap, self._recovered_dir / mcap.name)
+            if prefix.messages == 0:
+                raise BagReadError(f"{self.path}: cannot open bag: {_describe(error)}; nothing intact before the damage "
+                                   f"at byte {prefix.intact_bytes} (truncated or corrupt bag)") from error
+            reader = AnyReader([self._recovered_dir / mcap.name], default_typestore=typestore)
+            reader.open()
+        except BaseException:
+            self.close()
+            raise
+        log.warning("%s", prefix.describe(mcap))
+        return reader
+
     def close(self) -> None:
-        if self._reader is not None:
-            try:
+        try:
+            if self._reader is not None:
                 self._reader.close()
-            finally:
-                self._reader = None
+        finally:
+            self._reader = None
+            if self._recovered_dir is not None:
+                shutil.rmtree(self._recovered_dir, ignore_errors=True)
+                self._recovered_dir = None
 
     def describe(self) -> str:
         """The bag's topics, one per line: ``topic  type  count``."""
@@ -205,6 +247,70 @@ class Bag:
         if short:
             raise BagReadError(f"{self.path}: fewer messages readable than the bag's index lists ({'; '.join(short)}): "
                                "truncated or corrupt bag")
+
+
+@dataclass(frozen=True)
+class IntactPrefix:
+    """What :func:`copy_intact_mcap_prefix` kept: messages, their log-time span (ns), the bytes of the
+    file they came from (``intact_bytes`` of ``file_bytes``) and the error that ended the read."""
+
+    messages: int
+    first_ns: int
+    last_ns: int
+    intact_bytes: int
+    file_bytes: int
+    error: str
+
+    def describe(self, path: Path) -> str:
+        lost = self.file_bytes - self.intact_bytes
+        return (f"{path}: damaged or cut short after byte {self.intact_bytes} of {self.file_bytes} ({self.error}); "
+                f"read the intact {self.messages} messages ({(self.last_ns - self.first_ns) / 1e9:.1f} s of recording); "
+                f"{lost} bytes ({lost / max(self.file_bytes, 1):.1%} of the file) after them are lost")
+
+
+def copy_intact_mcap_prefix(src: Path, dst: Path) -> IntactPrefix:
+    """Copy the schemas, channels and messages of ``src`` that precede its first damage (a cut or a
+    record that fails its CRC) to a complete MCAP at ``dst``. A damaged chunk is lost whole: its
+    messages come out of one compressed block."""
+    from mcap.records import Channel, Message, Schema
+    from mcap.stream_reader import StreamReader
+    from mcap.writer import Writer
+
+    schemas: dict = {}
+    channels: dict = {}
+    count, first, last, error = 0, 0, 0, "ends without its summary"
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        writer = Writer(out)
+        reader = StreamReader(f, validate_crcs=True)
+        records = iter(reader.records)
+        started = False
+        intact = 0
+        while True:
+            try:
+                record = next(records)
+            except StopIteration:
+                break
+            except Exception as e:  # noqa: BLE001 - mcap raises EndOfFile, struct.error, ValueError... at the damage
+                error = _describe(e)
+                break
+            if not started:
+                writer.start(profile=getattr(record, "profile", ""), library="xview_loc_ros bag recovery")
+                started = True
+            if isinstance(record, Schema):
+                schemas[record.id] = writer.register_schema(record.name, record.encoding, record.data)
+            elif isinstance(record, Channel) and (record.schema_id == 0 or record.schema_id in schemas):
+                channels[record.id] = writer.register_channel(record.topic, record.message_encoding,
+                                                              schemas.get(record.schema_id, 0), dict(record.metadata))
+            elif isinstance(record, Message) and record.channel_id in channels:
+                writer.add_message(channels[record.channel_id], record.log_time, record.data, record.publish_time, record.sequence)
+                first = record.log_time if count == 0 else min(first, record.log_time)
+                last = max(last, record.log_time)
+                count += 1
+            intact = f.tell()  # after the record just read (a chunk's messages come out of the whole chunk)
+        if not started:
+            writer.start()
+        writer.finish()
+    return IntactPrefix(count, first, last, intact, src.stat().st_size, error)
 
 
 def normalise_type(msgtype: str) -> str:

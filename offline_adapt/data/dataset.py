@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional
 import cv2
 import numpy as np
 
+from xview_loc_ros.fsutil import OutputLock, atomic_path, atomic_write_json, replace_durably
 from xview_loc_ros.geo import PatchGeoref
 
 FORMAT_VERSION = 1
@@ -209,15 +210,25 @@ class DatasetWriter:
     Use as a context manager: an exception leaves ``<out>.partial`` (resumable by the caller
     when ``resume=True``) and never a half-written ``out``. With ``resume=True`` an existing
     partial folder is kept and its pairs are reloaded, so a caller can skip ids already written.
+    The writer holds the exclusive lock of ``out`` from construction to commit (or failure): a second
+    writer raises :class:`~xview_loc_ros.fsutil.OutputLocked` before touching ``<out>.partial``.
     """
 
     def __init__(self, out: str | os.PathLike, meta: DatasetMeta, resume: bool = False, overwrite: bool = False) -> None:
         self.out = Path(out)
         self.tmp = self.out.with_name(self.out.name + ".partial")
         self.meta = meta
-        if self.out.exists():
-            if not overwrite:
-                raise FileExistsError(f"{self.out} already exists (use overwrite to replace it)")
+        # Checked under the lock: a run that finished meanwhile must not be replaced without overwrite.
+        self._lock = OutputLock(self.out, "data set").acquire()
+        try:
+            self._open(resume, overwrite)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, resume: bool, overwrite: bool) -> None:
+        if self.out.exists() and not overwrite:
+            raise FileExistsError(f"{self.out} already exists (use overwrite to replace it)")
         self.records: List[PairRecord] = []
         if self.tmp.exists() and resume and (self.tmp / "index.jsonl").exists():
             with open(self.tmp / "index.jsonl") as f:
@@ -258,11 +269,14 @@ class DatasetWriter:
         if set_splits:
             for r in self.records:
                 r.split = set_splits.get(r.id, r.split)
-        write_index(self.tmp, self.records)
-        (self.tmp / "dataset.json").write_text(json.dumps(asdict(self.meta), indent=2))
-        if self.out.exists():
-            shutil.rmtree(self.out)
-        os.replace(self.tmp, self.out)
+        try:
+            write_index(self.tmp, self.records)
+            atomic_write_json(self.tmp / "dataset.json", asdict(self.meta))
+            if self.out.exists():
+                shutil.rmtree(self.out)
+            replace_durably(self.tmp, self.out)
+        finally:
+            self._lock.release()
         return self.out
 
     def __enter__(self) -> "DatasetWriter":
@@ -274,16 +288,14 @@ class DatasetWriter:
                 self.commit()
         else:
             self._index.close()
+            self._lock.release()
 
 
 def write_index(root: str | os.PathLike, records: Iterable[PairRecord]) -> None:
-    """Atomically (re)write ``root/index.jsonl``."""
-    root = Path(root)
-    tmp = root / "index.jsonl.tmp"
-    with open(tmp, "w") as f:
+    """Atomically and durably (re)write ``root/index.jsonl``."""
+    with atomic_path(Path(root) / "index.jsonl") as tmp, open(tmp, "w") as f:
         for r in records:
             f.write(r.to_json() + "\n")
-    os.replace(tmp, root / "index.jsonl")
 
 
 def iter_records(path: str | os.PathLike) -> Iterator[PairRecord]:

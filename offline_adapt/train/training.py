@@ -9,6 +9,7 @@ DistributedDataParallel, and rank 0 alone validates and writes files.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from xview_loc_ros.fsutil import atomic_write_json
+from xview_loc_ros.fsutil import OutputLock, atomic_write_json
 from xview_loc_ros.models import save_checkpoint
 from xview_loc_ros.models.checkpoint import CheckpointError, read_checkpoint
 
@@ -173,99 +174,101 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, loss_fn: LossFn, *, ep
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
     out_dir = Path(out_dir)
     rank, world, _ = dist_info()
-    device = device or default_device()
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    amp = (device.type == "cuda") if amp is None else bool(amp)
-    seed_everything(seed + rank)
-    net = model.to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
-    result = FitResult(last_path=out_dir / "last.pt", best_path=out_dir / "best.pt")
-    start_epoch = 0
-    if resume and result.last_path.is_file():
-        ckpt = read_checkpoint(result.last_path, map_location=device)
-        if ckpt["config"] != net.config:
-            diff = sorted(k for k in set(ckpt["config"]) | set(net.config) if ckpt["config"].get(k) != net.config.get(k))
-            raise CheckpointError(f"{result.last_path}: cannot resume, its model config differs in {diff}")
-        net.load_state_dict(ckpt["state_dict"])
-        opt.load_state_dict(ckpt["optimizer"])
-        if "scaler" in ckpt and scaler.is_enabled():
-            scaler.load_state_dict(ckpt["scaler"])
-        start_epoch = int(ckpt["epoch"])
-        result.history = list(ckpt.get("history", []))
-        result.best_value, result.best_epoch = ckpt.get("best_value"), ckpt.get("best_epoch")
-        _set_rng_state(ckpt["rng"][rank] if isinstance(ckpt["rng"], list) else ckpt["rng"], train_loader)
-        log.info("resumed %s at epoch %d", result.last_path, start_epoch)
-    train_net = net
-    if world > 1:
-        train_net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    n_batches = len(train_loader) if steps_per_epoch is None else min(steps_per_epoch, len(train_loader))
+    # Rank 0 writes the run folder: a second run on it would interleave its checkpoints with ours.
+    with OutputLock(out_dir, "training run") if rank == 0 else contextlib.nullcontext():
+        device = device or default_device()
+        if world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        amp = (device.type == "cuda") if amp is None else bool(amp)
+        seed_everything(seed + rank)
+        net = model.to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
+        result = FitResult(last_path=out_dir / "last.pt", best_path=out_dir / "best.pt")
+        start_epoch = 0
+        if resume and result.last_path.is_file():
+            ckpt = read_checkpoint(result.last_path, map_location=device)
+            if ckpt["config"] != net.config:
+                diff = sorted(k for k in set(ckpt["config"]) | set(net.config) if ckpt["config"].get(k) != net.config.get(k))
+                raise CheckpointError(f"{result.last_path}: cannot resume, its model config differs in {diff}")
+            net.load_state_dict(ckpt["state_dict"])
+            opt.load_state_dict(ckpt["optimizer"])
+            if "scaler" in ckpt and scaler.is_enabled():
+                scaler.load_state_dict(ckpt["scaler"])
+            start_epoch = int(ckpt["epoch"])
+            result.history = list(ckpt.get("history", []))
+            result.best_value, result.best_epoch = ckpt.get("best_value"), ckpt.get("best_epoch")
+            _set_rng_state(ckpt["rng"][rank] if isinstance(ckpt["rng"], list) else ckpt["rng"], train_loader)
+            log.info("resumed %s at epoch %d", result.last_path, start_epoch)
+        train_net = net
+        if world > 1:
+            train_net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        n_batches = len(train_loader) if steps_per_epoch is None else min(steps_per_epoch, len(train_loader))
 
-    for epoch in range(start_epoch, epochs):
-        if hasattr(train_loader.sampler, "set_epoch"):
-            train_loader.sampler.set_epoch(epoch)
-        for group in opt.param_groups:
-            group["lr"] = lr * _lr_factor(lr_schedule, epoch, epochs)
-        train_net.train()
-        t0, pairs, loss_sum, parts_sum = time.perf_counter(), 0, 0.0, {}
-        bar = _progress(n_batches, f"epoch {epoch + 1}/{epochs}", progress and rank == 0)
-        for step, batch in enumerate(train_loader):
-            if step >= n_batches:
-                break
-            batch = _to_device(batch, device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
-                out = train_net(batch["ground"], batch["aerial"])
-                res = loss_fn(out, batch)
-            loss, parts = res if isinstance(res, tuple) else (res, {})
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"epoch {epoch + 1} step {step}: loss is {float(loss)} (diverged)")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            b = int(batch["ground"].shape[0])
-            pairs += b
-            loss_sum += float(loss.detach()) * b
-            for k, v in parts.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + float(v) * b
-            bar.set_postfix(loss=f"{float(loss.detach()):.4g}", pairs_s=f"{pairs / (time.perf_counter() - t0):.1f}")
-            bar.update(1)
-        bar.close()
-        dt = time.perf_counter() - t0
-        if bn_reestimate_batches > 0:
-            reestimate_batchnorm(net, train_loader, bn_reestimate_batches, device)
-        rec: Dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / max(pairs, 1), "pairs_per_s": pairs / dt,
-                               "seconds": dt, **{k: v / max(pairs, 1) for k, v in parts_sum.items()}}
-        rng = _rng_state(train_loader)
-        if world > 1:
-            gathered: List[Any] = [None] * world
-            torch.distributed.all_gather_object(gathered, rng)
-            rng = gathered
-        if rank == 0:
-            metrics = None
-            if validate_fn is not None:
-                net.eval()
-                with torch.no_grad():
-                    metrics = validate_fn(net)
-                rec.update({f"val_{k}": v for k, v in (metrics or {}).items()})
-            value = (metrics or {}).get(select_key)
-            improved = validate_fn is None or (value is not None and (result.best_value is None or value < result.best_value))
-            if improved:
-                result.best_value, result.best_epoch = value, epoch + 1
-            result.history.append(rec)
-            state = dict(epoch=epoch + 1, optimizer=opt.state_dict(), rng=rng, history=result.history,
-                         best_value=result.best_value, best_epoch=result.best_epoch, seed=seed, **(extra or {}))
-            if scaler.is_enabled():
-                state["scaler"] = scaler.state_dict()
-            save_checkpoint(result.last_path, net, **state)
-            if improved:
-                save_checkpoint(result.best_path, net, epoch=epoch + 1, metrics=metrics or {}, seed=seed, **(extra or {}))
-            atomic_write_json(out_dir / "history.json", result.history)
-            val = "" if metrics is None else " " + " ".join(f"val_{k}={v:.3f}" for k, v in metrics.items() if isinstance(v, float))
-            log.info("epoch %d/%d loss=%.4g %.1f pairs/s%s%s", epoch + 1, epochs, rec["loss"], rec["pairs_per_s"], val,
-                     " (best)" if improved and validate_fn is not None else "")
-        if world > 1:
-            torch.distributed.barrier()
-    return result
+        for epoch in range(start_epoch, epochs):
+            if hasattr(train_loader.sampler, "set_epoch"):
+                train_loader.sampler.set_epoch(epoch)
+            for group in opt.param_groups:
+                group["lr"] = lr * _lr_factor(lr_schedule, epoch, epochs)
+            train_net.train()
+            t0, pairs, loss_sum, parts_sum = time.perf_counter(), 0, 0.0, {}
+            bar = _progress(n_batches, f"epoch {epoch + 1}/{epochs}", progress and rank == 0)
+            for step, batch in enumerate(train_loader):
+                if step >= n_batches:
+                    break
+                batch = _to_device(batch, device)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+                    out = train_net(batch["ground"], batch["aerial"])
+                    res = loss_fn(out, batch)
+                loss, parts = res if isinstance(res, tuple) else (res, {})
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"epoch {epoch + 1} step {step}: loss is {float(loss)} (diverged)")
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                b = int(batch["ground"].shape[0])
+                pairs += b
+                loss_sum += float(loss.detach()) * b
+                for k, v in parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + float(v) * b
+                bar.set_postfix(loss=f"{float(loss.detach()):.4g}", pairs_s=f"{pairs / (time.perf_counter() - t0):.1f}")
+                bar.update(1)
+            bar.close()
+            dt = time.perf_counter() - t0
+            if bn_reestimate_batches > 0:
+                reestimate_batchnorm(net, train_loader, bn_reestimate_batches, device)
+            rec: Dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / max(pairs, 1), "pairs_per_s": pairs / dt,
+                                   "seconds": dt, **{k: v / max(pairs, 1) for k, v in parts_sum.items()}}
+            rng = _rng_state(train_loader)
+            if world > 1:
+                gathered: List[Any] = [None] * world
+                torch.distributed.all_gather_object(gathered, rng)
+                rng = gathered
+            if rank == 0:
+                metrics = None
+                if validate_fn is not None:
+                    net.eval()
+                    with torch.no_grad():
+                        metrics = validate_fn(net)
+                    rec.update({f"val_{k}": v for k, v in (metrics or {}).items()})
+                value = (metrics or {}).get(select_key)
+                improved = validate_fn is None or (value is not None and (result.best_value is None or value < result.best_value))
+                if improved:
+                    result.best_value, result.best_epoch = value, epoch + 1
+                result.history.append(rec)
+                state = dict(epoch=epoch + 1, optimizer=opt.state_dict(), rng=rng, history=result.history,
+                             best_value=result.best_value, best_epoch=result.best_epoch, seed=seed, **(extra or {}))
+                if scaler.is_enabled():
+                    state["scaler"] = scaler.state_dict()
+                save_checkpoint(result.last_path, net, **state)
+                if improved:
+                    save_checkpoint(result.best_path, net, epoch=epoch + 1, metrics=metrics or {}, seed=seed, **(extra or {}))
+                atomic_write_json(out_dir / "history.json", result.history)
+                val = "" if metrics is None else " " + " ".join(f"val_{k}={v:.3f}" for k, v in metrics.items() if isinstance(v, float))
+                log.info("epoch %d/%d loss=%.4g %.1f pairs/s%s%s", epoch + 1, epochs, rec["loss"], rec["pairs_per_s"], val,
+                         " (best)" if improved and validate_fn is not None else "")
+            if world > 1:
+                torch.distributed.barrier()
+        return result

@@ -17,7 +17,7 @@ import numpy as np
 
 from xview_loc_ros.inference.base import INPUT_AERIAL, INPUT_GROUND, Backend, ModelFileError, input_shapes
 from xview_loc_ros.inference.engine_cache import EngineKey, cached_engine_path, check_engine_machine, decide, default_cache_dir, store_engine
-from xview_loc_ros.fsutil import file_sha256
+from xview_loc_ros.fsutil import OutputLock, file_sha256
 from xview_loc_ros.inference.modelfile import model_kind, require_file, resolve_onnx_config
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,13 @@ def ensure_engine(onnx_path: str | os.PathLike, cache_dir: Optional[str | os.Pat
     """The cached engine for this ONNX on this machine, (re)built when missing or stale."""
     onnx_path = require_file(onnx_path)
     engine_path = cached_engine_path(cache_dir or default_cache_dir(), onnx_path, fp16, max_batch)
-    decision = decide(engine_path, machine_key(file_sha256(onnx_path), fp16, max_batch, device))
-    log.info("TensorRT engine cache: %s", decision.reason)
-    if decision.rebuild:
-        build_engine(onnx_path, engine_path, fp16, max_batch, device)
+    # Two processes filling one slot would both build for minutes, then replace each other's engine
+    # between the other's engine and sidecar writes.
+    with OutputLock(engine_path, "TensorRT engine cache slot"):
+        decision = decide(engine_path, machine_key(file_sha256(onnx_path), fp16, max_batch, device))
+        log.info("TensorRT engine cache: %s", decision.reason)
+        if decision.rebuild:
+            build_engine(onnx_path, engine_path, fp16, max_batch, device)
     return engine_path
 
 

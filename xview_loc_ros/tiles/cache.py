@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
 
-from xview_loc_ros.fsutil import atomic_write_bytes, atomic_write_json
+from xview_loc_ros.fsutil import OutputLock, atomic_write_bytes, atomic_write_json
 from xview_loc_ros.tiles.local import FOLDER_EXTENSIONS
 
 
@@ -57,12 +57,18 @@ def freshness_lifetime(headers: Mapping[str, str], default_ttl_s: float, now: Op
 
 
 class DiskTileCache:
-    """Tiles under ``root`` in XYZ layout with freshness side files; all writes are atomic."""
+    """Tiles under ``root`` in XYZ layout with freshness side files; all writes are atomic. One process
+    uses a cache folder at a time: it holds the folder's lock until :meth:`close`."""
 
     def __init__(self, root: str | Path, default_ttl_s: float = 7 * 86400.0) -> None:
         self.root = Path(root)
         self.default_ttl_s = float(default_ttl_s)
+        self._lock = OutputLock(self.root, "tile cache").acquire()
         self.root.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        """Release the folder's lock."""
+        self._lock.release()
 
     def lookup(self, z: int, x: int, y: int) -> Optional[CachedTile]:
         base = self.root / str(z) / str(x)
@@ -90,7 +96,9 @@ class DiskTileCache:
             if other != ext and (base / f"{y}.{other}").exists():
                 (base / f"{y}.{other}").unlink()
         path = base / f"{y}.{ext}"
-        atomic_write_bytes(path, data)
+        # Not flushed (four fsyncs a tile would slow a prefetch of thousands): a tile damaged by a power
+        # cut fails its decode checks on use and is fetched again.
+        atomic_write_bytes(path, data, durable=False)
         self._write_meta(path, lifetime, headers)
         return True
 
@@ -105,4 +113,4 @@ class DiskTileCache:
             "expires": time.time() + lifetime,
             "etag": headers.get("ETag") or (old.etag if old else None),
             "last_modified": headers.get("Last-Modified") or (old.last_modified if old else None),
-        })
+        }, durable=False)  # a broken side file reads as stale: revalidated

@@ -11,7 +11,8 @@ class TileNotFound(TileError):
 
 
 class TileDecodeError(TileError):
-    """Tile bytes are not a complete 256x256 PNG/JPEG/WebP image (corrupt, truncated, wrong kind)."""
+    """Tile bytes are not a complete 256x256 PNG/JPEG/WebP image (corrupt, truncated, wrong kind, a header
+    declaring another size), or the archive holding them is damaged."""
 
 
 class TileFetchError(TileError):

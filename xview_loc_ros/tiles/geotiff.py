@@ -10,7 +10,7 @@ import numpy as np
 from pyproj import Transformer
 
 from xview_loc_ros.geo import MERCATOR_HALF_EXTENT_M, WEB_MERCATOR, WGS84_LATLON, zoom_for_resolution
-from xview_loc_ros.tiles.errors import TileNotFound
+from xview_loc_ros.tiles.errors import TileDecodeError, TileNotFound
 from xview_loc_ros.tiles.source import TILE_PX, Tile, TileSource
 
 
@@ -56,6 +56,7 @@ class GeoTIFFSource(TileSource):
 
     def _load(self, z: int, x: int, y: int) -> Tile:
         from rasterio.enums import Resampling
+        from rasterio.errors import RasterioError
         from rasterio.windows import Window
 
         ds = self._ds
@@ -81,8 +82,11 @@ class GeoTIFFSource(TileSource):
         out_w, out_h = max(1, math.ceil(w / f)), max(1, math.ceil(h / f))
         with self._read_lock:
             win = Window(c0c, r0c, w, h)
-            data = ds.read(window=win, out_shape=(ds.count, out_h, out_w), resampling=Resampling.average)
-            mask = ds.dataset_mask(window=win, out_shape=(out_h, out_w), resampling=Resampling.nearest)
+            try:
+                data = ds.read(window=win, out_shape=(ds.count, out_h, out_w), resampling=Resampling.average)
+                mask = ds.dataset_mask(window=win, out_shape=(out_h, out_w), resampling=Resampling.nearest)
+            except RasterioError as e:  # blocks damaged or cut short after the file was opened
+                raise TileDecodeError(f"{self._where(z, x, y)}: unreadable orthophoto data: {e}") from None
         rgb = np.ascontiguousarray(np.transpose(data[:3], (1, 2, 0)))
         sx, sy = w / out_w, h / out_h  # file pixels per read pixel
         mx_ = ((col - c0c + 0.5) / sx - 0.5).astype(np.float32)

@@ -15,13 +15,15 @@ from typing import Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from xview_loc_ros import __version__
 from xview_loc_ros.geo import tile_quadkey, xyz_to_tms_row
+from xview_loc_ros.imageheader import image_kind
 from xview_loc_ros.tiles.cache import DiskTileCache
 from xview_loc_ros.tiles.errors import TileError, TileFetchError, TileNotFound
-from xview_loc_ros.tiles.source import Tile, TileSource, decode_tile, image_format
+from xview_loc_ros.tiles.source import Tile, TileSource, decode_tile
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,25 @@ class _Response:
     headers: Mapping[str, str]
 
 
+class _OriginSession(requests.Session):
+    """A session that sends the caller's own headers (API keys) to the template's server only.
+
+    requests drops ``Authorization`` on a redirect to another host but forwards custom headers such as
+    ``X-Api-Key``; these are dropped by the same rule (another host name, port or scheme, except an
+    http -> https upgrade on default ports), and stay dropped for the rest of the redirect chain.
+    """
+
+    def __init__(self, private_headers: Mapping[str, str]) -> None:
+        super().__init__()
+        self._private = list(private_headers)
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)
+        if self.should_strip_auth(response.request.url, prepared_request.url):
+            for name in self._private:
+                prepared_request.headers.pop(name, None)
+
+
 class _Retryable(Exception):
     def __init__(self, message: str, retry_after_s: Optional[float] = None) -> None:
         super().__init__(message)
@@ -48,10 +69,14 @@ class _Retryable(Exception):
 class HTTPTileSource(TileSource):
     """Tiles fetched from ``template``.
 
-    ``timeout_s`` (connect, read) seconds; ``retries`` extra attempts on timeouts, connection errors,
-    truncated bodies, 429 and 5xx with exponential back-off from ``backoff_s`` (capped at 30 s,
-    honouring Retry-After up to that); responses over ``max_bytes`` are refused; TLS certificates
-    are always verified (``ca_bundle`` names a private CA file). ``cache_dir`` is an XYZ folder
+    ``timeout_s`` (connect, read) seconds, and each attempt's whole body must arrive within their sum
+    (a server trickling bytes never trips the per-read timeout); ``deadline_s`` bounds one tile, all
+    attempts and back-off included (default: ``retries + 1`` attempts' worth, at most 30 s);
+    ``retries`` extra attempts on timeouts, connection errors, truncated bodies, 429 and 5xx with
+    exponential back-off from ``backoff_s`` (capped at 30 s, honouring Retry-After up to that);
+    responses over ``max_bytes`` are refused; TLS certificates are always verified (``ca_bundle``
+    names a private CA file); ``headers`` (API keys) go to the template's host only, never along a
+    redirect to another. ``cache_dir`` is an XYZ folder
     kept per Cache-Control/Expires (``default_ttl_s`` when the server says nothing); a stale tile is
     revalidated (ETag / Last-Modified) and served stale, with a warning, when the server is unreachable.
     """
@@ -71,6 +96,7 @@ class HTTPTileSource(TileSource):
         default_ttl_s: float = 7 * 86400.0,
         headers: Optional[Mapping[str, str]] = None,
         ca_bundle: Optional[str] = None,
+        deadline_s: Optional[float] = None,
         workers: int = 8,
         lru_tiles: int = 512,
     ) -> None:
@@ -88,6 +114,8 @@ class HTTPTileSource(TileSource):
             raise ValueError(f"tile URL {template!r} uses {{s}} but no subdomains were given")
         if retries < 0 or backoff_s < 0 or max_bytes <= 0:
             raise ValueError("HTTP retries and back-off must be >= 0 and max_bytes > 0")
+        if deadline_s is not None and not deadline_s > 0:
+            raise ValueError(f"HTTP tile deadline must be > 0 seconds, got {deadline_s!r}")
         self.template = template
         self.host = parts.hostname or ""
         self.subdomains = subdomains
@@ -96,8 +124,10 @@ class HTTPTileSource(TileSource):
         self.retries = int(retries)
         self.backoff_s = float(backoff_s)
         self.max_bytes = int(max_bytes)
+        self.attempt_s = float(sum(timeout_s))
+        self.deadline_s = float(deadline_s) if deadline_s is not None else min(30.0, self.attempt_s * (self.retries + 1))
         self.cache = DiskTileCache(cache_dir, default_ttl_s) if cache_dir is not None else None
-        self._session = requests.Session()
+        self._session = _OriginSession(headers or {})
         self._session.headers.update({"User-Agent": USER_AGENT, "Accept": "image/png,image/jpeg,image/webp,image/*;q=0.8"})
         self._session.headers.update(dict(headers or {}))
         # Passed with every request: a session-level setting loses to REQUESTS_CA_BUNDLE in requests.
@@ -159,23 +189,27 @@ class HTTPTileSource(TileSource):
             return decode_tile(cached.path.read_bytes(), f"{where} (cached {cached.path})"), "revalidated"
         tile = decode_tile(resp.body, f"{where} ({self.url_for(z, x, y)})")
         status = "fetched"
-        if self.cache is not None and not self.cache.store(z, x, y, image_format(resp.body) or "png", resp.body, resp.headers):
+        if self.cache is not None and not self.cache.store(z, x, y, image_kind(resp.body) or "png", resp.body, resp.headers):
             status = "uncacheable"
         return tile, status
 
     def _fetch(self, url: str, extra_headers: Mapping[str, str], where: str) -> _Response:
-        last = ""
-        for attempt in range(self.retries + 1):
+        deadline = time.monotonic() + self.deadline_s
+        attempt = 0
+        while True:
             try:
-                return self._fetch_once(url, extra_headers, where)
+                return self._fetch_once(url, extra_headers, where, min(deadline, time.monotonic() + self.attempt_s))
             except _Retryable as e:
-                last = str(e)
                 delay = e.retry_after_s if e.retry_after_s is not None else self.backoff_s * 2 ** attempt
-                if attempt < self.retries:
-                    time.sleep(min(30.0, delay) * (1.0 + 0.1 * random.random()))
-        raise TileFetchError(f"{where}: {url} failed after {self.retries + 1} attempt(s): {last}")
+                delay = min(30.0, delay) * (1.0 + 0.1 * random.random())
+                attempt += 1
+                if attempt > self.retries or time.monotonic() + delay >= deadline:
+                    raise TileFetchError(f"{where}: {url} failed after {attempt} attempt(s) "
+                                         f"(tile deadline {self.deadline_s:g} s): {e}") from None
+                time.sleep(delay)
 
-    def _fetch_once(self, url: str, extra_headers: Mapping[str, str], where: str) -> _Response:
+    def _fetch_once(self, url: str, extra_headers: Mapping[str, str], where: str, deadline: float) -> _Response:
+        started = time.monotonic()
         try:
             with self._session.get(url, headers=dict(extra_headers), timeout=self.timeout_s,
                                    stream=True, verify=self._verify) as r:
@@ -195,10 +229,15 @@ class HTTPTileSource(TileSource):
                 if length is not None and length.isdigit() and int(length) > self.max_bytes:
                     raise TileFetchError(f"{where}: {url} is {int(length)} bytes, over the {self.max_bytes}-byte limit")
                 body = bytearray()
-                for chunk in r.iter_content(65536):
+                # read1 returns what one socket read brings, so the wall clock is checked between reads
+                # (iter_content blocks until a whole chunk has arrived, however slowly).
+                while chunk := r.raw.read1(65536, decode_content=True):
                     body += chunk
                     if len(body) > self.max_bytes:
                         raise TileFetchError(f"{where}: {url} sent over the {self.max_bytes}-byte limit")
+                    if time.monotonic() > deadline:
+                        raise _Retryable(f"body not complete within the {deadline - started:.3g} s deadline "
+                                         f"({len(body)} bytes received)")
                 if length is not None and length.isdigit() and len(body) != int(length):
                     raise _Retryable(f"truncated body ({len(body)} of {length} bytes)")
                 return _Response(200, bytes(body), r.headers)
@@ -206,11 +245,17 @@ class HTTPTileSource(TileSource):
             raise TileFetchError(f"{where}: TLS verification failed for {url}: {e}") from None
         except (requests.Timeout, requests.ConnectionError) as e:
             raise _Retryable(f"{type(e).__name__}: {e}") from None
-        except requests.exceptions.ChunkedEncodingError as e:
+        except (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError) as e:
             raise _Retryable(f"truncated body: {e}") from None
+        except urllib3.exceptions.ReadTimeoutError as e:  # raised by r.raw reads, which requests does not wrap
+            raise _Retryable(f"ReadTimeout: {e}") from None
+        except urllib3.exceptions.HTTPError as e:
+            raise TileFetchError(f"{where}: {url}: {e}") from None
         except requests.RequestException as e:
             raise TileFetchError(f"{where}: {url}: {e}") from None
 
     def close(self) -> None:
         super().close()
         self._session.close()
+        if self.cache is not None:
+            self.cache.close()

@@ -71,10 +71,13 @@ class MBTilesSource(TileSource):
         return db
 
     def _load(self, z: int, x: int, y: int) -> Tile:
-        row = self._db().execute(
-            "SELECT tile_data FROM tiles WHERE zoom_level=? AND tile_column=? AND tile_row=?",
-            (z, x, xyz_to_tms_row(y, z)),
-        ).fetchone()
+        try:
+            row = self._db().execute(
+                "SELECT tile_data FROM tiles WHERE zoom_level=? AND tile_column=? AND tile_row=?",
+                (z, x, xyz_to_tms_row(y, z)),
+            ).fetchone()
+        except sqlite3.DatabaseError as e:  # pages damaged after opening ("database disk image is malformed")
+            raise TileDecodeError(f"{self._where(z, x, y)}: damaged archive: {e}") from None
         if row is None:
             raise TileNotFound(f"{self._where(z, x, y)}: not in the archive")
         return decode_tile(bytes(row[0]), self._where(z, x, y))
@@ -117,7 +120,11 @@ class PMTilesSource(TileSource):
         self.min_zoom, self.max_zoom = int(header["min_zoom"]), int(header["max_zoom"])
 
     def _load(self, z: int, x: int, y: int) -> Tile:
-        data: Optional[bytes] = self._reader.get(z, x, y)
+        try:
+            data: Optional[bytes] = self._reader.get(z, x, y)
+        except Exception as e:  # noqa: BLE001 - pmtiles parses the (untrusted) directories with whatever
+            # their bytes make it hit: BadGzipFile, IndexError, struct.error, ValueError...
+            raise TileDecodeError(f"{self._where(z, x, y)}: damaged archive directory: {type(e).__name__}: {e}") from None
         if data is None:
             raise TileNotFound(f"{self._where(z, x, y)}: not in the archive")
         if self._gzip:

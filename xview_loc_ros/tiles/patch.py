@@ -4,9 +4,9 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -93,7 +93,10 @@ class AerialPatchBuilder:
         self.control_points = int(control_points)
         self._mosaic: Optional[Tuple[Tuple[int, int, int, int, int], np.ndarray]] = None
         self._mosaic_lock = threading.Lock()
-        self._prefetcher: Optional[ThreadPoolExecutor] = None
+        # Prefetch: one request loading, at most one waiting (the latest; see prefetch()).
+        self._prefetch_lock = threading.Lock()
+        self._prefetch_waiting: Optional[Tuple["Future[PrefetchSummary]", List[Tuple[float, float]], float]] = None
+        self._prefetcher: Optional[threading.Thread] = None
 
     def zoom_at(self, lat: float) -> int:
         """The zoom patches at latitude ``lat`` (degrees) are sampled from."""
@@ -214,14 +217,38 @@ class AerialPatchBuilder:
         """Load, in a background thread, the tiles within ``radius_m`` metres (default: one patch width)
         of each (lat, lon) point and of the path between consecutive points. HTTP sources fill their
         disk cache; every source warms its in-memory LRU (up to its capacity). Errors are counted, not
-        raised; the returned Future gives a :class:`PrefetchSummary`."""
+        raised; the returned Future gives a :class:`PrefetchSummary`.
+
+        One request loads at a time and only the latest waits: a newer request replaces a waiting one,
+        whose Future is cancelled (jumping fixes used to queue one job each, 1,998 for 2,000 fixes)."""
         pts = [(float(a), float(b)) for a, b in points]
         radius = self.size_px * self.mpp if radius_m is None else float(radius_m)
         if not radius >= 0:
             raise ValueError(f"prefetch radius must be >= 0 metres, got {radius_m!r}")
-        if self._prefetcher is None:
-            self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
-        return self._prefetcher.submit(self._prefetch, pts, radius)
+        future: "Future[PrefetchSummary]" = Future()
+        with self._prefetch_lock:
+            if self._prefetch_waiting is not None:
+                self._prefetch_waiting[0].cancel()
+            self._prefetch_waiting = (future, pts, radius)
+            if self._prefetcher is None:
+                self._prefetcher = threading.Thread(target=self._prefetch_loop, name="prefetch", daemon=True)
+                self._prefetcher.start()
+        return future
+
+    def _prefetch_loop(self) -> None:
+        while True:
+            with self._prefetch_lock:
+                if self._prefetch_waiting is None:
+                    self._prefetcher = None  # the next request starts a new thread
+                    return
+                future, pts, radius = self._prefetch_waiting
+                self._prefetch_waiting = None
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(self._prefetch(pts, radius))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller through the Future
+                future.set_exception(e)
 
     def _prefetch(self, points: Sequence[Tuple[float, float]], radius_m: float) -> PrefetchSummary:
         keys: dict = {}
@@ -236,7 +263,11 @@ class AerialPatchBuilder:
         return summary
 
     def close(self) -> None:
-        """Stop the prefetch thread (the source stays open: its owner closes it)."""
-        if self._prefetcher is not None:
-            self._prefetcher.shutdown(wait=True)
-            self._prefetcher = None
+        """Cancel a waiting prefetch and wait for a running one (the source stays open: its owner closes it)."""
+        with self._prefetch_lock:
+            if self._prefetch_waiting is not None:
+                self._prefetch_waiting[0].cancel()
+                self._prefetch_waiting = None
+            thread = self._prefetcher
+        if thread is not None:
+            thread.join()

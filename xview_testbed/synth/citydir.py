@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, List, Sequence
 
 import cv2
-from xview_loc_ros.fsutil import atomic_write_bytes, atomic_write_json
+from xview_loc_ros.fsutil import OutputLock, atomic_write_bytes, atomic_write_json, replace_durably
 from xview_loc_ros.geo import LocalENU
 from xview_testbed.synth.aerial import render_ortho
 from xview_testbed.synth.city import generate_world
@@ -93,12 +93,19 @@ def build_city(style: Style, seed: int, out_dir: str | os.PathLike, lat: float =
     half-written city. Returns the folder path.
     """
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists (use --overwrite to replace it)")
-    frame = LocalENU(float(lat), float(lon), 0.0)
     zooms = sorted(set(int(z) for z in zooms))
     if not zooms:
         raise ValueError("at least one tile zoom is needed")
+    # A second build would delete this one's .partial and the first to finish would rename a mix.
+    with OutputLock(out, "city"):
+        if out.exists() and not overwrite:
+            raise FileExistsError(f"{out} already exists (use --overwrite to replace it)")
+        return _build_city_locked(style, seed, out, float(lat), float(lon), size_m, zooms, res_m, style_name, jobs)
+
+
+def _build_city_locked(style: Style, seed: int, out: Path, lat: float, lon: float, size_m: float, zooms: List[int],
+                       res_m: float, style_name: str, jobs: int) -> Path:
+    frame = LocalENU(lat, lon, 0.0)
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -136,7 +143,7 @@ def build_city(style: Style, seed: int, out_dir: str | os.PathLike, lat: float =
     atomic_write_json(tmp / "city.json", meta)
     if out.exists():
         shutil.rmtree(out)
-    os.replace(tmp, out)
+    replace_durably(tmp, out)
     return out
 
 
