@@ -13,7 +13,7 @@ import platform
 import re
 import subprocess
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 from xview_loc_ros.fsutil import atomic_write_bytes
 
@@ -56,7 +56,7 @@ def provenance(command: str, machine_extra: Sequence[str] = ()) -> str:
     return f"Command: `{command}`; machine: {machine(machine_extra)}; date: {now_utc()}; commit {commit()}."
 
 
-def _block(text: str, heading: str, level: int) -> Optional[tuple]:
+def _block(text: str, heading: str, level: int) -> Optional[Tuple[int, int]]:
     """(start, end) of the block that starts with the line ``heading`` and runs to the next heading
     of ``level`` or higher (``##`` = 2), or None."""
     m = re.search(rf"^{re.escape(heading)}[ \t]*$", text, re.M)
@@ -86,12 +86,14 @@ def record(section: str, body: str, *, command: str, subsection: Optional[str] =
     if append and not sub:
         raise ValueError("an appended record needs its own subsection heading")
     entry = f"{body.strip()}\n\n{provenance(command, machine_extra)}\n"
+    head = f"{intro.strip()}\n\n" if intro else ""
     text = path.read_text() if path.exists() else TITLE
     if sub is None:
-        return _write(path, _put(text, section, 2, f"{section}\n\n{(intro.strip() + chr(10) * 2) if intro else ''}{entry}", False))
-    if _block(text, section, 2) is None:
-        text = text.rstrip("\n") + f"\n\n{section}\n\n" + (intro.strip() + "\n" if intro else "")
-    start, end = _block(text, section, 2)
+        return _write(path, _put(text, section, 2, f"{section}\n\n{head}{entry}", False))
+    span = _block(text, section, 2)
+    if span is None:  # a new section holding just this subsection
+        return _write(path, text.rstrip("\n") + f"\n\n{section}\n\n{head}{sub}\n\n{entry}")
+    start, end = span
     part = _put(text[start:end], sub, 3, f"{sub}\n\n{entry}", append)
     return _write(path, text[:start] + part.rstrip("\n") + "\n" + ("\n" + text[end:] if end < len(text) else ""))
 

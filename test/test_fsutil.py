@@ -3,7 +3,6 @@ the benchmarks (CommandSteps), on real files."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -156,7 +156,8 @@ class CommandSteps:
     def _reads(self, argv: Sequence[str], output: str) -> Dict[str, str]:
         reads = {}
         for a in argv:
-            made = [o for o in self.made if a == o or a.startswith(o + os.sep)]
+            paths = (a, a.partition(":")[2])  # a tile source names its folder after a scheme: xyz:DIR
+            made = [o for o in self.made if any(p == o or p.startswith(o + os.sep) for p in paths)]
             if made:
                 reads[a] = self.made[made[0]]
             elif a != output and Path(a).is_file() and self.root.resolve() not in Path(a).resolve().parents:
@@ -177,6 +178,8 @@ class CommandSteps:
             execute()
             if not out.exists():
                 raise RuntimeError(f"step did not make {out}: {' '.join(argv)}")
-            step.finish([rel])
-        self.made[str(out)] = step.record()["outputs"][rel]
+            rec = step.finish([rel])
+        else:
+            rec = step.record() or {}
+        self.made[str(out)] = rec["outputs"][rel]
         return ran

@@ -137,7 +137,8 @@ class Demo:
                         "--size-m", r["size_m"], "--zooms", r["zooms"], "--out", self.p("teacher", "city"))
         pairs = self.run(self.p("teacher", "pairs"), "xview-loc", "synth", "pairs", "--city", city, "--n", o.teacher_pairs,
                          "--seed", r["pairs_seed"], "--out", self.p("teacher", "pairs"))
-        self.run(self.p("teacher", "run", "best.pt"), "xview-adapt", "train", "--data", pairs, "--config", "small",
+        # the run folder is the step's output: a redone step starts a fresh run (train refuses to overwrite one)
+        self.run(self.p("teacher", "run"), "xview-adapt", "train", "--data", pairs, "--config", "small",
                  "--out", self.p("teacher", "run"), "--seed", r["seed"], "--epochs", o.teacher_epochs, "--batch", r["batch"],
                  "--lr", r["lr"], "--threads", r["threads"], "--bn-reestimate", "0")
         return self.p("teacher", "run", "best.pt")

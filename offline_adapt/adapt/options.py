@@ -62,11 +62,11 @@ class DistillOptions:
     def resolved(self, config: Dict[str, Any]) -> "DistillOptions":
         """These options with K' filled in for a model of ``config`` when it was left to the
         default, and checked against the model's heat-map levels."""
-        opts = self if self.levels is not None else replace(self, levels=default_levels(config))
+        levels = default_levels(config) if self.levels is None else self.levels
         n_levels = len(config["levels"])
-        if not 1 <= opts.levels <= n_levels:
-            raise ValueError(f"--levels K' must be in 1..{n_levels} (the model's heat-map levels), got {opts.levels}")
-        return opts
+        if not 1 <= levels <= n_levels:
+            raise ValueError(f"--levels K' must be in 1..{n_levels} (the model's heat-map levels), got {levels}")
+        return replace(self, levels=levels)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

@@ -30,8 +30,9 @@ from xview_loc_ros.fsutil import DONE_NAME, StepCache, atomic_path, atomic_write
 from offline_adapt.adapt import filtering
 from offline_adapt.adapt.distill import bn_reestimate, train_student
 from offline_adapt.adapt.options import AdaptOptions, DistillOptions  # noqa: F401 (re-exported: the pipeline's options)
+from offline_adapt.data.dataset import dataset_fingerprint
 from offline_adapt.train.training import default_device, dist_info
-from offline_adapt.adapt.pseudo_labels import MANIFEST_NAME, CacheError, PREDICTIONS_NAME, PseudoLabels, dataset_fingerprint, ensure_pseudo_labels, load_pseudo_labels, read_predictions
+from offline_adapt.adapt.pseudo_labels import MANIFEST_NAME, CacheError, PREDICTIONS_NAME, PseudoLabels, ensure_pseudo_labels, load_pseudo_labels, read_predictions
 
 log = logging.getLogger(__name__)
 

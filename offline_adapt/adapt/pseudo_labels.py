@@ -23,7 +23,6 @@ covers (mass preserving); levels with orientation bins get X lifted with the kno
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 
 from offline_adapt.adapt.options import DEFAULT_TOPK, PSEUDO_GT_MODES
+from offline_adapt.data.dataset import dataset_fingerprint
 from offline_adapt.train.options import SIGMA_PX
 from offline_adapt.train.targets import gaussian_map, level_targets
 from xview_loc_ros.fsutil import StepCache, atomic_path, file_sha256
@@ -48,17 +48,6 @@ PREDICTIONS_NAME = "teacher_predictions.jsonl"
 
 class CacheError(ValueError):
     """A pseudo-label cache is missing, corrupt, or was built from other inputs."""
-
-
-def dataset_fingerprint(data_dir: str | os.PathLike) -> str:
-    """sha256 over the data set's dataset.json and index.jsonl (records and splits; not the images)."""
-    h = hashlib.sha256()
-    for name in ("dataset.json", "index.jsonl"):
-        p = Path(data_dir) / name
-        if not p.is_file():
-            raise CacheError(f"{data_dir}: not a pair data set ({name} missing)")
-        h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 @dataclass

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 from offline_adapt.train.options import LR_SCHEDULES, TrainOptions
@@ -66,11 +67,31 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
                         w_ce=args.w_ce, w_infonce=args.w_infonce, w_ori=args.w_ori)
 
 
+def check_run_folder(out: Path, resume: bool, data: str, fingerprint: str) -> None:
+    """Refuse to overwrite a run without ``--resume``, and to resume a run on another data set than
+    the one it was trained on (its last.pt records the data set's fingerprint)."""
+    from xview_loc_ros.models.checkpoint import read_checkpoint
+
+    last = out / "last.pt"
+    if not resume:
+        if last.exists() or (out / "best.pt").exists():
+            raise ValueError(f"--out {out}: holds a training run already; pass --resume to continue it, or choose "
+                             "another --out")
+        return
+    if not last.is_file():
+        return  # nothing to resume: a fresh run
+    ckpt = read_checkpoint(last, map_location="cpu")
+    stored = ckpt.get("data_fingerprint")
+    if stored is not None and stored != fingerprint:
+        raise ValueError(f"--data {data}: not the data set the run in {out} was trained on ({ckpt.get('data')}); "
+                         "resume with that --data, or start another --out")
+
+
 def train(args: argparse.Namespace) -> Dict[str, Any]:
     o = options_from_args(args)  # first: a bad option fails before the torch import and any data loading
     import torch
 
-    from offline_adapt.data.dataset import PairDataset
+    from offline_adapt.data.dataset import PairDataset, dataset_fingerprint
 
     from offline_adapt.evaluation.evaluate import validator
     from offline_adapt.train.losses import LossWeights
@@ -80,6 +101,8 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = PairDataset(args.data)
+    fingerprint = dataset_fingerprint(args.data)
+    check_run_folder(Path(args.out), args.resume, args.data, fingerprint)
     seed_everything(o.seed)  # model initialisation depends on the seed too
     model = build_initial_model(args.config, model_overrides(args.config, data.meta, args.orientation), args.init)
     cfg = model.config
@@ -96,7 +119,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
               validate_fn=validate, resume=args.resume, amp=None if args.amp == "auto" else args.amp == "on",
               device=torch.device(args.device) if args.device else None, steps_per_epoch=o.steps_per_epoch,
               lr_schedule=o.lr_schedule, bn_reestimate_batches=o.bn_reestimate,
-              extra={"data": str(args.data), "train_args": {k: v for k, v in vars(args).items() if k != "func"}})
+              extra={"data": str(args.data), "data_fingerprint": fingerprint, "train_args": {k: v for k, v in vars(args).items() if k != "func"}})
     return {"best_value": res.best_value, "best_epoch": res.best_epoch, "history": res.history}
 
 
@@ -120,7 +143,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bn-reestimate", type=int, default=_T.bn_reestimate, metavar="BATCHES",
                    help=f"after each epoch re-estimate BatchNorm statistics over this many training batches "
                    f"(0: off; default {_T.bn_reestimate})")
-    p.add_argument("--resume", action="store_true", help="continue from RUN/last.pt (same config required)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from RUN/last.pt (same config and data set required); without it an existing run is "
+                   "refused, not overwritten")
     p.add_argument("--orientation", choices=["known", "unknown"], default=None,
                    help="known: panoramas north-aligned with the recorded heading; unknown: the model predicts "
                    "orientation (default: known for panoramas, unknown for pinhole)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from xview_loc_ros.cli import fraction, latitude, longitude, positive_float
 from xview_testbed.synth.style import BLEND_GROUPS, PRESETS
 
 _STYLE_HELP = (f"style: a preset {list(PRESETS)} or a YAML file (may start with 'base: PRESET'); "
@@ -19,10 +20,10 @@ def register(subparsers) -> None:
     c = sub.add_parser("city", help="generate a city folder: tiles/{z}/{x}/{y}.png, tiles.mbtiles, city.json, world.npz, preview.png")
     _style_args(c)
     c.add_argument("--seed", type=int, default=0, help="random seed of the layout and textures (default 0)")
-    c.add_argument("--lat", type=float, default=None, help="latitude of the city centre, degrees WGS84 (default 37.7749)")
-    c.add_argument("--lon", type=float, default=None, help="longitude of the city centre, degrees WGS84 (default -122.4194)")
-    c.add_argument("--size-m", type=float, default=1000.0, help="side of the square city, metres (default 1000)")
-    c.add_argument("--res-m", type=float, default=0.25, help="world raster resolution, metres per pixel (default 0.25)")
+    c.add_argument("--lat", type=latitude, default=None, help="latitude of the city centre, degrees WGS84 (default 37.7749)")
+    c.add_argument("--lon", type=longitude, default=None, help="longitude of the city centre, degrees WGS84 (default -122.4194)")
+    c.add_argument("--size-m", type=positive_float, default=1000.0, help="side of the square city, metres (default 1000)")
+    c.add_argument("--res-m", type=positive_float, default=0.25, help="world raster resolution, metres per pixel (default 0.25)")
     c.add_argument("--zooms", default="16-20", help="Web Mercator zooms of the tile pyramid, e.g. 18 or 16-20 or 17,19 (default 16-20)")
     c.add_argument("--out", required=True, help="output city folder")
     c.add_argument("--overwrite", action="store_true", help="replace an existing folder")
@@ -76,7 +77,7 @@ def register(subparsers) -> None:
 def _style_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--style", required=True, help=_STYLE_HELP)
     p.add_argument("--toward", default=None, help="second style to blend toward (preset or YAML)")
-    p.add_argument("--amount", type=float, default=0.5, help="blend amount 0..1 toward --toward (default 0.5)")
+    p.add_argument("--amount", type=fraction, default=0.5, help="blend amount 0..1 toward --toward (default 0.5)")
     p.add_argument("--blend-groups", default="all", help=f"comma-separated groups to blend: {','.join(BLEND_GROUPS)} or all (default all)")
 
 
