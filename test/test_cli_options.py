@@ -193,3 +193,12 @@ def test_tiles_prefetch_nonsense_options(tmp_path, capsys, argv, name):
                              "--bbox", "52,4.3,52.01,4.31", *argv], capsys)
     assert rc == 2
     one_line_naming(err, name)
+
+
+@pytest.mark.parametrize("argv, name", [(["drive", "--frames", "0"], "--frames"), (["drive", "--rate", "-2"], "--rate"),
+                                        (["pairs", "--n", "-5"], "--n"), (["pairs", "--n", "5", "--workers", "-1"], "--workers")])
+def test_synth_drive_and_pairs_nonsense_counts(tmp_path, capsys, argv, name):
+    rc, err = run(loc_main, ["synth", argv[0], "--city", tmp_path / "city", "--out", tmp_path / "out", *argv[1:]], capsys)
+    assert rc == 2
+    one_line_naming(err, name)
+    assert list(tmp_path.iterdir()) == []
