@@ -1,9 +1,13 @@
 """ament_python / pip installation of xview_loc_ros (vehicle node) and offline_adapt (workstation)."""
+import xml.etree.ElementTree as ET
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 PACKAGE = "xview_loc_ros"
+# package.xml (required by ROS tooling) is the one place the version is written
+VERSION = ET.parse(Path(__file__).resolve().parent / "package.xml").getroot().findtext("version").strip()
 
 ROS_WHEELS = [  # ROS 2 Kilted wheels from PyPI, for machines without a ROS install (Python 3.11)
     "ros-rclpy[fastrtps]",
@@ -17,7 +21,7 @@ ROS_WHEELS = [  # ROS 2 Kilted wheels from PyPI, for machines without a ROS inst
 
 setup(
     name=PACKAGE,
-    version="0.1.0",
+    version=VERSION,
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "offline_adapt", "offline_adapt.*", "xview_testbed", "xview_testbed.*"]),
     package_data={"xview_testbed": ["synth/styles/*.yaml"]},
     data_files=[

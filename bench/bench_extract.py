@@ -13,22 +13,18 @@ Usage: python bench/bench_extract.py [--frames N] [--record bench/RESULTS.md]
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "test"))  # the drive/tile writers shared with the tests
+sys.path.insert(0, str(REPO))  # bench.results, when run as a script
 
 from bag_writers import DriveSpec, make_xyz_tiles, write_rosbags  # noqa: E402
 
 from offline_adapt.data.extract import ExtractOptions, extract  # noqa: E402
-from xview_loc_ros.fsutil import atomic_write_bytes  # noqa: E402
+from bench import results  # noqa: E402
 
 SECTION = "## Bag extraction (issue 6)"
 CONFIGS = {
@@ -54,35 +50,20 @@ def run(frames: int) -> dict:
     return res
 
 
-def machine() -> str:
-    try:
-        cpu = [ln.split(":", 1)[1].strip() for ln in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-               if ln.startswith("Model name")][0]
-    except (OSError, IndexError):
-        cpu = platform.processor() or "unknown CPU"
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
-def record(path: Path, res: dict, command: str, frames: int) -> None:
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def record(path: Path, res: dict, command: str) -> None:
     rows = "\n".join(
         f"| {n} | {CONFIGS[n]['size_hw'][0]}x{CONFIGS[n]['size_hw'][1]} | {CONFIGS[n]['size_px']} px @ {CONFIGS[n]['mpp']} m/px "
         f"| {r['pairs']} | {r['seconds']:.2f} | {r['rate']:.1f} |" for n, r in res.items()
     )
     body = (
-        f"{SECTION}\n\n"
         f"`xview-adapt extract` end to end (MCAP bag, JPEG panoramas, GNSS 5 Hz + IMU + ground truth; XYZ tile folder "
         f"as the warm local cache; thinning off so every frame is a pair; second of two runs). Per full-size pair the "
         f"cost is mostly the 1/8-scale JPEG check of the 2048 px panorama (~20 ms) and the 512 px aerial PNG encode "
         f"(~11 ms, on worker threads); figures vary strongly with other processes on the shared cores.\n\n"
         f"| size | panorama (px) | aerial patch | pairs | seconds | pairs/s |\n|---|---|---|---|---|---|\n{rows}\n\n"
-        f"Goal: >= 50 small pairs/s on 2 cores. Command: `{command}`; machine: {machine()} (shared; 1-min load "
-        f"average {os.getloadavg()[0]:.1f} at the end of the run); date: {date}.\n"
+        f"Goal: >= 50 small pairs/s on 2 cores."
     )
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: body + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + body
-    atomic_write_bytes(path, text.encode())
+    results.record(SECTION, body, command=command, path=path)
 
 
 def main() -> int:
@@ -94,7 +75,7 @@ def main() -> int:
     for name, r in res.items():
         print(f"{name}: {r['pairs']} pairs in {r['seconds']:.2f} s = {r['rate']:.1f} pairs/s")
     if args.record:
-        record(args.record, res, "python " + " ".join(sys.argv), args.frames)
+        record(args.record, res, "python " + " ".join(sys.argv))
     return 0
 
 

@@ -12,11 +12,7 @@ Usage: python bench/bench_inference.py [--models small ccvpe-vigor] [--runs 100]
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +23,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench import results  # noqa: E402
 
 SECTION = "## Inference backends (issue 7)"
 INTRO = ("Batch 1, median of many runs after warm-up; backends take turns in blocks of 10 runs in one process. "
@@ -111,52 +109,11 @@ def profile_torch(ckpt: Path, threads: int, top: int = 12) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name"):
-                cpu = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+def library_versions() -> List[str]:
     import onnxruntime
     import torch
 
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} cores, load average {load} (shared machine), Python {platform.python_version()}, "
-            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
-
-
-GPU_PLACEHOLDER = ("Not measured yet: no GPU was lent to the session that wrote this. Goal: `ccvpe` full size "
-                   "<= 5 ms on an H100 in fp16. Command: `python bench/bench_inference.py --models ccvpe-vigor "
-                   "--device cuda --record bench/RESULTS.md`.\n")
-
-
-def _replace_block(text: str, title: str, body: str, level: str) -> str:
-    """Replace the block starting with ``title`` up to the next heading of ``level`` or higher
-    (or append it); ``body`` starts with ``title``."""
-    start = text.find(title)
-    if start < 0:
-        return text.rstrip("\n") + "\n\n" + body
-    ends = [i for i in (text.find(h, start + len(title)) for h in ("\n## ", "\n### " if level == "###" else "\n## "))
-            if i >= 0]
-    end = min(ends) if ends else -1
-    return text[:start] + body + ("" if end < 0 else "\n" + text[end + 1:])
-
-
-def record(results_md: Path, subsection: str, body: str) -> None:
-    """Replace (or add) one subsection ("### CPU" / "### GPU") of this benchmark's section of
-    RESULTS.md, leaving every other section and subsection alone."""
-    from xview_loc_ros.fsutil import atomic_write_bytes
-
-    text = results_md.read_text() if results_md.exists() else "# Benchmark results\n"
-    if SECTION not in text:
-        text = _replace_block(text, SECTION, f"{SECTION}\n\n{INTRO}\n\n### CPU\n\n(not measured)\n\n### GPU\n\n{GPU_PLACEHOLDER}", "##")
-    sec_start = text.index(SECTION)
-    nxt = text.find("\n## ", sec_start + len(SECTION))
-    section = text[sec_start:] if nxt < 0 else text[sec_start:nxt + 1]
-    section = _replace_block(section, subsection, body, "###")
-    atomic_write_bytes(results_md, (text[:sec_start] + section + ("" if nxt < 0 else text[nxt + 1:])).encode())
+    return [f"torch {torch.__version__}", f"onnxruntime {onnxruntime.__version__}"]
 
 
 def main() -> int:
@@ -193,19 +150,19 @@ def main() -> int:
             if args.profile:
                 print(profile_torch(ckpt, args.threads))
             del backends
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "python bench/bench_inference.py " + " ".join(sys.argv[1:])
     sub = "### CPU" if args.device == "cpu" else "### GPU"
     dev = f"{args.threads} threads each for torch and ONNX Runtime" if args.device == "cpu" else args.device
     table = "\n".join(f"| {a} | {lab} | {n} | {ms:.2f} | {hz:.1f} | {r:.2f} |" for a, lab, n, ms, hz, r in rows)
-    body = (f"{sub}\n\n{dev}; up to {args.runs} runs after {args.warmup} warm-up runs.\n\n"
+    body = (f"{dev}; up to {args.runs} runs after {args.warmup} warm-up runs.\n\n"
             "| model | backend | runs | median (ms) | rate (Hz) | speed-up vs torch fp32 |\n|---|---|---|---|---|---|\n"
-            f"{table}\n\nCommand: `{cmd}`; machine: {machine()}; date: {when}.\n")
+            f"{table}\n")
     if args.note:
         body += f"\n{args.note}\n"
     print(body)
     if args.record:
-        record(args.record, sub, body)
+        results.record(SECTION, body, command=cmd, subsection=sub, intro=INTRO, machine_extra=library_versions(),
+                       path=args.record)
     return 0
 
 

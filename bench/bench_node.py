@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -30,15 +29,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+from bench import results  # noqa: E402
 
 
 def _prepare(args: argparse.Namespace, out: Path) -> tuple[str, str, float, float]:
@@ -190,38 +181,21 @@ def main() -> int:
         "frames_sent": len(sent), "poses": int(lat_ms.size), "frames_dropped": stages.get("frames_dropped"),
         "e2e_ms_median": float(np.median(lat_ms)), "e2e_ms_p95": float(np.percentile(lat_ms, 95)),
         "stages_ms": row, "non_inference_over_inference": non_inf / row["inference"][0],
-        "backend": stages.get("backend"), "cpu": _cpu(), "rate_hz": args.rate, "image": args.image_size,
+        "backend": stages.get("backend"), "cpu": results.cpu_model(), "rate_hz": args.rate, "image": args.image_size,
     }
     (out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     if args.record:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         cmd = "bench/bench_node.py " + " ".join(sys.argv[1:])
-        lines = [f"\n### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}: `{cmd}`\n",
-                 f"Machine: {result['cpu']}; backend: {result['backend']}; {args.image_size} JPEG at {args.rate} Hz, "
-                 f"{result['poses']}/{result['frames_sent']} poses, {result['frames_dropped']} frames dropped; "
-                 f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.\n",
+        lines = [f"Backend: {result['backend']}; {args.image_size} JPEG at {args.rate} Hz, "
+                 f"{result['poses']}/{result['frames_sent']} poses, {result['frames_dropped']} frames dropped.\n",
                  "| stage | median ms | p95 ms |", "| --- | --- | --- |"]
         lines += [f"| {k} | {row[k][0]:.2f} | {row[k][1]:.2f} |" for k in names]
         lines += [f"| **end to end (DDS image publish -> pose receive)** | {result['e2e_ms_median']:.1f} | {result['e2e_ms_p95']:.1f} |", "",
-                  f"Everything on the pose's path but inference (median sum): {non_inf:.1f} ms = {100 * result['non_inference_over_inference']:.0f} % of inference.\n"]
-        _append_results("\n".join(lines))
+                  f"Everything on the pose's path but inference (median sum): {non_inf:.1f} ms = {100 * result['non_inference_over_inference']:.0f} % of inference."]
+        results.record("## Localizer node (issue 8)", "\n".join(lines), command=cmd, append=True,
+                       subsection=f"### {results.now_utc()}: `{cmd}`")
     return 0
-
-
-def _append_results(text: str) -> None:
-    from xview_loc_ros.fsutil import atomic_write_bytes
-
-    path = ROOT / "bench" / "RESULTS.md"
-    current = path.read_text() if path.exists() else "# Benchmark results\n"
-    head = "## Localizer node (issue 8)"
-    if head not in current:
-        current = current.rstrip("\n") + f"\n\n{head}\n"
-    start = current.index(head) + len(head)
-    nxt = current.find("\n## ", start)
-    end = len(current) if nxt < 0 else nxt
-    current = current[:end].rstrip("\n") + "\n" + text + current[end:]
-    atomic_write_bytes(path, current.encode())
 
 
 if __name__ == "__main__":

@@ -6,12 +6,8 @@ Usage: python bench/bench_patch.py [--repeats N] [--record bench/RESULTS.md]
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,9 +16,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from xview_loc_ros.geo import LocalENU, ground_resolution
-from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
-from xview_loc_ros.tiles.coverage import tiles_around
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.results, when run as a script
+
+from bench import results  # noqa: E402
+from xview_loc_ros.geo import LocalENU, ground_resolution  # noqa: E402
+from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source  # noqa: E402
+from xview_loc_ros.tiles.coverage import tiles_around  # noqa: E402
 
 LAT, LON, ZOOM = 47.6062, -122.3321, 19  # Seattle, VIGOR-like zoom
 SECTION = "## Aerial patch builder (issue 2)"
@@ -87,18 +86,8 @@ def run(repeats: int) -> dict:
     return out
 
 
-def machine() -> str:
-    try:
-        model = re.search(r"Model name:\s*(.+)", subprocess.run(["lscpu"], capture_output=True, text=True).stdout).group(1)
-    except Exception:
-        model = platform.processor() or "unknown CPU"
-    return f"{model.strip()}, {os.cpu_count()} cores, Python {platform.python_version()}, OpenCV {cv2.__version__}"
-
-
 def record(path: Path, res: dict, command: str) -> None:
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = (
-        f"{SECTION}\n\n"
         f"Wall time of `AerialPatchBuilder.build` at zoom {ZOOM} near Seattle, {res['mpp']:.4f} m/px, "
         f"PNG tiles in an XYZ folder (blurred noise). Warm: every tile already decoded in the memory LRU "
         f"(a vehicle driving; includes the control-grid pyproj mapping, mosaic and cv2.remap). Cold: a new "
@@ -109,15 +98,9 @@ def record(path: Path, res: dict, command: str) -> None:
                   f"{res[f'cold {n} p10']:.2f} |\n" for n in (512, 128))
         + "\nThe 10th percentile shows the cost when the run was least disturbed by other processes.\n\n"
         f"Goal: warm 512x512 <= 5 ms on 2 cores. 1-minute load average during the run: {res['load']:.1f} "
-        f"(above 2, other processes share the cores and the figures grow accordingly). "
-        f"Command: `{command}`; machine: {machine()}; date: {date}.\n"
+        f"(above 2, other processes share the cores and the figures grow accordingly)."
     )
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(SECTION) + r".*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(body.rstrip("\n") + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + body
-    from xview_loc_ros.fsutil import atomic_write_bytes
-
-    atomic_write_bytes(path, text.encode())
+    results.record(SECTION, body, command=command, path=path, machine_extra=[f"OpenCV {cv2.__version__}"])
 
 
 def main() -> int:

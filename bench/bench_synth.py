@@ -9,12 +9,9 @@ are given beside them).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import results  # noqa: E402
 from xview_testbed.synth import make_city, make_pairs  # noqa: E402
 
 SECTION = "## Synthetic test bed (issue 3)"
@@ -39,16 +37,6 @@ def _timed(fn, *a, **kw):
     return out, time.perf_counter() - t, _cpu() - c
 
 
-def _machine() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-                     if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    load = os.getloadavg()[0]
-    return f"{model}, {os.cpu_count()} cores, load average {load:.1f} at start"
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-m", type=float, default=1000.0, help="city side, metres (default 1000 = 1 km^2)")
@@ -58,7 +46,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2, help="pair rendering processes")
     ap.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     args = ap.parse_args()
-    machine = _machine()
+    load_at_start = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory() as td:
         td = Path(td)
@@ -73,30 +61,15 @@ def main() -> int:
             rows.append((f"pairs {preset} {ground}, {n} pairs, {args.workers} workers", f"{n / wall:.1f} pairs/s",
                          f"{cpu / n * 1000:.0f} ms CPU/pair",
                          f"CPU-bound rate on {args.workers} idle cores: {args.workers * n / cpu:.0f} pairs/s"))
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "python bench/bench_synth.py " + " ".join(sys.argv[1:])
-    lines = [SECTION, "", f"Command: `{cmd}`  ", f"Machine: {machine}; date {date}.  ",
-             "Wall times depend on the machine's load (shared CI hosts); CPU seconds (all processes) do not.", "",
-             "| what | wall | CPU | notes |", "| --- | --- | --- | --- |"]
+    lines = [f"Wall times depend on the machine's load (shared CI hosts; load average {load_at_start:.1f} at the "
+             "start); CPU seconds (all processes) do not.", "", "| what | wall | CPU | notes |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        _write_section(ROOT / "bench" / "RESULTS.md", text)
+        results.record(SECTION, text, command=cmd)
     return 0
-
-
-def _write_section(path: Path, text: str) -> None:
-    """Replace (or append) this benchmark's section, leaving the other sections untouched."""
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = old.find(SECTION)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text + ("" if end < 0 else "\n" + old[end + 1:])
-    from xview_loc_ros.fsutil import atomic_write_bytes
-    atomic_write_bytes(path, new.encode())
 
 
 if __name__ == "__main__":

@@ -7,15 +7,13 @@ split 70/10/20), trains the teacher on A and the oracle on B's train split (with
 every adaptation variant on B's unlabelled train split and evaluates all of them on B's test
 split: Teacher, batch-norm re-estimation, Student-M-OF, Student+M-OF, Student+M+OF (the paper's
 method), entropy minimisation, Oracle; sweeps over K' (levels), T (keep %) and the gap size.
-Each step is skipped when its output exists, so an interrupted run resumes.
+Each step is skipped when its output exists and was made by the same command from the same inputs
+(xview_loc_ros.fsutil.CommandSteps; records in OUT/.steps/), so an interrupted run resumes.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -27,13 +25,16 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import yaml
 
-from xview_loc_ros.fsutil import atomic_write_json
+from bench import results
+from offline_adapt.adapt.options import AdaptOptions, DistillOptions
+from offline_adapt.adapt.pipeline import reuse_steps, run_results
+from xview_loc_ros.fsutil import CommandSteps, atomic_write_json
 
 HERE = Path(__file__).resolve().parent
 # Each variant as adaptation flags; K' (levels) is filled in with the architecture's default.
 VARIANTS: Dict[str, Dict[str, Any]] = {
     "st_-M-OF": {"pseudo_gt": "heatmap", "keep": 100},
-    "st_+M+OF": {"pseudo_gt": "mode", "keep": 80},
+    "st_+M+OF": {"pseudo_gt": "mode", "keep": AdaptOptions().keep_pct},
     "entropy_min": {"pseudo_gt": "mode", "keep": 100, "entropy_min": None},  # weight from the profile
 }
 LABELS = {
@@ -78,20 +79,28 @@ def parallel(jobs: int, tasks: List[Callable[[], Any]]) -> List[Any]:
 class Bench:
     def __init__(self, cfg: Dict[str, Any], profile: str, out: Path, threads: int, jobs: int) -> None:
         self.cfg, self.p, self.out, self.threads, self.jobs = cfg, cfg["profiles"][profile], out, str(threads), jobs
+        # student flags: the adaptation defaults (offline_adapt.adapt.options) unless the profile overrides them
+        d = DistillOptions()
+        self.student = {"epochs": d.epochs, "batch": d.batch, "lr": d.lr, **self.p.get("student", {})}
         # wall time of every step, kept across resumed invocations
         out.mkdir(parents=True, exist_ok=True)
         self.timings_path = out / "timings.json"
         self.timings: Dict[str, float] = json.loads(self.timings_path.read_text()) if self.timings_path.is_file() else {}
         self.lock = threading.Lock()
+        self.steps = CommandSteps(out)
 
-    def timed(self, key: str, output: Path, cmd: List[str]) -> None:
-        if output.exists():
-            return
-        t0 = time.time()
-        sh(cmd, self.out / "logs" / f"{key}.log")
-        with self.lock:
-            self.timings[key] = round(time.time() - t0, 1)
-            atomic_write_json(self.timings_path, self.timings)
+    def timed(self, key: str, output: Path, cmd: List[str], before: Callable[[], Any] = lambda: None) -> None:
+        """Run ``cmd`` (after ``before``) unless the step that makes ``output`` is done."""
+        def execute() -> None:
+            before()
+            t0 = time.time()
+            sh(cmd, self.out / "logs" / f"{key}.log")
+            with self.lock:
+                self.timings[key] = round(time.time() - t0, 1)
+                atomic_write_json(self.timings_path, self.timings)
+
+        # the interpreter's path is not part of what a step computes
+        self.steps.run(output, ["python", *cmd[1:]], execute)
 
     def city(self, name: str, style: Dict[str, Any], seed: int) -> Path:
         d = self.out / f"city_{name}"
@@ -101,13 +110,13 @@ class Bench:
                   "--lon", str(where["lon"]), "--out", str(d))
         if style.get("toward"):
             cmd += ["--toward", style["toward"], "--amount", str(style["amount"]), "--blend-groups", style["groups"]]
-        self.timed(f"city_{name}", d / "city.json", cmd)
+        self.timed(f"city_{name}", d, cmd)
         return d
 
     def pairs(self, name: str, style: Dict[str, Any], city_seed: int, n: int, seed: int) -> Path:
         city = self.city(name, style, city_seed)
         d = self.out / f"pairs_{name}"
-        self.timed(f"pairs_{name}", d / "index.jsonl",
+        self.timed(f"pairs_{name}", d,
                    loc("synth", "pairs", "--city", str(city), "--n", str(n), "--seed", str(seed), "--out", str(d)))
         return d
 
@@ -118,12 +127,12 @@ class Bench:
                     "--threads", self.threads)
         if init:
             cmd += ["--init", init]
-        self.timed(f"train_{name}", d / "best.pt", cmd)
+        self.timed(f"train_{name}", d, cmd)
         return d / "best.pt"
 
     def evaluate(self, name: str, model: Path, data: Path) -> Dict[str, Any]:
         d = self.out / f"eval_{name}"
-        self.timed(f"eval_{name}", d / "metrics.json",
+        self.timed(f"eval_{name}", d,
                    adapt("evaluate", "--model", str(model), "--data", str(data), "--split", "test", "--threads",
                          self.threads, "--out", str(d)))
         return json.loads((d / "metrics.json").read_text())
@@ -145,11 +154,7 @@ class Bench:
         ``reuse``: a finished run of the same data whose verified steps are copied in first (the
         teacher pass always; the auxiliary student when only T differs); the pipeline re-checks them."""
         d = self.adapt_dir(data, flags, seed)
-        if reuse is not None and not (d / "student.pt").exists():
-            for step in ("pseudo", "aux"):
-                if (reuse / step / "done.json").is_file() and not (d / step).exists():
-                    shutil.copytree(reuse / step, d / step)
-        s = self.p["student"]
+        s = self.student
         cmd = adapt("adapt", "--teacher", str(teacher), "--data", str(data), "--out", str(d), "--seed", str(seed),
                     "--epochs", str(s["epochs"]), "--batch", str(s["batch"]), "--lr", str(s["lr"]),
                     "--threads", self.threads)
@@ -158,17 +163,17 @@ class Bench:
         else:
             cmd += ["--pseudo-gt", flags["pseudo_gt"], "--keep", f"{flags['keep']:g}", "--levels", str(flags["levels"]),
                     "--entropy-min", f"{flags['entropy_min']:g}"]
-        self.timed(d.name, d / "student.pt", cmd)
-        summary = json.loads((d / "report" / "summary.json").read_text())
+        self.timed(d.name, d / "student.pt", cmd, before=lambda: reuse is not None and reuse_steps(reuse, d))
+        results = run_results(d)
+        summary = results["summary"]
         # the auxiliary student's time is inside its run's; reported with the paper's method only
         row = dict(summary["splits"]["test"][model], run=d.name, seconds=self.timings.get(d.name) if model == "student" else None)
         train = summary["splits"].get("train", {})
         if "teacher" in train:  # pseudo-label error (teacher on the adaptation pairs) and student train error
             row["pseudo_label_mean_m"] = train["teacher"].get("mean_m")
             row["student_train_mean_m"] = train[model].get("mean_m")
-        report = d / "filter" / "filter_report.json"
-        if model == "student" and report.is_file():  # pseudo-label error on the pairs the filter kept
-            row["kept_pseudo_label_mean_m"] = json.loads(report.read_text()).get("pseudo_label_error_kept_mean_m")
+        if model == "student" and results["filter_report"]:  # pseudo-label error on the pairs the filter kept
+            row["kept_pseudo_label_mean_m"] = results["filter_report"].get("pseudo_label_error_kept_mean_m")
         return row
 
     def prepare(self, gap_amounts: List[float] = ()) -> Tuple[Path, Path, Path, Dict[float, Path]]:
@@ -259,11 +264,6 @@ def table(res: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> str:
-    model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    return f"{model}, {os.cpu_count()} cores, {platform.python_version()}, load average {os.getloadavg()[0]:.1f}"
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, default=HERE / "crossarea.yaml")
@@ -289,12 +289,10 @@ def main() -> int:
     text = table(res)
     print(text)
     if args.record:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        with open(args.record, "a") as f:
-            f.write(f"\n### Cross-area adaptation, profile `{args.profile}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-                    f"commit {commit})\nCommand: `python -m bench.crossarea {' '.join(sys.argv[1:])}`; "
-                    f"config `bench/crossarea.yaml`; machine: {machine()}; wall time {time.time() - t0:.0f} s "
-                    f"(each step's in timings.json).\n\n{text}\n")
+        results.record("## Cross-area adaptation (issue 5)",
+                       f"Config `bench/crossarea.yaml`; wall time {time.time() - t0:.0f} s (each step's in timings.json).\n\n{text}",
+                       command=f"python -m bench.crossarea {' '.join(sys.argv[1:])}", append=True, path=args.record,
+                       subsection=f"### Cross-area adaptation, profile `{args.profile}` ({results.now_utc()})")
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from offline_adapt.adapt import filtering
-from offline_adapt.adapt.pipeline import AdaptOptions, AdaptRun, filter_step, run_adapt, student_step
+from offline_adapt.adapt.pipeline import (AdaptOptions, AdaptRun, filter_step, reuse_steps, run_adapt, run_results,
+                                          student_step)
 from offline_adapt.cli import main as adapt_main
 from offline_adapt.adapt.distill import (DistillOptions, default_levels, distill_loss, heatmap_entropy, holdout_ids,
                                    train_student)
@@ -152,15 +155,30 @@ def test_levels_default_per_architecture():
     assert default_levels({"arch": "small", "levels": six}) == 6
     assert DistillOptions().resolved({"arch": "ccvpe-vigor", "levels": six}).levels == 2
     assert DistillOptions(levels=3).resolved({"arch": "ccvpe-vigor", "levels": six}).levels == 3
-    with pytest.raises(ValueError, match="not resolved"):
-        DistillOptions().check(6)
+
+
+@pytest.mark.parametrize("kwargs, flag", [
+    (dict(pseudo_gt="x"), "--pseudo-gt"), (dict(sigma_px=0.0), "--sigma"), (dict(levels=0), "--levels"),
+    (dict(epochs=0), "--epochs"), (dict(lr=-1e-4), "--lr"), (dict(batch=0), "--batch"), (dict(entropy_min=-1.0), "--entropy-min"),
+    (dict(select="best"), "--select"), (dict(holdout_pct=100.0), "--holdout"), (dict(steps_per_epoch=0), "--steps-per-epoch"),
+    (dict(workers=-1), "--workers"),
+])
+def test_student_options_are_checked_when_built(kwargs, flag):
+    with pytest.raises(ValueError, match=f"^{flag}"):
+        DistillOptions(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, flag", [(dict(keep_pct=150.0), "--keep"), (dict(keep_pct=-1.0), "--keep"),
+                                          (dict(topk=0), "--topk"), (dict(split="tarin"), "--split"),
+                                          (dict(eval_split="x"), "--eval-split")])
+def test_adapt_options_are_checked_when_built(kwargs, flag):
+    with pytest.raises(ValueError, match=f"^{flag}"):
+        AdaptOptions(**kwargs)
 
 
 def test_student_options_are_checked():
-    with pytest.raises(ValueError, match="K'"):
-        DistillOptions(levels=7).check(6)
-    with pytest.raises(ValueError, match="pseudo-gt"):
-        DistillOptions(pseudo_gt="x").check(6)
+    with pytest.raises(ValueError, match="K' must be in 1..6"):
+        DistillOptions(levels=7).resolved({"arch": "small", "levels": [[8, 1]] * 6})
     assert holdout_ids([f"p{i}" for i in range(20)], 10) == holdout_ids([f"p{i}" for i in reversed(range(20))], 10)
     assert len(holdout_ids([f"p{i}" for i in range(20)], 10)) == 2
 
@@ -340,3 +358,67 @@ def test_cli_steps_and_errors(bed, tmp_path, capsys):
                        "--pseudo-gt", "heatmap", "--levels", "6", "--select", "last"]) == 0
     _, ckpt = load_checkpoint(Path(out) / "final" / "student.pt")
     assert ckpt["lineage"]["trained_on"] == 6 and ckpt["lineage"]["flags"]["distill"]["pseudo_gt"] == "heatmap"
+
+
+# ---------------------------------------------------------------- options: one default, checked first
+
+def test_bad_option_fails_before_any_expensive_step(bed, tmp_path):
+    """`adapt --keep 150` used to be refused by the filter, after the teacher pass and the
+    auxiliary student: now before torch is even imported."""
+    root, data, teacher = bed
+    code = ("import sys; from offline_adapt.cli import main; rc = main(sys.argv[1:]); "
+            "print('torch imported' if 'torch' in sys.modules else 'no torch'); raise SystemExit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, "adapt", "--teacher", teacher, "--data", data,
+                        "--out", str(tmp_path / "run"), "--keep", "150"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stdout.strip() == "no torch"
+    assert r.stderr.strip().splitlines() == ["xview-adapt: error: --keep must be in [0, 100], got 150.0"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_levels_out_of_range_fails_before_the_teacher_pass(bed, tmp_path, monkeypatch, capsys):
+    import offline_adapt.adapt.pipeline as pipeline
+
+    def no_teacher_pass(*a, **k):
+        raise AssertionError("the teacher pass ran")
+
+    monkeypatch.setattr(pipeline, "ensure_pseudo_labels", no_teacher_pass)
+    root, data, teacher = bed
+    assert adapt_main(["adapt", "--teacher", teacher, "--data", data, "--out", str(tmp_path / "run"), "--levels", "9"]) == 2
+    assert "--levels K' must be in 1..6" in capsys.readouterr().err
+
+
+def test_every_command_takes_its_defaults_from_the_options():
+    from offline_adapt.adapt.cli import options_from_args
+    from offline_adapt.cli import COMMAND_MODULES
+    from offline_adapt.train.cli import options_from_args as train_options
+    from offline_adapt.train.options import TrainOptions
+    from xview_loc_ros.cli import build_parser
+    from xview_testbed.demo import DemoOptions
+
+    parser = build_parser("xview-adapt", "", COMMAND_MODULES)
+    req = ["--teacher", "t.pt", "--data", "d", "--out", "o"]
+    for command in ("adapt", "train-student", "filter", "pseudo-label"):
+        extra = ["--stage", "aux"] if command == "train-student" else []
+        assert options_from_args(parser.parse_args([command, *req, *extra])) == AdaptOptions(), command
+    assert train_options(parser.parse_args(["train", "--data", "d", "--config", "small", "--out", "o"])) == TrainOptions()
+    assert (DemoOptions().keep, DemoOptions().epochs) == (AdaptOptions().keep_pct, DistillOptions().epochs)
+
+
+def test_run_results_and_reuse_steps_are_the_public_view_of_a_run(bed, adapted, tmp_path):
+    root, data, teacher = bed
+    run, summary = adapted
+    res = run_results(run.out)
+    assert res["summary"] == json.loads((run.dir("report") / "summary.json").read_text())
+    assert res["summary"]["splits"]["test"]["teacher"]["count"] == 4
+    kept = json.loads((run.dir("filter") / "kept.json").read_text())["ids"]
+    assert res["filter_report"]["kept"] == len(kept) and res["filter_report"]["count"] == 15
+    assert reuse_steps(run.out, tmp_path / "new") == ["pseudo", "aux"]
+    assert reuse_steps(run.out, tmp_path / "new") == []  # never over a step the new run already has
+    # the copied steps verify in the new run: its teacher pass and auxiliary student are not redone
+    new = AdaptRun(teacher, data, tmp_path / "new", AdaptOptions(distill=DistillOptions(epochs=1, batch=4), keep_pct=60))
+    stamp = (tmp_path / "new" / "aux" / "student.pt").stat().st_mtime_ns
+    assert student_step(new, "aux") == tmp_path / "new" / "aux" / "student.pt"
+    assert (tmp_path / "new" / "aux" / "student.pt").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="no finished adaptation report"):
+        run_results(tmp_path / "new")

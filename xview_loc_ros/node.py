@@ -15,11 +15,16 @@ import time
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, NavSatFix
 from std_msgs.msg import Header
+from visualization_msgs.msg import Marker
 
 from xview_loc_ros import ros_msgs as rm
 from xview_loc_ros.localizer import STAGES, FrameRejected, Localizer, stage_summary
@@ -72,24 +77,24 @@ class LocalizerNode(Node):
 
         p = self.params
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.pub_pose = self.create_publisher(rm.PoseWithCovarianceStamped, "~/pose", 10)
-        self.pub_fix = self.create_publisher(rm.NavSatFix, "~/fix", 10)
-        self.pub_overlay = self.create_publisher(rm.Image, "~/heatmap", 1) if p.publish_overlay else None
-        self.pub_grid = self.create_publisher(rm.OccupancyGrid, "~/heatmap_grid", latched) if p.publish_grid else None
-        self.pub_marker = self.create_publisher(rm.Marker, "~/marker", 10) if p.publish_marker else None
-        self.pub_diag = self.create_publisher(rm.DiagnosticArray, "/diagnostics", 10)
+        self.pub_pose = self.create_publisher(PoseWithCovarianceStamped, "~/pose", 10)
+        self.pub_fix = self.create_publisher(NavSatFix, "~/fix", 10)
+        self.pub_overlay = self.create_publisher(Image, "~/heatmap", 1) if p.publish_overlay else None
+        self.pub_grid = self.create_publisher(OccupancyGrid, "~/heatmap_grid", latched) if p.publish_grid else None
+        self.pub_marker = self.create_publisher(Marker, "~/marker", 10) if p.publish_marker else None
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         sensor = qos_profile_sensor_data
         frames = QoSProfile(depth=1, reliability=sensor.reliability, durability=sensor.durability, history=sensor.history)
-        self.create_subscription(rm.NavSatFix, p.fix_topic, self._on_fix, sensor)
+        self.create_subscription(NavSatFix, p.fix_topic, self._on_fix, sensor)
         if p.image_topic:
-            self.create_subscription(rm.Image, p.image_topic, self._on_image, frames)
+            self.create_subscription(Image, p.image_topic, self._on_image, frames)
         if p.compressed_image_topic:
-            self.create_subscription(rm.CompressedImage, p.compressed_image_topic, self._on_image, frames)
+            self.create_subscription(CompressedImage, p.compressed_image_topic, self._on_image, frames)
         if p.heading_source == "imu":
-            self.create_subscription(rm.Imu, p.imu_topic, self._on_imu, sensor)
+            self.create_subscription(Imu, p.imu_topic, self._on_imu, sensor)
         if p.camera_info_topic:
-            self.create_subscription(rm.CameraInfo, p.camera_info_topic, self._on_camera_info, sensor)
+            self.create_subscription(CameraInfo, p.camera_info_topic, self._on_camera_info, sensor)
         self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
 
         self._worker = threading.Thread(target=self._work, name="xview_localizer_worker", daemon=True)

@@ -16,7 +16,7 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from nav_msgs.msg import OccupancyGrid
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, NavSatFix, NavSatStatus
+from sensor_msgs.msg import CameraInfo, Image, Imu, NavSatFix, NavSatStatus
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 

@@ -9,7 +9,8 @@
 6. a table (terminal, ``results.md``, ``results.json``) and pictures in the output folder.
 
 Every step is a command line of this package, printed before it runs, so any synthetic part can be
-replaced by the user's own (tiles, bags, checkpoint). A step whose output exists is skipped.
+replaced by the user's own (tiles, bags, checkpoint). A step whose output exists and was made by the
+same command from the same inputs is skipped (its record is in OUT/.steps/).
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+
+from offline_adapt.adapt.options import AdaptOptions, DistillOptions
+from xview_loc_ros.fsutil import CommandSteps
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_TEACHER = REPO / "models" / "teacher_suburb_small.pt"
@@ -53,8 +57,8 @@ class DemoOptions:
     retrain_teacher: bool = False
     teacher_pairs: int = TEACHER_RECIPE["pairs"]
     teacher_epochs: int = TEACHER_RECIPE["epochs"]
-    epochs: int = 3
-    keep: float = 80.0
+    epochs: int = DistillOptions().epochs
+    keep: float = AdaptOptions().keep_pct
     threads: int = 2
     progress: bool = True
 
@@ -80,6 +84,7 @@ class Demo:
         self.out = Path(opts.out)
         self.commands: List[str] = []
         self.times: Dict[str, float] = {}
+        self.steps = CommandSteps(self.out)
 
     def p(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
@@ -88,19 +93,22 @@ class Demo:
         print(f"\n=== [{step}/6] {title} " + "=" * max(0, 70 - len(title)), flush=True)
 
     def run(self, output: Path, tool: str, *args: Any) -> Path:
-        """Run ``tool args`` (in this process, the same code as the console script) unless ``output`` exists."""
+        """Run ``tool args`` (in this process, the same code as the console script) unless the step
+        that makes ``output`` is done (same command, same inputs; see CommandSteps)."""
         argv = [str(a) for a in args]
         line = f"{tool} {shlex.join(argv)}"
         self.commands.append(line)
-        if output.exists():
+
+        def execute() -> None:
+            print(f"$ {line}", flush=True)
+            t0 = time.monotonic()
+            rc = TOOLS[tool](argv)
+            self.times[line] = time.monotonic() - t0
+            if rc != 0:
+                raise RuntimeError(f"demo step failed (exit {rc}): {line}")
+
+        if not self.steps.run(output, [tool, *argv], execute):
             print(f"  (exists, skipped) {line}", flush=True)
-            return output
-        print(f"$ {line}", flush=True)
-        t0 = time.monotonic()
-        rc = TOOLS[tool](argv)
-        self.times[line] = time.monotonic() - t0
-        if rc != 0 or not output.exists():
-            raise RuntimeError(f"demo step failed (exit {rc}): {line}")
         return output
 
     # -- steps ------------------------------------------------------------------------------------
@@ -129,7 +137,8 @@ class Demo:
                         "--size-m", r["size_m"], "--zooms", r["zooms"], "--out", self.p("teacher", "city"))
         pairs = self.run(self.p("teacher", "pairs"), "xview-loc", "synth", "pairs", "--city", city, "--n", o.teacher_pairs,
                          "--seed", r["pairs_seed"], "--out", self.p("teacher", "pairs"))
-        self.run(self.p("teacher", "run", "best.pt"), "xview-adapt", "train", "--data", pairs, "--config", "small",
+        # the run folder is the step's output: a redone step starts a fresh run (train refuses to overwrite one)
+        self.run(self.p("teacher", "run"), "xview-adapt", "train", "--data", pairs, "--config", "small",
                  "--out", self.p("teacher", "run"), "--seed", r["seed"], "--epochs", o.teacher_epochs, "--batch", r["batch"],
                  "--lr", r["lr"], "--threads", r["threads"], "--bn-reestimate", "0")
         return self.p("teacher", "run", "best.pt")
@@ -348,7 +357,8 @@ def options_from_args(args: argparse.Namespace) -> DemoOptions:
 HELP = ("Run the whole mission on synthetic data: target city + recorded drive, teacher (bundled, another style), "
         "the node on the drive, adaptation on its first part, export to ONNX, the node with student and teacher on the "
         "held-out rest; prints a table (errors in metres vs ground truth) and writes pictures to --out. "
-        "Every step is printed as the command it runs; steps whose output exists are skipped.")
+        "Every step is printed as the command it runs; steps whose output exists and was made by the same command "
+        "from the same inputs are skipped.")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from offline_adapt.data.bags import BagReadError, read_metadata
 from xview_loc_ros.fsutil import atomic_path, atomic_write_bytes, atomic_write_json
 from xview_loc_ros.geo import LocalENU
 from xview_loc_ros.node_cli import ros_argv
@@ -86,6 +87,16 @@ def _stamp(msg: Any) -> float:
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
+def _check_metadata(bag: Path) -> None:
+    """A rosbag2 folder's metadata.yaml must read, else an error naming it (rosbags' own names
+    neither the file nor the bag)."""
+    if bag.is_dir() and (bag / "metadata.yaml").is_file():
+        try:
+            read_metadata(bag)
+        except BagReadError as e:
+            raise ReplayError(f"--bag {bag}: {e}") from e
+
+
 def read_bag(bag: str | Path, topics: Optional[Dict[str, str]] = None) -> List[BagMessage]:
     """The bag's messages on the replayed topics, in recording order, as rclpy messages."""
     from rclpy.serialization import deserialize_message
@@ -96,6 +107,7 @@ def read_bag(bag: str | Path, topics: Optional[Dict[str, str]] = None) -> List[B
     bag = Path(bag)
     if not bag.exists():
         raise ReplayError(f"--bag {bag}: no such bag")
+    _check_metadata(bag)
     out: List[BagMessage] = []
     try:
         with Reader(bag) as reader:
@@ -137,6 +149,7 @@ def crop_bag(src: str | Path, dst: str | Path, start_frac: float, end_frac: floa
     src, dst = Path(src), Path(dst)
     if dst.exists():
         raise ReplayError(f"--out {dst}: exists")
+    _check_metadata(src)
     with Reader(src) as reader:
         img = [c for c in reader.connections if c.topic in image_topics]
         if not img:

@@ -4,7 +4,12 @@ from __future__ import annotations
 import argparse
 import logging
 
+from offline_adapt.adapt.options import PSEUDO_GT_MODES, SELECT_RULES, AdaptOptions, DistillOptions
+
 log = logging.getLogger(__name__)
+
+# the defaults shown and used by every flag below: the options dataclasses' own
+_D, _A = DistillOptions(), AdaptOptions()
 
 UNITS = ("Units: positions in aerial-patch pixels of the finest level (sigma), distances and errors in metres on "
          "the ground, learning rate per Adam step.")
@@ -14,88 +19,108 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", required=True, help="teacher checkpoint (.pt) trained on the source area")
     p.add_argument("--data", required=True, help="target-area pair data set (no GT needed)")
     p.add_argument("--out", required=True, help="run folder RUN (RUN/pseudo, RUN/aux, RUN/filter, RUN/final, RUN/student.pt)")
-    p.add_argument("--split", default="train", help="target pairs to adapt on: train|val|test|all (default train)")
-    p.add_argument("--batch", type=int, default=8, help="pairs per step (per process under torchrun; paper: 8 for CCVPE)")
-    p.add_argument("--topk", type=int, default=1024, help="teacher heat-map pixels cached per pair for --pseudo-gt heatmap")
+    p.add_argument("--split", default=_A.split, help=f"target pairs to adapt on: train|val|test|all (default {_A.split})")
+    p.add_argument("--batch", type=int, default=_D.batch,
+                   help=f"pairs per step (per process under torchrun; default {_D.batch}, the paper's for CCVPE)")
+    p.add_argument("--topk", type=int, default=_A.topk,
+                   help=f"teacher heat-map pixels cached per pair for --pseudo-gt heatmap (default {_A.topk})")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: best available)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
 
 def _student_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pseudo-gt", choices=["mode", "heatmap"], default="mode",
+    p.add_argument("--pseudo-gt", choices=PSEUDO_GT_MODES, default=_D.pseudo_gt,
                    help="mode: Gaussian at the teacher's heat-map mode (paper +M); heatmap: the teacher's heat map (-M)")
-    p.add_argument("--sigma", type=float, default=4.0, help="Gaussian sigma of mode-based pseudo GT, finest-level pixels (4)")
+    p.add_argument("--sigma", type=float, default=_D.sigma_px,
+                   help=f"Gaussian sigma of mode-based pseudo GT, finest-level pixels ({_D.sigma_px:g})")
     p.add_argument("--levels", type=int, default=None,
                    help="K': InfoNCE averaged over the first K' heat-map levels, coarse to fine (default per architecture: "
                    "ccvpe-* 2 as in the paper, small all 6; see bench/RESULTS.md)")
-    p.add_argument("--keep", type=float, default=80.0,
-                   help="T: keep the T %% of pairs with the smallest teacher-aux distance (100 = no outlier filtering)")
-    p.add_argument("--epochs", type=int, default=3, help="student epochs (paper: 3)")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (paper: 1e-4)")
-    p.add_argument("--entropy-min", type=float, default=0.0,
+    _keep_flag(p, "T: keep the T %% of pairs with the smallest teacher-aux distance (100 = no outlier filtering)")
+    p.add_argument("--epochs", type=int, default=_D.epochs, help=f"student epochs (default {_D.epochs}, the paper's)")
+    p.add_argument("--lr", type=float, default=_D.lr, help=f"Adam learning rate (default {_D.lr:g}, the paper's)")
+    p.add_argument("--entropy-min", type=float, default=_D.entropy_min,
                    help="W > 0 adds W x entropy (nats) of the student's finest heat map: the baseline that fails in the paper")
-    p.add_argument("--select", choices=["auto", "gt", "pseudo", "last"], default="auto",
+    p.add_argument("--select", choices=SELECT_RULES, default=_D.select,
                    help="epoch selection: gt = lowest mean error (m) on target val pairs with GT; pseudo = label-free, "
                    "lowest median distance (m) to held-out pseudo labels; last; auto = gt if such pairs exist, else pseudo")
-    p.add_argument("--holdout", type=float, default=10.0, help="%% of pairs held out for --select pseudo")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap batches per epoch")
-    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    p.add_argument("--holdout", type=float, default=_D.holdout_pct,
+                   help=f"%% of pairs held out for --select pseudo (default {_D.holdout_pct:g})")
+    p.add_argument("--seed", type=int, default=_D.seed)
+    p.add_argument("--steps-per-epoch", type=int, default=_D.steps_per_epoch, help="cap batches per epoch")
+    p.add_argument("--workers", type=int, default=_D.workers, help="data-loading worker processes")
 
 
-def _run(args: argparse.Namespace):
-    import torch
+def _keep_flag(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument("--keep", type=float, default=_A.keep_pct, help=f"{help_text} (default {_A.keep_pct:g})")
 
-    from offline_adapt.adapt.pipeline import AdaptOptions, AdaptRun
-    from offline_adapt.adapt.distill import DistillOptions
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def _split(name: str) -> str | None:
+    return None if name == "all" else name
+
+
+def options_from_args(args: argparse.Namespace) -> AdaptOptions:
+    """The pipeline options of a parsed command line; raises ValueError naming a bad option. Built
+    (and so checked) before anything expensive: no torch import, no teacher pass. Flags a command
+    does not have keep their defaults."""
     d = DistillOptions(batch=args.batch, device=args.device)
-    keep = getattr(args, "keep", 80.0)
     if hasattr(args, "pseudo_gt"):
         d = DistillOptions(pseudo_gt=args.pseudo_gt, sigma_px=args.sigma, levels=args.levels, epochs=args.epochs, lr=args.lr,
                            batch=args.batch, entropy_min=args.entropy_min, seed=args.seed, select=args.select,
                            holdout_pct=args.holdout, steps_per_epoch=args.steps_per_epoch, workers=args.workers,
                            device=args.device)
-    opts = AdaptOptions(distill=d, keep_pct=keep, split=None if args.split == "all" else args.split, topk=args.topk,
-                        eval_split=None if getattr(args, "eval_split", "test") == "all" else getattr(args, "eval_split", "test"),
-                        bn_reestimate_only=getattr(args, "bn_reestimate_only", False))
+    return AdaptOptions(distill=d, keep_pct=getattr(args, "keep", _A.keep_pct), split=_split(args.split), topk=args.topk,
+                        eval_split=_split(getattr(args, "eval_split", _A.eval_split)),
+                        bn_reestimate_only=getattr(args, "bn_reestimate_only", _A.bn_reestimate_only))
+
+
+def _run(args: argparse.Namespace):
+    """The run of a command line; every handler calls it first, so a bad option fails before the
+    torch import and any teacher pass."""
+    opts = options_from_args(args)
+    import torch
+
+    from offline_adapt.adapt.pipeline import AdaptRun
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     return AdaptRun(args.teacher, args.data, args.out, opts)
 
 
 def _pseudo_label(args: argparse.Namespace) -> int:
+    run = _run(args)
     from offline_adapt.adapt.pipeline import pseudo_label_step
 
-    run = _run(args)
     labels = pseudo_label_step(run)
     print(f"pseudo labels: {len(labels.ids)} pairs in {run.dir('pseudo')}")
     return 0
 
 
 def _train_student(args: argparse.Namespace) -> int:
+    run = _run(args)
     from offline_adapt.adapt.pipeline import student_step
     from offline_adapt.train.training import dist_info
 
-    path = student_step(_run(args), args.stage)
+    path = student_step(run, args.stage)
     if dist_info()[0] == 0:
         print(f"{args.stage} student: {path}")
     return 0
 
 
 def _filter(args: argparse.Namespace) -> int:
+    run = _run(args)
     from offline_adapt.adapt.pipeline import filter_step
 
-    run = _run(args)
     kept = filter_step(run)
     print(f"kept {len(kept)} pairs: {run.dir('filter')}")
     return 0
 
 
 def _adapt(args: argparse.Namespace) -> int:
+    run = _run(args)
     from offline_adapt.adapt.pipeline import run_adapt, summary_table
 
-    summary = run_adapt(_run(args))
+    summary = run_adapt(run)
     print(summary_table(summary), end="")
     return 0
 
@@ -123,18 +148,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "smallest (ties broken by pair id). Writes RUN/filter/kept.json, filter_report.json (counts, "
                        "threshold; pseudo-label error before/after when the pairs happen to have GT) and filter_hist.png.")
     _common(p)
-    p.add_argument("--keep", type=float, default=80.0, help="T, percent of pairs kept (100 = keep all)")
+    _keep_flag(p, "T, percent of pairs kept (100 = keep all)")
     p.set_defaults(func=_filter)
 
     p = sub.add_parser("adapt", help="the whole adaptation: pseudo-label -> aux student -> filter -> final student",
                        description="Self-distillation adaptation to a new area without ground truth (paper defaults: "
-                       "sigma 4 px, K' 2 for CCVPE (all levels for small), T 80 %%, Adam 1e-4, 3 epochs). Writes RUN/student.pt (with lineage: teacher "
+                       f"sigma {_D.sigma_px:g} px, K' 2 for CCVPE (all levels for small), T {_A.keep_pct:g} %%, Adam {_D.lr:g}, "
+                       f"{_D.epochs} epochs). Writes RUN/student.pt (with lineage: teacher "
                        "sha256, data set, flags, selected epoch) and RUN/report/ (per-pair teacher/aux/student predictions; "
                        "with GT: summary table mean/median metres, fig4 error vs teacher-student distance, fig7 histogram of "
                        "the change in error). Steps whose outputs exist and verify are skipped. " + UNITS)
     _common(p)
     _student_flags(p)
-    p.add_argument("--eval-split", default="test", help="split reported in RUN/report (default test; all = every pair)")
+    p.add_argument("--eval-split", default=_A.eval_split,
+                   help=f"split reported in RUN/report (default {_A.eval_split}; all = every pair)")
     p.add_argument("--bn-reestimate-only", action="store_true",
                    help="control: the teacher with batch-norm statistics re-estimated on the target pairs, no training")
     p.set_defaults(func=_adapt)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -29,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from offline_adapt.adapt.options import ARCH_LEVELS, SELECT_RULES, DistillOptions, default_levels  # noqa: F401 (re-exported)
 from offline_adapt.adapt.pseudo_labels import (
-    PSEUDO_GT_MODES,
     PseudoLabels,
     pseudo_fine,
     pseudo_levels,
@@ -39,7 +38,6 @@ from offline_adapt.data.dataset import PairDataset
 from offline_adapt.data.torch_data import PairTorchDataset
 from offline_adapt.evaluation.evaluate import predict, torch_runner, validator
 from offline_adapt.train.losses import TEMPERATURE, weighted_infonce
-from offline_adapt.train.targets import SIGMA_PX
 from offline_adapt.train.training import (
     default_device,
     dist_info,
@@ -50,60 +48,6 @@ from offline_adapt.train.training import (
 from xview_loc_ros.models import load_checkpoint
 
 log = logging.getLogger(__name__)
-
-SELECT_RULES = ("auto", "gt", "pseudo", "last")
-# K' per architecture: the paper's CCVPE setting supervises the 2 coarsest of its 6 levels. For our
-# `small` model all levels (like the paper's GGCVT, K' = 3 = all): the only K' that beat the teacher
-# by over 12 % with both teachers measured; K' = 3 lets its unsupervised finest levels drift
-# (bench/RESULTS.md, "Cross-area adaptation").
-ARCH_LEVELS = {"ccvpe-vigor": 2, "ccvpe-kitti": 2}
-
-
-def default_levels(config: Dict[str, Any]) -> int:
-    """K' for a model of ``config`` (its arch): ARCH_LEVELS, else every heat-map level."""
-    return ARCH_LEVELS.get(config["arch"], len(config["levels"]))
-
-
-@dataclass
-class DistillOptions:
-    """Student training flags (defaults: the paper's CCVPE setting)."""
-    pseudo_gt: str = "mode"
-    sigma_px: float = SIGMA_PX
-    levels: Optional[int] = None  # K'; None = the architecture's default (default_levels)
-    epochs: int = 3
-    lr: float = 1e-4
-    batch: int = 8
-    entropy_min: float = 0.0
-    seed: int = 0
-    select: str = "auto"
-    holdout_pct: float = 10.0
-    steps_per_epoch: Optional[int] = None
-    workers: int = 0
-    device: Optional[str] = None
-
-    def resolved(self, config: Dict[str, Any]) -> "DistillOptions":
-        """These options with K' filled in for a model of ``config`` when it was left to the default."""
-        if self.levels is not None:
-            return self
-        return replace(self, levels=default_levels(config))
-
-    def check(self, n_levels: int) -> None:
-        if self.pseudo_gt not in PSEUDO_GT_MODES:
-            raise ValueError(f"--pseudo-gt must be one of {PSEUDO_GT_MODES}, got {self.pseudo_gt!r}")
-        if self.levels is None:
-            raise ValueError("--levels K' not resolved for the model (call DistillOptions.resolved(config))")
-        if not 1 <= self.levels <= n_levels:
-            raise ValueError(f"--levels K' must be in 1..{n_levels} (the model's heat-map levels), got {self.levels}")
-        if self.select not in SELECT_RULES:
-            raise ValueError(f"--select must be one of {SELECT_RULES}, got {self.select!r}")
-        if not self.sigma_px > 0 or self.epochs < 1 or self.batch < 1 or not self.lr > 0 or self.entropy_min < 0:
-            raise ValueError(f"invalid student options: sigma {self.sigma_px} px, epochs {self.epochs}, batch "
-                             f"{self.batch}, lr {self.lr}, entropy-min {self.entropy_min} (need > 0, >= 1, >= 1, > 0, >= 0)")
-        if not 0 <= self.holdout_pct < 100:
-            raise ValueError(f"--holdout must be in [0, 100), got {self.holdout_pct}")
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
 
 
 def heatmap_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -204,7 +148,6 @@ def train_student(teacher: str, data_dir: str, labels: PseudoLabels, train_ids: 
     model, _ = load_checkpoint(teacher, map_location="cpu")
     cfg = model.config
     opts = opts.resolved(cfg)
-    opts.check(len(cfg["levels"]))
     data = PairDataset(data_dir)
     row = labels.row_of()
     unknown = [i for i in train_ids if i not in row]

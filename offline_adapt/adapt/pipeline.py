@@ -19,37 +19,32 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from xview_loc_ros.fsutil import OutputLock, atomic_path, atomic_write_json, file_sha256
-
 from offline_adapt.adapt import filtering
-from offline_adapt.adapt.distill import DistillOptions, bn_reestimate, train_student
+from offline_adapt.adapt.distill import bn_reestimate, train_student
+from offline_adapt.adapt.options import AdaptOptions, DistillOptions  # noqa: F401 (re-exported: the pipeline's options)
+from offline_adapt.adapt.pseudo_labels import (
+    MANIFEST_NAME,
+    PREDICTIONS_NAME,
+    CacheError,
+    PseudoLabels,
+    ensure_pseudo_labels,
+    load_pseudo_labels,
+    read_predictions,
+)
+from offline_adapt.data.dataset import dataset_fingerprint
 from offline_adapt.train.training import default_device, dist_info
-from offline_adapt.adapt.pseudo_labels import DEFAULT_TOPK, CacheError, PREDICTIONS_NAME, PseudoLabels, dataset_fingerprint, ensure_pseudo_labels, load_pseudo_labels, read_predictions
+from xview_loc_ros.fsutil import DONE_NAME, OutputLock, StepCache, atomic_path, atomic_write_json, file_sha256
 
 log = logging.getLogger(__name__)
 
-DONE = "done.json"
-
-
-@dataclass
-class AdaptOptions:
-    """All pipeline flags; ``distill`` applies to both students."""
-
-    distill: DistillOptions = field(default_factory=DistillOptions)
-    keep_pct: float = 80.0
-    split: Optional[str] = "train"  # unlabelled target pairs to adapt on
-    eval_split: Optional[str] = "test"
-    topk: int = DEFAULT_TOPK
-    bn_reestimate_only: bool = False
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+SUMMARY_NAME = "summary.json"
+REUSABLE_STEPS = ("pseudo", "aux")
 
 
 @dataclass
@@ -66,8 +61,9 @@ class AdaptRun:
         self.teacher_sha256 = file_sha256(self.teacher)
         from xview_loc_ros.models.checkpoint import read_checkpoint
 
-        # K' left to the default is fixed here, so step fingerprints and lineage name the value used
-        self.opts.distill = self.opts.distill.resolved(read_checkpoint(self.teacher)["config"])
+        # K' left to the default is fixed (and K' checked against the teacher) here, before any step
+        # runs, so step fingerprints and lineage name the value used
+        self.opts = replace(self.opts, distill=self.opts.distill.resolved(read_checkpoint(self.teacher)["config"]))
         self.data_fingerprint = dataset_fingerprint(self.data)
         from offline_adapt.data.dataset import PairDataset
 
@@ -77,37 +73,12 @@ class AdaptRun:
         return self.out / name
 
 
-def _done(step_dir: Path, inputs: Dict[str, Any]) -> bool:
-    """True when ``step_dir/done.json`` has these inputs and every recorded output still matches."""
-    try:
-        done = json.loads((step_dir / DONE).read_text())
-    except (OSError, ValueError):
-        return False
-    if done.get("inputs") != json.loads(json.dumps(inputs)):
-        return False
-    return all((step_dir / n).is_file() and file_sha256(step_dir / n) == h for n, h in done.get("outputs", {}).items())
-
-
-def _mark_done(step_dir: Path, inputs: Dict[str, Any], outputs: List[str], **info: Any) -> None:
-    atomic_write_json(step_dir / DONE, {"inputs": inputs, "outputs": {n: file_sha256(step_dir / n) for n in outputs}, **info})
-
-
-def _start(step_dir: Path, inputs: Dict[str, Any]) -> None:
-    """Begin (or continue) a step: partial outputs of a run with other inputs are discarded."""
-    started = step_dir / "started.json"
-    if dist_info()[0] != 0:  # under torchrun rank 0 alone prepares the folder
-        step_dir.mkdir(parents=True, exist_ok=True)
+def _begin(step: StepCache) -> None:
+    """Begin (or continue) a step; under torchrun rank 0 alone prepares the folder."""
+    if dist_info()[0] != 0:
+        step.folder.mkdir(parents=True, exist_ok=True)
         return
-    if step_dir.exists():
-        try:
-            same = json.loads(started.read_text()) == json.loads(json.dumps(inputs))
-        except (OSError, ValueError):
-            same = False
-        if not same:
-            shutil.rmtree(step_dir)
-    step_dir.mkdir(parents=True, exist_ok=True)
-    (step_dir / DONE).unlink(missing_ok=True)
-    atomic_write_json(started, inputs)
+    step.start(resumable=True)
 
 
 def _write_jsonl(path: Path, rows: List[Dict[str, Any]]) -> None:
@@ -129,10 +100,9 @@ def _labels(run: AdaptRun) -> PseudoLabels:
 
 def _predict_ids(model_path: str, data_dir: str, ids: Optional[List[str]], split: Optional[str], batch: int) -> List[Dict[str, Any]]:
     from offline_adapt.data.dataset import PairDataset
-    from xview_loc_ros.models import load_checkpoint
-
-    from offline_adapt.evaluation.evaluate import predict
     from offline_adapt.data.torch_data import PairTorchDataset
+    from offline_adapt.evaluation.evaluate import predict
+    from xview_loc_ros.models import load_checkpoint
 
     model, _ = load_checkpoint(model_path, map_location="cpu")
     model.to(default_device()).eval()
@@ -191,12 +161,13 @@ def student_step(run: AdaptRun, stage: str) -> Path:
             raise ValueError(f"{kept_path}: made with --keep {kept.get('keep_pct')}, not {run.opts.keep_pct}; re-run `filter`")
         ids, kept_sha = list(kept["ids"]), file_sha256(kept_path)
     step = run.dir(stage)
-    inputs = {"teacher_sha256": run.teacher_sha256, "labels_sha256": file_sha256(run.dir("pseudo") / "pseudo_labels.npz"),
-              "data": run.data_fingerprint, "kept_sha256": kept_sha, "options": run.opts.distill.to_dict()}
-    if _done(step, inputs):
+    cache = StepCache(step, {"teacher_sha256": run.teacher_sha256,
+                             "labels_sha256": file_sha256(run.dir("pseudo") / "pseudo_labels.npz"),
+                             "data": run.data_fingerprint, "kept_sha256": kept_sha, "options": run.opts.distill.to_dict()})
+    if cache.done():
         log.info("%s student: done (%s)", stage, step)
         return step / "student.pt"
-    _start(step, inputs)
+    _begin(cache)
     lineage = lineage_info(run, stage)
     res = train_student(run.teacher, run.data, labels, ids, step, run.opts.distill, resume=True, extra={"lineage": lineage})
     if dist_info()[0] != 0:  # under torchrun rank 0 alone writes the step's outputs
@@ -210,7 +181,7 @@ def student_step(run: AdaptRun, stage: str) -> Path:
         _write_jsonl(step / "predictions.jsonl", _predict_ids(str(step / "student.pt"), run.data, labels.ids, None,
                                                              run.opts.distill.batch))
         outputs.append("predictions.jsonl")
-    _mark_done(step, inputs, outputs, selected_epoch=res["best_epoch"], selection=res["selection"])
+    cache.finish(outputs, selected_epoch=res["best_epoch"], selection=res["selection"])
     log.info("%s student: %s (epoch %s, %s)", stage, step / "student.pt", res["best_epoch"], res["selection"])
     return step / "student.pt"
 
@@ -219,15 +190,15 @@ def filter_step(run: AdaptRun) -> List[str]:
     """Teacher vs auxiliary distances on the pseudo-labelled pairs -> kept ids (T % smallest)."""
     labels = _labels(run)
     aux_pred = run.dir("aux") / "predictions.jsonl"
-    if not (run.dir("aux") / DONE).is_file() or not aux_pred.is_file():
+    if StepCache(run.dir("aux"), None).why_not_done(check_inputs=False) is not None or not aux_pred.is_file():
         raise ValueError(f"{run.dir('aux')}: no finished auxiliary student; run `train-student --stage aux` first")
     step = run.dir("filter")
-    inputs = {"labels_sha256": file_sha256(run.dir("pseudo") / "pseudo_labels.npz"), "aux_sha256": file_sha256(aux_pred),
-              "keep_pct": run.opts.keep_pct}
-    if _done(step, inputs):
+    cache = StepCache(step, {"labels_sha256": file_sha256(run.dir("pseudo") / "pseudo_labels.npz"),
+                             "aux_sha256": file_sha256(aux_pred), "keep_pct": run.opts.keep_pct})
+    if cache.done():
         log.info("filter: done (%s)", step)
         return json.loads((step / filtering.KEPT_NAME).read_text())["ids"]
-    _start(step, inputs)
+    _begin(cache)
     teacher = read_predictions(run.dir("pseudo") / PREDICTIONS_NAME)
     mpp = {i: float(m) for i, m in zip(labels.ids, labels.mpp)}
     dist = filtering.prediction_distances_m(teacher, read_predictions(aux_pred), mpp)
@@ -235,7 +206,7 @@ def filter_step(run: AdaptRun) -> List[str]:
     errors = {p["id"]: p["err_m"] for p in teacher if "err_m" in p}
     report = filtering.filter_report(dist, kept, run.opts.keep_pct, errors)
     filtering.write_filter_outputs(step, dist, kept, report)
-    _mark_done(step, inputs, [filtering.KEPT_NAME, filtering.REPORT_NAME])
+    cache.finish([filtering.KEPT_NAME, filtering.REPORT_NAME])
     log.info("filter: kept %d of %d pairs (teacher-aux distance <= %.2f m)", report["kept"], report["count"],
              report["threshold_m"] or 0.0)
     return kept
@@ -252,15 +223,15 @@ def bn_step(run: AdaptRun) -> Path:
     from xview_loc_ros.models import save_checkpoint
 
     step = run.dir("bn")
-    inputs = {"teacher_sha256": run.teacher_sha256, "data": run.data_fingerprint, "split": run.opts.split,
-              "batch": run.opts.distill.batch, "seed": run.opts.distill.seed}
-    if _done(step, inputs):
+    cache = StepCache(step, {"teacher_sha256": run.teacher_sha256, "data": run.data_fingerprint, "split": run.opts.split,
+                             "batch": run.opts.distill.batch, "seed": run.opts.distill.seed})
+    if cache.done():
         return step / "student.pt"
-    _start(step, inputs)
+    _begin(cache)
     ids = [r.id for r in PairDataset(run.data).split(run.opts.split)]
     model = bn_reestimate(run.teacher, run.data, ids, run.opts.distill.batch, run.opts.distill.device, run.opts.distill.seed)
     save_checkpoint(step / "student.pt", model, lineage=dict(lineage_info(run, "bn"), trained_on=len(ids)))
-    _mark_done(step, inputs, ["student.pt"])
+    cache.finish(["student.pt"])
     return step / "student.pt"
 
 
@@ -273,11 +244,11 @@ def report_step(run: AdaptRun, student: Path) -> Dict[str, Any]:
     models = {"teacher": run.teacher, "student": str(student)}
     if (run.dir("aux") / "student.pt").is_file() and not run.opts.bn_reestimate_only:
         models["aux"] = str(run.dir("aux") / "student.pt")
-    inputs = {"models": {k: file_sha256(v) for k, v in models.items()}, "data": run.data_fingerprint,
-              "splits": [run.opts.eval_split, run.opts.split]}
-    if _done(out, inputs):
-        return json.loads((out / "summary.json").read_text())
-    _start(out, inputs)
+    cache = StepCache(out, {"models": {k: file_sha256(v) for k, v in models.items()}, "data": run.data_fingerprint,
+                            "splits": [run.opts.eval_split, run.opts.split]})
+    if cache.done():
+        return json.loads((out / SUMMARY_NAME).read_text())
+    _begin(cache)
     summary: Dict[str, Any] = {"teacher": str(run.teacher), "student": str(student), "data": str(run.data), "splits": {}}
     for split in dict.fromkeys([run.opts.eval_split, run.opts.split]):
         preds = {name: _predict_ids(path, run.data, None, split, run.opts.distill.batch) for name, path in models.items()}
@@ -303,10 +274,10 @@ def report_step(run: AdaptRun, student: Path) -> Dict[str, Any]:
             dist = np.asarray([r["teacher_student_m"] for r in rows])
             _plot_fig4(te, se, dist, out / f"fig4_{tag}.png")
             _plot_fig7(se - te, out / f"fig7_{tag}.png")
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(out / SUMMARY_NAME, summary)
     with atomic_path(out / "summary.md") as tmp:
         tmp.write_text(summary_table(summary))
-    _mark_done(out, inputs, ["summary.json"])
+    cache.finish([SUMMARY_NAME])
     return summary
 
 
@@ -378,3 +349,36 @@ def run_adapt(run: AdaptRun) -> Dict[str, Any]:
         summary = report_step(run, student)
     log.info("student: %s\n%s", student, summary_table(summary))
     return summary
+
+
+def run_results(run_dir: str | Path) -> Dict[str, Any]:
+    """What a finished run reports, for tools that compare runs (bench/crossarea.py): ``summary``
+    (report_step's: per split and model, the metrics of evaluation.summarize and per-level errors)
+    and ``filter_report`` (filtering.filter_report's, None when the run had no filter)."""
+    run_dir = Path(run_dir)
+    report = StepCache(run_dir / "report", None)
+    why = report.why_not_done(check_inputs=False)
+    if why is not None:
+        raise ValueError(f"{run_dir}: no finished adaptation report ({why})")
+    filt = run_dir / "filter"
+    has_filter = StepCache(filt, None).why_not_done(check_inputs=False) is None
+    return {"summary": json.loads((run_dir / "report" / SUMMARY_NAME).read_text()),
+            "filter_report": json.loads((filt / filtering.REPORT_NAME).read_text()) if has_filter else None}
+
+
+def reuse_steps(source_run: str | Path, run_dir: str | Path, steps: Sequence[str] = REUSABLE_STEPS) -> List[str]:
+    """Seed a new run folder with the finished ``steps`` of another run on the same data (a sweep
+    shares its teacher pass and, when only T differs, its auxiliary student). Each copied step is
+    re-verified by the pipeline against the new run's own inputs and redone when they differ.
+    Returns the steps copied."""
+    source_run, run_dir = Path(source_run), Path(run_dir)
+    copied = []
+    for step in steps:
+        if step not in REUSABLE_STEPS:
+            raise ValueError(f"step {step!r} cannot be reused; reusable: {REUSABLE_STEPS}")
+        src, dst = source_run / step, run_dir / step
+        if dst.exists() or StepCache(src, None, MANIFEST_NAME if step == "pseudo" else DONE_NAME).why_not_done(check_inputs=False) is not None:
+            continue
+        shutil.copytree(src, dst)
+        copied.append(step)
+    return copied

@@ -6,10 +6,12 @@ the finest heat map in continuous patch pixels (``uv``: sub-pixel refined by
 y = argmax H_K) and, for the heat-map based ("-M") ablation, the finest heat map itself stored
 compactly: its ``topk`` most probable pixels (flat indices int32 + softmax probabilities float16).
 
-Files in the cache folder: ``pseudo_labels.npz`` and ``manifest.json`` (written last; it records
-the teacher's sha256, the data set's fingerprint, the split, the pair ids and the npz's sha256).
-A cache whose manifest is missing, stale (another teacher / data set / split / top-k) or whose
-npz does not match its checksum is rebuilt by :func:`ensure_pseudo_labels`.
+Files in the cache folder: ``pseudo_labels.npz``, ``teacher_predictions.jsonl`` and
+``manifest.json``, the step's :class:`xview_loc_ros.fsutil.StepCache` record (written last; its
+inputs are the teacher's sha256, the data set's fingerprint, the split and top-k; it also lists the
+outputs' sha256 and the pair ids). A cache whose manifest is missing, stale (another teacher / data
+set / split / top-k) or whose files do not match their checksums is rebuilt by
+:func:`ensure_pseudo_labels`.
 
 Pseudo ground truth from the cached labels (paper §3.2, eq. 3):
 
@@ -21,7 +23,6 @@ covers (mass preserving); levels with orientation bins get X lifted with the kno
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,31 +33,21 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from offline_adapt.train.targets import SIGMA_PX, gaussian_map, level_targets
-from xview_loc_ros.fsutil import atomic_path, atomic_write_json, file_sha256
+from offline_adapt.adapt.options import DEFAULT_TOPK, PSEUDO_GT_MODES
+from offline_adapt.data.dataset import dataset_fingerprint
+from offline_adapt.train.options import SIGMA_PX
+from offline_adapt.train.targets import gaussian_map, level_targets
+from xview_loc_ros.fsutil import StepCache, atomic_path, file_sha256
 
 log = logging.getLogger(__name__)
 
 FORMAT = "xview_loc_ros.pseudo_labels/1"
 NPZ_NAME, MANIFEST_NAME = "pseudo_labels.npz", "manifest.json"
 PREDICTIONS_NAME = "teacher_predictions.jsonl"
-DEFAULT_TOPK = 1024
-PSEUDO_GT_MODES = ("mode", "heatmap")
 
 
 class CacheError(ValueError):
     """A pseudo-label cache is missing, corrupt, or was built from other inputs."""
-
-
-def dataset_fingerprint(data_dir: str | os.PathLike) -> str:
-    """sha256 over the data set's dataset.json and index.jsonl (records and splits; not the images)."""
-    h = hashlib.sha256()
-    for name in ("dataset.json", "index.jsonl"):
-        p = Path(data_dir) / name
-        if not p.is_file():
-            raise CacheError(f"{data_dir}: not a pair data set ({name} missing)")
-        h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 @dataclass
@@ -144,26 +135,22 @@ def _expected(teacher: str, data_dir: str, split: Optional[str], topk: int) -> D
             "split": split, "topk": int(topk)}
 
 
+def _cache(cache_dir: str | os.PathLike, inputs: Optional[Dict[str, Any]]) -> StepCache:
+    return StepCache(cache_dir, inputs, record=MANIFEST_NAME)
+
+
 def load_pseudo_labels(cache_dir: str | os.PathLike, teacher: Optional[str] = None, data_dir: Optional[str] = None,
                        split: Optional[str] = "train", topk: int = DEFAULT_TOPK) -> PseudoLabels:
-    """Load a cache and verify it (checksum always; inputs when ``teacher``/``data_dir`` are given).
+    """Load a cache and verify it (checksums always; inputs when ``teacher``/``data_dir`` are given).
     Raises CacheError naming what does not match."""
-    cache = Path(cache_dir)
-    mpath = cache / MANIFEST_NAME
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, ValueError) as e:
-        raise CacheError(f"{mpath}: no valid pseudo-label manifest ({e})") from e
-    if teacher is not None and data_dir is not None:
-        want = _expected(teacher, data_dir, split, topk)
-        diff = sorted(k for k, v in want.items() if manifest.get(k) != v)
-        if diff:
-            raise CacheError(f"{cache}: pseudo labels are stale (differ in {', '.join(diff)})")
-    npz = cache / NPZ_NAME
-    if not npz.is_file() or file_sha256(npz) != manifest.get("npz_sha256"):
-        raise CacheError(f"{npz}: missing or corrupt (checksum differs from {MANIFEST_NAME})")
+    known = teacher is not None and data_dir is not None
+    cache = _cache(cache_dir, _expected(teacher, data_dir, split, topk) if known else None)
+    why = cache.why_not_done(check_inputs=known)
+    if why is not None:
+        raise CacheError(f"pseudo labels: {why}")
+    npz = cache.folder / NPZ_NAME
     labels = PseudoLabels.load(npz)
-    if labels.ids != manifest.get("ids"):
+    if labels.ids != (cache.record() or {}).get("ids"):
         raise CacheError(f"{npz}: pair ids differ from {MANIFEST_NAME}")
     return labels
 
@@ -171,7 +158,7 @@ def load_pseudo_labels(cache_dir: str | os.PathLike, teacher: Optional[str] = No
 def build_pseudo_labels(teacher: str, data_dir: str, cache_dir: str | os.PathLike, split: Optional[str] = "train",
                         batch_size: int = 8, topk: int = DEFAULT_TOPK, device: Optional[str] = None) -> PseudoLabels:
     """Teacher pass over ``split`` of ``data_dir``; writes the npz, the teacher's per-pair
-    predictions (JSONL) and, last, the manifest."""
+    predictions (JSONL) and, last, the manifest (the step's record)."""
 
     from xview_loc_ros.models import load_checkpoint
 
@@ -180,19 +167,17 @@ def build_pseudo_labels(teacher: str, data_dir: str, cache_dir: str | os.PathLik
 
     if topk < 1:
         raise ValueError(f"topk must be >= 1, got {topk}")
-    cache = Path(cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
-    (cache / MANIFEST_NAME).unlink(missing_ok=True)  # an interrupted rebuild must not look valid
+    cache = _cache(cache_dir, _expected(teacher, data_dir, split, topk))
+    cache.start(outputs=[NPZ_NAME, PREDICTIONS_NAME])
     model, _ = load_checkpoint(teacher, map_location="cpu")
     model.to(torch.device(device) if device else default_device())
     tds = open_split(data_dir, split, model.config, require_gt=False)
     labels, preds = teacher_pass(model, tds, batch_size, topk)
-    labels.save(cache / NPZ_NAME)
-    with atomic_path(cache / PREDICTIONS_NAME) as tmp:
+    labels.save(cache.folder / NPZ_NAME)
+    with atomic_path(cache.folder / PREDICTIONS_NAME) as tmp:
         tmp.write_text("".join(json.dumps(p) + "\n" for p in preds))
-    manifest = dict(_expected(teacher, data_dir, split, topk), teacher=str(teacher), data=str(data_dir),
-                    npz_sha256=file_sha256(cache / NPZ_NAME), size_px=labels.size_px, count=len(labels.ids), ids=labels.ids)
-    atomic_write_json(cache / MANIFEST_NAME, manifest)
+    cache.finish([NPZ_NAME, PREDICTIONS_NAME], teacher=str(teacher), data=str(data_dir), size_px=labels.size_px,
+                 count=len(labels.ids), ids=labels.ids)
     log.info("pseudo labels: %d pairs of %s (split %s) from teacher %s", len(labels.ids), data_dir, split, teacher)
     return labels
 

@@ -51,19 +51,32 @@ class TopicInfo:
     count: int
 
 
+def read_metadata(bag_dir: Path) -> dict:
+    """A rosbag2 folder's ``metadata.yaml`` as a mapping. BagReadError naming the file when it is
+    not UTF-8 YAML: rosbags would report only "'utf-8' codec can't decode ..."."""
+    meta = Path(bag_dir) / "metadata.yaml"
+    try:
+        info = yaml.safe_load(meta.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise BagReadError(f"{meta}: not a rosbag2 metadata file (not UTF-8 text: byte {e.start})") from e
+    except yaml.YAMLError as e:
+        raise BagReadError(f"{meta}: not a rosbag2 metadata file (invalid YAML: {str(e).splitlines()[0]})") from e
+    except OSError as e:
+        raise BagReadError(f"{meta}: cannot read ({e.strerror or e})") from e
+    if not isinstance(info, dict):
+        raise BagReadError(f"{meta}: not a rosbag2 metadata file (no mapping)")
+    return info
+
+
 def _typestore_for(path: Path) -> Any:
     from rosbags.typesys import Stores, get_typestore
 
     if path.suffix == ".bag":
         return get_typestore(Stores.ROS1_NOETIC)
     distro = None
-    meta = path / "metadata.yaml"
-    if path.is_dir() and meta.is_file():
-        try:
-            info = yaml.safe_load(meta.read_text()) or {}
-            distro = (info.get("rosbag2_bagfile_information") or {}).get("ros_distro")
-        except (yaml.YAMLError, OSError, AttributeError):
-            distro = None  # the reader reports a broken metadata.yaml with a better message
+    if path.is_dir() and (path / "metadata.yaml").is_file():
+        info = read_metadata(path).get("rosbag2_bagfile_information")
+        distro = info.get("ros_distro") if isinstance(info, dict) else None
     store = getattr(Stores, f"ROS2_{str(distro or '').upper()}", None)
     if store is None:
         store = getattr(Stores, f"ROS2_{DEFAULT_ROS2_DISTRO.upper()}")
@@ -107,7 +120,7 @@ class Bag:
     def open(self) -> None:
         from rosbags.highlevel import AnyReader
 
-        typestore = _typestore_for(self.path)
+        typestore = _typestore_for(self.path)  # a broken metadata.yaml: BagReadError naming it
         try:
             reader = AnyReader([self._storage], default_typestore=typestore)
             reader.open()

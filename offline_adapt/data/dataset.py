@@ -12,6 +12,7 @@ rename it into place (:class:`DatasetWriter`), so a killed run never leaves a ha
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -32,6 +33,18 @@ SPLITS = ("train", "val", "test")
 
 class DatasetError(ValueError):
     """A data set on disk is missing, malformed or disagrees with what the caller needs."""
+
+
+def dataset_fingerprint(data_dir: str | os.PathLike) -> str:
+    """sha256 over the data set's dataset.json and index.jsonl (records and splits; not the images):
+    what a run trained or adapted on, to refuse continuing it on another data set."""
+    h = hashlib.sha256()
+    for name in ("dataset.json", "index.jsonl"):
+        p = Path(data_dir) / name
+        if not p.is_file():
+            raise DatasetError(f"{data_dir}: not a pair data set ({name} missing)")
+        h.update(p.read_bytes())
+    return h.hexdigest()
 
 
 @dataclass
@@ -158,16 +171,20 @@ class PairDataset:
             raise DatasetError(f"{self.root}: not a pair data set (needs dataset.json and index.jsonl)")
         try:
             self.meta = DatasetMeta.from_dict(json.loads(meta_path.read_text()))
+        except UnicodeDecodeError as e:
+            raise DatasetError(f"{meta_path}: not a data-set description (not UTF-8 text: byte {e.start})") from e
         except json.JSONDecodeError as e:
             raise DatasetError(f"{meta_path}: invalid JSON ({e})") from e
         self.pairs: List[PairRecord] = []
-        with open(index_path) as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
+        with open(index_path, "rb") as f:  # decoded per line, so an error names its line
+            for lineno, raw in enumerate(f, 1):
                 where = f"{index_path}:{lineno}"
                 try:
-                    self.pairs.append(PairRecord.from_dict(json.loads(line), where))
+                    line = raw.decode("utf-8")
+                    if line.strip():
+                        self.pairs.append(PairRecord.from_dict(json.loads(line), where))
+                except UnicodeDecodeError as e:
+                    raise DatasetError(f"{where}: not a pair record (not UTF-8 text: byte {e.start})") from e
                 except json.JSONDecodeError as e:
                     raise DatasetError(f"{where}: invalid JSON ({e})") from e
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from offline_adapt.evaluation.evaluate import evaluate
+from xview_loc_ros.cli import non_negative_int, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,11 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="checkpoint (.pt) or ONNX model")
     p.add_argument("--data", required=True, help="pair data set folder")
     p.add_argument("--split", default="test", help="train|val|test|all (default test)")
-    p.add_argument("--backend", default="torch", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
+                   help="auto (default): the backend for the model file (torch for a checkpoint; TensorRT when usable, "
+                   "else ONNX Runtime, for an ONNX file)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: best available)")
-    p.add_argument("--batch", type=int, default=8, help="pairs per forward pass")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads")
-    p.add_argument("--grid", type=int, default=12, help="pairs shown in grid.png")
+    p.add_argument("--batch", type=positive_int, default=8, help="pairs per forward pass")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads")
+    p.add_argument("--grid", type=non_negative_int, default=12, help="pairs shown in grid.png")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_main)
 

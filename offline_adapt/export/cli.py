@@ -6,12 +6,8 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from offline_adapt.export.onnx_export import (
-    DEFAULT_OPSET,
-    check_parity,
-    export_onnx,
-    parity_inputs,
-)
+from offline_adapt.export.onnx_export import DEFAULT_OPSET, check_parity, export_onnx, parity_inputs
+from xview_loc_ros.cli import non_negative_float, positive_int
 from xview_loc_ros.fsutil import atomic_write_json, file_sha256
 from xview_loc_ros.inference.base import ModelFileError
 from xview_loc_ros.inference.modelfile import read_sidecar, sidecar_path
@@ -64,10 +60,10 @@ def register(sub: Any) -> None:
     p.add_argument("--onnx", required=True, help="output ONNX file (OUT.onnx; sidecar OUT.onnx.json)")
     p.add_argument("--engine", help="also build a TensorRT engine here (OUT.plan; sidecar OUT.plan.json)")
     p.add_argument("--fp16", action="store_true", help="build the TensorRT engine with FP16 kernels allowed")
-    p.add_argument("--max-batch", type=int, default=1, help="largest batch the TensorRT engine accepts (default 1)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--max-batch", type=positive_int, default=1, help="largest batch the TensorRT engine accepts (default 1)")
+    p.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--data", help="pair data set whose first pairs feed the parity check (default: synthetic pairs)")
-    p.add_argument("--parity-pairs", type=int, default=2, help="pairs in the parity check (default 2)")
-    p.add_argument("--tolerance", type=float, default=1e-4,
+    p.add_argument("--parity-pairs", type=positive_int, default=2, help="pairs in the parity check (default 2)")
+    p.add_argument("--tolerance", type=non_negative_float, default=1e-4,
                    help="max parity error, relative to the finest logits' range (default 1e-4)")
     p.set_defaults(func=_handler)

@@ -11,7 +11,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from offline_adapt.train.targets import SIGMA_PX, gaussian_map, level_targets
+from offline_adapt.train.options import CE_WEIGHT, INFONCE_WEIGHT, ORI_WEIGHT, SIGMA_PX
+from offline_adapt.train.targets import gaussian_map, level_targets
 
 TEMPERATURE = 0.1
 POS_THRESHOLD = 0.01
@@ -52,9 +53,9 @@ class LossWeights:
     """Weights of the total loss (CCVPE defaults). ``supervise_levels``: indices of the matching
     levels whose InfoNCE is averaged (None = all; the paper's K' = first K' levels)."""
 
-    ce: float = 1.0
-    infonce: float = 1e4
-    ori: float = 10.0
+    ce: float = CE_WEIGHT
+    infonce: float = INFONCE_WEIGHT
+    ori: float = ORI_WEIGHT
     supervise_levels: Optional[Sequence[int]] = None
     temperature: float = TEMPERATURE
     sigma_px: float = SIGMA_PX

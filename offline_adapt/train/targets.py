@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-SIGMA_PX = 4.0  # CCVPE and the adaptation paper: sigma = 4 px of the finest level
+from offline_adapt.train.options import SIGMA_PX
 
 
 def gaussian_map(size: int, centers_uv: torch.Tensor, sigma_px: float = SIGMA_PX) -> torch.Tensor:

@@ -5,6 +5,7 @@ import argparse
 import time
 from pathlib import Path
 
+from xview_loc_ros.cli import latitude, longitude, positive_float, positive_int, zoom_level
 from xview_loc_ros.tiles.spec import SPEC_HELP
 
 
@@ -17,11 +18,11 @@ def register(sub: "argparse._SubParsersAction") -> None:
                         description="Cut a north-up SIZE x SIZE patch at exactly MPP metres per pixel centred on "
                                     "LAT/LON (WGS84 degrees); writes OUT (PNG) and OUT with .json (centre, m/px, size, zoom).")
     p.add_argument("--source", required=True, metavar="SPEC", help=SPEC_HELP)
-    p.add_argument("--lat", type=float, required=True, help="patch centre latitude, degrees WGS84")
-    p.add_argument("--lon", type=float, required=True, help="patch centre longitude, degrees WGS84")
-    p.add_argument("--size", type=int, required=True, metavar="S", help="patch side, pixels")
-    p.add_argument("--mpp", type=float, required=True, metavar="R", help="ground resolution, metres per pixel")
-    p.add_argument("--zoom", type=int, help="tile zoom to sample (default: coarsest zoom not coarser than R)")
+    p.add_argument("--lat", type=latitude, required=True, help="patch centre latitude, degrees WGS84")
+    p.add_argument("--lon", type=longitude, required=True, help="patch centre longitude, degrees WGS84")
+    p.add_argument("--size", type=positive_int, required=True, metavar="S", help="patch side, pixels")
+    p.add_argument("--mpp", type=positive_float, required=True, metavar="R", help="ground resolution, metres per pixel")
+    p.add_argument("--zoom", type=zoom_level, help="tile zoom to sample (default: coarsest zoom not coarser than R)")
     p.add_argument("--cache", metavar="DIR", help="disk cache folder for http(s) sources")
     p.add_argument("--allow-missing", action="store_true", help="leave missing tiles as black holes (reported) instead of failing")
     p.add_argument("--out", required=True, type=Path, help="output PNG path; the geo-reference goes to the same name with .json")
@@ -35,10 +36,10 @@ def register(sub: "argparse._SubParsersAction") -> None:
     f.add_argument("--source", required=True, metavar="URL",
                    help="http(s) URL template with {z} {x} {y} (also {-y} TMS row, {q} quadkey, {s} subdomain)")
     f.add_argument("--cache", required=True, metavar="DIR", help="cache folder (XYZ layout)")
-    f.add_argument("--zoom", type=int, nargs="+", required=True, metavar="Z", help="zoom level(s)")
+    f.add_argument("--zoom", type=zoom_level, nargs="+", required=True, metavar="Z", help="zoom level(s)")
     f.add_argument("--bbox", required=True, metavar="S,W,N,E", help="box in degrees: south,west,north,east")
-    f.add_argument("--max-tiles", type=int, default=20000, help="refuse boxes with more tiles than this (default 20000)")
-    f.add_argument("--workers", type=int, default=4, help="concurrent requests (default 4; keep it polite)")
+    f.add_argument("--max-tiles", type=positive_int, default=20000, help="refuse boxes with more tiles than this (default 20000)")
+    f.add_argument("--workers", type=positive_int, default=4, help="concurrent requests (default 4; keep it polite)")
     f.add_argument("--i-am-licensed", dest="licensed", action="store_true",
                    help="state that your licence with the provider allows bulk downloading and offline storage")
     f.set_defaults(func=_prefetch)

@@ -137,12 +137,17 @@ def _resample(points: np.ndarray, step: float) -> Tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 # The world
 # ---------------------------------------------------------------------------------------------
+def check_world_size(size_m: float, res_m: float) -> None:
+    """ValueError naming the option unless the city side and raster resolution are buildable."""
+    if not 50.0 <= size_m <= 5000.0:
+        raise ValueError(f"--size-m: city size must be within [50, 5000] m, got {size_m!r}")
+    if not 0.05 <= res_m <= 1.0:
+        raise ValueError(f"--res-m: world resolution must be within [0.05, 1] m/px, got {res_m!r}")
+
+
 def generate_world(style: dict, seed: int, size_m: float = 1000.0, res_m: float = 0.25) -> World:
     """Build the city raster of side ``size_m`` metres at ``res_m`` m/px from a validated style."""
-    if not 50.0 <= size_m <= 5000.0:
-        raise ValueError(f"city size must be within [50, 5000] m, got {size_m!r}")
-    if not 0.05 <= res_m <= 1.0:
-        raise ValueError(f"world resolution must be within [0.05, 1] m/px, got {res_m!r}")
+    check_world_size(size_m, res_m)
     L, G, A = style["layout"], style["geometry"], style["appearance"]
     rng = np.random.default_rng(seed)
     n = int(round(size_m / res_m))

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 import cv2
+
 from xview_loc_ros.fsutil import OutputLock, atomic_write_bytes, atomic_write_json, replace_durably
 from xview_loc_ros.geo import LocalENU
 from xview_testbed.synth.aerial import render_ortho
-from xview_testbed.synth.city import generate_world
+from xview_testbed.synth.city import check_world_size, generate_world
 from xview_testbed.synth.pyramid import city_bbox, export_pyramid
 from xview_testbed.synth.style import Style
 from xview_testbed.synth.world import Road, World
@@ -96,6 +97,7 @@ def build_city(style: Style, seed: int, out_dir: str | os.PathLike, lat: float =
     zooms = sorted(set(int(z) for z in zooms))
     if not zooms:
         raise ValueError("at least one tile zoom is needed")
+    check_world_size(size_m, res_m)  # before <out>.partial exists
     # A second build would delete this one's .partial and the first to finish would rename a mix.
     with OutputLock(out, "city"):
         if out.exists() and not overwrite:
@@ -110,37 +112,41 @@ def _build_city_locked(style: Style, seed: int, out: Path, lat: float, lon: floa
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    timings = {}
-    t0 = time.perf_counter()
-    world = generate_world(style, seed, size_m=size_m, res_m=res_m)
-    timings["world_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ortho = render_ortho(world, style["appearance"], seed=seed)
-    timings["ortho_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    counts = export_pyramid(ortho, world.res_m, frame, zooms, tmp / "tiles", tmp / "tiles.mbtiles",
-                            name=f"synthetic {style_name or 'city'} seed {seed}", jobs=jobs)
-    timings["tiles_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    world.save(tmp / "world.npz")
-    timings["save_s"] = time.perf_counter() - t0
-    scale = min(1.0, 1024 / ortho.shape[0])
-    preview = cv2.resize(ortho, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else ortho
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(preview, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"{tmp}: could not encode preview.png")
-    atomic_write_bytes(tmp / "preview.png", buf.tobytes())
-    s, w, n, e = city_bbox(frame, world.size_m)
-    meta = {
-        "format_version": CITY_FORMAT_VERSION, "generator": "xview_testbed.synth",
-        "style_name": style_name, "seed": int(seed), "lat": float(lat), "lon": float(lon), "h0": 0.0,
-        "frame": "map: ENU metres, origin at (lat, lon, h0)", "size_m": world.size_m, "res_m": world.res_m,
-        "zooms": zooms, "tiles_per_zoom": {str(k): v for k, v in counts.items()}, "bbox": [s, w, n, e],
-        "tiles": "tiles", "mbtiles": "tiles.mbtiles", "world": "world.npz", "preview": "preview.png",
-        "build_seconds": {k: round(v, 3) for k, v in timings.items()},
-        "style": style, "roads": [r.to_dict() for r in world.roads],
-    }
-    atomic_write_json(tmp / "city.json", meta)
+    try:
+        timings = {}
+        t0 = time.perf_counter()
+        world = generate_world(style, seed, size_m=size_m, res_m=res_m)
+        timings["world_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ortho = render_ortho(world, style["appearance"], seed=seed)
+        timings["ortho_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        counts = export_pyramid(ortho, world.res_m, frame, zooms, tmp / "tiles", tmp / "tiles.mbtiles",
+                                name=f"synthetic {style_name or 'city'} seed {seed}", jobs=jobs)
+        timings["tiles_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        world.save(tmp / "world.npz")
+        timings["save_s"] = time.perf_counter() - t0
+        scale = min(1.0, 1024 / ortho.shape[0])
+        preview = cv2.resize(ortho, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else ortho
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(preview, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise OSError(f"{tmp}: could not encode preview.png")
+        atomic_write_bytes(tmp / "preview.png", buf.tobytes())
+        s, w, n, e = city_bbox(frame, world.size_m)
+        meta = {
+            "format_version": CITY_FORMAT_VERSION, "generator": "xview_testbed.synth",
+            "style_name": style_name, "seed": int(seed), "lat": float(lat), "lon": float(lon), "h0": 0.0,
+            "frame": "map: ENU metres, origin at (lat, lon, h0)", "size_m": world.size_m, "res_m": world.res_m,
+            "zooms": zooms, "tiles_per_zoom": {str(k): v for k, v in counts.items()}, "bbox": [s, w, n, e],
+            "tiles": "tiles", "mbtiles": "tiles.mbtiles", "world": "world.npz", "preview": "preview.png",
+            "build_seconds": {k: round(v, 3) for k, v in timings.items()},
+            "style": style, "roads": [r.to_dict() for r in world.roads],
+        }
+        atomic_write_json(tmp / "city.json", meta)
+    except BaseException:  # a refused option or an interrupt leaves no empty or partial <out>.partial behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if out.exists():
         shutil.rmtree(out)
     replace_durably(tmp, out)

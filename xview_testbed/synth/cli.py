@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from xview_loc_ros.cli import fraction, latitude, longitude, non_negative_int, positive_float, positive_int
 from xview_testbed.synth.style import BLEND_GROUPS, PRESETS
 
 _STYLE_HELP = (f"style: a preset {list(PRESETS)} or a YAML file (may start with 'base: PRESET'); "
@@ -19,10 +20,10 @@ def register(subparsers) -> None:
     c = sub.add_parser("city", help="generate a city folder: tiles/{z}/{x}/{y}.png, tiles.mbtiles, city.json, world.npz, preview.png")
     _style_args(c)
     c.add_argument("--seed", type=int, default=0, help="random seed of the layout and textures (default 0)")
-    c.add_argument("--lat", type=float, default=None, help="latitude of the city centre, degrees WGS84 (default 37.7749)")
-    c.add_argument("--lon", type=float, default=None, help="longitude of the city centre, degrees WGS84 (default -122.4194)")
-    c.add_argument("--size-m", type=float, default=1000.0, help="side of the square city, metres (default 1000)")
-    c.add_argument("--res-m", type=float, default=0.25, help="world raster resolution, metres per pixel (default 0.25)")
+    c.add_argument("--lat", type=latitude, default=None, help="latitude of the city centre, degrees WGS84 (default 37.7749)")
+    c.add_argument("--lon", type=longitude, default=None, help="longitude of the city centre, degrees WGS84 (default -122.4194)")
+    c.add_argument("--size-m", type=positive_float, default=1000.0, help="side of the square city, metres (default 1000)")
+    c.add_argument("--res-m", type=positive_float, default=0.25, help="world raster resolution, metres per pixel (default 0.25)")
     c.add_argument("--zooms", default="16-20", help="Web Mercator zooms of the tile pyramid, e.g. 18 or 16-20 or 17,19 (default 16-20)")
     c.add_argument("--out", required=True, help="output city folder")
     c.add_argument("--overwrite", action="store_true", help="replace an existing folder")
@@ -32,10 +33,10 @@ def register(subparsers) -> None:
     d.add_argument("--city", required=True, help="city folder from `synth city`")
     d.add_argument("--out", required=True, help="output bag folder")
     d.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage (default mcap)")
-    d.add_argument("--frames", type=int, default=100, help="camera frames to record (default 100)")
+    d.add_argument("--frames", type=positive_int, default=100, help="camera frames to record (default 100)")
     d.add_argument("--seed", type=int, default=0, help="random seed of the route and the sensor errors")
-    d.add_argument("--rate", type=float, default=10.0, help="frame rate, Hz; GNSS, IMU and ground truth share the stamps (default 10)")
-    d.add_argument("--speed", type=float, default=None, help="vehicle speed, m/s (default: the style's sensor.speed_mps)")
+    d.add_argument("--rate", type=positive_float, default=10.0, help="frame rate, Hz; GNSS, IMU and ground truth share the stamps (default 10)")
+    d.add_argument("--speed", type=positive_float, default=None, help="vehicle speed, m/s (default: the style's sensor.speed_mps)")
     d.add_argument("--ground", choices=("panorama", "pinhole"), default="panorama", help="camera type (default panorama)")
     d.add_argument("--preset", choices=("small", "full"), default="small", help="image size preset (default small)")
     d.add_argument("--raw", action="store_true", help="write sensor_msgs/Image rgb8 on /camera/image instead of JPEG")
@@ -49,13 +50,13 @@ def register(subparsers) -> None:
 
     q = sub.add_parser("pairs", help="labelled (ground image, aerial patch) pair data set, aerial cut through the tile fetcher")
     q.add_argument("--city", required=True, help="city folder from `synth city`")
-    q.add_argument("--n", type=int, required=True, help="number of pairs")
+    q.add_argument("--n", type=positive_int, required=True, help="number of pairs")
     q.add_argument("--seed", type=int, default=0, help="random seed of poses, offsets and the 70/10/20 split")
     q.add_argument("--out", required=True, help="output data set folder")
     q.add_argument("--preset", choices=("small", "full"), default="small",
                    help="small: 128 px aerial at 0.5 m/px, 64x256 ground; full: 512 px aerial (0.14 m/px panorama, 0.19583 pinhole), 320x640 panorama / 256x1024 pinhole")
     q.add_argument("--ground", choices=("panorama", "pinhole"), default="panorama", help="ground camera (default panorama; pinhole 90° HFOV)")
-    q.add_argument("--workers", type=int, default=0, help="rendering processes (default 0 = one per CPU core)")
+    q.add_argument("--workers", type=non_negative_int, default=0, help="rendering processes (default 0 = one per CPU core)")
     q.add_argument("--overwrite", action="store_true", help="replace an existing data set")
     q.add_argument("--like-drive", action="store_true",
                    help="pairs as the drive recorder and the extractor make them: JPEG frames at quality 90, recorded "
@@ -84,7 +85,7 @@ def register(subparsers) -> None:
 def _style_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--style", required=True, help=_STYLE_HELP)
     p.add_argument("--toward", default=None, help="second style to blend toward (preset or YAML)")
-    p.add_argument("--amount", type=float, default=0.5, help="blend amount 0..1 toward --toward (default 0.5)")
+    p.add_argument("--amount", type=fraction, default=0.5, help="blend amount 0..1 toward --toward (default 0.5)")
     p.add_argument("--blend-groups", default="all", help=f"comma-separated groups to blend: {','.join(BLEND_GROUPS)} or all (default all)")
 
 

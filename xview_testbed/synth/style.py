@@ -215,6 +215,8 @@ def _read_yaml(path: Path) -> Dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except OSError as e:
         raise StyleError(f"style file {str(path)!r}: cannot read ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise StyleError(f"style file {str(path)!r}: not a style (not UTF-8 text: byte {e.start})") from e
     except yaml.YAMLError as e:
         raise StyleError(f"style file {str(path)!r}: invalid YAML ({e})") from e
     if not isinstance(data, dict):
