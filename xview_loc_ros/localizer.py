@@ -24,13 +24,13 @@ from xview_loc_ros.geo import LocalENU, PatchGeoref, compass_to_enu_yaw
 from xview_loc_ros.heatmap import HeatmapEstimate, decode_heatmap, heading_from_orientation, softmax_all
 from xview_loc_ros.params import LocalizerParams
 from xview_loc_ros.preprocess import prepare_aerial, prepare_ground
+from xview_loc_ros.tiles import TileError
 
 STAGES = ("patch", "preprocess", "inference", "decode")
 
 
 class FrameRejected(Exception):
     """A frame that produced no estimate; ``reason`` is a short key counted in diagnostics."""
-
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
@@ -41,7 +41,6 @@ class FrameRejected(Exception):
 class Fix:
     """A GNSS fix. ``stamp`` seconds; lat/lon degrees WGS84; ``alt`` metres above the ellipsoid
     (NaN = unknown); ``cov_en`` 2x2 horizontal covariance (m^2) in east/north."""
-
     stamp: float
     lat: float
     lon: float
@@ -53,7 +52,6 @@ class Fix:
 @dataclass(frozen=True)
 class Heading:
     """Camera heading: compass degrees (clockwise from north) and its variance (rad^2)."""
-
     compass_deg: float
     var_rad2: float
 
@@ -65,7 +63,6 @@ class FixBuffer:
     ``max_gap_s``: the two fixes around the stamp must be at most this far apart. Images earlier than
     the oldest kept fix are rejected too. A time jump backwards (bag loop) clears the buffer.
     """
-
     def __init__(self, max_age_s: float, max_gap_s: float, maxlen: int = 256) -> None:
         self.max_age_s = max_age_s
         self.max_gap_s = max_gap_s
@@ -131,7 +128,6 @@ class FixBuffer:
 
 class HeadingBuffer:
     """Recent IMU headings; :meth:`at` returns the sample nearest to a stamp within ``max_age_s``."""
-
     def __init__(self, max_age_s: float, maxlen: int = 512) -> None:
         self.max_age_s = max_age_s
         self._items: Deque[Tuple[float, Heading]] = deque(maxlen=maxlen)
@@ -160,7 +156,6 @@ class Estimate:
     ``cov_en`` 2x2 m^2 (east, north); ``yaw`` ENU radians (None = unknown) with ``yaw_var`` rad^2;
     ``u``/``v`` and ``fix_u``/``fix_v`` patch pixels; ``logits`` the finest heat map (n, S, S) and
     ``prob`` its position probabilities (S, S); ``timings`` seconds per stage."""
-
     stamp: float
     lat: float
     lon: float
@@ -202,7 +197,6 @@ class Localizer:
     """Runs frames through patch -> model -> decode -> gating. ``backend``: an inference Backend
     (``.config``, ``.infer``); ``patch_builder``: an AerialPatchBuilder built at the model's size and
     m/px. Thread use: fixes/headings may be added from any thread while :meth:`process` runs."""
-
     def __init__(self, params: LocalizerParams, backend: Any, patch_builder: Any,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         params.check_model(backend.config)
@@ -277,8 +271,6 @@ class Localizer:
     def process(self, stamp: float, rgb: np.ndarray) -> Estimate:
         """Localize one camera frame (``stamp`` seconds, RGB uint8 HxWx3). Returns an Estimate whose
         ``accepted`` is False when gating rejected it; raises FrameRejected when no estimate exists."""
-        from xview_loc_ros.tiles import TileError
-
         p = self.params
         if self.camera_hfov_deg is not None and self.config.get("ground_type") == "pinhole":
             model_fov = float(self.config.get("fov_deg") or 0.0)

@@ -31,6 +31,8 @@ from xview_loc_ros.localizer import STAGES, FrameRejected, Localizer, stage_summ
 from xview_loc_ros.overlay import heatmap_overlay
 from xview_loc_ros.params import NODE_NAME, LocalizerParams, ParameterError
 from xview_loc_ros.sensors import SensorRejected, decode_image
+from xview_loc_ros.inference import open_backend
+from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
 
 _WINDOW = 200  # frames kept for latency / stage statistics
 
@@ -38,18 +40,15 @@ _WINDOW = 200  # frames kept for latency / stage statistics
 class LocalizerNode(Node):
     """Wires ROS topics to :class:`xview_loc_ros.localizer.Localizer`. ``backend``/``patch_builder``
     may be injected (benchmarks, tests); otherwise they are opened from the parameters."""
-
     def __init__(self, node_name: str = NODE_NAME, backend: Any = None, patch_builder: Any = None, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self.params = self._read_params()
         self._tile_source = None
         if backend is None:
-            from xview_loc_ros.inference import open_backend
 
             backend = open_backend(self.params.model_path, self.params.backend, device=self.params.device or None,
                                    fp16=self.params.fp16, threads=self.params.threads or None)
         if patch_builder is None:
-            from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
 
             self._tile_source = open_tile_source(self.params.tile_source, cache_dir=self.params.tile_cache_dir or None)
             patch_builder = AerialPatchBuilder(self._tile_source, int(backend.config["aerial_size"]), float(backend.config["mpp"]),

@@ -27,6 +27,15 @@ import numpy as np
 
 from offline_adapt.adapt.options import AdaptOptions, DistillOptions
 from xview_loc_ros.fsutil import CommandSteps
+from xview_testbed.cli import main
+from offline_adapt.cli import main
+from xview_testbed.replay import read_jsonl
+from xview_loc_ros.fsutil import atomic_path
+from xview_loc_ros.geo import LocalENU, PatchGeoref
+from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
+from offline_adapt.evaluation.plots import error_cdf
+from xview_loc_ros.cli import build_parser, run
+from xview_loc_ros.fsutil import atomic_write_bytes, atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_TEACHER = REPO / "models" / "teacher_suburb_small.pt"
@@ -41,7 +50,6 @@ TEACHER_RECIPE = dict(style="suburb", city_seed=1, size_m=600, zooms="18-19", pa
 @dataclass
 class DemoOptions:
     """Sizes: metres, frames, Hz. The target city is ``target_style`` moved ``amount`` toward ``toward``."""
-
     out: Path = Path("demo_out")
     target_style: str = "suburb"
     toward: Optional[str] = "downtown"
@@ -64,13 +72,11 @@ class DemoOptions:
 
 
 def _xview_loc(argv: List[str]) -> int:
-    from xview_testbed.cli import main
 
     return main(argv)
 
 
 def _xview_adapt(argv: List[str]) -> int:
-    from offline_adapt.cli import main
 
     return main(argv)
 
@@ -185,7 +191,6 @@ class Demo:
         print(table)
         verdict = results["verdict"]
         print(verdict)
-        from xview_loc_ros.fsutil import atomic_write_bytes, atomic_write_json
 
         atomic_write_json(self.p("results.json"), results)
         atomic_write_bytes(self.p("results.md"), (table + "\n\n" + verdict + "\n").encode())
@@ -198,7 +203,6 @@ class Demo:
 
 
 def read(path: Path) -> List[Dict[str, Any]]:
-    from xview_testbed.replay import read_jsonl
 
     return read_jsonl(path)
 
@@ -252,11 +256,7 @@ def make_figures(out: Path, city: Path, full: List[Dict[str, Any]], teacher: Lis
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from xview_loc_ros.fsutil import atomic_path
-    from xview_loc_ros.geo import LocalENU, PatchGeoref
-    from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
 
-    from offline_adapt.evaluation.plots import error_cdf
 
     def save(fig, name):
         with atomic_path(out / name) as tmp:
@@ -368,7 +368,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from xview_loc_ros.cli import build_parser, run
 
     parser = build_parser("python -m xview_testbed.demo", HELP, ["xview_testbed.demo"])
     return run(parser, ["demo"] + list(sys.argv[1:] if argv is None else argv))

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from xview_loc_ros.fsutil import atomic_path, atomic_write_json
+from offline_adapt.evaluation.plots import pyplot
 
 KEPT_NAME, REPORT_NAME, HIST_NAME = "kept.json", "filter_report.json", "filter_hist.png"
 
@@ -68,8 +69,6 @@ def filter_report(distances: Mapping[str, float], kept: Sequence[str], keep_pct:
 def write_filter_outputs(out_dir: str | os.PathLike, distances: Mapping[str, float], kept: Sequence[str],
                          report: Mapping[str, Any]) -> None:
     """OUT/kept.json (ids), OUT/filter_report.json, OUT/filter_hist.png (distance histogram)."""
-    from offline_adapt.evaluation.plots import pyplot
-
     out = Path(out_dir)
     atomic_write_json(out / REPORT_NAME, dict(report))
     plt = pyplot()

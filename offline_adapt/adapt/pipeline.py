@@ -40,6 +40,18 @@ from offline_adapt.adapt.pseudo_labels import (
 from offline_adapt.data.dataset import dataset_fingerprint
 from offline_adapt.train.training import default_device, dist_info
 from xview_loc_ros.fsutil import DONE_NAME, OutputLock, StepCache, atomic_path, atomic_write_json, file_sha256
+from offline_adapt.data.dataset import PairDataset
+from offline_adapt.data.torch_data import PairTorchDataset
+from offline_adapt.evaluation.evaluate import predict
+from xview_loc_ros.models import load_checkpoint
+from xview_loc_ros.models import load_checkpoint, save_checkpoint
+from offline_adapt.data.dataset import PairDataset
+from xview_loc_ros.models import save_checkpoint
+from offline_adapt.evaluation.evaluate import summarize
+from offline_adapt.evaluation.plots import pyplot
+from offline_adapt.evaluation.plots import pyplot
+from xview_loc_ros.models.checkpoint import read_checkpoint
+from offline_adapt.data.dataset import PairDataset
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +71,11 @@ class AdaptRun:
         if not Path(self.teacher).is_file():
             raise ValueError(f"--teacher {self.teacher}: file not found")
         self.teacher_sha256 = file_sha256(self.teacher)
-        from xview_loc_ros.models.checkpoint import read_checkpoint
 
         # K' left to the default is fixed (and K' checked against the teacher) here, before any step
         # runs, so step fingerprints and lineage name the value used
         self.opts = replace(self.opts, distill=self.opts.distill.resolved(read_checkpoint(self.teacher)["config"]))
         self.data_fingerprint = dataset_fingerprint(self.data)
-        from offline_adapt.data.dataset import PairDataset
 
         self.mpp = {r.id: float(r.mpp) for r in PairDataset(self.data).split(None)}
 
@@ -99,10 +109,6 @@ def _labels(run: AdaptRun) -> PseudoLabels:
 
 
 def _predict_ids(model_path: str, data_dir: str, ids: Optional[List[str]], split: Optional[str], batch: int) -> List[Dict[str, Any]]:
-    from offline_adapt.data.dataset import PairDataset
-    from offline_adapt.data.torch_data import PairTorchDataset
-    from offline_adapt.evaluation.evaluate import predict
-    from xview_loc_ros.models import load_checkpoint
 
     model, _ = load_checkpoint(model_path, map_location="cpu")
     model.to(default_device()).eval()
@@ -145,8 +151,6 @@ def level_errors_m(preds: List[Dict[str, Any]], mpp: Dict[str, float]) -> Option
 
 def student_step(run: AdaptRun, stage: str) -> Path:
     """Train the ``aux`` (all pairs) or ``final`` (kept pairs) student; returns STAGE/student.pt."""
-    from xview_loc_ros.models import load_checkpoint, save_checkpoint
-
     if stage not in ("aux", "final"):
         raise ValueError(f"--stage must be aux or final, got {stage!r}")
     labels = _labels(run)
@@ -219,8 +223,6 @@ def lineage_info(run: AdaptRun, stage: str) -> Dict[str, Any]:
 
 
 def bn_step(run: AdaptRun) -> Path:
-    from offline_adapt.data.dataset import PairDataset
-    from xview_loc_ros.models import save_checkpoint
 
     step = run.dir("bn")
     cache = StepCache(step, {"teacher_sha256": run.teacher_sha256, "data": run.data_fingerprint, "split": run.opts.split,
@@ -238,8 +240,6 @@ def bn_step(run: AdaptRun) -> Path:
 def report_step(run: AdaptRun, student: Path) -> Dict[str, Any]:
     """Predictions of teacher / aux / student on the eval split (and the adaptation pairs), the
     summary table and, with GT, the Fig. 4 / Fig. 7-like plots."""
-    from offline_adapt.evaluation.evaluate import summarize
-
     out = run.dir("report")
     models = {"teacher": run.teacher, "student": str(student)}
     if (run.dir("aux") / "student.pt").is_file() and not run.opts.bn_reestimate_only:
@@ -296,7 +296,6 @@ def summary_table(summary: Dict[str, Any]) -> str:
 
 
 def _plot_fig4(teacher_err: np.ndarray, student_err: np.ndarray, dist: np.ndarray, path: Path) -> None:
-    from offline_adapt.evaluation.plots import pyplot
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharex=True, sharey=True)
@@ -313,7 +312,6 @@ def _plot_fig4(teacher_err: np.ndarray, student_err: np.ndarray, dist: np.ndarra
 
 
 def _plot_fig7(change: np.ndarray, path: Path) -> None:
-    from offline_adapt.evaluation.plots import pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))

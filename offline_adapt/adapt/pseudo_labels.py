@@ -38,6 +38,10 @@ from offline_adapt.data.dataset import dataset_fingerprint
 from offline_adapt.train.options import SIGMA_PX
 from offline_adapt.train.targets import gaussian_map, level_targets
 from xview_loc_ros.fsutil import StepCache, atomic_path, file_sha256
+from offline_adapt.evaluation.evaluate import predict, torch_runner
+from xview_loc_ros.models import load_checkpoint
+from offline_adapt.data.torch_data import open_split
+from offline_adapt.train.training import default_device
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +58,6 @@ class CacheError(ValueError):
 class PseudoLabels:
     """Teacher pseudo labels of N pairs; rows follow ``ids``. Pixels are continuous patch pixels
     (u east, v south) of an ``size_px`` patch; ``mpp`` (N,) metres per pixel of each pair."""
-
     ids: List[str]
     uv: np.ndarray  # (N, 2) float32 refined mode
     uv_argmax: np.ndarray  # (N, 2) float32 argmax cell centre
@@ -105,8 +108,6 @@ def _sparse_topk(logits: np.ndarray, k: int):
 def teacher_pass(model: Any, tds: Any, batch_size: int = 8, topk: int = DEFAULT_TOPK):
     """Run the teacher once over a PairTorchDataset -> (PseudoLabels, per-pair prediction dicts of
     :func:`offline_adapt.evaluation.evaluate.predict`, with errors in metres where the pairs have GT)."""
-    from offline_adapt.evaluation.evaluate import predict, torch_runner
-
     base = torch_runner(model)
     sparse: List[tuple] = []
 
@@ -160,10 +161,7 @@ def build_pseudo_labels(teacher: str, data_dir: str, cache_dir: str | os.PathLik
     """Teacher pass over ``split`` of ``data_dir``; writes the npz, the teacher's per-pair
     predictions (JSONL) and, last, the manifest (the step's record)."""
 
-    from xview_loc_ros.models import load_checkpoint
 
-    from offline_adapt.data.torch_data import open_split
-    from offline_adapt.train.training import default_device
 
     if topk < 1:
         raise ValueError(f"topk must be >= 1, got {topk}")

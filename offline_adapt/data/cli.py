@@ -7,6 +7,8 @@ from typing import Any, Dict, Optional, Tuple
 
 from offline_adapt.data.public_datasets import KITTI_MPP, PROTOCOLS, import_kitti, import_vigor
 from xview_loc_ros.sensors import DEFAULT_MAX_IMAGE_PIXELS
+from offline_adapt.data.extract import ExtractOptions, extract
+from offline_adapt.data.extract import parse_split
 
 
 def register(sub: Any) -> None:
@@ -89,7 +91,6 @@ def _model_geometry(path: str) -> Dict[str, Any]:
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    from offline_adapt.data.extract import ExtractOptions, extract
 
     geom: Dict[str, Any] = {}
     if args.model:
@@ -148,7 +149,6 @@ def _register_public(sub: Any) -> None:
 
 
 def _split_arg(args: argparse.Namespace) -> Optional[Tuple[float, float, float]]:
-    from offline_adapt.data.extract import parse_split
 
     return parse_split(args.target_split) if args.target_split else None
 

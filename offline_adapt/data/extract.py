@@ -45,6 +45,7 @@ from xview_loc_ros.sensors import (
 )
 
 from offline_adapt.data.bags import CAMERA_INFO_TYPES, FIX_TYPES, IMAGE_TYPES, IMU_TYPES, Bag, BagError, TopicError, header_stamp_ns
+from xview_loc_ros.tiles import AerialPatchBuilder, TileDecodeError, TileNotFound, open_tile_source
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,6 @@ class ExtractOptions:
     None puts every pair in "train". ``max_missing``: largest fraction of a patch allowed to lack
     imagery (0 = any hole skips the pair).
     """
-
     size_px: int
     mpp: float
     ground_type: str = "panorama"
@@ -139,7 +139,6 @@ class FixTrack:
     """Usable GNSS fixes of one topic, sorted by stamp. ``t`` seconds; ``east``/``north`` metres in
     the ENU frame at the first fix, ``east_s``/``north_s`` the same smoothed (see :func:`smooth_track`);
     ``std_m`` 1-sigma horizontal error (NaN when not reported)."""
-
     t: np.ndarray
     lat: np.ndarray
     lon: np.ndarray
@@ -227,7 +226,6 @@ def smooth_track(t: np.ndarray, x: np.ndarray, half_window_s: float) -> np.ndarr
 @dataclass
 class YawTrack:
     """ENU yaw (radians, unwrapped) from an orientation topic, sorted by stamp ``t`` seconds."""
-
     t: np.ndarray
     yaw: np.ndarray
 
@@ -310,7 +308,6 @@ def assign_splits(records: Sequence[PairRecord], fractions: Tuple[float, float, 
 @dataclass
 class BagPlan:
     """Topics and time series of one bag, read before its frames are walked."""
-
     path: Path
     image_topic: str
     image_count: int
@@ -438,8 +435,6 @@ def _bag_ids(paths: Sequence[Path]) -> List[str]:
 def extract(bags: Sequence[str | Path], tiles: str, out: str | Path, opts: ExtractOptions, resume: bool = False,
             overwrite: bool = False, cache_dir: Optional[str | Path] = None, progress: bool = True) -> ExtractSummary:
     """Extract (ground, aerial) pairs from ``bags`` into the data set ``out``; see the module docstring."""
-    from xview_loc_ros.tiles import AerialPatchBuilder, TileDecodeError, TileNotFound, open_tile_source
-
     t_start = time.perf_counter()
     paths = [Path(b) for b in bags]
     if not paths:
@@ -659,7 +654,6 @@ class _PairSink:
     """Encodes and writes pairs' images on worker threads (OpenCV releases the GIL) while the main
     thread reads the next frames; records enter the index in recording order and only after their
     files exist, so an interrupted run never indexes a missing image."""
-
     def __init__(self, writer: DatasetWriter, counts: Dict[str, int], workers: int = 2, max_pending: int = 4) -> None:
         self.writer, self.counts, self.max_pending = writer, counts, max_pending
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="pair-writer")

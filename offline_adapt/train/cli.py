@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from offline_adapt.train.options import LR_SCHEDULES, TrainOptions
+from offline_adapt.data.dataset import PairDataset, dataset_fingerprint
+from offline_adapt.evaluation.evaluate import validator
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +93,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     o = options_from_args(args)  # first: a bad option fails before the torch import and any data loading
     import torch
 
-    from offline_adapt.data.dataset import PairDataset, dataset_fingerprint
 
-    from offline_adapt.evaluation.evaluate import validator
     from offline_adapt.train.losses import LossWeights
     from offline_adapt.data.torch_data import PairTorchDataset
     from offline_adapt.train.training import fit, make_loader, seed_everything

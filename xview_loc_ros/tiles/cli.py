@@ -7,6 +7,13 @@ from pathlib import Path
 
 from xview_loc_ros.cli import latitude, longitude, positive_float, positive_int, zoom_level
 from xview_loc_ros.tiles.spec import SPEC_HELP
+from xview_loc_ros.fsutil import atomic_write_bytes, atomic_write_json
+from xview_loc_ros.tiles.patch import AerialPatchBuilder
+from xview_loc_ros.tiles.spec import open_tile_source
+from xview_loc_ros.tiles.coverage import tiles_in_bbox
+from xview_loc_ros.tiles.errors import TileError, TileNotFound
+from xview_loc_ros.tiles.http import HTTPTileSource
+from xview_loc_ros.tiles.policy import restricted_provider
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
@@ -48,9 +55,6 @@ def register(sub: "argparse._SubParsersAction") -> None:
 def _patch(args: argparse.Namespace) -> int:
     import cv2
 
-    from xview_loc_ros.fsutil import atomic_write_bytes, atomic_write_json
-    from xview_loc_ros.tiles.patch import AerialPatchBuilder
-    from xview_loc_ros.tiles.spec import open_tile_source
 
     if args.out.suffix.lower() != ".png":
         raise ValueError(f"--out {args.out}: the patch is written as PNG, use a .png name")
@@ -80,10 +84,6 @@ def _parse_bbox(text: str) -> tuple:
 def _prefetch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from xview_loc_ros.tiles.coverage import tiles_in_bbox
-    from xview_loc_ros.tiles.errors import TileError, TileNotFound
-    from xview_loc_ros.tiles.http import HTTPTileSource
-    from xview_loc_ros.tiles.policy import restricted_provider
 
     if not args.source.startswith(("http://", "https://")):
         raise ValueError(f"--source {args.source!r}: prefetch downloads from an http(s) URL template; local archives need no prefetch")

@@ -5,6 +5,9 @@ from pathlib import Path
 from typing import Optional
 
 from xview_loc_ros.tiles.source import TileSource
+from xview_loc_ros.tiles.geotiff import GeoTIFFSource
+from xview_loc_ros.tiles.http import HTTPTileSource
+from xview_loc_ros.tiles.local import FolderTileSource, MBTilesSource, PMTilesSource
 
 SPEC_HELP = (
     "xyz:DIR ({z}/{x}/{y}.png|jpg|webp folder), tms:DIR (rows from the south), mbtiles:FILE, pmtiles:FILE, "
@@ -17,10 +20,6 @@ def open_tile_source(spec: str, cache_dir: Optional[str | Path] = None, **option
     """Open the tile source named by ``spec`` (see ``SPEC_HELP``); ``cache_dir`` is the disk cache of
     HTTP sources (an XYZ folder) and is refused for local sources. ``options`` go to the source class
     (e.g. ``lru_tiles``, ``workers``; HTTP: ``timeout_s``, ``retries``, ``max_bytes``, ``subdomains``, ...)."""
-    from xview_loc_ros.tiles.geotiff import GeoTIFFSource
-    from xview_loc_ros.tiles.http import HTTPTileSource
-    from xview_loc_ros.tiles.local import FolderTileSource, MBTilesSource, PMTilesSource
-
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"tile source spec must be a non-empty string: {SPEC_HELP}")
     if spec.startswith(("http://", "https://")):

@@ -6,6 +6,14 @@ import sys
 
 from xview_loc_ros.cli import fraction, latitude, longitude, non_negative_int, positive_float, positive_int
 from xview_testbed.synth.style import BLEND_GROUPS, PRESETS
+from xview_testbed.synth.style import parse_groups
+from xview_testbed.synth import DEFAULT_LAT, DEFAULT_LON, make_city
+from xview_testbed.synth.citydir import parse_zooms
+from xview_testbed.synth.drive import make_drive
+from xview_testbed.synth.pairs import DRIVE_LOOK, PairLook, make_pairs
+from offline_adapt.data.dataset import write_rgb
+from xview_testbed.synth.preview import render_spot
+from xview_testbed.synth import resolve_style
 
 _STYLE_HELP = (f"style: a preset {list(PRESETS)} or a YAML file (may start with 'base: PRESET'); "
                "see xview_testbed/synth/styles/*.yaml for every key")
@@ -90,13 +98,10 @@ def _style_args(p: argparse.ArgumentParser) -> None:
 
 
 def _blend(args):
-    from xview_testbed.synth.style import parse_groups
     return (args.toward, args.amount if args.toward else 0.0, parse_groups(args.blend_groups))
 
 
 def _city(args) -> int:
-    from xview_testbed.synth import DEFAULT_LAT, DEFAULT_LON, make_city
-    from xview_testbed.synth.citydir import parse_zooms
     toward, amount, groups = _blend(args)
     out = make_city(args.style, args.seed, args.out, lat=DEFAULT_LAT if args.lat is None else args.lat,
                     lon=DEFAULT_LON if args.lon is None else args.lon, size_m=args.size_m, zooms=parse_zooms(args.zooms),
@@ -106,7 +111,6 @@ def _city(args) -> int:
 
 
 def _drive(args) -> int:
-    from xview_testbed.synth.drive import make_drive
     gnss = {"noise_m": args.gnss_noise_m, "bias_m": args.gnss_bias_m, "bias_tau_s": args.gnss_bias_tau_s,
             "outlier_prob": args.gnss_outlier_prob, "outlier_m": args.gnss_outlier_m,
             "heading_noise_deg": args.heading_noise_deg, "heading_bias_deg": args.heading_bias_deg}
@@ -118,7 +122,6 @@ def _drive(args) -> int:
 
 
 def _pairs(args) -> int:
-    from xview_testbed.synth.pairs import DRIVE_LOOK, PairLook, make_pairs
     base = DRIVE_LOOK if args.like_drive else PairLook()
     look = PairLook(jpeg_quality=base.jpeg_quality if args.jpeg_quality is None else args.jpeg_quality,
                     heading_error=base.heading_error or args.heading_error, offsets=args.offsets or base.offsets)
@@ -129,8 +132,6 @@ def _pairs(args) -> int:
 
 
 def _render(args) -> int:
-    from offline_adapt.data.dataset import write_rgb
-    from xview_testbed.synth.preview import render_spot
     img = render_spot(args.city, seed=args.seed, east=args.east, north=args.north, heading_deg=args.heading)
     write_rgb(args.out, img)
     print(f"composite written to {args.out}")
@@ -140,7 +141,6 @@ def _render(args) -> int:
 def _style(args) -> int:
     import yaml
 
-    from xview_testbed.synth import resolve_style
     toward, amount, groups = _blend(args)
     print(yaml.safe_dump(resolve_style(args.style, toward, amount, groups), sort_keys=False, default_flow_style=None), end="")
     return 0
