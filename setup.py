@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """ament_python / pip installation of xview_loc_ros (vehicle node) and offline_adapt (workstation)."""
+
 import xml.etree.ElementTree as ET
 from glob import glob
 from pathlib import Path
@@ -22,7 +24,9 @@ ROS_WHEELS = [  # ROS 2 Kilted wheels from PyPI, for machines without a ROS inst
 setup(
     name=PACKAGE,
     version=VERSION,
-    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "offline_adapt", "offline_adapt.*", "xview_testbed", "xview_testbed.*"]),
+    packages=find_packages(
+        include=[PACKAGE, f"{PACKAGE}.*", "offline_adapt", "offline_adapt.*", "xview_testbed", "xview_testbed.*"]
+    ),
     package_data={"xview_testbed": ["synth/styles/*.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

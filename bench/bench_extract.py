@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Bag extraction throughput: pairs per second from a recorded drive with a warm local tile cache.
 
 Writes a drive bag (MCAP, JPEG CompressedImage panoramas, GNSS 5 Hz, IMU, ground truth) and an
@@ -10,6 +11,7 @@ at 0.2 m/px (CCVPE VIGOR sizes).
 
 Usage: python bench/bench_extract.py [--frames N] [--record bench/RESULTS.md]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +25,8 @@ sys.path.insert(0, str(REPO))  # bench.results, when run as a script
 
 from bag_writers import DriveSpec, make_xyz_tiles, write_rosbags  # noqa: E402
 
-from offline_adapt.data.extract import ExtractOptions, extract  # noqa: E402
 from bench import results  # noqa: E402
+from offline_adapt.data.extract import ExtractOptions, extract  # noqa: E402
 
 SECTION = "## Bag extraction (issue 6)"
 CONFIGS = {
@@ -41,8 +43,13 @@ def run(frames: int) -> dict:
             spec = DriveSpec(frames=frames, rate_hz=10.0, speed=8.0, size_hw=cfg["size_hw"])
             bag = write_rosbags(d / f"drive_{name}", spec, "mcap")
             tiles = make_xyz_tiles(d / f"tiles_{name}", zoom=cfg["zoom"], radius_m=spec.speed * spec.duration_s + 200)
-            opts = ExtractOptions(size_px=cfg["size_px"], mpp=cfg["mpp"], min_spacing_m=0.0, gt_topic="/ground_truth/fix",
-                                  zoom=cfg["zoom"])
+            opts = ExtractOptions(
+                size_px=cfg["size_px"],
+                mpp=cfg["mpp"],
+                min_spacing_m=0.0,
+                gt_topic="/ground_truth/fix",
+                zoom=cfg["zoom"],
+            )
             # One warm-up pass fills the OS file cache and the tile LRU code paths; then the timed pass.
             extract([bag], f"xyz:{tiles}", d / f"warm_{name}", opts, progress=False)
             s = extract([bag], f"xyz:{tiles}", d / f"out_{name}", opts, progress=False)
@@ -53,7 +60,8 @@ def run(frames: int) -> dict:
 def record(path: Path, res: dict, command: str) -> None:
     rows = "\n".join(
         f"| {n} | {CONFIGS[n]['size_hw'][0]}x{CONFIGS[n]['size_hw'][1]} | {CONFIGS[n]['size_px']} px @ {CONFIGS[n]['mpp']} m/px "
-        f"| {r['pairs']} | {r['seconds']:.2f} | {r['rate']:.1f} |" for n, r in res.items()
+        f"| {r['pairs']} | {r['seconds']:.2f} | {r['rate']:.1f} |"
+        for n, r in res.items()
     )
     body = (
         f"`xview-adapt extract` end to end (MCAP bag, JPEG panoramas, GNSS 5 Hz + IMU + ground truth; XYZ tile folder "

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Inference latency per backend (issue 7): median of many batch-1 runs after warm-up.
 
 CPU (default): each model config on torch eager and ONNX Runtime, both limited to --threads
@@ -9,6 +10,7 @@ input arrays in, float32 finest-level logits out (host->device and device->host 
 Usage: python bench/bench_inference.py [--models small ccvpe-vigor] [--runs 100] [--threads 2]
        [--device cpu|cuda] [--record bench/RESULTS.md] [--profile]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +29,11 @@ sys.path.insert(0, str(ROOT))
 from bench import results  # noqa: E402
 
 SECTION = "## Inference backends (issue 7)"
-INTRO = ("Batch 1, median of many runs after warm-up; backends take turns in blocks of 10 runs in one process. "
-         "Inference only: normalised arrays in, finest-level logits out (host/device copies included). "
-         "Weights are random (latency does not depend on them). Produced by `bench/bench_inference.py`.")
+INTRO = (
+    "Batch 1, median of many runs after warm-up; backends take turns in blocks of 10 runs in one process. "
+    "Inference only: normalised arrays in, finest-level logits out (host/device copies included). "
+    "Weights are random (latency does not depend on them). Produced by `bench/bench_inference.py`."
+)
 
 
 def prepare(arch: str, folder: Path) -> Tuple[Path, Path]:
@@ -52,20 +56,26 @@ def variants(ckpt: Path, onnx_path: Path, device: str, threads: int, cache: Path
     from xview_loc_ros.inference import backend_availability
 
     if device == "cpu":
-        return {"torch fp32": dict(model_path=ckpt, backend="torch", device="cpu", threads=threads),
-                "onnxruntime fp32": dict(model_path=onnx_path, backend="onnxruntime", device="cpu", threads=threads)}
-    out = {"torch fp32": dict(model_path=ckpt, backend="torch", device=device),
-           "torch fp16": dict(model_path=ckpt, backend="torch", device=device, fp16=True),
-           "torch fp16 + CUDA graphs": dict(model_path=ckpt, backend="torch", device=device, fp16=True, cuda_graphs=True)}
+        return {
+            "torch fp32": dict(model_path=ckpt, backend="torch", device="cpu", threads=threads),
+            "onnxruntime fp32": dict(model_path=onnx_path, backend="onnxruntime", device="cpu", threads=threads),
+        }
+    out = {
+        "torch fp32": dict(model_path=ckpt, backend="torch", device=device),
+        "torch fp16": dict(model_path=ckpt, backend="torch", device=device, fp16=True),
+        "torch fp16 + CUDA graphs": dict(model_path=ckpt, backend="torch", device=device, fp16=True, cuda_graphs=True),
+    }
     if backend_availability()["tensorrt"] is None:
         for prec in ("fp32", "fp16"):
-            out[f"tensorrt {prec}"] = dict(model_path=onnx_path, backend="tensorrt", device=device,
-                                           fp16=prec == "fp16", cache_dir=cache)
+            out[f"tensorrt {prec}"] = dict(
+                model_path=onnx_path, backend="tensorrt", device=device, fp16=prec == "fp16", cache_dir=cache
+            )
     return out
 
 
-def measure(backends: Dict[str, object], runs: int, warmup: int, budget_s: float,
-            block: int = 10) -> Tuple[Dict[str, float], int]:
+def measure(
+    backends: Dict[str, object], runs: int, warmup: int, budget_s: float, block: int = 10
+) -> Tuple[Dict[str, float], int]:
     """(median milliseconds per backend, runs each): at most ``runs`` runs, fewer when the slowest
     backend would exceed ``budget_s`` seconds in all (at least ``block``). Backends take turns in blocks of ``block`` runs: single
     runs alternating would make each backend's thread pool (which spins after a run) compete with
@@ -121,8 +131,12 @@ def main() -> int:
     ap.add_argument("--models", nargs="+", default=["small", "ccvpe-vigor"])
     ap.add_argument("--runs", type=int, default=100, help="timed runs per backend (default 100)")
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--budget-s", type=float, default=120.0,
-                    help="seconds of timed runs per model at most (fewer runs for slow models; default 120)")
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=120.0,
+        help="seconds of timed runs per model at most (fewer runs for slow models; default 120)",
+    )
     ap.add_argument("--threads", type=int, default=2, help="CPU intra-op threads for torch and ONNX Runtime")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda[:N] for the GPU rows")
     ap.add_argument("--record", type=Path, help="write the table into this RESULTS.md section")
@@ -138,14 +152,18 @@ def main() -> int:
             folder = Path(td) / arch
             folder.mkdir()
             ckpt, onnx_path = prepare(arch, folder)
-            backends = {label: open_backend(**kw) for label, kw in
-                        variants(ckpt, onnx_path, args.device, args.threads, folder / "engines").items()}
+            backends = {
+                label: open_backend(**kw)
+                for label, kw in variants(ckpt, onnx_path, args.device, args.threads, folder / "engines").items()
+            }
             med, n = measure(backends, args.runs, args.warmup, args.budget_s)
             base = med["torch fp32"]
             for label, ms in med.items():
                 rows.append((arch, label, n, ms, 1000.0 / ms, base / ms))
-                print(f"{arch:12s} {label:26s} {ms:9.2f} ms  {1000.0 / ms:7.1f} Hz  x{base / ms:.2f} vs torch fp32",
-                      flush=True)
+                print(
+                    f"{arch:12s} {label:26s} {ms:9.2f} ms  {1000.0 / ms:7.1f} Hz  x{base / ms:.2f} vs torch fp32",
+                    flush=True,
+                )
             print("   ", "\n    ".join(b.describe() for b in backends.values()))
             if args.profile:
                 print(profile_torch(ckpt, args.threads))
@@ -154,15 +172,18 @@ def main() -> int:
     sub = "### CPU" if args.device == "cpu" else "### GPU"
     dev = f"{args.threads} threads each for torch and ONNX Runtime" if args.device == "cpu" else args.device
     table = "\n".join(f"| {a} | {lab} | {n} | {ms:.2f} | {hz:.1f} | {r:.2f} |" for a, lab, n, ms, hz, r in rows)
-    body = (f"{dev}; up to {args.runs} runs after {args.warmup} warm-up runs.\n\n"
-            "| model | backend | runs | median (ms) | rate (Hz) | speed-up vs torch fp32 |\n|---|---|---|---|---|---|\n"
-            f"{table}\n")
+    body = (
+        f"{dev}; up to {args.runs} runs after {args.warmup} warm-up runs.\n\n"
+        "| model | backend | runs | median (ms) | rate (Hz) | speed-up vs torch fp32 |\n|---|---|---|---|---|---|\n"
+        f"{table}\n"
+    )
     if args.note:
         body += f"\n{args.note}\n"
     print(body)
     if args.record:
-        results.record(SECTION, body, command=cmd, subsection=sub, intro=INTRO, machine_extra=library_versions(),
-                       path=args.record)
+        results.record(
+            SECTION, body, command=cmd, subsection=sub, intro=INTRO, machine_extra=library_versions(), path=args.record
+        )
     return 0
 
 

@@ -1,9 +1,11 @@
+# SPDX-License-Identifier: Apache-2.0
 """Model benchmark (issue 4): small-model throughput, CCVPE full-size inference latency, and the
 cross-area drop of a small teacher (trained on one synthetic style, tested on the same style and on
 another). Prints one JSON document; `--out FILE` also writes it.
 
     .venv/bin/python bench/bench_model.py --work /tmp/bench_model [--parts throughput,ccvpe,teacher]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +73,12 @@ def throughput_small(device: torch.device, batch: int = 16, steps: int = 10) -> 
                 if i >= 2:
                     one.append(time.perf_counter() - t0)
         key = "known_orientation" if known else "unknown_orientation"
-        res[key] = {"train_pairs_per_s": batch / statistics.median(times), "infer_pairs_per_s": batch / statistics.median(inf),
-                    "infer_latency_b1_ms": 1000 * statistics.median(one), "batch": batch}
+        res[key] = {
+            "train_pairs_per_s": batch / statistics.median(times),
+            "infer_pairs_per_s": batch / statistics.median(inf),
+            "infer_latency_b1_ms": 1000 * statistics.median(one),
+            "batch": batch,
+        }
     return res
 
 
@@ -98,11 +104,11 @@ def ccvpe_latency(device: torch.device, runs: int = 5) -> Dict[str, Any]:
     return res
 
 
-def teacher_cross_area(work: Path, n_pairs: int, epochs: int, styles: tuple, seed: int, city_m: float,
-                       threads: int) -> Dict[str, Any]:
+def teacher_cross_area(
+    work: Path, n_pairs: int, epochs: int, styles: tuple, seed: int, city_m: float, threads: int
+) -> Dict[str, Any]:
     """Train `small` on style A pairs (train split, val for selection) and evaluate on A's and B's test splits."""
     from offline_adapt.cli import main as adapt
-
     from xview_testbed.synth import make_city, make_pairs
 
     sets = {}
@@ -117,22 +123,62 @@ def teacher_cross_area(work: Path, n_pairs: int, epochs: int, styles: tuple, see
     src, tgt = styles
     run = work / f"teacher_{src}"
     t0 = time.perf_counter()
-    rc = adapt(["train", "--data", str(sets[src]), "--config", "small", "--out", str(run), "--epochs", str(epochs),
-                "--batch", "16", "--lr", "1e-3", "--seed", str(seed), "--resume",
-                "--threads", str(threads)])
+    rc = adapt(
+        [
+            "train",
+            "--data",
+            str(sets[src]),
+            "--config",
+            "small",
+            "--out",
+            str(run),
+            "--epochs",
+            str(epochs),
+            "--batch",
+            "16",
+            "--lr",
+            "1e-3",
+            "--seed",
+            str(seed),
+            "--resume",
+            "--threads",
+            str(threads),
+        ]
+    )
     train_s = time.perf_counter() - t0
     if rc:
         raise RuntimeError(f"training failed with exit code {rc}")
-    out: Dict[str, Any] = {"train_seconds": train_s, "epochs": epochs, "pairs_per_style": n_pairs, "city_m": city_m,
-                           "lr": 1e-3, "batch": 16}
+    out: Dict[str, Any] = {
+        "train_seconds": train_s,
+        "epochs": epochs,
+        "pairs_per_style": n_pairs,
+        "city_m": city_m,
+        "lr": 1e-3,
+        "batch": 16,
+    }
     for name, style in (("same_area", src), ("cross_area", tgt)):
         ev = work / f"eval_{src}_on_{style}"
-        rc = adapt(["evaluate", "--model", str(run / "best.pt"), "--data", str(sets[style]), "--split", "test", "--out", str(ev),
-                    "--threads", str(threads)])
+        rc = adapt(
+            [
+                "evaluate",
+                "--model",
+                str(run / "best.pt"),
+                "--data",
+                str(sets[style]),
+                "--split",
+                "test",
+                "--out",
+                str(ev),
+                "--threads",
+                str(threads),
+            ]
+        )
         if rc:
             raise RuntimeError(f"evaluation failed with exit code {rc}")
         m = json.loads((ev / "metrics.json").read_text())
-        out[name] = {k: m[k] for k in ("count", "mean_m", "median_m", "mean_m_argmax", "median_m_argmax", "prior_mean_m")}
+        out[name] = {
+            k: m[k] for k in ("count", "mean_m", "median_m", "mean_m_argmax", "median_m_argmax", "prior_mean_m")
+        }
         out[name]["style"] = style
     return out
 
@@ -155,15 +201,19 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     parts = args.parts.split(",")
-    res: Dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                           "device": str(device)}
+    res: Dict[str, Any] = {
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "device": str(device),
+    }
     if "throughput" in parts:
         res["small_throughput"] = throughput_small(device)
     if "ccvpe" in parts:
         res["ccvpe_latency"] = ccvpe_latency(device)
     if "teacher" in parts:
-        res["teacher"] = teacher_cross_area(work, args.pairs, args.epochs, tuple(args.styles.split(",")), args.seed,
-                                          args.city_m, args.threads)
+        res["teacher"] = teacher_cross_area(
+            work, args.pairs, args.epochs, tuple(args.styles.split(",")), args.seed, args.city_m, args.threads
+        )
     text = json.dumps(res, indent=2)
     print(text)
     if args.out:

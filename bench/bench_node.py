@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Localizer node latency over real DDS: image publish -> pose receive, and per stage.
 
 The node runs as its own process (`xview-loc node --params-file`), exactly as on a vehicle; this
@@ -11,6 +12,7 @@ and fix, then visualize: overlay, grid, markers) come from the node's /diagnosti
 Without --tiles a synthetic city is made (xview_testbed.synth.make_city); without --model an
 untrained `small` model (same cost as a trained one).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,13 +88,28 @@ def main() -> int:
 
     os.environ.setdefault("ROS_DOMAIN_ID", str(np.random.default_rng().integers(120, 200)))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    params = LocalizerParams(model_path=model, tile_source=tiles, backend=args.backend, device=args.device,
-                             threads=args.threads, gate_chi2=1e9, min_confidence=0.0, max_ambiguity=1e9,
-                             diagnostics_period_s=1.0).validate().to_dict()
+    params = (
+        LocalizerParams(
+            model_path=model,
+            tile_source=tiles,
+            backend=args.backend,
+            device=args.device,
+            threads=args.threads,
+            gate_chi2=1e9,
+            min_confidence=0.0,
+            max_ambiguity=1e9,
+            diagnostics_period_s=1.0,
+        )
+        .validate()
+        .to_dict()
+    )
     pfile = out / "params.yaml"
     pfile.write_text(yaml.safe_dump({"xview_localizer": {"ros__parameters": params}}))
-    node_proc = subprocess.Popen([sys.executable, "-m", "xview_testbed.cli", "node", "--params-file", str(pfile)],
-                                 stderr=subprocess.PIPE, text=True)
+    node_proc = subprocess.Popen(
+        [sys.executable, "-m", "xview_testbed.cli", "node", "--params-file", str(pfile)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     ready = threading.Event()
     log_lines: list[str] = []
 
@@ -101,6 +118,7 @@ def main() -> int:
             log_lines.append(line)
             if "ready:" in line:
                 ready.set()
+
     threading.Thread(target=watch, daemon=True).start()
 
     rclpy.init()
@@ -108,10 +126,15 @@ def main() -> int:
     sent: dict[float, float] = {}
     got: dict[float, float] = {}
     diag: list[dict] = []
-    pub_node.create_subscription(PoseWithCovarianceStamped, "/xview_localizer/pose",
-                                 lambda m: got.setdefault(round(stamp_to_sec(m.header.stamp), 6), time.monotonic()), 10)
-    pub_node.create_subscription(DiagnosticArray, "/diagnostics",
-                                 lambda m: diag.append({kv.key: kv.value for kv in m.status[0].values}), 10)
+    pub_node.create_subscription(
+        PoseWithCovarianceStamped,
+        "/xview_localizer/pose",
+        lambda m: got.setdefault(round(stamp_to_sec(m.header.stamp), 6), time.monotonic()),
+        10,
+    )
+    pub_node.create_subscription(
+        DiagnosticArray, "/diagnostics", lambda m: diag.append({kv.key: kv.value for kv in m.status[0].values}), 10
+    )
     p_fix = pub_node.create_publisher(NavSatFix, "/gnss/fix", 10)
     p_imu = pub_node.create_publisher(Imu, "/imu/data", 10)
     p_img = pub_node.create_publisher(CompressedImage, "/camera/image/compressed", 10)
@@ -126,8 +149,12 @@ def main() -> int:
             time.sleep(0.05)
         w, h = (int(x) for x in args.image_size.split("x"))
         rng = np.random.default_rng(0)
-        jpegs = [cv2.imencode(".jpg", cv2.resize(rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8), (w, h)))[1].tobytes()
-                 for _ in range(4)]
+        jpegs = [
+            cv2.imencode(".jpg", cv2.resize(rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8), (w, h)))[
+                1
+            ].tobytes()
+            for _ in range(4)
+        ]
         enu = LocalENU(lat0, lon0)
         qx, qy, qz, qw = quaternion_from_yaw(float(compass_to_enu_yaw(0.0)))
         t_start = time.time()
@@ -175,26 +202,49 @@ def main() -> int:
     if lat_ms.size == 0:
         raise SystemExit("no pose received:\n" + "".join(log_lines[-20:]))
     names = ["image", "patch", "preprocess", "inference", "decode", "publish", "visualize"]
-    row = {k: (float(stages.get(f"stage_{k}_ms_median", "nan")), float(stages.get(f"stage_{k}_ms_p95", "nan"))) for k in names}
-    non_inf = sum(row[k][0] for k in names if k not in ("inference", "visualize"))  # visualize runs after the pose is out
+    row = {
+        k: (float(stages.get(f"stage_{k}_ms_median", "nan")), float(stages.get(f"stage_{k}_ms_p95", "nan")))
+        for k in names
+    }
+    non_inf = sum(
+        row[k][0] for k in names if k not in ("inference", "visualize")
+    )  # visualize runs after the pose is out
     result = {
-        "frames_sent": len(sent), "poses": int(lat_ms.size), "frames_dropped": stages.get("frames_dropped"),
-        "e2e_ms_median": float(np.median(lat_ms)), "e2e_ms_p95": float(np.percentile(lat_ms, 95)),
-        "stages_ms": row, "non_inference_over_inference": non_inf / row["inference"][0],
-        "backend": stages.get("backend"), "cpu": results.cpu_model(), "rate_hz": args.rate, "image": args.image_size,
+        "frames_sent": len(sent),
+        "poses": int(lat_ms.size),
+        "frames_dropped": stages.get("frames_dropped"),
+        "e2e_ms_median": float(np.median(lat_ms)),
+        "e2e_ms_p95": float(np.percentile(lat_ms, 95)),
+        "stages_ms": row,
+        "non_inference_over_inference": non_inf / row["inference"][0],
+        "backend": stages.get("backend"),
+        "cpu": results.cpu_model(),
+        "rate_hz": args.rate,
+        "image": args.image_size,
     }
     (out / "result.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     if args.record:
         cmd = "bench/bench_node.py " + " ".join(sys.argv[1:])
-        lines = [f"Backend: {result['backend']}; {args.image_size} JPEG at {args.rate} Hz, "
-                 f"{result['poses']}/{result['frames_sent']} poses, {result['frames_dropped']} frames dropped.\n",
-                 "| stage | median ms | p95 ms |", "| --- | --- | --- |"]
+        lines = [
+            f"Backend: {result['backend']}; {args.image_size} JPEG at {args.rate} Hz, "
+            f"{result['poses']}/{result['frames_sent']} poses, {result['frames_dropped']} frames dropped.\n",
+            "| stage | median ms | p95 ms |",
+            "| --- | --- | --- |",
+        ]
         lines += [f"| {k} | {row[k][0]:.2f} | {row[k][1]:.2f} |" for k in names]
-        lines += [f"| **end to end (DDS image publish -> pose receive)** | {result['e2e_ms_median']:.1f} | {result['e2e_ms_p95']:.1f} |", "",
-                  f"Everything on the pose's path but inference (median sum): {non_inf:.1f} ms = {100 * result['non_inference_over_inference']:.0f} % of inference."]
-        results.record("## Localizer node (issue 8)", "\n".join(lines), command=cmd, append=True,
-                       subsection=f"### {results.now_utc()}: `{cmd}`")
+        lines += [
+            f"| **end to end (DDS image publish -> pose receive)** | {result['e2e_ms_median']:.1f} | {result['e2e_ms_p95']:.1f} |",
+            "",
+            f"Everything on the pose's path but inference (median sum): {non_inf:.1f} ms = {100 * result['non_inference_over_inference']:.0f} % of inference.",
+        ]
+        results.record(
+            "## Localizer node (issue 8)",
+            "\n".join(lines),
+            command=cmd,
+            append=True,
+            subsection=f"### {results.now_utc()}: `{cmd}`",
+        )
     return 0
 
 

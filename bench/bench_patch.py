@@ -1,8 +1,10 @@
+# SPDX-License-Identifier: Apache-2.0
 """Median time to build aerial patches (issue 2): warm cache (tiles decoded in memory) and cold local
 XYZ folder (every tile read and decoded from disk), 512x512 and 128x128, on synthetic textured tiles.
 
 Usage: python bench/bench_patch.py [--repeats N] [--record bench/RESULTS.md]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -94,8 +96,11 @@ def record(path: Path, res: dict, command: str) -> None:
         f"source per patch, so each needed tile is read from disk and PNG-decoded (OS file cache warm).\n\n"
         f"| patch | warm median (ms) | warm 10th pct (ms) | cold local folder median (ms) | cold 10th pct (ms) |\n"
         f"|---|---|---|---|---|\n"
-        + "".join(f"| {n}x{n} | {res[f'warm {n}']:.2f} | {res[f'warm {n} p10']:.2f} | {res[f'cold {n}']:.2f} | "
-                  f"{res[f'cold {n} p10']:.2f} |\n" for n in (512, 128))
+        + "".join(
+            f"| {n}x{n} | {res[f'warm {n}']:.2f} | {res[f'warm {n} p10']:.2f} | {res[f'cold {n}']:.2f} | "
+            f"{res[f'cold {n} p10']:.2f} |\n"
+            for n in (512, 128)
+        )
         + "\nThe 10th percentile shows the cost when the run was least disturbed by other processes.\n\n"
         f"Goal: warm 512x512 <= 5 ms on 2 cores. 1-minute load average during the run: {res['load']:.1f} "
         f"(above 2, other processes share the cores and the figures grow accordingly)."

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Benchmark of the synthetic test bed: city build time and pairs per second (small and full presets).
 
     .venv/bin/python bench/bench_synth.py [--size-m 1000] [--pairs 200] [--full-pairs 20] [--workers 2] [--write]
@@ -6,6 +7,7 @@ Prints a Markdown table; ``--write`` also replaces the "## Synthetic test bed (i
 bench/RESULTS.md. Wall-clock times (the machine may be shared: CPU seconds of this process tree
 are given beside them).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,17 +55,39 @@ def main() -> int:
         city, wall, cpu = _timed(make_city, args.style, 1, td / "city", size_m=args.size_m, zooms=(16, 17, 18, 19, 20))
         parts = json.loads((city / "city.json").read_text())["build_seconds"]
         tiles = sum(json.loads((city / "city.json").read_text())["tiles_per_zoom"].values())
-        rows.append((f"city build, {args.style}, {args.size_m:.0f} m square, zooms 16-20 ({tiles} tiles)", f"{wall:.1f} s",
-                     f"{cpu:.1f} s", ", ".join(f"{k} {v:.1f}" for k, v in parts.items())))
-        for preset, ground, n in (("small", "panorama", args.pairs), ("small", "pinhole", args.pairs // 2),
-                                  ("full", "panorama", args.full_pairs), ("full", "pinhole", args.full_pairs)):
-            _, wall, cpu = _timed(make_pairs, city, td / f"{preset}_{ground}", n, 1, preset=preset, ground=ground, workers=args.workers)
-            rows.append((f"pairs {preset} {ground}, {n} pairs, {args.workers} workers", f"{n / wall:.1f} pairs/s",
-                         f"{cpu / n * 1000:.0f} ms CPU/pair",
-                         f"CPU-bound rate on {args.workers} idle cores: {args.workers * n / cpu:.0f} pairs/s"))
+        rows.append(
+            (
+                f"city build, {args.style}, {args.size_m:.0f} m square, zooms 16-20 ({tiles} tiles)",
+                f"{wall:.1f} s",
+                f"{cpu:.1f} s",
+                ", ".join(f"{k} {v:.1f}" for k, v in parts.items()),
+            )
+        )
+        for preset, ground, n in (
+            ("small", "panorama", args.pairs),
+            ("small", "pinhole", args.pairs // 2),
+            ("full", "panorama", args.full_pairs),
+            ("full", "pinhole", args.full_pairs),
+        ):
+            _, wall, cpu = _timed(
+                make_pairs, city, td / f"{preset}_{ground}", n, 1, preset=preset, ground=ground, workers=args.workers
+            )
+            rows.append(
+                (
+                    f"pairs {preset} {ground}, {n} pairs, {args.workers} workers",
+                    f"{n / wall:.1f} pairs/s",
+                    f"{cpu / n * 1000:.0f} ms CPU/pair",
+                    f"CPU-bound rate on {args.workers} idle cores: {args.workers * n / cpu:.0f} pairs/s",
+                )
+            )
     cmd = "python bench/bench_synth.py " + " ".join(sys.argv[1:])
-    lines = [f"Wall times depend on the machine's load (shared CI hosts; load average {load_at_start:.1f} at the "
-             "start); CPU seconds (all processes) do not.", "", "| what | wall | CPU | notes |", "| --- | --- | --- | --- |"]
+    lines = [
+        f"Wall times depend on the machine's load (shared CI hosts; load average {load_at_start:.1f} at the "
+        "start); CPU seconds (all processes) do not.",
+        "",
+        "| what | wall | CPU | notes |",
+        "| --- | --- | --- | --- |",
+    ]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Cross-area adaptation benchmark (issue 5, DESIGN §7), driven entirely through the CLIs.
 
     python -m bench.crossarea [--profile default|quick] [--out bench/out/crossarea] [--record bench/RESULTS.md]
@@ -10,6 +11,7 @@ method), entropy minimisation, Oracle; sweeps over K' (levels), T (keep %) and t
 Each step is skipped when its output exists and was made by the same command from the same inputs
 (xview_loc_ros.fsutil.CommandSteps; records in OUT/.steps/), so an interrupted run resumes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +21,8 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
 import yaml
@@ -38,8 +40,13 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     "entropy_min": {"pseudo_gt": "mode", "keep": 100, "entropy_min": None},  # weight from the profile
 }
 LABELS = {
-    "teacher": "Teacher", "bn": "BN re-estimation", "st_-M-OF": "Student -M -OF", "st_+M-OF": "Student +M -OF",
-    "st_+M+OF": "Student +M +OF (paper)", "entropy_min": "Entropy minimisation", "oracle": "Oracle",
+    "teacher": "Teacher",
+    "bn": "BN re-estimation",
+    "st_-M-OF": "Student -M -OF",
+    "st_+M-OF": "Student +M -OF",
+    "st_+M+OF": "Student +M +OF (paper)",
+    "entropy_min": "Entropy minimisation",
+    "oracle": "Oracle",
 }
 
 
@@ -85,12 +92,15 @@ class Bench:
         # wall time of every step, kept across resumed invocations
         out.mkdir(parents=True, exist_ok=True)
         self.timings_path = out / "timings.json"
-        self.timings: Dict[str, float] = json.loads(self.timings_path.read_text()) if self.timings_path.is_file() else {}
+        self.timings: Dict[str, float] = (
+            json.loads(self.timings_path.read_text()) if self.timings_path.is_file() else {}
+        )
         self.lock = threading.Lock()
         self.steps = CommandSteps(out)
 
     def timed(self, key: str, output: Path, cmd: List[str], before: Callable[[], Any] = lambda: None) -> None:
         """Run ``cmd`` (after ``before``) unless the step that makes ``output`` is done."""
+
         def execute() -> None:
             before()
             t0 = time.time()
@@ -105,9 +115,26 @@ class Bench:
     def city(self, name: str, style: Dict[str, Any], seed: int) -> Path:
         d = self.out / f"city_{name}"
         c, where = self.cfg["city"], self.cfg["location"]
-        cmd = loc("synth", "city", "--style", style["style"], "--seed", str(seed), "--size-m", str(c["size_m"]),
-                  "--res-m", str(c["res_m"]), "--zooms", str(c["zooms"]), "--lat", str(where["lat"]),
-                  "--lon", str(where["lon"]), "--out", str(d))
+        cmd = loc(
+            "synth",
+            "city",
+            "--style",
+            style["style"],
+            "--seed",
+            str(seed),
+            "--size-m",
+            str(c["size_m"]),
+            "--res-m",
+            str(c["res_m"]),
+            "--zooms",
+            str(c["zooms"]),
+            "--lat",
+            str(where["lat"]),
+            "--lon",
+            str(where["lon"]),
+            "--out",
+            str(d),
+        )
         if style.get("toward"):
             cmd += ["--toward", style["toward"], "--amount", str(style["amount"]), "--blend-groups", style["groups"]]
         self.timed(f"city_{name}", d, cmd)
@@ -116,15 +143,34 @@ class Bench:
     def pairs(self, name: str, style: Dict[str, Any], city_seed: int, n: int, seed: int) -> Path:
         city = self.city(name, style, city_seed)
         d = self.out / f"pairs_{name}"
-        self.timed(f"pairs_{name}", d,
-                   loc("synth", "pairs", "--city", str(city), "--n", str(n), "--seed", str(seed), "--out", str(d)))
+        self.timed(
+            f"pairs_{name}",
+            d,
+            loc("synth", "pairs", "--city", str(city), "--n", str(n), "--seed", str(seed), "--out", str(d)),
+        )
         return d
 
     def train(self, name: str, data: Path, spec: Dict[str, Any], seed: int, init: str | None = None) -> Path:
         d = self.out / f"train_{name}"
-        cmd = adapt("train", "--data", str(data), "--config", "small", "--out", str(d), "--seed", str(seed),
-                    "--epochs", str(spec["epochs"]), "--batch", str(spec["batch"]), "--lr", str(spec["lr"]),
-                    "--threads", self.threads)
+        cmd = adapt(
+            "train",
+            "--data",
+            str(data),
+            "--config",
+            "small",
+            "--out",
+            str(d),
+            "--seed",
+            str(seed),
+            "--epochs",
+            str(spec["epochs"]),
+            "--batch",
+            str(spec["batch"]),
+            "--lr",
+            str(spec["lr"]),
+            "--threads",
+            self.threads,
+        )
         if init:
             cmd += ["--init", init]
         self.timed(f"train_{name}", d, cmd)
@@ -132,9 +178,23 @@ class Bench:
 
     def evaluate(self, name: str, model: Path, data: Path) -> Dict[str, Any]:
         d = self.out / f"eval_{name}"
-        self.timed(f"eval_{name}", d,
-                   adapt("evaluate", "--model", str(model), "--data", str(data), "--split", "test", "--threads",
-                         self.threads, "--out", str(d)))
+        self.timed(
+            f"eval_{name}",
+            d,
+            adapt(
+                "evaluate",
+                "--model",
+                str(model),
+                "--data",
+                str(data),
+                "--split",
+                "test",
+                "--threads",
+                self.threads,
+                "--out",
+                str(d),
+            ),
+        )
         return json.loads((d / "metrics.json").read_text())
 
     def flags(self, variant: Dict[str, Any], **over: Any) -> Dict[str, Any]:
@@ -145,29 +205,64 @@ class Bench:
         return f
 
     def adapt_dir(self, data: Path, flags: Dict[str, Any], seed: int) -> Path:
-        prefix = "" if data.name == "pairs_target" else f"{data.name[len('pairs_'):]}_"
+        prefix = "" if data.name == "pairs_target" else f"{data.name[len('pairs_') :]}_"
         return self.out / f"adapt_{prefix}{run_tag(flags)}_s{seed}"
 
-    def adapt(self, teacher: Path, data: Path, flags: Dict[str, Any], seed: int, model: str = "student",
-              reuse: Path | None = None) -> Dict[str, Any]:
+    def adapt(
+        self,
+        teacher: Path,
+        data: Path,
+        flags: Dict[str, Any],
+        seed: int,
+        model: str = "student",
+        reuse: Path | None = None,
+    ) -> Dict[str, Any]:
         """One ``xview-adapt adapt`` run; ``model`` aux reads its auxiliary student (= +M -OF).
         ``reuse``: a finished run of the same data whose verified steps are copied in first (the
         teacher pass always; the auxiliary student when only T differs); the pipeline re-checks them."""
         d = self.adapt_dir(data, flags, seed)
         s = self.student
-        cmd = adapt("adapt", "--teacher", str(teacher), "--data", str(data), "--out", str(d), "--seed", str(seed),
-                    "--epochs", str(s["epochs"]), "--batch", str(s["batch"]), "--lr", str(s["lr"]),
-                    "--threads", self.threads)
+        cmd = adapt(
+            "adapt",
+            "--teacher",
+            str(teacher),
+            "--data",
+            str(data),
+            "--out",
+            str(d),
+            "--seed",
+            str(seed),
+            "--epochs",
+            str(s["epochs"]),
+            "--batch",
+            str(s["batch"]),
+            "--lr",
+            str(s["lr"]),
+            "--threads",
+            self.threads,
+        )
         if flags.get("bn"):
             cmd.append("--bn-reestimate-only")
         else:
-            cmd += ["--pseudo-gt", flags["pseudo_gt"], "--keep", f"{flags['keep']:g}", "--levels", str(flags["levels"]),
-                    "--entropy-min", f"{flags['entropy_min']:g}"]
+            cmd += [
+                "--pseudo-gt",
+                flags["pseudo_gt"],
+                "--keep",
+                f"{flags['keep']:g}",
+                "--levels",
+                str(flags["levels"]),
+                "--entropy-min",
+                f"{flags['entropy_min']:g}",
+            ]
         self.timed(d.name, d / "student.pt", cmd, before=lambda: reuse is not None and reuse_steps(reuse, d))
         results = run_results(d)
         summary = results["summary"]
         # the auxiliary student's time is inside its run's; reported with the paper's method only
-        row = dict(summary["splits"]["test"][model], run=d.name, seconds=self.timings.get(d.name) if model == "student" else None)
+        row = dict(
+            summary["splits"]["test"][model],
+            run=d.name,
+            seconds=self.timings.get(d.name) if model == "student" else None,
+        )
         train = summary["splits"].get("train", {})
         if "teacher" in train:  # pseudo-label error (teacher on the adaptation pairs) and student train error
             row["pseudo_label_mean_m"] = train["teacher"].get("mean_m")
@@ -184,11 +279,17 @@ class Bench:
 
         p = self.p
         gaps = {a: dict(p["target"], amount=a) for a in gap_amounts}
-        data = parallel(self.jobs, [
-            lambda: self.pairs("source", p["source"], p["city_seeds"]["source"], p["pairs"]["source"], 1),
-            lambda: self.pairs("target", p["target"], p["city_seeds"]["target"], p["pairs"]["target"], 2),
-            *[(lambda a=a, st=st: self.pairs(f"gap{a}", st, p["city_seeds"]["target"], p["pairs"]["target"], 2))
-              for a, st in gaps.items()]])
+        data = parallel(
+            self.jobs,
+            [
+                lambda: self.pairs("source", p["source"], p["city_seeds"]["source"], p["pairs"]["source"], 1),
+                lambda: self.pairs("target", p["target"], p["city_seeds"]["target"], p["pairs"]["target"], 2),
+                *[
+                    (lambda a=a, st=st: self.pairs(f"gap{a}", st, p["city_seeds"]["target"], p["pairs"]["target"], 2))
+                    for a, st in gaps.items()
+                ],
+            ],
+        )
         teacher = self.train("teacher", data[0], p["teacher"], 0)
         self.levels = default_levels(read_checkpoint(teacher)["config"])
         return data[0], data[1], teacher, dict(zip(gaps, data[2:]))
@@ -201,10 +302,15 @@ class Bench:
         res: Dict[str, Any] = {}
         base = {s: self.flags(VARIANTS["st_+M+OF"]) for s in [*seeds, *sweep_seeds, *gap_seeds]}
         # the paper's method first: its teacher pass and auxiliary student are reused by the other runs
-        evals = parallel(self.jobs, [
-            lambda: self.evaluate("teacher_source", teacher, src), lambda: self.evaluate("teacher", teacher, tgt),
-            lambda: self.evaluate("oracle", self.train("oracle", tgt, p["oracle"], 0, init=str(teacher)), tgt),
-            *[(lambda s=s: self.adapt(teacher, tgt, base[s], s)) for s in seeds]])
+        evals = parallel(
+            self.jobs,
+            [
+                lambda: self.evaluate("teacher_source", teacher, src),
+                lambda: self.evaluate("teacher", teacher, tgt),
+                lambda: self.evaluate("oracle", self.train("oracle", tgt, p["oracle"], 0, init=str(teacher)), tgt),
+                *[(lambda s=s: self.adapt(teacher, tgt, base[s], s)) for s in seeds],
+            ],
+        )
         res.update(teacher_source=evals[0], teacher=evals[1], oracle=evals[2])
         res["st_+M+OF"] = evals[3:]
         ref = {s: self.adapt_dir(tgt, base[s], s) for s in base}
@@ -215,11 +321,15 @@ class Bench:
             f = {"bn": True} if v == "bn" else self.flags(VARIANTS[v])
             tasks[v] = [(lambda f=f, s=s: self.adapt(teacher, tgt, f, s, reuse=ref[s])) for s in seeds]
         for k in sw.get("levels", []):
-            tasks[f"K'={k}"] = [(lambda k=k, s=s: self.adapt(teacher, tgt, self.flags(VARIANTS["st_+M+OF"], levels=k), s,
-                                                            reuse=ref[s])) for s in sweep_seeds]
+            tasks[f"K'={k}"] = [
+                (lambda k=k, s=s: self.adapt(teacher, tgt, self.flags(VARIANTS["st_+M+OF"], levels=k), s, reuse=ref[s]))
+                for s in sweep_seeds
+            ]
         for t in sw.get("keep", []):
-            tasks[f"T={t}"] = [(lambda t=t, s=s: self.adapt(teacher, tgt, self.flags(VARIANTS["st_+M+OF"], keep=t), s,
-                                                           reuse=ref[s])) for s in sweep_seeds]
+            tasks[f"T={t}"] = [
+                (lambda t=t, s=s: self.adapt(teacher, tgt, self.flags(VARIANTS["st_+M+OF"], keep=t), s, reuse=ref[s]))
+                for s in sweep_seeds
+            ]
         for a, g in gap_data.items():
             tasks[f"gap={a}: teacher"] = [lambda g=g, a=a: self.evaluate(f"teacher_gap{a}", teacher, g)]
             tasks[f"gap={a}: student"] = [(lambda g=g, s=s: self.adapt(teacher, g, base[s], s)) for s in gap_seeds]
@@ -240,9 +350,12 @@ def _stat(rows: Any, key: str) -> str:
 
 def table(res: Dict[str, Any]) -> str:
     """Markdown table: every row's mean ± std over seeds, change against its own teacher, run time."""
-    lines = ["| model (target test) | seeds | mean m | median m | vs teacher mean | pseudo-label mean m (train: all / "
-             "kept by the filter) | student train mean m | run time s (median) |", "|---|---|---|---|---|---|---|---|",
-             f"| Centre guess (coarse fix) | – | {res['teacher']['prior_mean_m']:.2f} | – | – | – | – | – |"]
+    lines = [
+        "| model (target test) | seeds | mean m | median m | vs teacher mean | pseudo-label mean m (train: all / "
+        "kept by the filter) | student train mean m | run time s (median) |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| Centre guess (coarse fix) | – | {res['teacher']['prior_mean_m']:.2f} | – | – | – | – | – |",
+    ]
     for key, rows in res.items():
         if key == "teacher_source" or key.endswith(": teacher"):
             continue
@@ -254,13 +367,17 @@ def table(res: Dict[str, Any]) -> str:
         label = LABELS.get(key, key)
         if key.endswith(": student"):
             label = f"{key} (teacher {t_mean:.2f} m, centre {teacher['prior_mean_m']:.2f} m)"
-        lines.append(f"| {label} | {len(rows_l)} | {_stat(rows, 'mean_m')} | {_stat(rows, 'median_m')} | "
-                     f"{100 * (mean - t_mean) / t_mean:+.1f} % | {_stat(rows, 'pseudo_label_mean_m')} / "
-                     f"{_stat(rows, 'kept_pseudo_label_mean_m')} | "
-                     f"{_stat(rows, 'student_train_mean_m')} | {statistics.median(secs) if secs else '–'} |")
-    lines.append(f"\nTeacher on its own source style (same-area test): mean {res['teacher_source']['mean_m']:.2f} m, "
-                 f"median {res['teacher_source']['median_m']:.2f} m. Per seed and per level: results.json and each "
-                 "run's report/summary.md.")
+        lines.append(
+            f"| {label} | {len(rows_l)} | {_stat(rows, 'mean_m')} | {_stat(rows, 'median_m')} | "
+            f"{100 * (mean - t_mean) / t_mean:+.1f} % | {_stat(rows, 'pseudo_label_mean_m')} / "
+            f"{_stat(rows, 'kept_pseudo_label_mean_m')} | "
+            f"{_stat(rows, 'student_train_mean_m')} | {statistics.median(secs) if secs else '–'} |"
+        )
+    lines.append(
+        f"\nTeacher on its own source style (same-area test): mean {res['teacher_source']['mean_m']:.2f} m, "
+        f"median {res['teacher_source']['median_m']:.2f} m. Per seed and per level: results.json and each "
+        "run's report/summary.md."
+    )
     return "\n".join(lines)
 
 
@@ -269,11 +386,28 @@ def main() -> int:
     ap.add_argument("--config", type=Path, default=HERE / "crossarea.yaml")
     ap.add_argument("--profile", default="default")
     ap.add_argument("--out", type=Path, default=HERE / "out" / "crossarea")
-    ap.add_argument("--threads", type=int, default=1, help="CPU threads per step (1 is fastest on a shared 2-core machine: OpenMP spin contention)")
-    ap.add_argument("--jobs", type=int, default=1, help="independent steps run at once (2 on a 2-core machine with --threads 1)")
-    ap.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], help="override the profile's adaptation seeds, e.g. 0,1,2")
-    ap.add_argument("--sweep-seeds", type=lambda t: [int(x) for x in t.split(",")], help="override the profile's K' and T sweep seeds")
-    ap.add_argument("--gap-seeds", type=lambda t: [int(x) for x in t.split(",")], help="override the profile's gap sweep seeds")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads per step (1 is fastest on a shared 2-core machine: OpenMP spin contention)",
+    )
+    ap.add_argument(
+        "--jobs", type=int, default=1, help="independent steps run at once (2 on a 2-core machine with --threads 1)"
+    )
+    ap.add_argument(
+        "--seeds",
+        type=lambda t: [int(x) for x in t.split(",")],
+        help="override the profile's adaptation seeds, e.g. 0,1,2",
+    )
+    ap.add_argument(
+        "--sweep-seeds",
+        type=lambda t: [int(x) for x in t.split(",")],
+        help="override the profile's K' and T sweep seeds",
+    )
+    ap.add_argument(
+        "--gap-seeds", type=lambda t: [int(x) for x in t.split(",")], help="override the profile's gap sweep seeds"
+    )
     ap.add_argument("--variants", type=lambda t: t.split(","), help="override the profile's variants, e.g. bn,st_-M-OF")
     ap.add_argument("--record", type=Path, help="append the table to this RESULTS.md")
     args = ap.parse_args()
@@ -289,10 +423,14 @@ def main() -> int:
     text = table(res)
     print(text)
     if args.record:
-        results.record("## Cross-area adaptation (issue 5)",
-                       f"Config `bench/crossarea.yaml`; wall time {time.time() - t0:.0f} s (each step's in timings.json).\n\n{text}",
-                       command=f"python -m bench.crossarea {' '.join(sys.argv[1:])}", append=True, path=args.record,
-                       subsection=f"### Cross-area adaptation, profile `{args.profile}` ({results.now_utc()})")
+        results.record(
+            "## Cross-area adaptation (issue 5)",
+            f"Config `bench/crossarea.yaml`; wall time {time.time() - t0:.0f} s (each step's in timings.json).\n\n{text}",
+            command=f"python -m bench.crossarea {' '.join(sys.argv[1:])}",
+            append=True,
+            path=args.record,
+            subsection=f"### Cross-area adaptation, profile `{args.profile}` ({results.now_utc()})",
+        )
     return 0
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The one writer of bench/RESULTS.md: every benchmark's ``--record`` goes through :func:`record`.
 
 RESULTS.md is a list of ``## `` sections, one per benchmark. A record either replaces its
@@ -5,6 +6,7 @@ benchmark's section (or one ``### `` subsection of it, e.g. "### GPU"), or appen
 section (benchmarks that keep a history of runs). Every record ends with the same provenance line:
 command, machine, date (UTC) and commit. Other sections are left byte for byte.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -36,8 +38,15 @@ def cpu_model() -> str:
 def machine(extra: Sequence[str] = ()) -> str:
     """CPU model, cores, 1-minute load average (the machines are shared), Python, and ``extra``
     (library versions, GPU) of the benchmark."""
-    return ", ".join([cpu_model(), f"{os.cpu_count()} cores", f"load average {os.getloadavg()[0]:.1f}",
-                      f"Python {platform.python_version()}", *extra])
+    return ", ".join(
+        [
+            cpu_model(),
+            f"{os.cpu_count()} cores",
+            f"load average {os.getloadavg()[0]:.1f}",
+            f"Python {platform.python_version()}",
+            *extra,
+        ]
+    )
 
 
 def commit() -> str:
@@ -76,8 +85,17 @@ def _put(text: str, heading: str, level: int, block: str, append: bool) -> str:
     return text[:start] + block + ("\n" + text[end:] if end < len(text) else "")
 
 
-def record(section: str, body: str, *, command: str, subsection: Optional[str] = None, append: bool = False,
-           intro: str = "", machine_extra: Sequence[str] = (), path: Path = RESULTS_MD) -> str:
+def record(
+    section: str,
+    body: str,
+    *,
+    command: str,
+    subsection: Optional[str] = None,
+    append: bool = False,
+    intro: str = "",
+    machine_extra: Sequence[str] = (),
+    path: Path = RESULTS_MD,
+) -> str:
     """Write ``body`` (Markdown: tables, notes) with the provenance line into ``section`` of
     ``path``: as the whole section; as its ``subsection`` (replaced, or added when missing); or,
     with ``append``, as a new ``subsection`` entry after the section's others. ``intro`` is the

@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """`xview-adapt`: the workstation command line (extract, train, evaluate, adapt, export)."""
+
 from __future__ import annotations
 
 import subprocess

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Test fixtures for bag extraction: small drives written as real rosbag2 files (rosbags writer,
 SQLite 3 and MCAP) or with the independent mcap-ros2-support writer, and a tiny XYZ tile folder.
 
@@ -5,6 +6,7 @@ The drive: the vehicle starts at (LAT0, LON0) and drives straight at ``speed`` m
 ``heading_deg``; GNSS fixes at ``fix_hz`` are the true position plus a constant ``fix_offset_m``
 (east, north), the ground truth topic carries the true position.
 """
+
 from __future__ import annotations
 
 import math
@@ -92,7 +94,9 @@ def build_messages(ts, spec: DriveSpec) -> List[Tuple[str, str, int, object]]:
         fix = T["sensor_msgs/msg/NavSatFix"](
             header=_header(ts, ns, "gnss"),
             status=T["sensor_msgs/msg/NavSatStatus"](status=fields["status"], service=1),
-            latitude=fields["latitude"], longitude=fields["longitude"], altitude=10.0,
+            latitude=fields["latitude"],
+            longitude=fields["longitude"],
+            altitude=10.0,
             position_covariance=np.array([9.0, 0, 0, 0, 9.0, 0, 0, 0, 25.0]),
             position_covariance_type=fields["cov_type"],
         )
@@ -101,8 +105,11 @@ def build_messages(ts, spec: DriveSpec) -> List[Tuple[str, str, int, object]]:
             gt = T["sensor_msgs/msg/NavSatFix"](
                 header=_header(ts, ns, "base_link"),
                 status=T["sensor_msgs/msg/NavSatStatus"](status=2, service=1),
-                latitude=lat, longitude=lon, altitude=10.0,
-                position_covariance=np.zeros(9), position_covariance_type=0,
+                latitude=lat,
+                longitude=lon,
+                altitude=10.0,
+                position_covariance=np.zeros(9),
+                position_covariance_type=0,
             )
             out.append(("/ground_truth/fix", "sensor_msgs/msg/NavSatFix", ns, gt))
         if spec.imu:
@@ -137,15 +144,29 @@ def build_messages(ts, spec: DriveSpec) -> List[Tuple[str, str, int, object]]:
                 arr[1::2, 0::2] = rgb[1::2, 0::2, 1]
                 arr[1::2, 1::2] = rgb[1::2, 1::2, 2]
             ch = 1 if arr.ndim == 2 else 3
-            msg = T["sensor_msgs/msg/Image"](header=_header(ts, ns, "camera"), height=h, width=w, encoding=enc,
-                                             is_bigendian=0, step=w * ch, data=np.ascontiguousarray(arr).reshape(-1))
+            msg = T["sensor_msgs/msg/Image"](
+                header=_header(ts, ns, "camera"),
+                height=h,
+                width=w,
+                encoding=enc,
+                is_bigendian=0,
+                step=w * ch,
+                data=np.ascontiguousarray(arr).reshape(-1),
+            )
             out.append(("/camera/image", "sensor_msgs/msg/Image", ns, msg))
         if spec.camera_info:
             f = (w / 2) / math.tan(math.radians(45))
             info = T["sensor_msgs/msg/CameraInfo"](
-                header=_header(ts, ns, "camera"), height=h, width=w, distortion_model="plumb_bob", d=np.zeros(5),
-                k=np.array([f, 0, w / 2, 0, f, h / 2, 0, 0, 1.0]), r=np.eye(3).reshape(-1),
-                p=np.array([f, 0, w / 2, 0, 0, f, h / 2, 0, 0, 0, 1.0, 0]), binning_x=0, binning_y=0,
+                header=_header(ts, ns, "camera"),
+                height=h,
+                width=w,
+                distortion_model="plumb_bob",
+                d=np.zeros(5),
+                k=np.array([f, 0, w / 2, 0, f, h / 2, 0, 0, 1.0]),
+                r=np.eye(3).reshape(-1),
+                p=np.array([f, 0, w / 2, 0, 0, f, h / 2, 0, 0, 0, 1.0, 0]),
+                binning_x=0,
+                binning_y=0,
                 roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
             )
             out.append(("/camera/camera_info", "sensor_msgs/msg/CameraInfo", ns, info))
@@ -222,7 +243,9 @@ def make_xyz_tiles(root: Path, zoom: int = 18, radius_m: float = 400.0) -> Path:
     for x in range(x0, x1 + 1):
         for y in range(y0, y1 + 1):
             rng = np.random.default_rng(x * 100003 + y)
-            tile = cv2.resize(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), (256, 256), interpolation=cv2.INTER_NEAREST)
+            tile = cv2.resize(
+                rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), (256, 256), interpolation=cv2.INTER_NEAREST
+            )
             p = root / str(zoom) / str(x) / f"{y}.png"
             p.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(p), tile)

@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shared test set-up: each test process talks DDS on its own random domain (DESIGN §3)."""
+
 import os
 import random
 

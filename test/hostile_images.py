@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """Hostile image bytes for tests: tiny files whose headers declare huge images (decompression bombs)."""
+
 from __future__ import annotations
 
 import struct
@@ -16,8 +18,8 @@ def jpeg_declaring(width: int, height: int) -> bytes:
     data = bytearray(buf.tobytes())
     i = 2
     while data[i + 1] != 0xC0:
-        i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
-    data[i + 5:i + 9] = struct.pack(">HH", height, width)
+        i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+    data[i + 5 : i + 9] = struct.pack(">HH", height, width)
     return bytes(data)
 
 
@@ -29,4 +31,6 @@ def png_declaring(width: int, height: int) -> bytes:
     """A complete, CRC-correct 8-bit grey PNG whose IHDR declares width x height px over a few bytes
     of pixel data (68 bytes)."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 10)) + _chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 10)) + _chunk(b"IEND", b"")
+    )

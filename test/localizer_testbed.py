@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shared set-up for the localizer/node tests: a real XYZ tile folder and a real small checkpoint."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +15,15 @@ LAT, LON = 52.0116, 4.3571  # the test area (Delft)
 ZOOM = 18  # 0.37 m/px at this latitude: finer than the small model's 0.5 m/px
 
 
-def write_tiles(root: Path, lat: float = LAT, lon: float = LON, zoom: int = ZOOM, radius: int = 2, seed: int = 0,
-                hole: Tuple[int, int] | None = None) -> Path:
+def write_tiles(
+    root: Path,
+    lat: float = LAT,
+    lon: float = LON,
+    zoom: int = ZOOM,
+    radius: int = 2,
+    seed: int = 0,
+    hole: Tuple[int, int] | None = None,
+) -> Path:
     """A (2 radius + 1)^2 block of textured PNG tiles around (lat, lon); ``hole`` = (dx, dy) offset of a
     tile left out (a missing tile)."""
     rng = np.random.default_rng(seed)
@@ -23,7 +32,9 @@ def write_tiles(root: Path, lat: float = LAT, lon: float = LON, zoom: int = ZOOM
         for dy in range(-radius, radius + 1):
             if hole is not None and (dx, dy) == hole:
                 continue
-            img = cv2.resize(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), (256, 256), interpolation=cv2.INTER_NEAREST)
+            img = cv2.resize(
+                rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), (256, 256), interpolation=cv2.INTER_NEAREST
+            )
             d = root / str(zoom) / str(tx + dx)
             d.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(d / f"{ty + dy}.png"), img)

@@ -1,5 +1,7 @@
+# SPDX-License-Identifier: Apache-2.0
 """Real-DDS harness for the node tests: the localizer node and a tester node in one process, spun by a
 multi-threaded executor in a background thread; the tester publishes inputs and records outputs."""
+
 from __future__ import annotations
 
 import math
@@ -22,7 +24,13 @@ from visualization_msgs.msg import Marker
 from xview_loc_ros.geo import compass_to_enu_yaw, quaternion_from_yaw
 from xview_loc_ros.ros_msgs import sec_to_stamp
 
-OUTPUTS = {"pose": PoseWithCovarianceStamped, "fix": NavSatFix, "heatmap": Image, "heatmap_grid": OccupancyGrid, "marker": Marker}
+OUTPUTS = {
+    "pose": PoseWithCovarianceStamped,
+    "fix": NavSatFix,
+    "heatmap": Image,
+    "heatmap_grid": OccupancyGrid,
+    "marker": Marker,
+}
 
 
 def fix_msg(t: float, lat: float, lon: float, std: float = 5.0, status: int = NavSatStatus.STATUS_FIX) -> NavSatFix:
@@ -68,12 +76,16 @@ class Harness:
     def __init__(self, params: Dict[str, Any], backend: Any = None) -> None:
         from xview_loc_ros.node import LocalizerNode
 
-        self.node = LocalizerNode(parameter_overrides=[Parameter(k, value=v) for k, v in params.items()], backend=backend)
+        self.node = LocalizerNode(
+            parameter_overrides=[Parameter(k, value=v) for k, v in params.items()], backend=backend
+        )
         self.tester = Node("tester")
         self.received: Dict[str, List[Any]] = {k: [] for k in list(OUTPUTS) + ["diagnostics"]}
         self.arrival: Dict[str, List[float]] = {k: [] for k in self.received}
         self._lock = threading.Lock()
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
         for name, typ in OUTPUTS.items():
             qos = latched if name == "heatmap_grid" else 10
             self.tester.create_subscription(typ, f"/xview_localizer/{name}", self._recorder(name), qos)
@@ -89,13 +101,21 @@ class Harness:
         self.executor.add_node(self.tester)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
-        self.wait_for(lambda: all(p.get_subscription_count() > 0 for k, p in self.pub.items() if k != "imu" or params.get("heading_source", "imu") == "imu"), 10.0)
+        self.wait_for(
+            lambda: all(
+                p.get_subscription_count() > 0
+                for k, p in self.pub.items()
+                if k != "imu" or params.get("heading_source", "imu") == "imu"
+            ),
+            10.0,
+        )
 
     def _recorder(self, name: str) -> Callable[[Any], None]:
         def record(msg: Any) -> None:
             with self._lock:
                 self.received[name].append(msg)
                 self.arrival[name].append(time.monotonic())
+
         return record
 
     def publish(self, kind: str, msg: Any) -> None:
@@ -153,7 +173,12 @@ def read_drive(bag) -> List[tuple]:
     def imu(m):
         out = header(Imu(), m)
         o = m.orientation
-        out.orientation.x, out.orientation.y, out.orientation.z, out.orientation.w = float(o.x), float(o.y), float(o.z), float(o.w)
+        out.orientation.x, out.orientation.y, out.orientation.z, out.orientation.w = (
+            float(o.x),
+            float(o.y),
+            float(o.z),
+            float(o.w),
+        )
         out.orientation_covariance = [float(x) for x in m.orientation_covariance]
         return out
 
@@ -163,7 +188,12 @@ def read_drive(bag) -> List[tuple]:
         out.data = bytes(m.data)
         return out
 
-    convert = {"/gnss/fix": navsat, "/ground_truth/fix": navsat, "/imu/data": imu, "/camera/image/compressed": compressed}
+    convert = {
+        "/gnss/fix": navsat,
+        "/ground_truth/fix": navsat,
+        "/imu/data": imu,
+        "/camera/image/compressed": compressed,
+    }
     items = []
     with AnyReader([Path(bag)], default_typestore=get_typestore(Stores.ROS2_JAZZY)) as reader:
         conns = [c for c in reader.connections if c.topic in convert]

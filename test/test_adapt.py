@@ -1,5 +1,7 @@
+# SPDX-License-Identifier: Apache-2.0
 """Self-distillation adaptation: pseudo GT, the distillation loss, the filter, the cache, the
 resumable pipeline and its CLI, on tiny real data sets (random images, real files, real training)."""
+
 from __future__ import annotations
 
 import json
@@ -12,21 +14,39 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from pairs_testdata import write_random_pairs
 
 from offline_adapt.adapt import filtering
-from offline_adapt.adapt.pipeline import (AdaptOptions, AdaptRun, filter_step, reuse_steps, run_adapt, run_results,
-                                          student_step)
+from offline_adapt.adapt.distill import (
+    DistillOptions,
+    default_levels,
+    distill_loss,
+    heatmap_entropy,
+    holdout_ids,
+    train_student,
+)
+from offline_adapt.adapt.pipeline import (
+    AdaptOptions,
+    AdaptRun,
+    filter_step,
+    reuse_steps,
+    run_adapt,
+    run_results,
+    student_step,
+)
+from offline_adapt.adapt.pseudo_labels import (
+    CacheError,
+    PseudoLabels,
+    build_pseudo_labels,
+    ensure_pseudo_labels,
+    load_pseudo_labels,
+    pseudo_fine,
+    pseudo_levels,
+)
 from offline_adapt.cli import main as adapt_main
-from offline_adapt.adapt.distill import (DistillOptions, default_levels, distill_loss, heatmap_entropy, holdout_ids,
-                                   train_student)
-from offline_adapt.adapt.pseudo_labels import pseudo_fine, pseudo_levels
-from offline_adapt.adapt.pseudo_labels import (CacheError, PseudoLabels, build_pseudo_labels, ensure_pseudo_labels,
-                                         load_pseudo_labels)
 from xview_loc_ros.fsutil import file_sha256
 from xview_loc_ros.models import build_model, load_checkpoint, save_checkpoint
 from xview_loc_ros.models.common import ModelOutput
-
-from pairs_testdata import write_random_pairs
 
 S = 64
 SMALL = dict(aerial_size=S, ground_size=[32, 128], mpp=0.5)
@@ -35,18 +55,25 @@ SMALL = dict(aerial_size=S, ground_size=[32, 128], mpp=0.5)
 def _labels(uv, size=S, topk_index=None, topk_prob=None) -> PseudoLabels:
     uv = np.asarray(uv, np.float32).reshape(-1, 2)
     n = len(uv)
-    return PseudoLabels(ids=[f"p{i}" for i in range(n)], uv=uv, uv_argmax=np.floor(uv) + 0.5, confidence=np.ones(n, np.float32),
-                        topk_index=np.zeros((n, 1), np.int32) if topk_index is None else topk_index,
-                        topk_prob=np.zeros((n, 1), np.float16) if topk_prob is None else topk_prob,
-                        mpp=np.full(n, 0.5, np.float32), size_px=size)
+    return PseudoLabels(
+        ids=[f"p{i}" for i in range(n)],
+        uv=uv,
+        uv_argmax=np.floor(uv) + 0.5,
+        confidence=np.ones(n, np.float32),
+        topk_index=np.zeros((n, 1), np.int32) if topk_index is None else topk_index,
+        topk_prob=np.zeros((n, 1), np.float16) if topk_prob is None else topk_prob,
+        mpp=np.full(n, 0.5, np.float32),
+        size_px=size,
+    )
 
 
 @pytest.fixture(scope="session")
 def bed(tmp_path_factory):
     """A 24-pair target data set (train 15 / val 5 with GT / test 4... round robin) and an untrained teacher."""
     root = tmp_path_factory.mktemp("adapt")
-    data = write_random_pairs(root / "data", n=24, size_px=S, ground_size=(32, 128),
-                              splits=("train", "train", "train", "val", "test"))
+    data = write_random_pairs(
+        root / "data", n=24, size_px=S, ground_size=(32, 128), splits=("train", "train", "train", "val", "test")
+    )
     torch.manual_seed(0)
     save_checkpoint(root / "teacher.pt", build_model("small", **SMALL))
     return root, str(data), str(root / "teacher.pt")
@@ -61,6 +88,7 @@ def adapted(bed):
 
 
 # ---------------------------------------------------------------- pseudo ground truth
+
 
 def test_mode_pseudo_gt_position_sigma_mass_and_peak_per_level():
     uv = [[20.3, 41.7], [33.2, 30.8]]
@@ -108,6 +136,7 @@ def test_heatmap_pseudo_gt_is_the_teacher_map_with_peak_one():
 
 # ---------------------------------------------------------------- distillation loss
 
+
 def _hand_infonce(scores: torch.Tensor, w: torch.Tensor, t: float) -> float:
     total, norm = 0.0, 0.0
     for b in range(scores.shape[0]):
@@ -138,7 +167,9 @@ def test_distill_loss_is_weighted_infonce_over_first_k_levels():
     assert heat[2].grad is None and heat[3].grad is None  # levels beyond K' get no supervision
 
     # K' = K reaches the finest map, whose values are logits: temperature 1
-    loss_all, parts_all = distill_loss(cfg, labels, rows, DistillOptions(levels=4, entropy_min=0.5))(ModelOutput(heatmaps=heat), batch)
+    loss_all, parts_all = distill_loss(cfg, labels, rows, DistillOptions(levels=4, entropy_min=0.5))(
+        ModelOutput(heatmaps=heat), batch
+    )
     fin = _hand_infonce(heat[3].detach(), targets[3], 1.0)
     assert parts_all["nce3"] == pytest.approx(fin, rel=1e-4)
     ent = float(heatmap_entropy(heat[3].detach()))
@@ -157,20 +188,37 @@ def test_levels_default_per_architecture():
     assert DistillOptions(levels=3).resolved({"arch": "ccvpe-vigor", "levels": six}).levels == 3
 
 
-@pytest.mark.parametrize("kwargs, flag", [
-    (dict(pseudo_gt="x"), "--pseudo-gt"), (dict(sigma_px=0.0), "--sigma"), (dict(levels=0), "--levels"),
-    (dict(epochs=0), "--epochs"), (dict(lr=-1e-4), "--lr"), (dict(batch=0), "--batch"), (dict(entropy_min=-1.0), "--entropy-min"),
-    (dict(select="best"), "--select"), (dict(holdout_pct=100.0), "--holdout"), (dict(steps_per_epoch=0), "--steps-per-epoch"),
-    (dict(workers=-1), "--workers"),
-])
+@pytest.mark.parametrize(
+    "kwargs, flag",
+    [
+        (dict(pseudo_gt="x"), "--pseudo-gt"),
+        (dict(sigma_px=0.0), "--sigma"),
+        (dict(levels=0), "--levels"),
+        (dict(epochs=0), "--epochs"),
+        (dict(lr=-1e-4), "--lr"),
+        (dict(batch=0), "--batch"),
+        (dict(entropy_min=-1.0), "--entropy-min"),
+        (dict(select="best"), "--select"),
+        (dict(holdout_pct=100.0), "--holdout"),
+        (dict(steps_per_epoch=0), "--steps-per-epoch"),
+        (dict(workers=-1), "--workers"),
+    ],
+)
 def test_student_options_are_checked_when_built(kwargs, flag):
     with pytest.raises(ValueError, match=f"^{flag}"):
         DistillOptions(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs, flag", [(dict(keep_pct=150.0), "--keep"), (dict(keep_pct=-1.0), "--keep"),
-                                          (dict(topk=0), "--topk"), (dict(split="tarin"), "--split"),
-                                          (dict(eval_split="x"), "--eval-split")])
+@pytest.mark.parametrize(
+    "kwargs, flag",
+    [
+        (dict(keep_pct=150.0), "--keep"),
+        (dict(keep_pct=-1.0), "--keep"),
+        (dict(topk=0), "--topk"),
+        (dict(split="tarin"), "--split"),
+        (dict(eval_split="x"), "--eval-split"),
+    ],
+)
 def test_adapt_options_are_checked_when_built(kwargs, flag):
     with pytest.raises(ValueError, match=f"^{flag}"):
         AdaptOptions(**kwargs)
@@ -184,6 +232,7 @@ def test_student_options_are_checked():
 
 
 # ---------------------------------------------------------------- outlier filter
+
 
 def test_filter_keeps_exactly_t_percent_ties_by_id():
     d = {"e": 1.0, "a": 3.0, "c": 2.0, "b": 2.0, "d": 5.0, "f": 2.0, "g": 0.5, "h": 9.0, "i": 4.0, "j": 2.0}
@@ -208,6 +257,7 @@ def test_prediction_distances_in_metres():
 
 
 # ---------------------------------------------------------------- cache
+
 
 def test_cache_verified_corruption_and_staleness_rebuilt(bed, tmp_path, caplog):
     root, data, teacher = bed
@@ -247,6 +297,7 @@ def test_cache_verified_corruption_and_staleness_rebuilt(bed, tmp_path, caplog):
 
 # ---------------------------------------------------------------- pipeline
 
+
 def test_adapt_writes_student_with_lineage_and_reports(bed, adapted):
     root, data, teacher = bed
     run, summary = adapted
@@ -276,8 +327,10 @@ def test_adapt_writes_student_with_lineage_and_reports(bed, adapted):
 def test_adapt_rerun_skips_done_steps_and_redoes_changed_ones(bed, adapted, caplog):
     root, data, teacher = bed
     run, _ = adapted
-    stamps = {p: (run.out / p).stat().st_mtime_ns
-              for p in ("pseudo/pseudo_labels.npz", "aux/student.pt", "final/student.pt", "report/summary.json")}
+    stamps = {
+        p: (run.out / p).stat().st_mtime_ns
+        for p in ("pseudo/pseudo_labels.npz", "aux/student.pt", "final/student.pt", "report/summary.json")
+    }
     caplog.set_level("INFO")
     run_adapt(AdaptRun(teacher, data, run.out, AdaptOptions(distill=DistillOptions(epochs=1, batch=4))))
     assert {p: (run.out / p).stat().st_mtime_ns for p in stamps} == stamps
@@ -304,7 +357,9 @@ def test_resumed_training_equals_uninterrupted(bed, tmp_path):
     ids = labels.ids[:8]
     opts = DistillOptions(epochs=2, batch=4, select="last")
     full = train_student(teacher, data, labels, ids, tmp_path / "full", opts, resume=False)
-    train_student(teacher, data, labels, ids, tmp_path / "cut", DistillOptions(epochs=1, batch=4, select="last"), resume=False)
+    train_student(
+        teacher, data, labels, ids, tmp_path / "cut", DistillOptions(epochs=1, batch=4, select="last"), resume=False
+    )
     resumed = train_student(teacher, data, labels, ids, tmp_path / "cut", opts, resume=True)
     assert [h["loss"] for h in resumed["history"]] == pytest.approx([h["loss"] for h in full["history"]], rel=1e-6)
     a = torch.load(full["best_path"], weights_only=True)["state_dict"]
@@ -317,15 +372,23 @@ def test_label_free_selection_without_val_gt(tmp_path):
     torch.manual_seed(0)
     save_checkpoint(tmp_path / "t.pt", build_model("small", **SMALL))
     labels = ensure_pseudo_labels(str(tmp_path / "t.pt"), str(data), tmp_path / "pseudo", "train", 8, 16)
-    res = train_student(str(tmp_path / "t.pt"), str(data), labels, labels.ids, tmp_path / "s",
-                        DistillOptions(epochs=1, batch=4, holdout_pct=25))
+    res = train_student(
+        str(tmp_path / "t.pt"),
+        str(data),
+        labels,
+        labels.ids,
+        tmp_path / "s",
+        DistillOptions(epochs=1, batch=4, holdout_pct=25),
+    )
     assert res["selection_rule"] == "pseudo" and "label-free" in res["selection"]
     assert res["trained_on"] == 9 and "val_pseudo_median_m" in res["history"][0]
 
 
 def test_bn_reestimate_control(bed, tmp_path):
     root, data, teacher = bed
-    run = AdaptRun(teacher, data, tmp_path / "bn", AdaptOptions(bn_reestimate_only=True, distill=DistillOptions(batch=4)))
+    run = AdaptRun(
+        teacher, data, tmp_path / "bn", AdaptOptions(bn_reestimate_only=True, distill=DistillOptions(batch=4))
+    )
     summary = run_adapt(run)
     model, ckpt = load_checkpoint(run.out / "student.pt")
     t, _ = load_checkpoint(teacher)
@@ -351,25 +414,69 @@ def test_cli_steps_and_errors(bed, tmp_path, capsys):
     assert "run `filter` first" in capsys.readouterr().err
     assert adapt_main(["train-student", "--stage", "aux", *common, "--topk", "32", "--levels", "9"]) == 2
     assert "--levels K' must be in 1..6" in capsys.readouterr().err
-    assert adapt_main(["train-student", "--stage", "aux", *common, "--topk", "32", "--epochs", "1", "--select", "last"]) == 0
+    assert (
+        adapt_main(["train-student", "--stage", "aux", *common, "--topk", "32", "--epochs", "1", "--select", "last"])
+        == 0
+    )
     assert adapt_main(["filter", *common, "--topk", "32", "--keep", "40"]) == 0
     assert len(json.loads((Path(out) / "filter" / "kept.json").read_text())["ids"]) == 6
-    assert adapt_main(["train-student", "--stage", "final", *common, "--topk", "32", "--epochs", "1", "--keep", "40",
-                       "--pseudo-gt", "heatmap", "--levels", "6", "--select", "last"]) == 0
+    assert (
+        adapt_main(
+            [
+                "train-student",
+                "--stage",
+                "final",
+                *common,
+                "--topk",
+                "32",
+                "--epochs",
+                "1",
+                "--keep",
+                "40",
+                "--pseudo-gt",
+                "heatmap",
+                "--levels",
+                "6",
+                "--select",
+                "last",
+            ]
+        )
+        == 0
+    )
     _, ckpt = load_checkpoint(Path(out) / "final" / "student.pt")
     assert ckpt["lineage"]["trained_on"] == 6 and ckpt["lineage"]["flags"]["distill"]["pseudo_gt"] == "heatmap"
 
 
 # ---------------------------------------------------------------- options: one default, checked first
 
+
 def test_bad_option_fails_before_any_expensive_step(bed, tmp_path):
     """`adapt --keep 150` used to be refused by the filter, after the teacher pass and the
     auxiliary student: now before torch is even imported."""
     root, data, teacher = bed
-    code = ("import sys; from offline_adapt.cli import main; rc = main(sys.argv[1:]); "
-            "print('torch imported' if 'torch' in sys.modules else 'no torch'); raise SystemExit(rc)")
-    r = subprocess.run([sys.executable, "-c", code, "adapt", "--teacher", teacher, "--data", data,
-                        "--out", str(tmp_path / "run"), "--keep", "150"], capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys; from offline_adapt.cli import main; rc = main(sys.argv[1:]); "
+        "print('torch imported' if 'torch' in sys.modules else 'no torch'); raise SystemExit(rc)"
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "adapt",
+            "--teacher",
+            teacher,
+            "--data",
+            data,
+            "--out",
+            str(tmp_path / "run"),
+            "--keep",
+            "150",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2, r.stderr
     assert r.stdout.strip() == "no torch"
     assert r.stderr.strip().splitlines() == ["xview-adapt: error: --keep must be in [0, 100], got 150.0"]
@@ -384,7 +491,10 @@ def test_levels_out_of_range_fails_before_the_teacher_pass(bed, tmp_path, monkey
 
     monkeypatch.setattr(pipeline, "ensure_pseudo_labels", no_teacher_pass)
     root, data, teacher = bed
-    assert adapt_main(["adapt", "--teacher", teacher, "--data", data, "--out", str(tmp_path / "run"), "--levels", "9"]) == 2
+    assert (
+        adapt_main(["adapt", "--teacher", teacher, "--data", data, "--out", str(tmp_path / "run"), "--levels", "9"])
+        == 2
+    )
     assert "--levels K' must be in 1..6" in capsys.readouterr().err
 
 
@@ -401,7 +511,9 @@ def test_every_command_takes_its_defaults_from_the_options():
     for command in ("adapt", "train-student", "filter", "pseudo-label"):
         extra = ["--stage", "aux"] if command == "train-student" else []
         assert options_from_args(parser.parse_args([command, *req, *extra])) == AdaptOptions(), command
-    assert train_options(parser.parse_args(["train", "--data", "d", "--config", "small", "--out", "o"])) == TrainOptions()
+    assert (
+        train_options(parser.parse_args(["train", "--data", "d", "--config", "small", "--out", "o"])) == TrainOptions()
+    )
     assert (DemoOptions().keep, DemoOptions().epochs) == (AdaptOptions().keep_pct, DistillOptions().epochs)
 
 
@@ -416,7 +528,9 @@ def test_run_results_and_reuse_steps_are_the_public_view_of_a_run(bed, adapted, 
     assert reuse_steps(run.out, tmp_path / "new") == ["pseudo", "aux"]
     assert reuse_steps(run.out, tmp_path / "new") == []  # never over a step the new run already has
     # the copied steps verify in the new run: its teacher pass and auxiliary student are not redone
-    new = AdaptRun(teacher, data, tmp_path / "new", AdaptOptions(distill=DistillOptions(epochs=1, batch=4), keep_pct=60))
+    new = AdaptRun(
+        teacher, data, tmp_path / "new", AdaptOptions(distill=DistillOptions(epochs=1, batch=4), keep_pct=60)
+    )
     stamp = (tmp_path / "new" / "aux" / "student.pt").stat().st_mtime_ns
     assert student_step(new, "aux") == tmp_path / "new" / "aux" / "student.pt"
     assert (tmp_path / "new" / "aux" / "student.pt").stat().st_mtime_ns == stamp

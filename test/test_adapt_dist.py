@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """A student step under torchrun with 2 CPU processes (gloo): the multi-GPU path of the adaptation."""
+
 from __future__ import annotations
 
 import os
@@ -8,25 +10,54 @@ from pathlib import Path
 
 import pytest
 import torch
+from pairs_testdata import write_random_pairs
 
 from offline_adapt.cli import main as adapt_main
 from xview_loc_ros.models import build_model, load_checkpoint, save_checkpoint
 
-from pairs_testdata import write_random_pairs
-
 
 @pytest.mark.timeout(300)
 def test_torchrun_two_processes_train_a_student(tmp_path):
-    data = write_random_pairs(tmp_path / "data", n=12, size_px=64, ground_size=(32, 128), splits=("train", "train", "val"))
+    data = write_random_pairs(
+        tmp_path / "data", n=12, size_px=64, ground_size=(32, 128), splits=("train", "train", "val")
+    )
     torch.manual_seed(0)
     save_checkpoint(tmp_path / "teacher.pt", build_model("small", aerial_size=64, ground_size=[32, 128], mpp=0.5))
-    common = ["--teacher", str(tmp_path / "teacher.pt"), "--data", str(data), "--out", str(tmp_path / "run"), "--batch", "2"]
+    common = [
+        "--teacher",
+        str(tmp_path / "teacher.pt"),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "run"),
+        "--batch",
+        "2",
+    ]
     assert adapt_main(["pseudo-label", *common]) == 0
     torchrun = Path(sys.executable).with_name("torchrun")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "offline_adapt", "train-student",
-                           "--stage", "aux", *common, "--epochs", "1", "--device", "cpu"],
-                          env=env, capture_output=True, text=True, timeout=280)
+    proc = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "offline_adapt",
+            "train-student",
+            "--stage",
+            "aux",
+            *common,
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     model, ckpt = load_checkpoint(tmp_path / "run" / "aux" / "student.pt")
     hist = ckpt["lineage"]

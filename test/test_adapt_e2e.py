@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """End to end: the paper's method on the cross-area benchmark's default setting, one seed.
 
 The same steps and flags as `python -m bench.crossarea --profile default` (bench/crossarea.yaml):
@@ -10,6 +11,7 @@ Slow: about 20 minutes on 2 idle cores. ``XVIEW_ADAPT_E2E_WORK=DIR`` keeps the c
 between calls (each step is skipped when its output exists). MARGIN is set from the benchmark's
 three seeds (bench/RESULTS.md, "Cross-area adaptation", 2026-11-29): see the value's comment.
 """
+
 from __future__ import annotations
 
 import os

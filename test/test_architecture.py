@@ -1,5 +1,7 @@
+# SPDX-License-Identifier: Apache-2.0
 """docs/ARCHITECTURE.md, checked: import directions between packages and stages, project imports at
 module level only, no private names reached across modules, and a node import that stays lean."""
+
 from __future__ import annotations
 
 import ast
@@ -12,8 +14,18 @@ from typing import Dict, Iterator, List, Optional, Set
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("xview_loc_ros", "offline_adapt", "xview_testbed")
 ROS_EDGE = {"xview_loc_ros.node", "xview_loc_ros.ros_msgs", "xview_loc_ros.node_cli"}
-ROS_IMPORTS = ("rclpy", "sensor_msgs", "geometry_msgs", "nav_msgs", "std_msgs", "visualization_msgs",
-               "diagnostic_msgs", "builtin_interfaces", "rcl_interfaces", "lifecycle_msgs")
+ROS_IMPORTS = (
+    "rclpy",
+    "sensor_msgs",
+    "geometry_msgs",
+    "nav_msgs",
+    "std_msgs",
+    "visualization_msgs",
+    "diagnostic_msgs",
+    "builtin_interfaces",
+    "rcl_interfaces",
+    "lifecycle_msgs",
+)
 HEAVY_THIRD_PARTY = ("torch", "matplotlib", "tensorrt") + ROS_IMPORTS
 # offline_adapt stage -> the stages it may import (ARCHITECTURE.md, "offline_adapt, by stage")
 STAGE_DEPS: Dict[str, Set[str]] = {
@@ -58,7 +70,9 @@ def imports_of(path: Path) -> List[Imp]:
                 found.extend(Imp(mod, a.name, (), in_function, child.lineno) for a in child.names)
             elif isinstance(child, ast.ImportFrom):
                 assert child.level == 0, f"{path}:{child.lineno}: relative import (the project uses absolute imports)"
-                found.append(Imp(mod, child.module or "", tuple(a.name for a in child.names), in_function, child.lineno))
+                found.append(
+                    Imp(mod, child.module or "", tuple(a.name for a in child.names), in_function, child.lineno)
+                )
             visit(child, inner)
 
     visit(ast.parse(path.read_text(), str(path)), False)
@@ -106,13 +120,20 @@ def why_forbidden(src: str, dst: str) -> Optional[str]:
         return None
     if gd.startswith("offline_adapt."):
         stage_s, stage_d = gs.split(".", 1)[1], gd.split(".", 1)[1]
-        return None if stage_d in STAGE_DEPS[stage_s] else f"stage {stage_s or 'cli'} may not import stage {stage_d or 'cli'}"
+        return (
+            None
+            if stage_d in STAGE_DEPS[stage_s]
+            else f"stage {stage_s or 'cli'} may not import stage {stage_d or 'cli'}"
+        )
     return f"offline_adapt may not import {gd}"
 
 
 def test_import_directions_follow_architecture_md():
-    bad = [f"{i.module}:{i.line} imports {i.target}: {why}" for i in project_imports()
-           if (why := why_forbidden(i.module, i.target))]
+    bad = [
+        f"{i.module}:{i.line} imports {i.target}: {why}"
+        for i in project_imports()
+        if (why := why_forbidden(i.module, i.target))
+    ]
     assert not bad, "\n".join(bad)
 
 
@@ -153,9 +174,12 @@ def test_project_imports_sit_at_module_level():
     does not load one itself (command lines that must answer --help and refuse bad options at
     once; the ONNX-only vehicle that has no torch)."""
     heavy = heavy_modules()
-    bad = [f"{i.module}:{i.line} imports {i.target} inside a function"
-           + (" (already heavy: hoist it)" if i.module in heavy else " (light target: hoist it)")
-           for i in project_imports() if i.in_function and (i.module in heavy or i.target not in heavy)]
+    bad = [
+        f"{i.module}:{i.line} imports {i.target} inside a function"
+        + (" (already heavy: hoist it)" if i.module in heavy else " (light target: hoist it)")
+        for i in project_imports()
+        if i.in_function and (i.module in heavy or i.target not in heavy)
+    ]
     assert not bad, "\n".join(bad)
 
 
@@ -177,15 +201,22 @@ def test_no_private_names_across_modules():
                     if a.name.split(".")[0] in PACKAGES and a.asname:
                         aliases[a.asname] = a.name
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
-                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
                 bad.append(f"{mod}:{node.lineno} reaches private {aliases[node.value.id]}.{node.attr}")
     assert not bad, "\n".join(bad)
 
 
 def test_importing_the_node_stays_off_training_and_the_test_bed():
-    code = ("import sys, xview_loc_ros.node; print(sorted(m for m in sys.modules if m.startswith("
-            "('offline_adapt', 'matplotlib', 'xview_testbed', 'xview_loc_ros.synth'))))")
+    code = (
+        "import sys, xview_loc_ros.node; print(sorted(m for m in sys.modules if m.startswith("
+        "('offline_adapt', 'matplotlib', 'xview_testbed', 'xview_loc_ros.synth'))))"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"

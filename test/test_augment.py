@@ -1,15 +1,17 @@
+# SPDX-License-Identifier: Apache-2.0
 """Photometric augmentation: reproducible draws, identity at strength 0, real variation in colour
 and brightness at strength 1, geometry and labels untouched, clear errors on bad input."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from pairs_testdata import write_random_pairs
 
 from offline_adapt.data.augment import Photometric
 from offline_adapt.data.dataset import PairDataset
 from offline_adapt.data.torch_data import PairTorchDataset
-from pairs_testdata import write_random_pairs
 from xview_loc_ros.models import build_model
 
 
@@ -57,14 +59,24 @@ def test_blur_noise_and_jpeg_happen_at_their_rates():
     blurred = aug(img)
     hf = lambda x: np.abs(np.diff(x.astype(np.float32), axis=1)).mean()  # noqa: E731
     assert hf(blurred) < hf(img)
-    aug = Photometric(gain=0.0, brightness=0.0, saturation=0.0, gamma=0.0, p_blur=0.0, p_noise=0.0, p_jpeg=1.0,
-                      jpeg_quality=5, strength=1.0)
+    aug = Photometric(
+        gain=0.0,
+        brightness=0.0,
+        saturation=0.0,
+        gamma=0.0,
+        p_blur=0.0,
+        p_noise=0.0,
+        p_jpeg=1.0,
+        jpeg_quality=5,
+        strength=1.0,
+    )
     changed = sum(not np.array_equal(aug(img), img) for _ in range(20))
     assert changed >= 15
 
 
-@pytest.mark.parametrize("kw, word", [({"strength": -1}, "strength"), ({"p_blur": 2}, "p_blur"),
-                                      ({"jpeg_quality": 0}, "jpeg_quality")])
+@pytest.mark.parametrize(
+    "kw, word", [({"strength": -1}, "strength"), ({"p_blur": 2}, "p_blur"), ({"jpeg_quality": 0}, "jpeg_quality")]
+)
 def test_bad_settings_are_refused_by_name(kw, word):
     with pytest.raises(ValueError, match=word):
         Photometric(**kw)
@@ -86,5 +98,7 @@ def test_training_items_keep_their_labels(tmp_path):
     for i in range(4):
         a, b = plain[i], aug[i]
         assert torch.equal(a["gt_uv"], b["gt_uv"])
-        assert torch.equal(a["heading_deg"], b["heading_deg"]) or (a["heading_deg"].isnan() and b["heading_deg"].isnan())
+        assert torch.equal(a["heading_deg"], b["heading_deg"]) or (
+            a["heading_deg"].isnan() and b["heading_deg"].isnan()
+        )
         assert a["ground"].shape == b["ground"].shape and not torch.equal(a["ground"], b["ground"])

@@ -1,14 +1,25 @@
+# SPDX-License-Identifier: Apache-2.0
 """Bag reading (real rosbag2 files: SQLite 3, MCAP, mcap-ros2-support). Image messages are decoded by
 xview_loc_ros.sensors: test/test_sensor_parity.py."""
+
 from __future__ import annotations
 
 import shutil
 import sqlite3
 
 import pytest
-
 from bag_writers import DriveSpec, write_mcap_ros2, write_rosbags
-from offline_adapt.data.bags import FIX_TYPES, IMAGE_TYPES, IMU_TYPES, Bag, BagError, BagReadError, TopicError, header_stamp_ns
+
+from offline_adapt.data.bags import (
+    FIX_TYPES,
+    IMAGE_TYPES,
+    IMU_TYPES,
+    Bag,
+    BagError,
+    BagReadError,
+    TopicError,
+    header_stamp_ns,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,7 +69,9 @@ def test_ambiguous_and_missing_topics_list_the_bag(bags):
 @pytest.fixture(scope="module")
 def chunked(tmp_path_factory):
     """A 20-frame drive in 4 KiB chunks (a recorder's are 768 KiB: a cut loses at most one), and its messages."""
-    path = write_mcap_ros2(tmp_path_factory.mktemp("chunked") / "drive.mcap", DriveSpec(frames=20, camera_info=True), 4096)
+    path = write_mcap_ros2(
+        tmp_path_factory.mktemp("chunked") / "drive.mcap", DriveSpec(frames=20, camera_info=True), 4096
+    )
     with Bag(path) as bag:
         return path, [(t, ns) for t, ns, _ in bag.messages([i.topic for i in bag.topics])]
 
@@ -116,9 +129,11 @@ def test_killed_sqlite_recording_reads_its_committed_messages(bags, tmp_path):
     shutil.copytree(bags["sqlite3"], dst)
     db = next(dst.glob("*.db3"))
     committed = len(_read_all(dst))
-    code = ("import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN'); "
-            "c.execute('INSERT INTO messages(topic_id, timestamp, data) SELECT topic_id, timestamp + 1, data FROM messages'); "
-            "c.execute('DELETE FROM messages WHERE id < 10'); os.kill(os.getpid(), 9)")
+    code = (
+        "import os, sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN'); "
+        "c.execute('INSERT INTO messages(topic_id, timestamp, data) SELECT topic_id, timestamp + 1, data FROM messages'); "
+        "c.execute('DELETE FROM messages WHERE id < 10'); os.kill(os.getpid(), 9)"
+    )
     import subprocess
     import sys
 

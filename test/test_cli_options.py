@@ -1,6 +1,8 @@
+# SPDX-License-Identifier: Apache-2.0
 """Nonsense options and garbage files are refused with one line naming the option or the file and
 a non-zero exit (issue 14, item 7). Each case used to exit 0, or to fail with a message naming
 neither (see docs/RELIABILITY.md for the before/after table)."""
+
 from __future__ import annotations
 
 import json
@@ -9,9 +11,9 @@ from typing import Callable, List, Tuple
 
 import pytest
 import torch
+from pairs_testdata import write_random_pairs
 
 from offline_adapt.cli import main as adapt_main
-from pairs_testdata import write_random_pairs
 from xview_loc_ros.models import build_model, save_checkpoint
 from xview_testbed.cli import main as loc_main
 
@@ -50,10 +52,13 @@ def bed(tmp_path_factory):
 
 # ---------------------------------------------------------------- nonsense numbers
 
+
 def test_evaluate_negative_batch(bed, tmp_path, capsys):
     """Before: exit 0 and a metrics.json with count 0."""
     root, data, model = bed
-    rc, err = run(adapt_main, ["evaluate", "--model", model, "--data", data, "--out", tmp_path / "ev", "--batch", "-1"], capsys)
+    rc, err = run(
+        adapt_main, ["evaluate", "--model", model, "--data", data, "--out", tmp_path / "ev", "--batch", "-1"], capsys
+    )
     assert rc == 2
     one_line_naming(err, "--batch")
     assert not (tmp_path / "ev").exists()
@@ -62,7 +67,9 @@ def test_evaluate_negative_batch(bed, tmp_path, capsys):
 def test_train_negative_epochs(bed, tmp_path, capsys):
     """Before: exit 0 and an empty run folder."""
     root, data, model = bed
-    rc, err = run(adapt_main, ["train", "--data", data, "--config", "small", "--out", tmp_path / "run", "--epochs", "-1"], capsys)
+    rc, err = run(
+        adapt_main, ["train", "--data", data, "--config", "small", "--out", tmp_path / "run", "--epochs", "-1"], capsys
+    )
     assert rc == 2
     one_line_naming(err, "--epochs")
     assert not (tmp_path / "run").exists()
@@ -84,8 +91,11 @@ def test_evaluate_onnx_without_backend_flag(bed, tmp_path, capsys):
 
     root, data, model = bed
     onnx_path = export_onnx(load_checkpoint(model)[0], tmp_path / "m.onnx")
-    rc, err = run(adapt_main, ["evaluate", "--model", onnx_path, "--data", data, "--split", "all", "--out", tmp_path / "ev",
-                               "--grid", "0"], capsys)
+    rc, err = run(
+        adapt_main,
+        ["evaluate", "--model", onnx_path, "--data", data, "--split", "all", "--out", tmp_path / "ev", "--grid", "0"],
+        capsys,
+    )
     assert rc == 0, err
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["count"] == 6 and m["backend"] in ("onnxruntime", "tensorrt")
@@ -93,13 +103,29 @@ def test_evaluate_onnx_without_backend_flag(bed, tmp_path, capsys):
 
 # ---------------------------------------------------------------- run folders
 
+
 def test_train_refuses_to_overwrite_a_run_and_to_resume_on_other_data(bed, tmp_path, capsys):
     """Before: a second `train` without --resume silently overwrote the run; --resume continued it
     on another data set."""
     root, data, model = bed
     out = tmp_path / "run"
-    args = ["train", "--config", "small", "--out", out, "--epochs", "1", "--batch", "2", "--steps-per-epoch", "1",
-            "--bn-reestimate", "0", "--threads", "1"]
+    args = [
+        "train",
+        "--config",
+        "small",
+        "--out",
+        out,
+        "--epochs",
+        "1",
+        "--batch",
+        "2",
+        "--steps-per-epoch",
+        "1",
+        "--bn-reestimate",
+        "0",
+        "--threads",
+        "1",
+    ]
     assert run(adapt_main, [*args, "--data", data], capsys)[0] == 0
     stamp = (out / "last.pt").stat().st_mtime_ns
     rc, err = run(adapt_main, [*args, "--data", data], capsys)
@@ -119,8 +145,12 @@ def test_train_refuses_to_overwrite_a_run_and_to_resume_on_other_data(bed, tmp_p
 def test_synth_city_rejected_options_leave_nothing(tmp_path, capsys):
     """Before: exit 2 but an empty OUT.partial folder left behind."""
     out = tmp_path / "city"
-    for bad, name in ((["--size-m", "10"], "--size-m"), (["--res-m", "5"], "--res-m"), (["--lat", "91"], "--lat"),
-                      (["--amount", "2", "--toward", "downtown"], "--amount")):
+    for bad, name in (
+        (["--size-m", "10"], "--size-m"),
+        (["--res-m", "5"], "--res-m"),
+        (["--lat", "91"], "--lat"),
+        (["--amount", "2", "--toward", "downtown"], "--amount"),
+    ):
         rc, err = run(loc_main, ["synth", "city", "--style", "suburb", "--zooms", "16", "--out", out, *bad], capsys)
         assert rc == 2, bad
         one_line_naming(err, name)
@@ -128,6 +158,7 @@ def test_synth_city_rejected_options_leave_nothing(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- garbage files
+
 
 def test_garbage_dataset_json_names_the_file(bed, tmp_path, capsys):
     root, data, model = bed
@@ -161,8 +192,23 @@ def test_garbage_bag_metadata_names_the_file(tmp_path, capsys, command):
     if command == "bag-crop":
         rc, err = run(loc_main, ["bag-crop", "--bag", bag, "--out", tmp_path / "part", "--end-frac", "0.5"], capsys)
     else:
-        rc, err = run(adapt_main, ["extract", "--bag", bag, "--tiles", f"xyz:{tmp_path}", "--out", tmp_path / "pairs",
-                                   "--size", "64", "--mpp", "0.5"], capsys)
+        rc, err = run(
+            adapt_main,
+            [
+                "extract",
+                "--bag",
+                bag,
+                "--tiles",
+                f"xyz:{tmp_path}",
+                "--out",
+                tmp_path / "pairs",
+                "--size",
+                "64",
+                "--mpp",
+                "0.5",
+            ],
+            capsys,
+        )
     assert rc != 0
     one_line_naming(err, str(bag / "metadata.yaml"))
     assert not (tmp_path / "part").exists() and not (tmp_path / "pairs").exists()
@@ -170,13 +216,17 @@ def test_garbage_bag_metadata_names_the_file(tmp_path, capsys, command):
 
 # ---------------------------------------------------------------- tiles
 
-@pytest.mark.parametrize("argv, name", [
-    (["patch", "--lat", "90", "--lon", "4.37", "--size", "64", "--mpp", "0.5"], "--lat"),
-    (["patch", "--lat", "52", "--lon", "200", "--size", "64", "--mpp", "0.5"], "--lon"),
-    (["patch", "--lat", "52", "--lon", "4.37", "--size", "0", "--mpp", "0.5"], "--size"),
-    (["patch", "--lat", "52", "--lon", "4.37", "--size", "64", "--mpp", "-1"], "--mpp"),
-    (["patch", "--lat", "52", "--lon", "4.37", "--size", "64", "--mpp", "0.5", "--zoom", "-1"], "--zoom"),
-])
+
+@pytest.mark.parametrize(
+    "argv, name",
+    [
+        (["patch", "--lat", "90", "--lon", "4.37", "--size", "64", "--mpp", "0.5"], "--lat"),
+        (["patch", "--lat", "52", "--lon", "200", "--size", "64", "--mpp", "0.5"], "--lon"),
+        (["patch", "--lat", "52", "--lon", "4.37", "--size", "0", "--mpp", "0.5"], "--size"),
+        (["patch", "--lat", "52", "--lon", "4.37", "--size", "64", "--mpp", "-1"], "--mpp"),
+        (["patch", "--lat", "52", "--lon", "4.37", "--size", "64", "--mpp", "0.5", "--zoom", "-1"], "--zoom"),
+    ],
+)
 def test_tiles_patch_nonsense_options(tmp_path, capsys, argv, name):
     """Before (--lat 90): a numpy array printed as the error."""
     rc, err = run(loc_main, ["tiles", *argv, "--source", f"xyz:{tmp_path}", "--out", tmp_path / "p.png"], capsys)
@@ -185,20 +235,48 @@ def test_tiles_patch_nonsense_options(tmp_path, capsys, argv, name):
     assert not (tmp_path / "p.png").exists()
 
 
-@pytest.mark.parametrize("argv, name", [(["--zoom", "-1"], "--zoom"), (["--zoom", "18", "--workers", "0"], "--workers"),
-                                        (["--zoom", "18", "--max-tiles", "0"], "--max-tiles")])
+@pytest.mark.parametrize(
+    "argv, name",
+    [
+        (["--zoom", "-1"], "--zoom"),
+        (["--zoom", "18", "--workers", "0"], "--workers"),
+        (["--zoom", "18", "--max-tiles", "0"], "--max-tiles"),
+    ],
+)
 def test_tiles_prefetch_nonsense_options(tmp_path, capsys, argv, name):
     """Before (--zoom -1): "negative shift count"."""
-    rc, err = run(loc_main, ["tiles", "prefetch", "--source", "http://127.0.0.1:9/{z}/{x}/{y}.png", "--cache", tmp_path / "c",
-                             "--bbox", "52,4.3,52.01,4.31", *argv], capsys)
+    rc, err = run(
+        loc_main,
+        [
+            "tiles",
+            "prefetch",
+            "--source",
+            "http://127.0.0.1:9/{z}/{x}/{y}.png",
+            "--cache",
+            tmp_path / "c",
+            "--bbox",
+            "52,4.3,52.01,4.31",
+            *argv,
+        ],
+        capsys,
+    )
     assert rc == 2
     one_line_naming(err, name)
 
 
-@pytest.mark.parametrize("argv, name", [(["drive", "--frames", "0"], "--frames"), (["drive", "--rate", "-2"], "--rate"),
-                                        (["pairs", "--n", "-5"], "--n"), (["pairs", "--n", "5", "--workers", "-1"], "--workers")])
+@pytest.mark.parametrize(
+    "argv, name",
+    [
+        (["drive", "--frames", "0"], "--frames"),
+        (["drive", "--rate", "-2"], "--rate"),
+        (["pairs", "--n", "-5"], "--n"),
+        (["pairs", "--n", "5", "--workers", "-1"], "--workers"),
+    ],
+)
 def test_synth_drive_and_pairs_nonsense_counts(tmp_path, capsys, argv, name):
-    rc, err = run(loc_main, ["synth", argv[0], "--city", tmp_path / "city", "--out", tmp_path / "out", *argv[1:]], capsys)
+    rc, err = run(
+        loc_main, ["synth", argv[0], "--city", tmp_path / "city", "--out", tmp_path / "out", *argv[1:]], capsys
+    )
     assert rc == 2
     one_line_naming(err, name)
     assert list(tmp_path.iterdir()) == []

@@ -1,9 +1,11 @@
+# SPDX-License-Identifier: Apache-2.0
 """The demo pipeline (xview_testbed.demo) at CI size, and the replay / bag-crop tools it drives.
 
 The demo runs the same code path as `make demo` (synthetic city and drive, the bundled teacher, the
 node over DDS, extract -> adapt -> export, the node with the ONNX student); the assertions recompute
 every table value from the replay JSONL files, with distances from pyproj's geodesic (not the
 package's own ENU code), and check that the pictures and the node's heat maps exist."""
+
 from __future__ import annotations
 
 import json
@@ -75,8 +77,10 @@ def test_table_values_are_recomputed_from_the_replays(demo):
         expected[name] = (errs, len(errs))
     both = [i for i in range(n) if teacher[i]["localized"] and student[i]["localized"]]
     for name, recs in (("teacher", teacher), ("student", student)):
-        expected[f"{name}, frames both localized"] = ([_dist(recs[i]["est_lat"], recs[i]["est_lon"], recs[i]["gt_lat"],
-                                                            recs[i]["gt_lon"]) for i in both], len(both))
+        expected[f"{name}, frames both localized"] = (
+            [_dist(recs[i]["est_lat"], recs[i]["est_lon"], recs[i]["gt_lat"], recs[i]["gt_lon"]) for i in both],
+            len(both),
+        )
     rows = demo["results"]["rows"]
     assert set(rows) == set(expected)
     md = (demo["out"] / "results.md").read_text()
@@ -96,7 +100,10 @@ def test_table_values_are_recomputed_from_the_replays(demo):
     # the verdict states the measured comparison, whichever way it went
     verdict = demo["results"]["verdict"]
     if both:
-        t, s = np.median(expected["teacher, frames both localized"][0]), np.median(expected["student, frames both localized"][0])
+        t, s = (
+            np.median(expected["teacher, frames both localized"][0]),
+            np.median(expected["student, frames both localized"][0]),
+        )
         word = "matched" if abs(s - t) < 0.005 else "beat" if s < t else "did not beat"
         assert f"the student {word} the teacher (median {s:.2f} m vs {t:.2f} m" in verdict, verdict
     else:
@@ -119,8 +126,15 @@ def test_every_step_is_printed_and_a_rerun_reuses_everything(demo):
     import io
     from contextlib import redirect_stdout
 
-    for cmd in ("xview-loc synth city", "xview-loc synth drive", "xview-loc replay", "xview-loc bag-crop", "xview-adapt extract",
-                "xview-adapt adapt", "xview-adapt export"):
+    for cmd in (
+        "xview-loc synth city",
+        "xview-loc synth drive",
+        "xview-loc replay",
+        "xview-loc bag-crop",
+        "xview-adapt extract",
+        "xview-adapt adapt",
+        "xview-adapt export",
+    ):
         assert f"$ {cmd}" in demo["stdout"], cmd
     buf = io.StringIO()
     with redirect_stdout(buf):

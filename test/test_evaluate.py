@@ -1,17 +1,19 @@
+# SPDX-License-Identifier: Apache-2.0
 """Evaluation: metres through PatchGeoref, the centre-guess prior, pinhole longitudinal/lateral
 split, orientation error, and `xview-adapt evaluate` through the torch and ONNX Runtime backends."""
+
 import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from pairs_testdata import write_random_pairs
 
 from offline_adapt.cli import main as adapt_main
-from offline_adapt.evaluation.evaluate import predict, summarize
-from offline_adapt.data.torch_data import PairTorchDataset
-from pairs_testdata import write_random_pairs
 from offline_adapt.data.dataset import PairDataset
+from offline_adapt.data.torch_data import PairTorchDataset
+from offline_adapt.evaluation.evaluate import predict, summarize
 from xview_loc_ros.geo import LocalENU
 from xview_loc_ros.models import build_model, save_checkpoint
 
@@ -84,8 +86,23 @@ def test_evaluate_cli_torch_and_onnxruntime(pano_pairs, tmp_path, capsys):
     model = build_model("small", known_orientation=False)
     ckpt = tmp_path / "m.pt"
     save_checkpoint(ckpt, model)
-    rc = adapt_main(["evaluate", "--model", str(ckpt), "--data", str(pano_pairs), "--split", "all",
-                     "--out", str(tmp_path / "ev"), "--grid", "3", "--batch", "4"])
+    rc = adapt_main(
+        [
+            "evaluate",
+            "--model",
+            str(ckpt),
+            "--data",
+            str(pano_pairs),
+            "--split",
+            "all",
+            "--out",
+            str(tmp_path / "ev"),
+            "--grid",
+            "3",
+            "--batch",
+            "4",
+        ]
+    )
     assert rc == 0
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["count"] == 9 and {"mean_m", "median_m", "prior_mean_m", "mean_ori_err_deg"} <= set(m)
@@ -97,8 +114,23 @@ def test_evaluate_cli_torch_and_onnxruntime(pano_pairs, tmp_path, capsys):
     from offline_adapt.export.onnx_export import export_onnx
 
     onnx_path = export_onnx(model, tmp_path / "m.onnx")
-    rc = adapt_main(["evaluate", "--model", str(onnx_path), "--data", str(pano_pairs), "--split", "all",
-                     "--backend", "onnxruntime", "--out", str(tmp_path / "ev_ort"), "--grid", "0"])
+    rc = adapt_main(
+        [
+            "evaluate",
+            "--model",
+            str(onnx_path),
+            "--data",
+            str(pano_pairs),
+            "--split",
+            "all",
+            "--backend",
+            "onnxruntime",
+            "--out",
+            str(tmp_path / "ev_ort"),
+            "--grid",
+            "0",
+        ]
+    )
     assert rc == 0
     m2 = json.loads((tmp_path / "ev_ort" / "metrics.json").read_text())
     assert m2["backend"] == "onnxruntime"
@@ -108,6 +140,8 @@ def test_evaluate_cli_torch_and_onnxruntime(pano_pairs, tmp_path, capsys):
 def test_evaluate_cli_mismatched_data_is_one_clear_line(pano_pairs, tmp_path, capsys):
     model = build_model("small", mpp=0.3)
     save_checkpoint(tmp_path / "m.pt", model)
-    rc = adapt_main(["evaluate", "--model", str(tmp_path / "m.pt"), "--data", str(pano_pairs), "--out", str(tmp_path / "x")])
+    rc = adapt_main(
+        ["evaluate", "--model", str(tmp_path / "m.pt"), "--data", str(pano_pairs), "--out", str(tmp_path / "x")]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "aerial resolution: data 0.5 m/px, model 0.3 m/px" in err and len(err.splitlines()) == 1

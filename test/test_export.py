@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """`xview-adapt export`: ONNX structure, embedded config + sidecar, parity report, errors."""
+
 import json
 
 import numpy as np
@@ -7,10 +9,10 @@ import pytest
 import torch
 
 from offline_adapt.cli import main as adapt_main
-from offline_adapt.export.onnx_export import compare_heatmaps
 from offline_adapt.data.dataset import DatasetMeta, DatasetWriter, PairRecord, write_rgb
-from xview_loc_ros.inference import backend_availability, open_backend
+from offline_adapt.export.onnx_export import compare_heatmaps
 from xview_loc_ros.fsutil import file_sha256
+from xview_loc_ros.inference import backend_availability, open_backend
 from xview_loc_ros.inference.modelfile import CONFIG_METADATA_KEY, sidecar_path
 from xview_loc_ros.models import build_model, save_checkpoint
 
@@ -33,8 +35,18 @@ def pairs(tmp_path_factory):
         for i in range(2):
             write_rgb(w.path(f"g{i}.png"), rng.integers(0, 256, (64, 256, 3), dtype=np.uint8))
             write_rgb(w.path(f"a{i}.png"), rng.integers(0, 256, (128, 128, 3), dtype=np.uint8))
-            w.add(PairRecord(id=f"p{i}", ground=f"g{i}.png", aerial=f"a{i}.png", center_lat=52.0, center_lon=4.37,
-                             mpp=0.5, size_px=128, heading_deg=30.0 * i))
+            w.add(
+                PairRecord(
+                    id=f"p{i}",
+                    ground=f"g{i}.png",
+                    aerial=f"a{i}.png",
+                    center_lat=52.0,
+                    center_lon=4.37,
+                    mpp=0.5,
+                    size_px=128,
+                    heading_deg=30.0 * i,
+                )
+            )
         w.commit()
     return out
 
@@ -54,8 +66,10 @@ def test_export_cli_writes_checked_onnx_with_config(small_ckpt, pairs, tmp_path,
     def dims(v):
         return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
 
-    assert [(i.name, dims(i)) for i in proto.graph.input] == [("ground", ["batch", 3, 64, 256]),
-                                                              ("aerial", ["batch", 3, 128, 128])]
+    assert [(i.name, dims(i)) for i in proto.graph.input] == [
+        ("ground", ["batch", 3, 64, 256]),
+        ("aerial", ["batch", 3, 128, 128]),
+    ]
     outputs = [(o.name, dims(o)) for o in proto.graph.output]
     assert outputs[0] == ("heatmap", ["batch", 1, 128, 128])
     assert [o[0] for o in outputs[1:]] == [f"heatmap_level{i}" for i in range(len(ckpt_config["levels"]) - 1)]
@@ -81,8 +95,10 @@ def test_export_cli_writes_checked_onnx_with_config(small_ckpt, pairs, tmp_path,
 
 def test_export_opset_and_help(small_ckpt, tmp_path, capsys):
     out = tmp_path / "o18.onnx"
-    assert adapt_main(["export", "--model", str(small_ckpt), "--onnx", str(out), "--opset", "18",
-                       "--parity-pairs", "1"]) == 0
+    assert (
+        adapt_main(["export", "--model", str(small_ckpt), "--onnx", str(out), "--opset", "18", "--parity-pairs", "1"])
+        == 0
+    )
     assert {o.domain: o.version for o in onnx.load(str(out)).opset_import}[""] == 18
     with pytest.raises(SystemExit):
         adapt_main(["export", "--help"])
@@ -106,8 +122,20 @@ def test_export_errors_are_one_line(small_ckpt, pairs, tmp_path, capsys):
     assert not (tmp_path / "y.onnx").exists()
 
     if backend_availability()["tensorrt"] is not None:
-        assert adapt_main(["export", "--model", str(small_ckpt), "--onnx", str(tmp_path / "z.onnx"),
-                           "--engine", str(tmp_path / "z.plan")]) == 2
+        assert (
+            adapt_main(
+                [
+                    "export",
+                    "--model",
+                    str(small_ckpt),
+                    "--onnx",
+                    str(tmp_path / "z.onnx"),
+                    "--engine",
+                    str(tmp_path / "z.plan"),
+                ]
+            )
+            == 2
+        )
         assert "--engine needs TensorRT and a CUDA GPU" in capsys.readouterr().err
         assert not (tmp_path / "z.onnx").exists()
 

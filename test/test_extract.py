@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """Bag -> pair data set extraction on real bags (rosbags SQLite 3 / MCAP, mcap-ros2-support) and real tiles."""
+
 from __future__ import annotations
 
 import math
@@ -9,12 +11,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from bag_writers import DriveSpec, make_xyz_tiles, write_mcap_ros2, write_ros1, write_rosbags
-from offline_adapt.data.bags import BagError, TopicError
+
 from offline_adapt.cli import main as adapt_main
-from offline_adapt.data.extract import ExtractOptions, FixTrack, assign_splits, extract, parse_split, smooth_track
+from offline_adapt.data.bags import BagError, TopicError
 from offline_adapt.data.dataset import PairDataset, PairRecord
+from offline_adapt.data.extract import ExtractOptions, FixTrack, assign_splits, extract, parse_split, smooth_track
 from xview_loc_ros.geo import LocalENU
 from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
 
@@ -91,12 +93,16 @@ def test_nan_and_no_fix_are_dropped_and_gaps_reject_frames(tmp_path, world):
     bad = {k: ({"status": -1} if k % 2 else {"latitude": math.nan}) for k in range(8, 23)}
     spec = DriveSpec(frames=16, fix_override=bad)
     bag = write_rosbags(tmp_path / "gappy", spec, "sqlite3")
-    summary = extract([bag], world["tiles"], tmp_path / "ds", _opts(min_spacing_m=0.0, max_fix_gap_s=2.0), progress=False)
+    summary = extract(
+        [bag], world["tiles"], tmp_path / "ds", _opts(min_spacing_m=0.0, max_fix_gap_s=2.0), progress=False
+    )
     c = summary.counts
     assert c["fix_no_fix"] == 7 and c["fix_invalid"] == 8  # the node's reason names (xview_loc_ros.sensors)
     # Frames at t = 1.0 .. 4.0 s fall in the 3.2 s gap (7 frames); all others kept (spacing 0).
     assert c["fix_gap"] == 7 and summary.pairs == 9
-    summary = extract([bag], world["tiles"], tmp_path / "ds2", _opts(min_spacing_m=0.0, max_fix_gap_s=5.0), progress=False)
+    summary = extract(
+        [bag], world["tiles"], tmp_path / "ds2", _opts(min_spacing_m=0.0, max_fix_gap_s=5.0), progress=False
+    )
     assert summary.counts["fix_gap"] == 0 and summary.pairs == 16
 
 
@@ -115,12 +121,30 @@ def test_image_bombs_and_corrupt_jpegs_are_counted_not_stored(tmp_path, world, c
     from hostile_images import jpeg_declaring, png_declaring
     from test_sensor_parity import corrupt_scan
 
-    good = cv2.imencode(".jpg", cv2.resize(np.random.default_rng(3).integers(0, 255, (8, 16, 3), dtype=np.uint8), (64, 32)))[1].tobytes()
+    good = cv2.imencode(
+        ".jpg", cv2.resize(np.random.default_rng(3).integers(0, 255, (8, 16, 3), dtype=np.uint8), (64, 32))
+    )[1].tobytes()
     frames = {1: jpeg_declaring(20_000, 20_000), 3: png_declaring(100_000, 100_000), 5: corrupt_scan(good)}
     spec = DriveSpec(frames=8, image_override={i: {"data": np.frombuffer(d, np.uint8)} for i, d in frames.items()})
     bag = write_rosbags(tmp_path / "hostile", spec, "sqlite3")
-    rc = adapt_main(["extract", "--bag", str(bag), "--tiles", world["tiles"], "--out", str(tmp_path / "ds"), "--size", str(SIZE),
-                     "--mpp", str(MPP), "--min-spacing", "0", "--no-progress"])
+    rc = adapt_main(
+        [
+            "extract",
+            "--bag",
+            str(bag),
+            "--tiles",
+            world["tiles"],
+            "--out",
+            str(tmp_path / "ds"),
+            "--size",
+            str(SIZE),
+            "--mpp",
+            str(MPP),
+            "--min-spacing",
+            "0",
+            "--no-progress",
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0 and not (tmp_path / "ds.partial").exists(), err
     assert "bad_image 3 (image_corrupt_jpeg 1, image_too_many_pixels 2)" in out
@@ -129,16 +153,50 @@ def test_image_bombs_and_corrupt_jpegs_are_counted_not_stored(tmp_path, world, c
     assert len(ds) == 5 and c["bad_image"] == 3 and c["image_too_many_pixels"] == 2 and c["image_corrupt_jpeg"] == 1, c
     assert ds.meta.ground_size == [32, 64]
     # the cap is an option: 32 x 64 = 2048 px frames are refused under a cap of 2000
-    rc = adapt_main(["extract", "--bag", str(bag), "--tiles", world["tiles"], "--out", str(tmp_path / "ds2"), "--size", str(SIZE),
-                     "--mpp", str(MPP), "--no-progress", "--max-image-pixels", "2000"])
+    rc = adapt_main(
+        [
+            "extract",
+            "--bag",
+            str(bag),
+            "--tiles",
+            world["tiles"],
+            "--out",
+            str(tmp_path / "ds2"),
+            "--size",
+            str(SIZE),
+            "--mpp",
+            str(MPP),
+            "--no-progress",
+            "--max-image-pixels",
+            "2000",
+        ]
+    )
     assert rc == 2 and "no camera frame" in capsys.readouterr().err
-    rc = adapt_main(["extract", "--bag", str(bag), "--tiles", world["tiles"], "--out", str(tmp_path / "ds3"), "--size", str(SIZE),
-                     "--mpp", str(MPP), "--no-progress", "--max-image-pixels", "0"])
+    rc = adapt_main(
+        [
+            "extract",
+            "--bag",
+            str(bag),
+            "--tiles",
+            world["tiles"],
+            "--out",
+            str(tmp_path / "ds3"),
+            "--size",
+            str(SIZE),
+            "--mpp",
+            str(MPP),
+            "--no-progress",
+            "--max-image-pixels",
+            "0",
+        ]
+    )
     assert rc == 2 and "max image pixels must be > 0" in capsys.readouterr().err
 
 
 def test_a_hostile_first_frame_does_not_set_the_ground_size(tmp_path, world):
-    big = cv2.imencode(".jpg", cv2.resize(np.random.default_rng(4).integers(0, 255, (8, 16, 3), dtype=np.uint8), (1200, 600)))[1].tobytes()
+    big = cv2.imencode(
+        ".jpg", cv2.resize(np.random.default_rng(4).integers(0, 255, (8, 16, 3), dtype=np.uint8), (1200, 600))
+    )[1].tobytes()
     spec = DriveSpec(frames=8, image_override={0: {"data": np.frombuffer(big, np.uint8)}})
     bag = write_rosbags(tmp_path / "first", spec, "sqlite3")
     extract([bag], world["tiles"], tmp_path / "ds", _opts(min_spacing_m=0.0), progress=False)
@@ -184,8 +242,13 @@ def test_stationary_vehicle_adds_nothing(tmp_path, world):
 
 def test_pinhole_camera_info_intrinsics(tmp_path, world):
     bag = write_rosbags(tmp_path / "pin", DriveSpec(frames=3, camera_info=True), "mcap")
-    extract([bag], world["tiles"], tmp_path / "ds", _opts(ground_type="pinhole", ground_size=(16, 32), min_spacing_m=0.0),
-            progress=False)
+    extract(
+        [bag],
+        world["tiles"],
+        tmp_path / "ds",
+        _opts(ground_type="pinhole", ground_size=(16, 32), min_spacing_m=0.0),
+        progress=False,
+    )
     meta = PairDataset(tmp_path / "ds").meta
     # Recorded 64 px wide at 90 degrees FOV (fx = 32 px); stored at half size.
     assert meta.intrinsics == pytest.approx([16.0, 16.0, 16.0, 8.0]) and meta.fov_deg == pytest.approx(90.0)
@@ -209,8 +272,10 @@ def _sql(bag: Path, statement: str) -> None:
     con.close()
 
 
-IMAGES_AFTER_2_5_S = ("topic_id=(SELECT id FROM topics WHERE name='/camera/image/compressed') "
-                      "AND timestamp > (SELECT MIN(timestamp) + 3000000000 FROM messages)")  # first message at -0.5 s
+IMAGES_AFTER_2_5_S = (
+    "topic_id=(SELECT id FROM topics WHERE name='/camera/image/compressed') "
+    "AND timestamp > (SELECT MIN(timestamp) + 3000000000 FROM messages)"
+)  # first message at -0.5 s
 
 
 def test_bag_cut_short_gives_the_pairs_of_its_intact_part(tmp_path, world, caplog):
@@ -223,7 +288,9 @@ def test_bag_cut_short_gives_the_pairs_of_its_intact_part(tmp_path, world, caplo
     with caplog.at_level("WARNING", logger="offline_adapt.data.bags"):
         summary = extract([cut], world["tiles"], tmp_path / "ds", _opts(), progress=False)
     assert summary.pairs == whole.pairs and "are lost" in caplog.text
-    assert [r.stamp for r in PairDataset(tmp_path / "ds").pairs] == [r.stamp for r in PairDataset(tmp_path / "whole").pairs]
+    assert [r.stamp for r in PairDataset(tmp_path / "ds").pairs] == [
+        r.stamp for r in PairDataset(tmp_path / "whole").pairs
+    ]
 
 
 def test_corrupt_bag_leaves_no_output(tmp_path, world):
@@ -239,7 +306,7 @@ def test_corrupt_bag_leaves_no_output(tmp_path, world):
     shutil.copytree(world["mcap"], mid)
     f = next(mid.glob("*.mcap"))
     data = bytearray(f.read_bytes())
-    data[len(data) // 2: len(data) // 2 + 2000] = bytes(2000)
+    data[len(data) // 2 : len(data) // 2 + 2000] = bytes(2000)
     f.write_bytes(bytes(data))
     with pytest.raises(BagError, match="fewer messages readable"):
         extract([mid], world["tiles"], tmp_path / "ds", _opts(), progress=False)
@@ -278,14 +345,26 @@ def test_resume_after_a_kill_gives_the_same_data_set(tmp_path, world):
     # Different options cannot silently mix into a resumed set.
     shutil.copytree(partial.parent / "ref", partial)
     with pytest.raises(ValueError, match="different bags, tiles or options"):
-        extract([world["mcap"]], world["tiles"], tmp_path / "ds", _opts(min_spacing_m=1.0), resume=True, overwrite=True,
-                progress=False)
+        extract(
+            [world["mcap"]],
+            world["tiles"],
+            tmp_path / "ds",
+            _opts(min_spacing_m=1.0),
+            resume=True,
+            overwrite=True,
+            progress=False,
+        )
 
 
 def test_split_by_drive_segment(tmp_path, world):
     bag = write_rosbags(tmp_path / "long", DriveSpec(frames=80, rate_hz=2.0, speed=2.0, heading_deg=90.0), "sqlite3")
-    summary = extract([bag], world["tiles"], tmp_path / "ds", _opts(min_spacing_m=0.0, split=(70, 10, 20), segment_s=4.0),
-                      progress=False)
+    summary = extract(
+        [bag],
+        world["tiles"],
+        tmp_path / "ds",
+        _opts(min_spacing_m=0.0, split=(70, 10, 20), segment_s=4.0),
+        progress=False,
+    )
     recs = sorted(PairDataset(tmp_path / "ds").pairs, key=lambda r: r.stamp)
     assert summary.splits == {"train": 56, "val": 8, "test": 16}
     # Every 4 s block (8 frames) lies in one split.
@@ -295,8 +374,20 @@ def test_split_by_drive_segment(tmp_path, world):
 
 
 def test_assign_splits_interleaves_blocks():
-    recs = [PairRecord(id=str(i), ground="g", aerial="a", center_lat=0, center_lon=0, mpp=1, size_px=8, stamp=float(i),
-                       extra={"bag": "b"}) for i in range(200)]
+    recs = [
+        PairRecord(
+            id=str(i),
+            ground="g",
+            aerial="a",
+            center_lat=0,
+            center_lon=0,
+            mpp=1,
+            size_px=8,
+            stamp=float(i),
+            extra={"bag": "b"},
+        )
+        for i in range(200)
+    ]
     out = assign_splits(recs, parse_split("70,10,20"), segment_s=10.0)
     seq = [out[str(i * 10)] for i in range(20)]
     assert seq.count("train") == 14 and seq.count("val") == 2 and seq.count("test") == 4
@@ -308,22 +399,64 @@ def test_assign_splits_interleaves_blocks():
 def test_fix_track_interpolation():
     tr = FixTrack.from_samples([(0.0, 52.0, 4.0, 1.0), (1.0, 52.0001, 4.0, 2.0), (5.0, 52.0002, 4.0, math.nan)], {})
     f, _ = tr.at(0.25, 2.0)
-    assert f["lat"] == pytest.approx(52.000025) and f["north"] == pytest.approx(0.25 * 11.13, rel=1e-2) and f["std_m"] == 2.0
-    assert tr.at(3.0, 2.0) == (None, "fix_gap") and tr.at(-1.0, 2.0) == (None, "no_fix") and tr.at(6.0, 9.0) == (None, "no_fix")
+    assert (
+        f["lat"] == pytest.approx(52.000025)
+        and f["north"] == pytest.approx(0.25 * 11.13, rel=1e-2)
+        and f["std_m"] == 2.0
+    )
+    assert (
+        tr.at(3.0, 2.0) == (None, "fix_gap")
+        and tr.at(-1.0, 2.0) == (None, "no_fix")
+        and tr.at(6.0, 9.0) == (None, "no_fix")
+    )
     assert tr.at(3.0, 5.0)[0] is not None
 
 
 def test_cli_extract(tmp_path, world, capsys):
-    rc = adapt_main(["extract", "--bag", str(world["mcap_ros2"]), "--tiles", world["tiles"], "--out", str(tmp_path / "ds"),
-                     "--size", str(SIZE), "--mpp", str(MPP), "--gt-topic", GT, "--min-spacing", "4", "--no-progress"])
+    rc = adapt_main(
+        [
+            "extract",
+            "--bag",
+            str(world["mcap_ros2"]),
+            "--tiles",
+            world["tiles"],
+            "--out",
+            str(tmp_path / "ds"),
+            "--size",
+            str(SIZE),
+            "--mpp",
+            str(MPP),
+            "--gt-topic",
+            GT,
+            "--min-spacing",
+            "4",
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "8 pairs" in out and "spacing 8" in out and "imu 8" in out
     # Without --gt-topic the ground-truth fix is never auto-picked as the GNSS fix, and no GT is stored.
-    rc = adapt_main(["extract", "--bag", str(world["mcap_ros2"]), "--tiles", world["tiles"], "--out", str(tmp_path / "ds2"),
-                     "--size", str(SIZE), "--mpp", str(MPP), "--no-progress"])
+    rc = adapt_main(
+        [
+            "extract",
+            "--bag",
+            str(world["mcap_ros2"]),
+            "--tiles",
+            world["tiles"],
+            "--out",
+            str(tmp_path / "ds2"),
+            "--size",
+            str(SIZE),
+            "--mpp",
+            str(MPP),
+            "--no-progress",
+        ]
+    )
     assert rc == 0 and all(r.gt_lat is None for r in PairDataset(tmp_path / "ds2").pairs)
     capsys.readouterr()
-    rc = adapt_main(["extract", "--bag", str(world["mcap_ros2"]), "--tiles", world["tiles"], "--out", str(tmp_path / "ds3")])
+    rc = adapt_main(
+        ["extract", "--bag", str(world["mcap_ros2"]), "--tiles", world["tiles"], "--out", str(tmp_path / "ds3")]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "--size S and --mpp R" in err
 
@@ -333,19 +466,46 @@ def test_cli_geometry_from_model_checkpoint(tmp_path, world, capsys):
 
     ckpt = tmp_path / "small.pt"
     save_checkpoint(ckpt, build_model("small"))
-    rc = adapt_main(["extract", "--bag", str(world["sqlite3"]), "--tiles", world["tiles"], "--out", str(tmp_path / "ds"),
-                     "--model", str(ckpt), "--min-spacing", "0", "--no-progress"])
+    rc = adapt_main(
+        [
+            "extract",
+            "--bag",
+            str(world["sqlite3"]),
+            "--tiles",
+            world["tiles"],
+            "--out",
+            str(tmp_path / "ds"),
+            "--model",
+            str(ckpt),
+            "--min-spacing",
+            "0",
+            "--no-progress",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     ds = PairDataset(tmp_path / "ds")
     cfg = build_model("small").config
     assert ds.meta.patch_size_px == cfg["aerial_size"] and ds.meta.mpp == cfg["mpp"]
-    assert ds.meta.ground_size == list(cfg["ground_size"]) and ds.load_ground(ds.pairs[0]).shape[:2] == tuple(cfg["ground_size"])
+    assert ds.meta.ground_size == list(cfg["ground_size"]) and ds.load_ground(ds.pairs[0]).shape[:2] == tuple(
+        cfg["ground_size"]
+    )
     from xview_loc_ros.preprocess import check_pair_config
 
     check_pair_config(cfg, ds.meta)  # the extracted set feeds the model it was extracted for
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    rc = adapt_main(["extract", "--bag", str(world["sqlite3"]), "--tiles", world["tiles"], "--out", str(tmp_path / "d2"),
-                     "--model", str(tmp_path / "junk.pt")])
+    rc = adapt_main(
+        [
+            "extract",
+            "--bag",
+            str(world["sqlite3"]),
+            "--tiles",
+            world["tiles"],
+            "--out",
+            str(tmp_path / "d2"),
+            "--model",
+            str(tmp_path / "junk.pt"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "junk.pt: not a readable checkpoint" in err and err.count("\n") == 1
 
@@ -364,8 +524,10 @@ def test_smooth_track_removes_noise_and_keeps_lines():
 def test_noisy_fixes_do_not_pass_for_motion(tmp_path, world):
     # Standing still for 4 s with 3 m white GNSS noise at 5 Hz: smoothed, hardly any frame is kept.
     rng = np.random.default_rng(4)
-    noisy = {k: {"latitude": 52.0116 + rng.normal(0, 3.0) / 111_000, "longitude": 4.3571 + rng.normal(0, 3.0) / 68_500}
-             for k in range(40)}
+    noisy = {
+        k: {"latitude": 52.0116 + rng.normal(0, 3.0) / 111_000, "longitude": 4.3571 + rng.normal(0, 3.0) / 68_500}
+        for k in range(40)
+    }
     bag = write_rosbags(tmp_path / "still", DriveSpec(frames=9, speed=0.0, fix_override=noisy, imu=False), "sqlite3")
     smooth = extract([bag], world["tiles"], tmp_path / "a", _opts(min_spacing_m=3.0), progress=False)
     raw = extract([bag], world["tiles"], tmp_path / "b", _opts(min_spacing_m=3.0, smooth_s=0.0), progress=False)

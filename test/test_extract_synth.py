@@ -1,13 +1,15 @@
+# SPDX-License-Identifier: Apache-2.0
 """Extraction from synthetic drives (xview_testbed.synth.make_drive, the `xview-loc synth drive` API):
 MCAP panorama and SQLite 3 pinhole bags through a rendered city's tile pyramid."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from offline_adapt.data.bags import Bag, header_stamp_ns
-from offline_adapt.data.extract import ExtractOptions, extract
 from offline_adapt.data.dataset import PairDataset
+from offline_adapt.data.extract import ExtractOptions, extract
 from xview_loc_ros.geo import LocalENU
 
 SIZE, MPP, SPACING = 256, 0.5, 3.0  # 128 m patches: the style's GNSS bias (15 m, 1 sigma) + noise stay inside +-64 m
@@ -24,8 +26,9 @@ def synth(tmp_path_factory):
         "city": city,
         "tiles": f"xyz:{city / 'tiles'}",
         "panorama_mcap": make_drive(city, d / "pano_mcap", storage="mcap", frames=40, seed=5, gnss=NO_OUTLIERS),
-        "pinhole_sqlite3": make_drive(city, d / "pin_sqlite", storage="sqlite3", frames=12, seed=6, ground="pinhole",
-                                      gnss=NO_OUTLIERS),
+        "pinhole_sqlite3": make_drive(
+            city, d / "pin_sqlite", storage="sqlite3", frames=12, seed=6, ground="pinhole", gnss=NO_OUTLIERS
+        ),
     }
 
 

@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """Durable atomic writes: the data is flushed before the rename and the rename before success."""
+
 from __future__ import annotations
 
 import os
@@ -36,7 +38,7 @@ def assert_durable(events, target: Path) -> None:
     i = next(i for i, e in enumerate(events) if e[0] == "replace" and e[2] == str(target))
     tmp = events[i][1]
     assert ("fsync", tmp) in events[:i], f"{target}: data not flushed before the rename"
-    assert ("fsync", str(target.parent)) in events[i + 1:], f"{target}: rename not flushed"
+    assert ("fsync", str(target.parent)) in events[i + 1 :], f"{target}: rename not flushed"
 
 
 def test_checkpoint_is_flushed_before_its_rename(disk_log, tmp_path):
@@ -76,4 +78,4 @@ def test_data_set_index_and_folder_are_flushed(disk_log, tmp_path):
     assert_durable(disk_log, partial / "index.jsonl")
     assert_durable(disk_log, partial / "dataset.json")
     i = disk_log.index(("replace", str(partial), str(tmp_path / "ds")))
-    assert ("fsync", str(tmp_path)) in disk_log[i + 1:]
+    assert ("fsync", str(tmp_path)) in disk_log[i + 1 :]

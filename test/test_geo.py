@@ -1,5 +1,7 @@
+# SPDX-License-Identifier: Apache-2.0
 """Geodesy (xview_loc_ros/geo.py) against pyproj, published values and round trips: both hemispheres,
 the date line, high latitude, Web Mercator tile conventions, patch pixels and heading conventions."""
+
 from __future__ import annotations
 
 import math
@@ -57,17 +59,28 @@ def test_tms_rows_and_quadkeys():
 def _slippy(lat, lon, z):
     """The OSM wiki formulas (tiles_reference.md), written independently of geo.py."""
     phi = math.radians(lat)
-    n = 2.0 ** z
+    n = 2.0**z
     return (lon + 180.0) / 360.0 * n, (1.0 - math.log(math.tan(phi) + 1.0 / math.cos(phi)) / math.pi) / 2.0 * n
 
 
-@pytest.mark.parametrize("lat,lon", [(0.0, 0.0), (47.6062, -122.3321), (-33.8688, 151.2093), (-54.8, -68.3),
-                                     (64.1466, -21.9426), (84.9, 179.999), (-84.9, -179.999), (60.0, 180.0)])
+@pytest.mark.parametrize(
+    "lat,lon",
+    [
+        (0.0, 0.0),
+        (47.6062, -122.3321),
+        (-33.8688, 151.2093),
+        (-54.8, -68.3),
+        (64.1466, -21.9426),
+        (84.9, 179.999),
+        (-84.9, -179.999),
+        (60.0, 180.0),
+    ],
+)
 @pytest.mark.parametrize("z", [0, 11, 19, 22])
 def test_tiles_match_slippy_formulas_and_round_trip(lat, lon, z):
     tx, ty = geo.latlon_to_tile(lat, lon, z)
     ex, ey = _slippy(lat, lon, z)
-    tol = 1e-9 * 2 ** z  # relative double precision
+    tol = 1e-9 * 2**z  # relative double precision
     assert abs(float(tx) - ex) < tol + 1e-9 and abs(float(ty) - ey) < tol + 1e-9
     la, lo = geo.tile_to_latlon(tx, ty, z)
     assert float(la) == pytest.approx(lat, abs=1e-9)
@@ -101,20 +114,27 @@ def _enu_reference(lat0, lon0, h0, lat, lon, h):
     x, y, z = to_ecef.transform(lon, lat, h)
     d = np.array([x - x0, y - y0, z - z0])
     p, l = math.radians(lat0), math.radians(lon0)
-    r = np.array([[-math.sin(l), math.cos(l), 0.0],
-                  [-math.sin(p) * math.cos(l), -math.sin(p) * math.sin(l), math.cos(p)],
-                  [math.cos(p) * math.cos(l), math.cos(p) * math.sin(l), math.sin(p)]])
+    r = np.array(
+        [
+            [-math.sin(l), math.cos(l), 0.0],
+            [-math.sin(p) * math.cos(l), -math.sin(p) * math.sin(l), math.cos(p)],
+            [math.cos(p) * math.cos(l), math.cos(p) * math.sin(l), math.sin(p)],
+        ]
+    )
     return r @ d
 
 
-@pytest.mark.parametrize("lat0,lon0,lat,lon,h", [
-    (52.0, 4.0, 52.001, 4.002, 3.0),  # northern hemisphere
-    (-33.87, 151.21, -33.8712, 151.2081, 25.0),  # southern, east
-    (-22.9, -43.2, -22.89, -43.21, 0.0),  # southern, west
-    (0.0, 179.9995, 0.0003, -179.9995, 0.0),  # across the date line
-    (78.22, 15.65, 78.221, 15.66, 10.0),  # Svalbard
-    (89.99, 0.0, 89.991, 90.0, 0.0),  # near the pole
-])
+@pytest.mark.parametrize(
+    "lat0,lon0,lat,lon,h",
+    [
+        (52.0, 4.0, 52.001, 4.002, 3.0),  # northern hemisphere
+        (-33.87, 151.21, -33.8712, 151.2081, 25.0),  # southern, east
+        (-22.9, -43.2, -22.89, -43.21, 0.0),  # southern, west
+        (0.0, 179.9995, 0.0003, -179.9995, 0.0),  # across the date line
+        (78.22, 15.65, 78.221, 15.66, 10.0),  # Svalbard
+        (89.99, 0.0, 89.991, 90.0, 0.0),  # near the pole
+    ],
+)
 def test_local_enu_against_pyproj_ecef(lat0, lon0, lat, lon, h):
     frame = geo.LocalENU(lat0, lon0, 0.0)
     e, n, u = frame.to_enu(lat, lon, h)
@@ -175,8 +195,19 @@ def test_patch_pixel_round_trip_anywhere(lat, lon, du, dv):
     assert float(u) == pytest.approx(128 + du, abs=1e-5) and float(v) == pytest.approx(128 + dv, abs=1e-5)
 
 
-@pytest.mark.parametrize("compass,yaw", [(0.0, math.pi / 2), (90.0, 0.0), (180.0, -math.pi / 2), (270.0, math.pi),
-                                         (45.0, math.pi / 4), (-90.0, math.pi), (360.0, math.pi / 2), (315.0, 3 * math.pi / 4)])
+@pytest.mark.parametrize(
+    "compass,yaw",
+    [
+        (0.0, math.pi / 2),
+        (90.0, 0.0),
+        (180.0, -math.pi / 2),
+        (270.0, math.pi),
+        (45.0, math.pi / 4),
+        (-90.0, math.pi),
+        (360.0, math.pi / 2),
+        (315.0, 3 * math.pi / 4),
+    ],
+)
 def test_heading_conversions(compass, yaw):
     assert float(geo.compass_to_enu_yaw(compass)) == pytest.approx(yaw, abs=1e-12)
     assert float(geo.enu_yaw_to_compass(yaw)) == pytest.approx(compass % 360.0, abs=1e-9)

@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """Heat-map decoding against known inputs; preprocessing conventions."""
+
 import numpy as np
 import pytest
 
@@ -60,8 +62,12 @@ def test_orientation_bins_give_heading():
     bins = np.full(n, -30.0)
     bins[3], bins[4] = 0.0, np.log(0.5)  # mass 2:1 between 67.5 and 90 degrees
     est = decode_heatmap(base[None] + bins[:, None, None], 128)
-    expected = np.degrees(np.arctan2(np.sin(np.radians(67.5)) + 0.5 * np.sin(np.radians(90)),
-                                     np.cos(np.radians(67.5)) + 0.5 * np.cos(np.radians(90))))
+    expected = np.degrees(
+        np.arctan2(
+            np.sin(np.radians(67.5)) + 0.5 * np.sin(np.radians(90)),
+            np.cos(np.radians(67.5)) + 0.5 * np.cos(np.radians(90)),
+        )
+    )
     assert est.heading_deg == pytest.approx(expected, abs=0.1)
     assert est.u == pytest.approx(10.2 * 4, abs=0.4) and est.v == pytest.approx(20.8 * 4, abs=0.4)
     assert softmax_all(np.zeros((2, 3))).sum() == pytest.approx(1.0)
@@ -118,11 +124,19 @@ def test_prepare_aerial_and_pair_config_checks():
 def test_pair_config_accepts_the_public_data_sets_as_ccvpe_feeds_them():
     vigor, kitti = build_model("ccvpe-vigor").config, build_model("ccvpe-kitti").config
     # VIGOR cross-area target (SanFrancisco + Chicago): median m/px of 512-px resizes, 2.4 % off the nominal
-    check_pair_config(vigor, dict(ground_type="panorama", ground_size=[1024, 2048], fov_deg=360, patch_size_px=512, mpp=0.1434))
+    check_pair_config(
+        vigor, dict(ground_type="panorama", ground_size=[1024, 2048], fov_deg=360, patch_size_px=512, mpp=0.1434)
+    )
     # KITTI image_02: 375x1242 px, fx 721.5 px -> 81.4 deg, resized to 256x1024 by CCVPE
-    check_pair_config(kitti, dict(ground_type="pinhole", ground_size=[375, 1242], fov_deg=81.44, patch_size_px=512, mpp=0.19583))
+    check_pair_config(
+        kitti, dict(ground_type="pinhole", ground_size=[375, 1242], fov_deg=81.44, patch_size_px=512, mpp=0.19583)
+    )
     with pytest.raises(PreprocessError, match="aspect"):  # a 1:2 panorama into the small model's 1:4 input
-        check_pair_config(build_model("small").config, dict(ground_type="panorama", ground_size=[512, 1024], fov_deg=360,
-                                                            patch_size_px=128, mpp=0.5))
+        check_pair_config(
+            build_model("small").config,
+            dict(ground_type="panorama", ground_size=[512, 1024], fov_deg=360, patch_size_px=128, mpp=0.5),
+        )
     with pytest.raises(PreprocessError, match="m/px"):
-        check_pair_config(vigor, dict(ground_type="panorama", ground_size=[320, 640], fov_deg=360, patch_size_px=512, mpp=0.165))
+        check_pair_config(
+            vigor, dict(ground_type="panorama", ground_size=[320, 640], fov_deg=360, patch_size_px=512, mpp=0.165)
+        )

@@ -1,11 +1,13 @@
+# SPDX-License-Identifier: Apache-2.0
 """Image sizes read from headers only, checked against what OpenCV decodes; malformed headers are typed errors."""
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
-
 from hostile_images import jpeg_declaring, png_declaring
+
 from xview_loc_ros.imageheader import ImageHeaderError, image_kind, image_size
 
 ENCODINGS = [
@@ -30,7 +32,13 @@ def test_size_matches_the_decoder(ext, params, w, h):
 
 def test_extended_webp_canvas():
     # VP8X: the extended layout (alpha, metadata) states the canvas size in its own chunk
-    body = b"VP8X" + (10).to_bytes(4, "little") + b"\x10\0\0\0" + (4999).to_bytes(3, "little") + (299).to_bytes(3, "little")
+    body = (
+        b"VP8X"
+        + (10).to_bytes(4, "little")
+        + b"\x10\0\0\0"
+        + (4999).to_bytes(3, "little")
+        + (299).to_bytes(3, "little")
+    )
     data = b"RIFF" + (len(body) + 4).to_bytes(4, "little") + b"WEBP" + body
     assert image_size(data) == (5000, 300)
 

@@ -1,9 +1,11 @@
+# SPDX-License-Identifier: Apache-2.0
 """Inference runtime: torch vs ONNX Runtime parity, backend choice, config and file checks.
 
 Real parts only: real checkpoints, real ONNX exports, real ONNX Runtime sessions. Absence of
 TensorRT / onnxruntime is simulated by the ``availability`` argument or by hiding a module from
 ``sys.modules`` (named fakes of what cannot be installed or removed here).
 """
+
 import json
 import logging
 import sys
@@ -13,8 +15,7 @@ import pytest
 import torch
 
 from offline_adapt.export.onnx_export import compare_heatmaps, export_onnx
-from xview_loc_ros.inference import (InputShapeError, ModelFileError, backend_availability, choose_backend,
-                                     open_backend)
+from xview_loc_ros.inference import InputShapeError, ModelFileError, backend_availability, choose_backend, open_backend
 from xview_loc_ros.inference.modelfile import sidecar_path
 from xview_loc_ros.inference.ort_backend import OrtBackend, choose_providers
 from xview_loc_ros.models import build_model, save_checkpoint
@@ -26,8 +27,10 @@ def _inputs(config, batch=2, seed=0):
     rng = np.random.default_rng(seed)
     h, w = config["ground_size"]
     s = config["aerial_size"]
-    return (rng.standard_normal((batch, 3, h, w)).astype(np.float32),
-            rng.standard_normal((batch, 3, s, s)).astype(np.float32))
+    return (
+        rng.standard_normal((batch, 3, h, w)).astype(np.float32),
+        rng.standard_normal((batch, 3, s, s)).astype(np.float32),
+    )
 
 
 def _export(arch, folder, **overrides):
@@ -78,30 +81,36 @@ def test_ort_matches_torch_ccvpe_official_size(arch, tmp_path):
         np.testing.assert_allclose(np.linalg.norm(o, axis=1), 1.0, atol=1e-4)
 
 
-@pytest.mark.parametrize("path, availability, expected, reason_part", [
-    ("m.onnx", ALL_USABLE, "tensorrt", "tensorrt is usable"),
-    ("m.onnx", dict(ALL_USABLE, tensorrt="no CUDA GPU"), "onnxruntime", "tensorrt skipped: no CUDA GPU"),
-    ("m.plan", dict(ALL_USABLE, onnxruntime="gone"), "tensorrt", "engine"),
-    ("m.engine", ALL_USABLE, "tensorrt", "engine"),
-    ("m.pt", ALL_USABLE, "torch", "checkpoint"),
-    ("m.pt", dict(ALL_USABLE, tensorrt="x", onnxruntime="y"), "torch", "checkpoint"),
-])
+@pytest.mark.parametrize(
+    "path, availability, expected, reason_part",
+    [
+        ("m.onnx", ALL_USABLE, "tensorrt", "tensorrt is usable"),
+        ("m.onnx", dict(ALL_USABLE, tensorrt="no CUDA GPU"), "onnxruntime", "tensorrt skipped: no CUDA GPU"),
+        ("m.plan", dict(ALL_USABLE, onnxruntime="gone"), "tensorrt", "engine"),
+        ("m.engine", ALL_USABLE, "tensorrt", "engine"),
+        ("m.pt", ALL_USABLE, "torch", "checkpoint"),
+        ("m.pt", dict(ALL_USABLE, tensorrt="x", onnxruntime="y"), "torch", "checkpoint"),
+    ],
+)
 def test_auto_choice_under_each_availability(path, availability, expected, reason_part):
     choice = choose_backend(path, "auto", availability)
     assert choice.backend == expected
     assert reason_part in choice.reason
 
 
-@pytest.mark.parametrize("path, requested, availability, message", [
-    ("m.onnx", "auto", dict(ALL_USABLE, tensorrt="no GPU", onnxruntime="not installed"), "no usable backend"),
-    ("m.plan", "auto", dict(ALL_USABLE, tensorrt="`import tensorrt` failed"), "import tensorrt"),
-    ("m.pt", "auto", dict(ALL_USABLE, torch="broken"), "torch skipped: broken"),
-    ("m.pt", "onnxruntime", ALL_USABLE, "cannot run a checkpoint"),
-    ("m.onnx", "torch", ALL_USABLE, "cannot run a onnx"),
-    ("m.onnx", "tensorrt", dict(ALL_USABLE, tensorrt="no CUDA GPU"), "not usable here: no CUDA GPU"),
-    ("m.onnx", "openvino", ALL_USABLE, "expected one of"),
-    ("m.bin", "auto", ALL_USABLE, "unknown model file type"),
-])
+@pytest.mark.parametrize(
+    "path, requested, availability, message",
+    [
+        ("m.onnx", "auto", dict(ALL_USABLE, tensorrt="no GPU", onnxruntime="not installed"), "no usable backend"),
+        ("m.plan", "auto", dict(ALL_USABLE, tensorrt="`import tensorrt` failed"), "import tensorrt"),
+        ("m.pt", "auto", dict(ALL_USABLE, torch="broken"), "torch skipped: broken"),
+        ("m.pt", "onnxruntime", ALL_USABLE, "cannot run a checkpoint"),
+        ("m.onnx", "torch", ALL_USABLE, "cannot run a onnx"),
+        ("m.onnx", "tensorrt", dict(ALL_USABLE, tensorrt="no CUDA GPU"), "not usable here: no CUDA GPU"),
+        ("m.onnx", "openvino", ALL_USABLE, "expected one of"),
+        ("m.bin", "auto", ALL_USABLE, "unknown model file type"),
+    ],
+)
 def test_choice_refused_with_reason(path, requested, availability, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         choose_backend(path, requested, availability)
@@ -136,7 +145,9 @@ def test_shape_mismatch_refused_with_expected_and_got(small):
     ckpt, onnx_path = small
     for b in (open_backend(ckpt, "torch"), open_backend(onnx_path, "onnxruntime")):
         g, a = _inputs(b.config, 1)
-        with pytest.raises(InputShapeError, match=r"aerial: model small expects shape \(B,3,128,128\).*got \(1, 3, 256, 256\)"):
+        with pytest.raises(
+            InputShapeError, match=r"aerial: model small expects shape \(B,3,128,128\).*got \(1, 3, 256, 256\)"
+        ):
             b.infer(g, np.zeros((1, 3, 256, 256), np.float32))
         with pytest.raises(InputShapeError, match=r"ground: .*\(B,3,64,256\).*got \(3, 64, 256\)"):
             b.infer(g[0], a)
@@ -160,7 +171,9 @@ def test_model_whose_config_disagrees_with_graph_is_refused(small, tmp_path):
         open_backend(bad, "onnxruntime")
     # embedded config and sidecar disagreeing is refused too
     sidecar_path(bad).write_text(sidecar_path(onnx_path).read_text())
-    with pytest.raises(ModelFileError, match=r"embedded config and sidecar lying.onnx.json disagree on \['aerial_size'\]"):
+    with pytest.raises(
+        ModelFileError, match=r"embedded config and sidecar lying.onnx.json disagree on \['aerial_size'\]"
+    ):
         open_backend(bad, "onnxruntime")
 
 
@@ -215,9 +228,16 @@ def test_provider_order_and_device_selection():
     every = ["CPUExecutionProvider", "CUDAExecutionProvider", "AzureExecutionProvider", "TensorrtExecutionProvider"]
     got = choose_providers(every, fp16=True, trt_cache_dir="/tmp/c")
     assert [p[0] if isinstance(p, tuple) else p for p in got] == [
-        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert got[0][1] == {"device_id": 0, "trt_fp16_enable": True, "trt_engine_cache_enable": True,
-                         "trt_engine_cache_path": "/tmp/c"}
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
+    assert got[0][1] == {
+        "device_id": 0,
+        "trt_fp16_enable": True,
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": "/tmp/c",
+    }
     assert choose_providers(every, device="cpu") == ["CPUExecutionProvider"]
     assert choose_providers(every, device="cuda:1")[1] == ("CUDAExecutionProvider", {"device_id": 1})
     assert choose_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]

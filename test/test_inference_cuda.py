@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """torch backend on CUDA: fp16 autocast and CUDA graphs agree with fp32 eager (needs a GPU)."""
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +9,7 @@ from offline_adapt.export.onnx_export import compare_heatmaps
 from xview_loc_ros.inference.torch_backend import TorchBackend
 from xview_loc_ros.models import build_model
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 def test_fp16_and_cuda_graphs_agree_with_fp32(tmp_path):

@@ -1,16 +1,36 @@
+# SPDX-License-Identifier: Apache-2.0
 """TensorRT engine cache: keys, sidecars and rebuild decisions (pure Python, no TensorRT needed)."""
+
 import dataclasses
 import json
 
 import pytest
 
 from xview_loc_ros.inference.base import ModelFileError
-from xview_loc_ros.inference.engine_cache import (CACHE_ENV, EngineKey, cached_engine_path, check_engine_machine,
-                                                  decide, default_cache_dir, key_differences, store_engine)
+from xview_loc_ros.inference.engine_cache import (
+    CACHE_ENV,
+    EngineKey,
+    cached_engine_path,
+    check_engine_machine,
+    decide,
+    default_cache_dir,
+    key_differences,
+    store_engine,
+)
 from xview_loc_ros.inference.modelfile import read_sidecar, sidecar_path
 
-CONFIG = {"arch": "small", "aerial_size": 128, "ground_size": [64, 256], "ground_type": "panorama", "fov_deg": 360.0,
-          "mpp": 0.5, "mean": [0.5] * 3, "std": [0.25] * 3, "known_orientation": True, "levels": [[4, 1], [128, 1]]}
+CONFIG = {
+    "arch": "small",
+    "aerial_size": 128,
+    "ground_size": [64, 256],
+    "ground_type": "panorama",
+    "fov_deg": 360.0,
+    "mpp": 0.5,
+    "mean": [0.5] * 3,
+    "std": [0.25] * 3,
+    "known_orientation": True,
+    "levels": [[4, 1], [128, 1]],
+}
 KEY = EngineKey("NVIDIA H100 80GB HBM3", "9.0", "10.9.0.34", "ab" * 32, fp16=True, max_batch=1)
 CHANGES = {
     "gpu_name": ("NVIDIA A100-SXM4-40GB", "GPU"),
@@ -77,8 +97,11 @@ def test_restore_replaces_stale_engine_and_key(engine, tmp_path):
 def test_engine_given_directly_must_fit_this_machine(engine):
     other_onnx = dataclasses.replace(KEY, onnx_sha256="", fp16=False, max_batch=1)  # machine fields only matter
     assert check_engine_machine(engine, other_onnx)["config"] == CONFIG
-    with pytest.raises(ModelFileError, match=r"m.fp16.b1.plan: engine does not fit this machine \(GPU: built for "
-                                             r"'NVIDIA H100 80GB HBM3', now 'Orin'; TensorRT version"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"m.fp16.b1.plan: engine does not fit this machine \(GPU: built for "
+        r"'NVIDIA H100 80GB HBM3', now 'Orin'; TensorRT version",
+    ):
         check_engine_machine(engine, dataclasses.replace(KEY, gpu_name="Orin", trt_version="8.6.2"))
     sidecar_path(engine).unlink()
     with pytest.raises(ModelFileError, match="config sidecar m.fp16.b1.plan.json is missing"):

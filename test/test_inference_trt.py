@@ -1,8 +1,10 @@
+# SPDX-License-Identifier: Apache-2.0
 """TensorRT backend on a real GPU: engine build, cache reuse/rebuild, parity with ONNX Runtime.
 
 Skips where TensorRT does not import (it cannot be installed on the development machines); the
 cache logic itself is tested without TensorRT in test_inference_engine_cache.py.
 """
+
 import json
 
 import numpy as np
@@ -34,8 +36,10 @@ def _inputs(config, batch):
     rng = np.random.default_rng(1)
     h, w = config["ground_size"]
     s = config["aerial_size"]
-    return (rng.standard_normal((batch, 3, h, w)).astype(np.float32),
-            rng.standard_normal((batch, 3, s, s)).astype(np.float32))
+    return (
+        rng.standard_normal((batch, 3, h, w)).astype(np.float32),
+        rng.standard_normal((batch, 3, s, s)).astype(np.float32),
+    )
 
 
 def test_engine_matches_onnxruntime_fp32(small_onnx, tmp_path):

@@ -1,5 +1,7 @@
+# SPDX-License-Identifier: Apache-2.0
 """The launch file and RViz config, checked without a ROS install (launch/launch_ros are not on PyPI):
 only documented launch APIs, its arguments, and files that setup.py installs."""
+
 from __future__ import annotations
 
 import ast
@@ -11,8 +13,15 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch" / "localize.launch.py"
-ALLOWED = {"launch", "launch.actions", "launch.conditions", "launch.substitutions", "launch_ros.actions",
-           "ament_index_python.packages", "os"}
+ALLOWED = {
+    "launch",
+    "launch.actions",
+    "launch.conditions",
+    "launch.substitutions",
+    "launch_ros.actions",
+    "ament_index_python.packages",
+    "os",
+}
 
 
 def _tree():
@@ -28,8 +37,14 @@ def test_launch_imports_only_launch_apis():
             mods.add(node.module)
     assert mods <= ALLOWED, mods - ALLOWED
     names = {n.id for n in ast.walk(_tree()) if isinstance(n, ast.Name)}
-    assert {"LaunchDescription", "DeclareLaunchArgument", "IfCondition", "LaunchConfiguration", "Node",
-            "get_package_share_directory"} <= names
+    assert {
+        "LaunchDescription",
+        "DeclareLaunchArgument",
+        "IfCondition",
+        "LaunchConfiguration",
+        "Node",
+        "get_package_share_directory",
+    } <= names
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in _tree().body)
 
 
@@ -47,7 +62,12 @@ def test_launch_declares_its_arguments_and_nodes():
     for c in _calls("DeclareLaunchArgument"):
         assert _kw(c, "description").value  # every argument documented
     used = {c.args[0].value for c in _calls("LaunchConfiguration") if isinstance(c.args[0], ast.Constant)}
-    looped = {e.value for f in ast.walk(_tree()) if isinstance(f, ast.For) and isinstance(f.iter, ast.Tuple) for e in f.iter.elts}
+    looped = {
+        e.value
+        for f in ast.walk(_tree())
+        if isinstance(f, ast.For) and isinstance(f.iter, ast.Tuple)
+        for e in f.iter.elts
+    }
     assert used | looped == declared
     nodes = {_kw(c, "executable").value: c for c in _calls("Node")}
     assert set(nodes) == {"localizer_node", "rviz2"}
@@ -60,8 +80,10 @@ def test_launch_points_at_installed_files():
     setup = (ROOT / "setup.py").read_text()
     assert "localizer_node = xview_loc_ros.node:main" in setup
     src = LAUNCH.read_text()
-    installed = {"launch": [Path(p).name for p in glob(str(ROOT / "launch" / "*launch.py"))],
-                 "config": [Path(p).name for p in glob(str(ROOT / "config" / "*.yaml")) + glob(str(ROOT / "config" / "*.rviz"))]}
+    installed = {
+        "launch": [Path(p).name for p in glob(str(ROOT / "launch" / "*launch.py"))],
+        "config": [Path(p).name for p in glob(str(ROOT / "config" / "*.yaml")) + glob(str(ROOT / "config" / "*.rviz"))],
+    }
     for folder, name in re.findall(r'os\.path\.join\(share, "(\w+)", "([\w.]+)"\)', src):
         assert name in installed[folder], (folder, name)
     assert re.search(r'"config", "localizer.yaml"', src) and re.search(r'"config", "localize.rviz"', src)

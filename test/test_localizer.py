@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """The ROS-free localizer core: parameters, fix/heading buffers, covariance, gating, full frames."""
+
 from __future__ import annotations
 
 import math
@@ -8,11 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from localizer_testbed import LAT, LON, panorama, write_small_checkpoint, write_tiles
+
 from xview_loc_ros.geo import LocalENU
-from xview_loc_ros.localizer import (Fix, FixBuffer, FrameRejected, Heading, HeadingBuffer, Localizer, gate, mahalanobis2,
-                                     pixel_cov_to_enu)
+from xview_loc_ros.localizer import (
+    Fix,
+    FixBuffer,
+    FrameRejected,
+    Heading,
+    HeadingBuffer,
+    Localizer,
+    gate,
+    mahalanobis2,
+    pixel_cov_to_enu,
+)
 from xview_loc_ros.params import LocalizerParams, ParameterError
 from xview_loc_ros.sensors import fix_covariance_en
 
@@ -36,15 +47,25 @@ def _valid(**kw):
     return LocalizerParams(model_path="m.pt", tile_source="xyz:/tiles", **kw)
 
 
-@pytest.mark.parametrize("kw, name", [
-    (dict(model_path=""), "model_path"), (dict(tile_source=""), "tile_source"), (dict(backend="cuda"), "backend"),
-    (dict(heading_source="gps"), "heading_source"), (dict(fix_max_age_s=0.0), "fix_max_age_s"),
-    (dict(max_image_pixels=0), "max_image_pixels"),
-    (dict(gate_chi2=-1.0), "gate_chi2"), (dict(threads="4"), "threads"), (dict(fp16=1), "fp16"),
-    (dict(max_missing_fraction=1.5), "max_missing_fraction"), (dict(min_std_m=float("nan")), "min_std_m"),
-    (dict(image_topic="", compressed_image_topic=""), "image_topic"), (dict(tile_zoom=30), "tile_zoom"),
-    (dict(datum_from_first_fix=False, datum_lat=95.0), "datum_lat"),
-])
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        (dict(model_path=""), "model_path"),
+        (dict(tile_source=""), "tile_source"),
+        (dict(backend="cuda"), "backend"),
+        (dict(heading_source="gps"), "heading_source"),
+        (dict(fix_max_age_s=0.0), "fix_max_age_s"),
+        (dict(max_image_pixels=0), "max_image_pixels"),
+        (dict(gate_chi2=-1.0), "gate_chi2"),
+        (dict(threads="4"), "threads"),
+        (dict(fp16=1), "fp16"),
+        (dict(max_missing_fraction=1.5), "max_missing_fraction"),
+        (dict(min_std_m=float("nan")), "min_std_m"),
+        (dict(image_topic="", compressed_image_topic=""), "image_topic"),
+        (dict(tile_zoom=30), "tile_zoom"),
+        (dict(datum_from_first_fix=False, datum_lat=95.0), "datum_lat"),
+    ],
+)
 def test_invalid_parameters_name_the_parameter(kw, name):
     p = _valid()
     for k, v in kw.items():
@@ -130,7 +151,9 @@ def test_gate_reasons():
     assert mahalanobis2(np.array([3.0, 4.0]), np.eye(2) * 25.0) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("cov2", [[[1.0, 50.0], [50.0, 1.0]], [[4.0, 0.0], [0.0, float("inf")]], [[4.0, float("nan")], [float("nan"), 9.0]]])
+@pytest.mark.parametrize(
+    "cov2", [[[1.0, 50.0], [50.0, 1.0]], [[4.0, 0.0], [0.0, float("inf")]], [[4.0, float("nan")], [float("nan"), 9.0]]]
+)
 def test_known_but_indefinite_or_non_finite_fix_covariance_is_unknown(cov2):
     """A KNOWN covariance [[1, 50], [50, 1]] (eigenvalues 51 and -49) gave a negative Mahalanobis
     distance: an estimate 424 m south-east of the fix passed the gate."""
@@ -240,7 +263,9 @@ def test_unknown_orientation_model_gives_yaw_from_its_orientation_field(tmp_path
     torch.manual_seed(0)
     save_checkpoint(tmp_path / "unknown.pt", build_model("small", known_orientation=False))
     backend = open_backend(tmp_path / "unknown.pt", "torch", device="cpu", threads=1)
-    loc = Localizer(_valid(heading_source="none", gate_chi2=1e9, min_confidence=0.0, max_ambiguity=1e9), backend, builder)
+    loc = Localizer(
+        _valid(heading_source="none", gate_chi2=1e9, min_confidence=0.0, max_ambiguity=1e9), backend, builder
+    )
     loc.add_fix(_fix(3.0))
     est = loc.process(3.0, panorama())
     ori = backend.infer_outputs(*_inputs(backend, est), ["orientation"])["orientation"][0]

@@ -1,11 +1,18 @@
+# SPDX-License-Identifier: Apache-2.0
 """Targets and losses against small hand-computed cases."""
+
 import math
 
 import pytest
 import torch
 
-from offline_adapt.train.losses import (LossWeights, ccvpe_total_loss, orientation_loss, soft_cross_entropy,
-                                  weighted_infonce)
+from offline_adapt.train.losses import (
+    LossWeights,
+    ccvpe_total_loss,
+    orientation_loss,
+    soft_cross_entropy,
+    weighted_infonce,
+)
 from offline_adapt.train.targets import gaussian_map, level_targets, orientation_weights
 from xview_loc_ros.models import ModelOutput
 
@@ -76,8 +83,10 @@ def test_soft_cross_entropy_and_orientation_loss_hand_computed():
 def test_total_loss_weights_and_level_selection():
     torch.manual_seed(0)
     levels = [[2, 4], [4, 4], [8, 1]]
-    out = ModelOutput(heatmaps=[torch.randn(2, 4, 2, 2), torch.randn(2, 4, 4, 4), torch.randn(2, 1, 8, 8)],
-                      orientation=torch.nn.functional.normalize(torch.randn(2, 2, 8, 8), dim=1))
+    out = ModelOutput(
+        heatmaps=[torch.randn(2, 4, 2, 2), torch.randn(2, 4, 4, 4), torch.randn(2, 1, 8, 8)],
+        orientation=torch.nn.functional.normalize(torch.randn(2, 2, 8, 8), dim=1),
+    )
     fine = gaussian_map(8, torch.tensor([[3.0, 4.0], [6.0, 2.0]]), 1.0)
     heading = torch.tensor([10.0, 200.0])
     total, parts = ccvpe_total_loss(out, fine, levels, heading)

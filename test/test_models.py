@@ -1,5 +1,7 @@
+# SPDX-License-Identifier: Apache-2.0
 """Networks: CCVPE key/shape compatibility and forward shapes, small variants, equivariance of the
 orientation rolls, checkpoints."""
+
 from pathlib import Path
 
 import pytest
@@ -42,7 +44,9 @@ def test_ccvpe_vigor_forward_shapes_and_roll_equivariance(vigor):
     with torch.inference_mode():
         out = vigor(g, a)
         rolled = vigor(torch.roll(g, 32, dims=3), a)  # one feature column = 18 degrees
-    assert [tuple(h.shape) for h in out.heatmaps] == [(1, 20, c, c) for c in (8, 16, 32, 64, 128, 256)] + [(1, 1, 512, 512)]
+    assert [tuple(h.shape) for h in out.heatmaps] == [(1, 20, c, c) for c in (8, 16, 32, 64, 128, 256)] + [
+        (1, 1, 512, 512)
+    ]
     assert tuple(out.orientation.shape) == (1, 2, 512, 512)
     assert torch.allclose(out.orientation.norm(dim=1), torch.ones(1, 512, 512), atol=1e-4)
     assert vigor.config["levels"] == [[8, 20], [16, 20], [32, 20], [64, 20], [128, 20], [256, 20], [512, 1]]
@@ -56,7 +60,9 @@ def test_ccvpe_kitti_forward_shapes():
     model = build_model("ccvpe-kitti").eval()
     with torch.inference_mode():
         out = model(torch.randn(1, 3, 256, 1024), torch.randn(1, 3, 512, 512))
-    assert [tuple(h.shape) for h in out.heatmaps] == [(1, 16, c, c) for c in (8, 16, 32, 64, 128, 256)] + [(1, 1, 512, 512)]
+    assert [tuple(h.shape) for h in out.heatmaps] == [(1, 16, c, c) for c in (8, 16, 32, 64, 128, 256)] + [
+        (1, 1, 512, 512)
+    ]
     assert tuple(out.orientation.shape) == (1, 2, 512, 512)
 
 
@@ -70,12 +76,20 @@ def test_import_official_state_dict_and_reject_mismatch(tmp_path, vigor):
         import_ccvpe_official(sd_path, "ccvpe-kitti")
 
 
-@pytest.mark.parametrize("overrides,ground,n_ori,has_ori", [
-    ({}, (64, 256), 1, False),
-    ({"known_orientation": False}, (64, 256), 16, True),
-    ({"known_orientation": False, "ground_type": "pinhole", "fov_deg": 90, "ground_size": [64, 192]}, (64, 192), 16, True),
-    ({"aerial_size": 256, "known_orientation": False, "n_ori": 8}, (64, 256), 8, True),
-])
+@pytest.mark.parametrize(
+    "overrides,ground,n_ori,has_ori",
+    [
+        ({}, (64, 256), 1, False),
+        ({"known_orientation": False}, (64, 256), 16, True),
+        (
+            {"known_orientation": False, "ground_type": "pinhole", "fov_deg": 90, "ground_size": [64, 192]},
+            (64, 192),
+            16,
+            True,
+        ),
+        ({"aerial_size": 256, "known_orientation": False, "n_ori": 8}, (64, 256), 8, True),
+    ],
+)
 def test_small_shapes_and_levels(overrides, ground, n_ori, has_ori):
     model = build_model("small", **overrides)
     s = model.config["aerial_size"]
@@ -102,12 +116,15 @@ def test_small_panorama_roll_permutes_orientation_bins():
     assert torch.allclose(rolled.heatmaps[-1], out.heatmaps[-1], atol=1e-4)
 
 
-@pytest.mark.parametrize("overrides,match", [
-    ({"known_orientation": True, "ground_type": "pinhole", "fov_deg": 90}, "panoramas only"),
-    ({"aerial_size": 100}, "multiple of 64"),
-    ({"ground_type": "fisheye"}, "panorama or pinhole"),
-    ({"bogus": 1}, "unknown config keys"),
-])
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"known_orientation": True, "ground_type": "pinhole", "fov_deg": 90}, "panoramas only"),
+        ({"aerial_size": 100}, "multiple of 64"),
+        ({"ground_type": "fisheye"}, "panorama or pinhole"),
+        ({"bogus": 1}, "unknown config keys"),
+    ],
+)
 def test_small_bad_config_is_refused(overrides, match):
     with pytest.raises(ValueError, match=match):
         build_model("small", **overrides)

@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """The localizer node over real DDS (rclpy, random ROS_DOMAIN_ID): outputs, bad input, overload."""
+
 from __future__ import annotations
 
 import math
@@ -8,13 +10,13 @@ import time
 import numpy as np
 import pytest
 import rclpy
-
-from localizer_testbed import LAT, LON, panorama, write_small_checkpoint, write_tiles
 from hostile_images import jpeg_declaring, png_declaring
+from localizer_testbed import LAT, LON, panorama, write_small_checkpoint, write_tiles
 from node_harness import Harness, fix_msg, imu_msg, jpeg_msg, raw_msg
+from sensor_msgs.msg import CompressedImage, NavSatStatus
+
 from xview_loc_ros.geo import LocalENU
 from xview_loc_ros.ros_msgs import stamp_to_sec
-from sensor_msgs.msg import CompressedImage, NavSatStatus
 
 T0 = 1_700_000_000.0
 ENU = LocalENU(LAT, LON, 10.0)
@@ -32,7 +34,9 @@ def bed(tmp_path_factory):
 
 def _open(bed, **kw):
     # an untrained model: gating off so that every frame publishes (gating has its own tests)
-    params = dict(bed, gate_chi2=1e9, min_confidence=0.0, max_ambiguity=1e9, diagnostics_period_s=0.3, prefetch_ahead_s=0.0)
+    params = dict(
+        bed, gate_chi2=1e9, min_confidence=0.0, max_ambiguity=1e9, diagnostics_period_s=0.3, prefetch_ahead_s=0.0
+    )
     params.update(kw)
     return Harness(params)
 
@@ -57,13 +61,19 @@ def test_outputs_are_stamped_geo_referenced_and_sized(bed):
     h = _open(bed)
     try:
         _drive(h, T0, 6)
-        assert h.wait_for(lambda: h.count("pose") >= 4 and h.count("heatmap_grid") >= 1, 20.0), h.node.diagnostics_values()
+        assert h.wait_for(lambda: h.count("pose") >= 4 and h.count("heatmap_grid") >= 1, 20.0), (
+            h.node.diagnostics_values()
+        )
         pose = h.received["pose"][-1]
         assert pose.header.frame_id == "map"
         d = h.node.diagnostics_values()
-        assert d["tile_cache_misses"] >= 1 and d["tile_cache_hits"] >= 0  # tiles were loaded once; later frames reuse the mosaic
+        assert (
+            d["tile_cache_misses"] >= 1 and d["tile_cache_hits"] >= 0
+        )  # tiles were loaded once; later frames reuse the mosaic
         t = stamp_to_sec(pose.header.stamp)
-        assert T0 < t < T0 + 2.0 and ((t - T0) * 10) % 1.0 == pytest.approx(0.5, abs=1e-3)  # an image stamp (fix stamp - 0.05 s)
+        assert T0 < t < T0 + 2.0 and ((t - T0) * 10) % 1.0 == pytest.approx(
+            0.5, abs=1e-3
+        )  # an image stamp (fix stamp - 0.05 s)
         cov = np.array(pose.pose.covariance).reshape(6, 6)
         assert 0.25**2 - 1e-9 <= cov[0, 0] < 1e4 and 0.25**2 - 1e-9 <= cov[1, 1] < 1e4
         assert cov[2, 2] == cov[3, 3] == cov[4, 4] == 1e6
@@ -93,8 +103,17 @@ def test_outputs_are_stamped_geo_referenced_and_sized(bed):
         assert gnss.scale.x == pytest.approx(4 * 5.0)  # 2 sigma radius of the 5 m GNSS std
         assert h.wait_for(lambda: (h.last_diagnostics() or {}).get("count_poses", "0") != "0", 5.0)
         diag = h.last_diagnostics()
-        for k in ("rate_image_hz", "latency_ms_median", "latency_ms_p95", "frames_dropped", "stage_inference_ms_median",
-                  "stage_patch_ms_p95", "stage_publish_ms_median", "stage_visualize_ms_median", "backend"):
+        for k in (
+            "rate_image_hz",
+            "latency_ms_median",
+            "latency_ms_p95",
+            "frames_dropped",
+            "stage_inference_ms_median",
+            "stage_patch_ms_p95",
+            "stage_publish_ms_median",
+            "stage_visualize_ms_median",
+            "backend",
+        ):
             assert k in diag, k
         assert "torch" in diag["backend"]
     finally:
@@ -105,8 +124,12 @@ def test_bad_input_is_counted_and_never_published(bed):
     h = _open(bed)
     try:
         lat, lon = LAT, LON
-        bad_fixes = [fix_msg(T0, float("nan"), lon), fix_msg(T0, lat, lon, status=NavSatStatus.STATUS_NO_FIX),
-                     fix_msg(T0, lat, lon, status=-2), fix_msg(T0, 90.0, lon)]
+        bad_fixes = [
+            fix_msg(T0, float("nan"), lon),
+            fix_msg(T0, lat, lon, status=NavSatStatus.STATUS_NO_FIX),
+            fix_msg(T0, lat, lon, status=-2),
+            fix_msg(T0, 90.0, lon),
+        ]
         for m in bad_fixes:
             h.publish("fix", m)
         h.publish("imu", imu_msg(T0, 0.0))
@@ -116,19 +139,31 @@ def test_bad_input_is_counted_and_never_published(bed):
         time.sleep(0.6)
         h.publish("fix", fix_msg(T0, lat, lon))
         time.sleep(0.3)
-        bad_images = [("raw", raw_msg(T0, good, encoding="yuv422")), ("raw", raw_msg(T0, good[:0], encoding="rgb8")),
-                      ("jpeg", CompressedImage(format="jpeg", data=b"")),
-                      ("jpeg", CompressedImage(format="jpeg", data=jpeg_msg(T0, good).data[:40])),
-                      ("jpeg", CompressedImage(format="jpeg", data=jpeg_declaring(20_000, 20_000))),
-                      ("jpeg", CompressedImage(format="png", data=png_declaring(100_000, 100_000)))]
+        bad_images = [
+            ("raw", raw_msg(T0, good, encoding="yuv422")),
+            ("raw", raw_msg(T0, good[:0], encoding="rgb8")),
+            ("jpeg", CompressedImage(format="jpeg", data=b"")),
+            ("jpeg", CompressedImage(format="jpeg", data=jpeg_msg(T0, good).data[:40])),
+            ("jpeg", CompressedImage(format="jpeg", data=jpeg_declaring(20_000, 20_000))),
+            ("jpeg", CompressedImage(format="png", data=png_declaring(100_000, 100_000))),
+        ]
         for kind, m in bad_images:
             m.header.stamp = jpeg_msg(T0, good[:1]).header.stamp
             h.publish(kind, m)
             time.sleep(0.5)  # one at a time: the latest-frame slot would otherwise merge them
-        expected = {"bad_input_fix_invalid": 1, "bad_input_fix_no_fix": 2, "bad_input_fix_bad_latitude": 1, "reject_no_fix": 1,
-                    "bad_input_image_encoding": 1, "bad_input_image_empty": 2, "bad_input_image_corrupt": 1,
-                    "bad_input_image_too_many_pixels": 2}
-        assert h.wait_for(lambda: all(int((h.last_diagnostics() or {}).get(k, 0)) >= v for k, v in expected.items()), 10.0), h.last_diagnostics()
+        expected = {
+            "bad_input_fix_invalid": 1,
+            "bad_input_fix_no_fix": 2,
+            "bad_input_fix_bad_latitude": 1,
+            "reject_no_fix": 1,
+            "bad_input_image_encoding": 1,
+            "bad_input_image_empty": 2,
+            "bad_input_image_corrupt": 1,
+            "bad_input_image_too_many_pixels": 2,
+        }
+        assert h.wait_for(
+            lambda: all(int((h.last_diagnostics() or {}).get(k, 0)) >= v for k, v in expected.items()), 10.0
+        ), h.last_diagnostics()
         assert h.count("pose") == 0 and h.count("fix") == 0
         h.publish("jpeg", jpeg_msg(T0, good))  # the node survived: a good frame still localizes
         assert h.wait_for(lambda: h.count("pose") == 1, 15.0)
@@ -150,8 +185,14 @@ def test_missing_tiles_and_tile_server_down(bed):
             h.publish("imu", imu_msg(T0, 0.0))
             time.sleep(0.3)
             h.publish("jpeg", jpeg_msg(T0, panorama()))
-            assert h.wait_for(lambda h=h: int((h.last_diagnostics() or {}).get("reject_tiles_missing", 0))
-                              + int((h.last_diagnostics() or {}).get("reject_tiles", 0)) >= 1, 20.0), h.last_diagnostics()
+            assert h.wait_for(
+                lambda h=h: (
+                    int((h.last_diagnostics() or {}).get("reject_tiles_missing", 0))
+                    + int((h.last_diagnostics() or {}).get("reject_tiles", 0))
+                    >= 1
+                ),
+                20.0,
+            ), h.last_diagnostics()
             assert h.count("pose") == 0 and h.count("fix") == 0 and h.count("heatmap") == 0
         finally:
             h.close()
@@ -179,8 +220,15 @@ def test_overload_bounded_latency_and_flat_memory(bed):
     from xview_loc_ros.inference import open_backend
 
     slow = SlowBackend(open_backend(bed["model_path"], "torch", device="cpu", threads=1), 0.25)
-    params = dict(bed, gate_chi2=1e9, min_confidence=0.0, max_ambiguity=1e9, diagnostics_period_s=0.5, prefetch_ahead_s=0.0,
-                  fix_max_age_s=100.0)
+    params = dict(
+        bed,
+        gate_chi2=1e9,
+        min_confidence=0.0,
+        max_ambiguity=1e9,
+        diagnostics_period_s=0.5,
+        prefetch_ahead_s=0.0,
+        fix_max_age_s=100.0,
+    )
     h = Harness(params, backend=slow)
     try:
         h.publish("fix", fix_msg(T0, LAT, LON))
@@ -192,6 +240,7 @@ def test_overload_bounded_latency_and_flat_memory(bed):
             while time.monotonic() < end:
                 h.publish("jpeg", img)
                 time.sleep(1 / 30)
+
         burst(2.0)
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         poses0 = h.count("pose")
@@ -200,8 +249,10 @@ def test_overload_bounded_latency_and_flat_memory(bed):
         d = h.node.diagnostics_values()
         # the node's own time per frame (>= the 0.25 s backend; publishing the RViz messages varies a lot
         # with the machine's load), so the checks hold on a busy machine and still catch a stall or a queue
-        frame_ms = sum(d[f"stage_{k}_ms_median"] for k in ("image", "patch", "preprocess", "inference", "decode",
-                                                            "publish", "visualize"))
+        frame_ms = sum(
+            d[f"stage_{k}_ms_median"]
+            for k in ("image", "patch", "preprocess", "inference", "decode", "publish", "visualize")
+        )
         assert frame_ms >= 250
         assert h.count("pose") - poses0 >= max(4, 0.5 * 4000 / frame_ms), d  # processing continues, the rest dropped
         assert d["frames_dropped"] > 100
@@ -215,7 +266,9 @@ def test_gated_frames_publish_no_pose_and_no_fix(bed):
     h = _open(bed, gate_chi2=1e-9)  # any distance from the fix fails the Mahalanobis gate
     try:
         _drive(h, T0, 3)
-        assert h.wait_for(lambda: int((h.last_diagnostics() or {}).get("reject_gnss_gate", 0)) >= 2, 15.0), h.last_diagnostics()
+        assert h.wait_for(lambda: int((h.last_diagnostics() or {}).get("reject_gnss_gate", 0)) >= 2, 15.0), (
+            h.last_diagnostics()
+        )
         assert h.count("pose") == 0 and h.count("fix") == 0
         assert h.count("heatmap") >= 2  # the overlay still shows what the model saw
         assert all(m.color.r > 0.5 for m in h.received["marker"] if m.id == 0)  # estimate drawn red

@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """A synthetic drive (city tiles + rosbag2 from xview_testbed.synth) played over DDS into the node."""
+
 from __future__ import annotations
 
 import os
@@ -7,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
-
 from localizer_testbed import write_small_checkpoint
 from node_harness import Harness, play, read_drive
+
 from xview_loc_ros.geo import LocalENU
 from xview_loc_ros.ros_msgs import stamp_to_sec
 
@@ -39,8 +41,17 @@ def test_drive_plays_into_the_node_at_rate_and_geo_referenced(drive):
     """Untrained model, gating off: this checks the plumbing (rate, stamps, frames, geo-reference) on a
     real drive; accuracy needs a trained model (the slow test below)."""
     ckpt = write_small_checkpoint(drive["dir"] / "small.pt")
-    params = {"model_path": str(ckpt), "tile_source": f"xyz:{drive['city'] / 'tiles'}", "backend": "torch", "device": "cpu",
-              "threads": 1, "gate_chi2": 1e9, "min_confidence": 0.0, "max_ambiguity": 1e9, "diagnostics_period_s": 0.5}
+    params = {
+        "model_path": str(ckpt),
+        "tile_source": f"xyz:{drive['city'] / 'tiles'}",
+        "backend": "torch",
+        "device": "cpu",
+        "threads": 1,
+        "gate_chi2": 1e9,
+        "min_confidence": 0.0,
+        "max_ambiguity": 1e9,
+        "diagnostics_period_s": 0.5,
+    }
     h = Harness(params)
     try:
         # half the recorded pace: the node's one-frame slot drops frames it cannot keep up with (by design),
@@ -84,9 +95,27 @@ def test_trained_model_beats_gnss_on_the_drive(drive):
     if not model:
         pairs = make_pairs(drive["city"], drive["dir"] / "pairs", 400, 0)
         run = drive["dir"] / "run"
-        args = argparse.Namespace(data=str(pairs), config="small", out=str(run), seed=0, epochs=15, batch=8, lr=1e-3, init=None,
-                                  resume=False, orientation=None, no_augment=False, steps_per_epoch=None, workers=0, threads=None,
-                                  device=None, amp="auto", w_ce=1.0, w_infonce=1e4, w_ori=10.0)
+        args = argparse.Namespace(
+            data=str(pairs),
+            config="small",
+            out=str(run),
+            seed=0,
+            epochs=15,
+            batch=8,
+            lr=1e-3,
+            init=None,
+            resume=False,
+            orientation=None,
+            no_augment=False,
+            steps_per_epoch=None,
+            workers=0,
+            threads=None,
+            device=None,
+            amp="auto",
+            w_ce=1.0,
+            w_infonce=1e4,
+            w_ori=10.0,
+        )
         train(args)
         model = str(run / "best.pt")
     h = Harness({"model_path": model, "tile_source": f"xyz:{drive['city'] / 'tiles'}", "backend": "torch"})
@@ -104,8 +133,10 @@ def test_trained_model_beats_gnss_on_the_drive(drive):
             f = frame.to_enu(fixes[k].latitude, fixes[k].longitude, 0.0)
             err.append(float(np.hypot(e[0] - g[0], e[1] - g[1])))
             gnss_err.append(float(np.hypot(f[0] - g[0], f[1] - g[1])))
-        print(f"drive: {len(err)}/{FRAMES} frames published, median error {np.median(err):.2f} m "
-              f"vs GNSS {np.median(gnss_err):.2f} m on the same frames; diagnostics {h.node.diagnostics_values()}")
+        print(
+            f"drive: {len(err)}/{FRAMES} frames published, median error {np.median(err):.2f} m "
+            f"vs GNSS {np.median(gnss_err):.2f} m on the same frames; diagnostics {h.node.diagnostics_values()}"
+        )
         assert len(err) >= FRAMES // 2, h.node.diagnostics_values()
         assert np.median(err) < np.median(gnss_err), (np.median(err), np.median(gnss_err))
     finally:

@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """Message conversions on the node's path (xview_loc_ros.ros_msgs, xview_loc_ros.sensors) with real ROS message classes."""
+
 from __future__ import annotations
 
 import math
@@ -30,16 +32,25 @@ def test_raw_images_in_every_supported_encoding_become_rgb():
     np.testing.assert_array_equal(decode_image(_img(rgba[..., [2, 1, 0, 3]].copy(), "bgra8")), rgb)
     mono = decode_image(_img(rgb[..., :1].copy(), "mono8"))
     assert mono.shape == (5, 7, 3) and np.all(mono[..., 0] == rgb[..., 0])
-    for msg, reason in ((_img(rgb, "yuv422"), "image_encoding"), (Image(encoding="rgb8"), "image_empty"),
-                        (Image(height=5, width=7, encoding="rgb8", step=21, data=b"\0" * 20), "image_size")):
+    for msg, reason in (
+        (_img(rgb, "yuv422"), "image_encoding"),
+        (Image(encoding="rgb8"), "image_empty"),
+        (Image(height=5, width=7, encoding="rgb8", step=21, data=b"\0" * 20), "image_size"),
+    ):
         with pytest.raises(SensorRejected) as e:
             decode_image(msg)
         assert e.value.reason == reason
 
 
 def test_jpeg_decode_full_and_reduced():
-    rgb = cv2.resize(np.random.default_rng(1).integers(0, 255, (8, 16, 3), dtype=np.uint8), (512, 256), interpolation=cv2.INTER_NEAREST)
-    msg = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 98])[1].tobytes())
+    rgb = cv2.resize(
+        np.random.default_rng(1).integers(0, 255, (8, 16, 3), dtype=np.uint8),
+        (512, 256),
+        interpolation=cv2.INTER_NEAREST,
+    )
+    msg = CompressedImage(
+        format="jpeg", data=cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 98])[1].tobytes()
+    )
     full = decode_image(msg)
     assert full.shape == (256, 512, 3) and np.abs(full.astype(int) - rgb).mean() < 3  # RGB order kept
     assert decode_image(msg, min_size=(64, 100)).shape == (64, 128, 3)  # 1/4 scale still covers 64 x 100
@@ -52,8 +63,13 @@ def test_jpeg_decode_full_and_reduced():
 
 
 def test_fix_and_imu_parsing():
-    m = NavSatFix(latitude=52.0, longitude=4.0, altitude=3.0, position_covariance=[4.0, 0, 0, 0, 9.0, 0, 0, 0, 1.0],
-                  position_covariance_type=2)
+    m = NavSatFix(
+        latitude=52.0,
+        longitude=4.0,
+        altitude=3.0,
+        position_covariance=[4.0, 0, 0, 0, 9.0, 0, 0, 0, 1.0],
+        position_covariance_type=2,
+    )
     m.status.status = NavSatStatus.STATUS_SBAS_FIX
     m.header.stamp.sec, m.header.stamp.nanosec = 10, 500_000_000
     f = rm.fix_from_msg(m, 10.0)
@@ -81,7 +97,9 @@ def test_fix_and_imu_parsing():
     imu.orientation_covariance[0] = -1.0
     with pytest.raises(SensorRejected, match="imu_no_orientation"):
         rm.heading_from_msg(imu, 0.01)
-    assert rm.hfov_from_camera_info(CameraInfo(width=640, height=480, k=[320.0, 0, 320, 0, 320, 240, 0, 0, 1])) == pytest.approx(90.0)
+    assert rm.hfov_from_camera_info(
+        CameraInfo(width=640, height=480, k=[320.0, 0, 320, 0, 320, 240, 0, 0, 1])
+    ) == pytest.approx(90.0)
     assert rm.stamp_to_sec(rm.sec_to_stamp(1700000000.123456789)) == pytest.approx(1700000000.123456789, abs=2e-9)
 
 
@@ -89,8 +107,30 @@ def _estimate(accepted=True):
     g = PatchGeoref(52.0, 4.0, 0.5, 8)
     fix = Fix(1.0, 52.0, 4.0, 5.0, np.eye(2) * 25.0, "gnss")
     prob = np.full((8, 8), 1 / 64)
-    return Estimate(1.0, 52.00001, 4.00002, 5.0, 1.37, 1.11, np.array([[1.0, 0.2], [0.2, 2.0]]), 0.5, 0.01, 0.9, 0.1, 0.3,
-                    4.2, 3.8, fix, 4.0, 4.0, g, np.zeros((8, 8, 3), np.uint8), np.zeros((1, 8, 8)), prob, accepted)
+    return Estimate(
+        1.0,
+        52.00001,
+        4.00002,
+        5.0,
+        1.37,
+        1.11,
+        np.array([[1.0, 0.2], [0.2, 2.0]]),
+        0.5,
+        0.01,
+        0.9,
+        0.1,
+        0.3,
+        4.2,
+        3.8,
+        fix,
+        4.0,
+        4.0,
+        g,
+        np.zeros((8, 8, 3), np.uint8),
+        np.zeros((1, 8, 8)),
+        prob,
+        accepted,
+    )
 
 
 def test_output_messages():
@@ -102,16 +142,22 @@ def test_output_messages():
     assert cov[2, 2] == cov[3, 3] == cov[4, 4] == 1e6 and cov[5, 5] == 0.01
     assert pose.pose.pose.orientation.z == pytest.approx(math.sin(0.25))
     fix = rm.fix_msg(est, Header(frame_id="gnss"))
-    assert fix.status.status == NavSatStatus.STATUS_FIX and fix.position_covariance_type == NavSatFix.COVARIANCE_TYPE_KNOWN
+    assert (
+        fix.status.status == NavSatStatus.STATUS_FIX and fix.position_covariance_type == NavSatFix.COVARIANCE_TYPE_KNOWN
+    )
     assert fix.position_covariance[0] == 1.0 and fix.position_covariance[4] == 2.0 and fix.position_covariance[8] > 0
     datum = LocalENU(52.0, 4.0, 0.0)
     grid = rm.grid_msg(est, datum, hdr)
     assert (grid.info.width, grid.info.resolution) == (8, 0.5)
-    assert grid.info.origin.position.x == pytest.approx(-2.0, abs=1e-6) and grid.info.origin.position.y == pytest.approx(-2.0, abs=1e-6)
+    assert grid.info.origin.position.x == pytest.approx(
+        -2.0, abs=1e-6
+    ) and grid.info.origin.position.y == pytest.approx(-2.0, abs=1e-6)
     assert list(grid.data) == [100] * 64
     m_est, m_fix = rm.marker_msgs(est, datum, hdr)
     assert (m_est.id, m_fix.id) == (0, 1) and m_est.color.g > m_est.color.r
-    assert m_fix.scale.x == pytest.approx(20.0) and m_est.scale.x == pytest.approx(4 * math.sqrt(np.linalg.eigvalsh(est.cov_en)[-1]))
+    assert m_fix.scale.x == pytest.approx(20.0) and m_est.scale.x == pytest.approx(
+        4 * math.sqrt(np.linalg.eigvalsh(est.cov_en)[-1])
+    )
     assert rm.marker_msgs(_estimate(False), datum, hdr)[0].color.r > 0.5
     img = rm.image_from_rgb(np.zeros((8, 8, 3), np.uint8), hdr)
     assert (img.encoding, img.step, len(img.data)) == ("rgb8", 24, 192)

@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """The node as a process (`xview-loc node --params-file`): start-up errors and clean Ctrl-C."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +12,8 @@ import time
 from pathlib import Path
 
 import yaml
-
 from localizer_testbed import write_small_checkpoint, write_tiles
+
 from xview_loc_ros.params import LocalizerParams
 
 XVIEW = [sys.executable, "-m", "xview_testbed.cli"]
@@ -29,8 +31,13 @@ def test_sigint_stops_the_node_promptly(tmp_path):
     ckpt = write_small_checkpoint(tmp_path / "small.pt")
     tiles = write_tiles(tmp_path / "tiles", radius=1)
     params = _params_file(tmp_path, model_path=str(ckpt), tile_source=f"xyz:{tiles}", backend="torch", device="cpu")
-    proc = subprocess.Popen(XVIEW + ["node", "--params-file", str(params), "--ros-args", "-r", "gnss/fix:=/other/fix"],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=dict(os.environ))
+    proc = subprocess.Popen(
+        XVIEW + ["node", "--params-file", str(params), "--ros-args", "-r", "gnss/fix:=/other/fix"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=dict(os.environ),
+    )
     ready = threading.Event()
     lines = []
 
@@ -39,6 +46,7 @@ def test_sigint_stops_the_node_promptly(tmp_path):
             lines.append(line)
             if "ready:" in line:
                 ready.set()
+
     threading.Thread(target=read, daemon=True).start()
     try:
         assert ready.wait(60), "".join(lines)
@@ -59,7 +67,9 @@ def test_invalid_parameter_fails_at_start_naming_it(tmp_path):
     r = subprocess.run(XVIEW + ["node", "--params-file", str(params)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "parameter 'gate_chi2'" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run(XVIEW + ["node", "--params-file", str(tmp_path / "missing.yaml")], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        XVIEW + ["node", "--params-file", str(tmp_path / "missing.yaml")], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 2 and "missing.yaml" in r.stderr
 
 
@@ -68,6 +78,28 @@ def test_cli_builds_the_ros_arguments():
     from xview_loc_ros.node_cli import ros_argv
 
     args = build_parser("xview-loc", "", VEHICLE_COMMANDS).parse_args(
-        ["node", "--params-file", "p.yaml", "--tile-source", "xyz:/t", "--ros-args", "-r", "gnss/fix:=/f", "-p", "backend:=torch"])
-    assert ros_argv(args) == ["xview-loc-node", "--ros-args", "--params-file", "p.yaml", "-p", "tile_source:=xyz:/t",
-                              "-r", "gnss/fix:=/f", "-p", "backend:=torch"]
+        [
+            "node",
+            "--params-file",
+            "p.yaml",
+            "--tile-source",
+            "xyz:/t",
+            "--ros-args",
+            "-r",
+            "gnss/fix:=/f",
+            "-p",
+            "backend:=torch",
+        ]
+    )
+    assert ros_argv(args) == [
+        "xview-loc-node",
+        "--ros-args",
+        "--params-file",
+        "p.yaml",
+        "-p",
+        "tile_source:=xyz:/t",
+        "-r",
+        "gnss/fix:=/f",
+        "-p",
+        "backend:=torch",
+    ]

@@ -1,5 +1,7 @@
+# SPDX-License-Identifier: Apache-2.0
 """One writer per output: two real processes on the same data set, run folder, city, tile cache or
 engine cache; the second fails at once naming the first one's pid, and nothing is assembled from two runs."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +20,13 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def _cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "xview_testbed.cli", *args], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "xview_testbed.cli", *args],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(cond, timeout_s: float = 60.0) -> None:
@@ -30,10 +37,13 @@ def _wait_for(cond, timeout_s: float = 60.0) -> None:
 
 
 def _hold_lock_in_child(target: Path) -> subprocess.Popen:
-    code = ("import sys; from xview_loc_ros.fsutil import OutputLock; l = OutputLock(sys.argv[1]).acquire(); "
-            "print('held', flush=True); sys.stdin.read()")
-    child = subprocess.Popen([sys.executable, "-c", code, str(target)], env=ENV, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+    code = (
+        "import sys; from xview_loc_ros.fsutil import OutputLock; l = OutputLock(sys.argv[1]).acquire(); "
+        "print('held', flush=True); sys.stdin.read()"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(target)], env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert child.stdout.readline().strip() == "held"
     return child
 
@@ -72,8 +82,28 @@ def test_two_synth_pairs_runs_on_one_out(city, tmp_path):
     assert first.returncode == 0, first_err
     assert second.returncode != 0 and f"pid {first.pid}" in second_err, second_err
     ref = tmp_path / "ref"
-    assert subprocess.run([sys.executable, "-m", "xview_testbed.cli", "synth", "pairs", "--city", str(city), "--n",
-                           "60", "--seed", "1", "--out", str(ref)], env=ENV, capture_output=True).returncode == 0
+    assert (
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "xview_testbed.cli",
+                "synth",
+                "pairs",
+                "--city",
+                str(city),
+                "--n",
+                "60",
+                "--seed",
+                "1",
+                "--out",
+                str(ref),
+            ],
+            env=ENV,
+            capture_output=True,
+        ).returncode
+        == 0
+    )
     got, want = PairDataset(out), PairDataset(ref)
     assert [p.id for p in got.pairs] == [p.id for p in want.pairs]
     for p in got.pairs:
@@ -95,12 +125,27 @@ def _writers(city: Path, tmp_path: Path):
     onnx.write_bytes(b"onnx")
     return {
         "city": (tmp_path / "city2", lambda: make_city("downtown", 3, tmp_path / "city2", size_m=250.0, zooms=(17,))),
-        "adaptation run": (tmp_path / "run", lambda: run_adapt(
-            AdaptRun(str(ROOT / "models" / "teacher_suburb_small.pt"), str(pairs), tmp_path / "run", AdaptOptions()))),
-        "training run": (tmp_path / "train", lambda: fit(torch.nn.Linear(1, 1), torch.utils.data.DataLoader([]), None,
-                                                          epochs=1, out_dir=tmp_path / "train", progress=False)),
-        "TensorRT engine cache slot": (tmp_path / "engines" / "m.fp32.b1.plan",
-                                       lambda: ensure_engine(onnx, tmp_path / "engines")),
+        "adaptation run": (
+            tmp_path / "run",
+            lambda: run_adapt(
+                AdaptRun(str(ROOT / "models" / "teacher_suburb_small.pt"), str(pairs), tmp_path / "run", AdaptOptions())
+            ),
+        ),
+        "training run": (
+            tmp_path / "train",
+            lambda: fit(
+                torch.nn.Linear(1, 1),
+                torch.utils.data.DataLoader([]),
+                None,
+                epochs=1,
+                out_dir=tmp_path / "train",
+                progress=False,
+            ),
+        ),
+        "TensorRT engine cache slot": (
+            tmp_path / "engines" / "m.fp32.b1.plan",
+            lambda: ensure_engine(onnx, tmp_path / "engines"),
+        ),
     }
 
 
@@ -122,11 +167,14 @@ def test_tile_cache_is_used_by_one_process_at_a_time(tmp_path):
     from xview_loc_ros.tiles import open_tile_source
 
     cache = tmp_path / "cache"
-    code = ("import sys; from xview_loc_ros.tiles import open_tile_source; "
-            "s = open_tile_source('http://127.0.0.1:9/{z}/{x}/{y}.png', cache_dir=sys.argv[1]); "
-            "print('held', flush=True); sys.stdin.read(); s.close()")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(cache)], env=ENV, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    code = (
+        "import sys; from xview_loc_ros.tiles import open_tile_source; "
+        "s = open_tile_source('http://127.0.0.1:9/{z}/{x}/{y}.png', cache_dir=sys.argv[1]); "
+        "print('held', flush=True); sys.stdin.read(); s.close()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(cache)], env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(OutputLocked, match=rf"tile cache .*cache is being written by another run \(pid {holder.pid},"):
         open_tile_source("http://127.0.0.1:9/{z}/{x}/{y}.png", cache_dir=cache)

@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """VIGOR and KITTI importers on tiny fixture trees built here following the documented layouts."""
+
 from __future__ import annotations
 
 import math
@@ -9,14 +11,25 @@ import numpy as np
 import pytest
 
 from offline_adapt.cli import main as adapt_main
-from offline_adapt.data.public_datasets import (
-    KITTI_MPP, VIGOR_CITIES, VIGOR_MPP, PublicDatasetError, import_kitti, import_vigor, read_vigor_labels, vigor_sat_center,
-)
 from offline_adapt.data.dataset import PairDataset
+from offline_adapt.data.public_datasets import (
+    KITTI_MPP,
+    VIGOR_CITIES,
+    VIGOR_MPP,
+    PublicDatasetError,
+    import_kitti,
+    import_vigor,
+    read_vigor_labels,
+    vigor_sat_center,
+)
 from xview_loc_ros.geo import LocalENU
 
-CITY_LATLON = {"NewYork": (40.7128, -74.0060), "Seattle": (47.6062, -122.3321),
-               "SanFrancisco": (37.7749, -122.4194), "Chicago": (41.8781, -87.6298)}
+CITY_LATLON = {
+    "NewYork": (40.7128, -74.0060),
+    "Seattle": (47.6062, -122.3321),
+    "SanFrancisco": (37.7749, -122.4194),
+    "Chicago": (41.8781, -87.6298),
+}
 
 
 def _img(path: Path, h: int, w: int, seed: int) -> None:
@@ -71,10 +84,13 @@ def test_vigor_label_and_name_parsing(vigor):
         read_vigor_labels(bad, "Chicago")
 
 
-@pytest.mark.parametrize("protocol,train_cities,test_cities", [
-    ("same-area", set(VIGOR_CITIES), set(VIGOR_CITIES)),
-    ("cross-area", {"NewYork", "Seattle"}, {"SanFrancisco", "Chicago"}),
-])
+@pytest.mark.parametrize(
+    "protocol,train_cities,test_cities",
+    [
+        ("same-area", set(VIGOR_CITIES), set(VIGOR_CITIES)),
+        ("cross-area", {"NewYork", "Seattle"}, {"SanFrancisco", "Chicago"}),
+    ],
+)
 def test_vigor_protocols(vigor, tmp_path, protocol, train_cities, test_cities):
     root, truth = vigor
     out = import_vigor(root, tmp_path / "ds", protocol)
@@ -111,7 +127,9 @@ def test_vigor_resized_for_ccvpe(vigor, tmp_path, capsys):
     assert rc == 0
     ds, raw = PairDataset(tmp_path / "ds"), PairDataset(import_vigor(root, tmp_path / "raw", "cross-area"))
     assert ds.meta.patch_size_px == 512 and len(ds) == len(raw) == 12
-    assert ds.meta.mpp == pytest.approx(1.25 * np.median([VIGOR_MPP[c] for c in ("NewYork", "Seattle", "SanFrancisco", "Chicago")]))
+    assert ds.meta.mpp == pytest.approx(
+        1.25 * np.median([VIGOR_MPP[c] for c in ("NewYork", "Seattle", "SanFrancisco", "Chicago")])
+    )
     raw_by_id = {r.id: r for r in raw.pairs}
     for rec in ds.pairs:
         r640 = raw_by_id[rec.id]
@@ -172,7 +190,7 @@ def make_kitti(root: Path) -> None:
             cam = 1.08 * fwd - 0.26 * left
             u, v = 640 + cam[0] / KITTI_MPP, 640 - cam[1] / KITTI_MPP
             yy, xx = np.mgrid[0:1280, 0:1280] + 0.5  # pixel centres, continuous coordinates
-            sat[:] = (250 * np.exp(-((xx - u) ** 2 + (yy - v) ** 2) / (2 * 3.0 ** 2)))[:, :, None].astype(np.uint8)
+            sat[:] = (250 * np.exp(-((xx - u) ** 2 + (yy - v) ** 2) / (2 * 3.0**2)))[:, :, None].astype(np.uint8)
             p = root / "satmap" / drive / f"{frame}.png"
             p.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(p), sat)
@@ -195,14 +213,16 @@ def kitti(tmp_path_factory):
 
 def _bright_centroid(img: np.ndarray) -> tuple:
     w = img[:, :, 0].astype(float)
-    ys, xs = np.mgrid[0:w.shape[0], 0:w.shape[1]] + 0.5  # continuous pixel coordinates
+    ys, xs = np.mgrid[0 : w.shape[0], 0 : w.shape[1]] + 0.5  # continuous pixel coordinates
     return (w * xs).sum() / w.sum(), (w * ys).sum() / w.sum()
 
 
 def test_kitti_cross_area(kitti, tmp_path):
     ds = PairDataset(import_kitti(kitti, tmp_path / "ds", "cross-area", crop_px=256))
     assert {s: len(ds.split(s)) for s in ("train", "val", "test")} == {"train": 2, "val": 0, "test": 2}
-    assert ds.meta.ground_type == "pinhole" and ds.meta.intrinsics == pytest.approx([721.5377, 721.5377, 609.5593, 172.854])
+    assert ds.meta.ground_type == "pinhole" and ds.meta.intrinsics == pytest.approx(
+        [721.5377, 721.5377, 609.5593, 172.854]
+    )
     assert ds.meta.fov_deg == pytest.approx(math.degrees(2 * math.atan(16.5 / 721.5377)))
     assert ds.meta.mpp == pytest.approx(0.19583, abs=1e-4)
     for rec in ds.pairs:
@@ -222,8 +242,21 @@ def test_kitti_cross_area(kitti, tmp_path):
 
 
 def test_kitti_same_area_target_split_and_cli(kitti, tmp_path, capsys):
-    rc = adapt_main(["import-kitti", "--root", str(kitti), "--out", str(tmp_path / "ds"), "--protocol", "same-area",
-                     "--crop", "128", "--target-split", "50,0,50"])
+    rc = adapt_main(
+        [
+            "import-kitti",
+            "--root",
+            str(kitti),
+            "--out",
+            str(tmp_path / "ds"),
+            "--protocol",
+            "same-area",
+            "--crop",
+            "128",
+            "--target-split",
+            "50,0,50",
+        ]
+    )
     assert rc == 0 and "KITTI same-area" in capsys.readouterr().out
     ds = PairDataset(tmp_path / "ds")
     assert sorted(r.split for r in ds.pairs) == ["test", "train"]

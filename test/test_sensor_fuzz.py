@@ -1,7 +1,9 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fuzzing the sensor module (hypothesis): random field values, random and mutated image bytes,
 headers declaring any size, fed as real rclpy messages through the node's path and, as a bag holds
 them, through the extractor's. Nothing may escape but SensorRejected, and memory stays bounded (the
 pixel cap is checked on the header, before a decoder allocates)."""
+
 from __future__ import annotations
 
 import tracemalloc
@@ -9,24 +11,24 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
+from hostile_images import jpeg_declaring, png_declaring
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, NavSatFix
-
-from hostile_images import jpeg_declaring, png_declaring
-from offline_adapt.data.extract import fix_sample, ground_image, imu_yaw_sample
 from test_sensor_parity import as_recorded
+
+from offline_adapt.data.extract import fix_sample, ground_image, imu_yaw_sample
 from xview_loc_ros import ros_msgs as rm
 from xview_loc_ros.sensors import SUPPORTED_ENCODINGS, SensorRejected, camera_intrinsics, decode_image
 
 # Decoded frames stay below 3 MB whatever a header declares; the cap is what bounds memory.
 FUZZ_MAX_PIXELS = 1_000_000
-PEAK_BYTES = 32 * 2 ** 20  # per image message, both paths; one 20000 x 20000 bomb would be 1.2 GB
+PEAK_BYTES = 32 * 2**20  # per image message, both paths; one 20000 x 20000 bomb would be 1.2 GB
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 anything = st.floats(allow_nan=True, allow_infinity=True)
 nine = st.lists(anything, min_size=9, max_size=9)
-uint32 = st.one_of(st.integers(0, 64), st.integers(0, 2 ** 32 - 1))
+uint32 = st.one_of(st.integers(0, 64), st.integers(0, 2**32 - 1))
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=24)
 GOOD = cv2.resize(np.random.default_rng(0).integers(0, 255, (6, 8, 3), dtype=np.uint8), (64, 48))
 GOOD_JPEG = cv2.imencode(".jpg", GOOD)[1].tobytes()
@@ -64,16 +66,19 @@ def mutated(draw: Any, data: bytes) -> bytes:
 
 compressed_data = st.one_of(
     st.binary(max_size=2048),
-    mutated(GOOD_JPEG), mutated(GOOD_PNG),
+    mutated(GOOD_JPEG),
+    mutated(GOOD_PNG),
     st.builds(jpeg_declaring, st.integers(0, 65535), st.integers(0, 65535)),
-    st.builds(png_declaring, st.integers(0, 2 ** 32 - 1), st.integers(0, 2 ** 32 - 1)),
+    st.builds(png_declaring, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
 )
 
 
 @FUZZ
 @given(lat=anything, lon=anything, alt=anything, status=st.integers(-128, 127), cov=nine, cov_type=st.integers(0, 255))
 def test_fix_fuzz(lat: float, lon: float, alt: float, status: int, cov: list, cov_type: int) -> None:
-    msg = NavSatFix(latitude=lat, longitude=lon, altitude=alt, position_covariance=cov, position_covariance_type=cov_type)
+    msg = NavSatFix(
+        latitude=lat, longitude=lon, altitude=alt, position_covariance=cov, position_covariance_type=cov_type
+    )
     msg.status.status = status
     _survives(lambda: rm.fix_from_msg(msg, 10.0))
     fix_sample(as_recorded(msg), 0.0, {})
@@ -97,20 +102,32 @@ def test_camera_info_fuzz(width: int, height: int, k: list, model: str) -> None:
 
 
 @FUZZ
-@given(height=uint32, width=uint32, step=uint32, data=st.binary(max_size=4096),
-       encoding=st.one_of(st.sampled_from(SUPPORTED_ENCODINGS + ("RGB8", "yuv422", "32FC1", "16UC1", "")), text))
+@given(
+    height=uint32,
+    width=uint32,
+    step=uint32,
+    data=st.binary(max_size=4096),
+    encoding=st.one_of(st.sampled_from(SUPPORTED_ENCODINGS + ("RGB8", "yuv422", "32FC1", "16UC1", "")), text),
+)
 def test_raw_image_fuzz(height: int, width: int, step: int, data: bytes, encoding: str) -> None:
     msg = Image(height=height, width=width, step=step, encoding=encoding, data=data)
     recorded = as_recorded(msg)
-    _survives_in_bounded_memory(lambda: decode_image(msg, FUZZ_MAX_PIXELS, min_size=(32, 64)),
-                                lambda: ground_image(recorded, None, FUZZ_MAX_PIXELS))
+    _survives_in_bounded_memory(
+        lambda: decode_image(msg, FUZZ_MAX_PIXELS, min_size=(32, 64)),
+        lambda: ground_image(recorded, None, FUZZ_MAX_PIXELS),
+    )
 
 
 @FUZZ
-@given(data=compressed_data, fmt=st.one_of(st.sampled_from(("jpeg", "png", "rgb8; jpeg compressed bgr8", "16UC1; compressedDepth")), text))
+@given(
+    data=compressed_data,
+    fmt=st.one_of(st.sampled_from(("jpeg", "png", "rgb8; jpeg compressed bgr8", "16UC1; compressedDepth")), text),
+)
 def test_compressed_image_fuzz(data: bytes, fmt: str) -> None:
     msg = CompressedImage(format=fmt, data=data)
     recorded = as_recorded(msg)
-    _survives_in_bounded_memory(lambda: decode_image(msg, FUZZ_MAX_PIXELS, min_size=(32, 64)),
-                                lambda: ground_image(recorded, None, FUZZ_MAX_PIXELS),
-                                lambda: ground_image(recorded, (48, 64), FUZZ_MAX_PIXELS))
+    _survives_in_bounded_memory(
+        lambda: decode_image(msg, FUZZ_MAX_PIXELS, min_size=(32, 64)),
+        lambda: ground_image(recorded, None, FUZZ_MAX_PIXELS),
+        lambda: ground_image(recorded, (48, 64), FUZZ_MAX_PIXELS),
+    )

@@ -1,9 +1,11 @@
+# SPDX-License-Identifier: Apache-2.0
 """One set of sensor rules for the vehicle and for training: the same good and hostile messages go
 through the node's path (rclpy messages, the functions ``node.py`` calls) and the extractor's path
 (the same messages as a bag holds them: CDR bytes deserialised by ``rosbags`` with the Humble type
 store, the functions ``extract.py`` calls). Decisions, reason names, values and pixels must match.
 The one deliberate difference: the extractor decodes JPEG strictly (damaged entropy-coded data is
 refused as ``image_corrupt_jpeg``), the node leniently (a damaged frame beats none on a vehicle)."""
+
 from __future__ import annotations
 
 import math
@@ -12,11 +14,11 @@ from typing import Any, Callable, Tuple
 import cv2
 import numpy as np
 import pytest
+from hostile_images import jpeg_declaring, png_declaring
 from rclpy.serialization import serialize_message
 from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, NavSatFix, NavSatStatus
 
-from hostile_images import jpeg_declaring, png_declaring
 from offline_adapt.data.dataset import read_rgb
 from offline_adapt.data.extract import fix_sample, ground_image, imu_yaw_sample
 from xview_loc_ros import ros_msgs as rm
@@ -38,11 +40,22 @@ def as_recorded(msg: Any) -> Any:
 
 
 # -- the messages -----------------------------------------------------------------------------------
-def _fix(lat: float = 52.0, lon: float = 4.0, alt: float = 3.0, status: int = NavSatStatus.STATUS_FIX,
-         cov_type: int = 2, cov_en: Tuple[float, float, float] = (4.0, 0.0, 9.0)) -> NavSatFix:
+def _fix(
+    lat: float = 52.0,
+    lon: float = 4.0,
+    alt: float = 3.0,
+    status: int = NavSatStatus.STATUS_FIX,
+    cov_type: int = 2,
+    cov_en: Tuple[float, float, float] = (4.0, 0.0, 9.0),
+) -> NavSatFix:
     ee, en, nn = cov_en
-    m = NavSatFix(latitude=lat, longitude=lon, altitude=alt, position_covariance=[ee, en, 0, en, nn, 0, 0, 0, 1.0],
-                  position_covariance_type=cov_type)
+    m = NavSatFix(
+        latitude=lat,
+        longitude=lon,
+        altitude=alt,
+        position_covariance=[ee, en, 0, en, nn, 0, 0, 0, 1.0],
+        position_covariance_type=cov_type,
+    )
     m.status.status = status
     return m
 
@@ -66,8 +79,15 @@ def _scene(h: int = 48, w: int = 80) -> np.ndarray:
 
 def _raw(rgb: np.ndarray, encoding: str, pad: int = 0, **override: Any) -> Image:
     """``rgb`` stored in ``encoding`` (channel order, alpha, grey or a Bayer mosaic), rows padded by ``pad``."""
-    conv = {"rgb8": rgb, "bgr8": rgb[..., ::-1], "8uc3": rgb[..., ::-1], "rgba8": np.dstack([rgb, np.full(rgb.shape[:2], 9, np.uint8)]),
-            "bgra8": np.dstack([rgb[..., ::-1], np.full(rgb.shape[:2], 9, np.uint8)]), "mono8": rgb[..., :1], "8uc1": rgb[..., :1]}
+    conv = {
+        "rgb8": rgb,
+        "bgr8": rgb[..., ::-1],
+        "8uc3": rgb[..., ::-1],
+        "rgba8": np.dstack([rgb, np.full(rgb.shape[:2], 9, np.uint8)]),
+        "bgra8": np.dstack([rgb[..., ::-1], np.full(rgb.shape[:2], 9, np.uint8)]),
+        "mono8": rgb[..., :1],
+        "8uc1": rgb[..., :1],
+    }
     if encoding.startswith("bayer_"):
         img = np.zeros(rgb.shape[:2] + (1,), np.uint8)
         for k, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
@@ -96,7 +116,7 @@ def corrupt_scan(jpeg: bytes) -> bytes:
     """Eight bytes in the middle of the entropy-coded scan flipped; every marker intact (no 0xFF
     byte is touched or created)."""
     sos = jpeg.index(b"\xff\xda")
-    start = sos + 2 + int.from_bytes(jpeg[sos + 2:sos + 4], "big")
+    start = sos + 2 + int.from_bytes(jpeg[sos + 2 : sos + 4], "big")
     out = bytearray(jpeg)
     mid = (start + len(jpeg)) // 2
     for k in range(mid, mid + 8):
@@ -114,11 +134,23 @@ def textured_jpeg(h: int = 192, w: int = 384) -> bytes:
 def _scan_wiped(jpeg: bytes) -> bytes:
     """Entropy-coded data zeroed, markers kept."""
     sos = jpeg.index(b"\xff\xda")
-    start = sos + 2 + int.from_bytes(jpeg[sos + 2:sos + 4], "big")
+    start = sos + 2 + int.from_bytes(jpeg[sos + 2 : sos + 4], "big")
     return jpeg[:start] + bytes(len(jpeg) - start - 2) + jpeg[-2:]
 
 
-RAW_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "8UC3", "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8")
+RAW_ENCODINGS = (
+    "rgb8",
+    "bgr8",
+    "rgba8",
+    "bgra8",
+    "mono8",
+    "8UC1",
+    "8UC3",
+    "bayer_rggb8",
+    "bayer_bggr8",
+    "bayer_gbrg8",
+    "bayer_grbg8",
+)
 SCENE = _scene()
 JPEG = _jpeg(SCENE)
 TEXTURED_JPEG = textured_jpeg()
@@ -168,7 +200,10 @@ IMAGES = [
     ("raw empty", Image(encoding="rgb8")),
     ("PNG rgb", CompressedImage(format="png", data=_encoded(SCENE[..., ::-1], ".png"))),
     ("PNG grey", CompressedImage(format="png", data=_encoded(SCENE[..., 0], ".png"))),
-    ("PNG with alpha", CompressedImage(format="png", data=_encoded(np.dstack([SCENE[..., ::-1], SCENE[..., :1]]), ".png"))),
+    (
+        "PNG with alpha",
+        CompressedImage(format="png", data=_encoded(np.dstack([SCENE[..., ::-1], SCENE[..., :1]]), ".png")),
+    ),
     ("JPEG", CompressedImage(format="jpeg", data=JPEG)),
     ("JPEG, image_transport format", CompressedImage(format="rgb8; jpeg compressed bgr8", data=JPEG)),
     ("JPEG without its last 20 bytes", CompressedImage(format="jpeg", data=JPEG[:-20])),
@@ -177,7 +212,10 @@ IMAGES = [
     ("JPEG with a corrupted scan", CompressedImage(format="jpeg", data=corrupt_scan(TEXTURED_JPEG))),
     ("JPEG declaring 20000 x 20000 px", CompressedImage(format="jpeg", data=jpeg_declaring(20_000, 20_000))),
     ("PNG declaring 100000 x 100000 px", CompressedImage(format="png", data=png_declaring(100_000, 100_000))),
-    ("garbage bytes", CompressedImage(format="jpeg", data=np.random.default_rng(0).integers(0, 256, 500, np.uint8).tobytes())),
+    (
+        "garbage bytes",
+        CompressedImage(format="jpeg", data=np.random.default_rng(0).integers(0, 256, 500, np.uint8).tobytes()),
+    ),
     ("JPEG magic then garbage", CompressedImage(format="jpeg", data=b"\xff\xd8\xff\xe0garbage")),
     ("GIF", CompressedImage(format="gif", data=b"GIF89a\x01\x00\x01\x00\x00\x00\x00;")),
     ("empty", CompressedImage(format="jpeg", data=b"")),
@@ -222,7 +260,7 @@ def test_fix_parity(name: str, msg: NavSatFix) -> None:
         fix, (_, lat, lon, std) = node[1], extractor[1]
         assert (fix.lat, fix.lon) == (lat, lon)
         if math.isnan(std):  # no usable covariance: the node falls back to its default
-            assert np.allclose(fix.cov_en, np.eye(2) * DEFAULT_STD_M ** 2)
+            assert np.allclose(fix.cov_en, np.eye(2) * DEFAULT_STD_M**2)
             assert msg.position_covariance_type == 0 or name.startswith("covariance"), name
         else:
             assert std == pytest.approx(math.sqrt(0.5 * np.trace(fix.cov_en)))
@@ -283,8 +321,10 @@ def test_raw_pixels_are_the_scene(encoding: str) -> None:
         assert np.array_equal(out, SCENE), encoding
 
 
-@pytest.mark.parametrize("encoding,layout", [("bayer_rggb8", "RGGB"), ("bayer_bggr8", "BGGR"),
-                                             ("bayer_gbrg8", "GBRG"), ("bayer_grbg8", "GRBG")])
+@pytest.mark.parametrize(
+    "encoding,layout",
+    [("bayer_rggb8", "RGGB"), ("bayer_bggr8", "BGGR"), ("bayer_gbrg8", "GBRG"), ("bayer_grbg8", "GRBG")],
+)
 def test_bayer_patterns_give_the_right_colour(encoding: str, layout: str) -> None:
     # A flat colour mosaicked in the named pattern must demosaic back to that colour.
     colour = {"R": 200, "G": 90, "B": 30}
@@ -306,8 +346,12 @@ def test_jpeg_reduced_decoding_on_the_node() -> None:
 
 def test_every_reason_is_exercised() -> None:
     seen = set()
-    for cases, run in ((FIXES, lambda m: rm.fix_from_msg(m, 1.0)), (IMUS, lambda m: rm.heading_from_msg(m, 1.0)),
-                       (INFOS, rm.hfov_from_camera_info), (IMAGES, lambda m: ground_image(as_recorded(m), None, DEFAULT_MAX_IMAGE_PIXELS))):
+    for cases, run in (
+        (FIXES, lambda m: rm.fix_from_msg(m, 1.0)),
+        (IMUS, lambda m: rm.heading_from_msg(m, 1.0)),
+        (INFOS, rm.hfov_from_camera_info),
+        (IMAGES, lambda m: ground_image(as_recorded(m), None, DEFAULT_MAX_IMAGE_PIXELS)),
+    ):
         for _, msg in cases:
             decision, reason = outcome(lambda run=run, msg=msg: run(msg))
             if decision == "rejected":

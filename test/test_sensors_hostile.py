@@ -1,6 +1,8 @@
+# SPDX-License-Identifier: Apache-2.0
 """Hostile sensor messages at the message boundary (issue 14): decompression bombs, corrupt JPEG
 entropy data, positions at the poles and beyond. Real rclpy messages, the same messages as rosbags
 reads them from a bag, real encoded bytes."""
+
 from __future__ import annotations
 
 import math
@@ -10,11 +12,11 @@ import time
 import cv2
 import numpy as np
 import pytest
-from sensor_msgs.msg import CompressedImage, NavSatFix, NavSatStatus
-
 from hostile_images import jpeg_declaring, png_declaring
-from offline_adapt.data.extract import ground_image
+from sensor_msgs.msg import CompressedImage, NavSatFix, NavSatStatus
 from test_sensor_parity import as_recorded, corrupt_scan, textured_jpeg
+
+from offline_adapt.data.extract import ground_image
 from xview_loc_ros import ros_msgs as rm
 from xview_loc_ros.sensors import DEFAULT_MAX_IMAGE_PIXELS, SensorRejected, decode_image, gnss_fix
 
@@ -54,8 +56,8 @@ def test_the_pixel_cap_is_a_parameter() -> None:
 def test_decoder_errors_are_typed_where_the_cap_allows_the_size() -> None:
     # OpenCV refuses 10^10 px itself (cv2.error): with the cap lifted that error must still be typed
     msg = CompressedImage(format="png", data=png_declaring(100_000, 100_000))
-    assert _reason(lambda: decode_image(msg, max_pixels=10 ** 11)) == "image_corrupt"
-    assert _reason(lambda: ground_image(as_recorded(msg), None, 10 ** 11)) == "image_corrupt"
+    assert _reason(lambda: decode_image(msg, max_pixels=10**11)) == "image_corrupt"
+    assert _reason(lambda: ground_image(as_recorded(msg), None, 10**11)) == "image_corrupt"
 
 
 # -- corrupt JPEG entropy data --------------------------------------------------------------------------------
@@ -70,17 +72,31 @@ def test_corrupt_jpeg_is_refused_as_training_data_but_kept_by_the_node() -> None
     assert damaged.shape == clean.shape and (np.abs(damaged.astype(int) - clean).sum(axis=2) > 30).mean() > 0.1
     # a training pair must not be built on it, whether stored as recorded or decoded for resizing
     for store_hw in (None, (10, 10)):
-        assert _reason(lambda hw=store_hw: ground_image(as_recorded(msg), hw, DEFAULT_MAX_IMAGE_PIXELS)) == "image_corrupt_jpeg"
-    assert ground_image(as_recorded(CompressedImage(format="jpeg", data=good)), None, DEFAULT_MAX_IMAGE_PIXELS)[0] == good
+        assert (
+            _reason(lambda hw=store_hw: ground_image(as_recorded(msg), hw, DEFAULT_MAX_IMAGE_PIXELS))
+            == "image_corrupt_jpeg"
+        )
+    assert (
+        ground_image(as_recorded(CompressedImage(format="jpeg", data=good)), None, DEFAULT_MAX_IMAGE_PIXELS)[0] == good
+    )
 
 
 # -- positions that are no place to localize ------------------------------------------------------------------
-@pytest.mark.parametrize("field,value,reason", [
-    ("latitude", 90.0, "fix_bad_latitude"), ("latitude", -90.0, "fix_bad_latitude"), ("latitude", 95.0, "fix_bad_latitude"),
-    ("longitude", 180.5, "fix_bad_longitude"), ("longitude", -1e9, "fix_bad_longitude"),
-    ("altitude", math.inf, "fix_bad_altitude"), ("altitude", -math.inf, "fix_bad_altitude"), ("altitude", 1e300, "fix_bad_altitude"),
-    ("latitude", math.nan, "fix_invalid"), ("longitude", math.inf, "fix_invalid"),
-])
+@pytest.mark.parametrize(
+    "field,value,reason",
+    [
+        ("latitude", 90.0, "fix_bad_latitude"),
+        ("latitude", -90.0, "fix_bad_latitude"),
+        ("latitude", 95.0, "fix_bad_latitude"),
+        ("longitude", 180.5, "fix_bad_longitude"),
+        ("longitude", -1e9, "fix_bad_longitude"),
+        ("altitude", math.inf, "fix_bad_altitude"),
+        ("altitude", -math.inf, "fix_bad_altitude"),
+        ("altitude", 1e300, "fix_bad_altitude"),
+        ("latitude", math.nan, "fix_invalid"),
+        ("longitude", math.inf, "fix_invalid"),
+    ],
+)
 def test_positions_outside_the_earth_are_refused_with_their_own_reason(field: str, value: float, reason: str) -> None:
     msg = NavSatFix(latitude=52.0, longitude=4.0, altitude=10.0)
     msg.status.status = NavSatStatus.STATUS_FIX

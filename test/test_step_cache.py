@@ -1,5 +1,7 @@
+# SPDX-License-Identifier: Apache-2.0
 """The one step-cache rule (xview_loc_ros.fsutil.StepCache) and the command steps of the demo and
 the benchmarks (CommandSteps), on real files."""
+
 from __future__ import annotations
 
 import json
@@ -62,10 +64,20 @@ def test_command_steps_skip_done_steps_and_redo_what_was_made_from_a_redone_step
     def steps(city_seed: int) -> None:
         s = CommandSteps(root)
         city, pairs = root / "city", root / "pairs.txt"
-        s.run(city, ["synth", "city", "--seed", city_seed, "--out", city],
-              lambda: (ran.append("city"), city.mkdir(parents=True), (city / "t.png").write_text(f"seed {city_seed}" * city_seed)))
-        s.run(pairs, ["pairs", "--city", city / "t.png", "--model", model, "--out", pairs],
-              lambda: (ran.append("pairs"), pairs.write_text("p")))
+        s.run(
+            city,
+            ["synth", "city", "--seed", city_seed, "--out", city],
+            lambda: (
+                ran.append("city"),
+                city.mkdir(parents=True),
+                (city / "t.png").write_text(f"seed {city_seed}" * city_seed),
+            ),
+        )
+        s.run(
+            pairs,
+            ["pairs", "--city", city / "t.png", "--model", model, "--out", pairs],
+            lambda: (ran.append("pairs"), pairs.write_text("p")),
+        )
 
     steps(1)
     assert ran == ["city", "pairs"]

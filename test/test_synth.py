@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """Synthetic test bed: styles, world determinism, city folder (tiles + MBTiles), pairs, CLI."""
+
 import json
 import math
 import sqlite3
@@ -29,16 +31,22 @@ def test_presets_load_and_differ():
     assert styles["downtown"]["sensor"]["gnss_bias_m"] >= 10  # urban canyon: tens of metres with outliers
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda s: s["layout"].update(block_sise_m=[1, 2]), "unknown key(s) ['layout.block_sise_m']"),
-    (lambda s: s["appearance"].update(sun_elevation_deg=120), "appearance.sun_elevation_deg must be within [5.0, 90.0]"),
-    (lambda s: s["layout"].update(road_width_m=[9, 4]), "layout.road_width_m must satisfy"),
-    (lambda s: s["appearance"].update(roof_palette=[[1, 2]]), "appearance.roof_palette[0] must be an [R, G, B]"),
-    (lambda s: s["layout"].update(pattern="spiral"), "layout.pattern must be one of ['grid', 'organic']"),
-    (lambda s: s["geometry"].pop("tree_height_m"), "missing key(s) ['geometry.tree_height_m']"),
-    (lambda s: s["sensor"].update(gnss_bias_m="ten"), "sensor.gnss_bias_m must be a number"),
-    (lambda s: s.update(colours={}), "unknown group(s) ['colours']"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda s: s["layout"].update(block_sise_m=[1, 2]), "unknown key(s) ['layout.block_sise_m']"),
+        (
+            lambda s: s["appearance"].update(sun_elevation_deg=120),
+            "appearance.sun_elevation_deg must be within [5.0, 90.0]",
+        ),
+        (lambda s: s["layout"].update(road_width_m=[9, 4]), "layout.road_width_m must satisfy"),
+        (lambda s: s["appearance"].update(roof_palette=[[1, 2]]), "appearance.roof_palette[0] must be an [R, G, B]"),
+        (lambda s: s["layout"].update(pattern="spiral"), "layout.pattern must be one of ['grid', 'organic']"),
+        (lambda s: s["geometry"].pop("tree_height_m"), "missing key(s) ['geometry.tree_height_m']"),
+        (lambda s: s["sensor"].update(gnss_bias_m="ten"), "sensor.gnss_bias_m must be a number"),
+        (lambda s: s.update(colours={}), "unknown group(s) ['colours']"),
+    ],
+)
 def test_style_validation_names_the_key(mutate, message):
     s = load_style("suburb")
     mutate(s)
@@ -66,8 +74,12 @@ def test_blend_per_group():
     a, b = load_style("downtown"), load_style("oldtown")
     half = blend_styles(a, b, 0.5, ["appearance"])
     assert half["layout"] == a["layout"] and half["geometry"] == a["geometry"]
-    assert half["appearance"]["sun_azimuth_deg"] == pytest.approx((a["appearance"]["sun_azimuth_deg"] + b["appearance"]["sun_azimuth_deg"]) / 2)
-    assert half["appearance"]["road_rgb"] == pytest.approx([(x + y) / 2 for x, y in zip(a["appearance"]["road_rgb"], b["appearance"]["road_rgb"])])
+    assert half["appearance"]["sun_azimuth_deg"] == pytest.approx(
+        (a["appearance"]["sun_azimuth_deg"] + b["appearance"]["sun_azimuth_deg"]) / 2
+    )
+    assert half["appearance"]["road_rgb"] == pytest.approx(
+        [(x + y) / 2 for x, y in zip(a["appearance"]["road_rgb"], b["appearance"]["road_rgb"])]
+    )
     assert blend_styles(a, b, 1.0)["layout"] == b["layout"]
     assert blend_styles(a, b, 0.49, ["layout"])["layout"]["pattern"] == "grid"
     assert blend_styles(a, b, 0.51, ["layout"])["layout"]["pattern"] == "organic"
@@ -92,6 +104,7 @@ def test_world_is_deterministic_and_seed_dependent():
 @pytest.mark.parametrize("preset", PRESETS)
 def test_presets_build_plausible_worlds(preset):
     from xview_testbed.synth.world import BUILDING, ROAD, TREE, WATER
+
     w = generate_world(load_style(preset), 2, size_m=200.0)
     share = {c: float(np.mean(w.cls == c)) for c in (BUILDING, ROAD, TREE, WATER)}
     assert 0.05 < share[ROAD] < 0.6, share
@@ -120,10 +133,11 @@ def test_city_folder_tiles_and_mbtiles(small_city):
     rows = db.execute("SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles").fetchall()
     assert len(rows) == len(xyz)
     for z, x, y_tms, data in rows[:6]:
-        y = 2 ** z - 1 - y_tms  # MBTiles stores TMS rows
+        y = 2**z - 1 - y_tms  # MBTiles stores TMS rows
         assert (small_city / "tiles" / str(z) / str(x) / f"{y}.png").read_bytes() == data
     # the pyramid covers the city bbox (south, west, north, east)
     from xview_loc_ros.geo import latlon_to_tile
+
     s, w, n, e = meta["bbox"]
     for z in (17, 18):
         tx, ty = latlon_to_tile(np.array([n, s]), np.array([w, e]), z)
@@ -211,8 +225,15 @@ def test_pairs_like_drives(small_city, tmp_path):
     assert 0.4 * expected < float(np.std(err)) < 2.0 * expected
 
     # offsets: GNSS-like ones concentrate near the centre (bias + noise), uniform ones do not
-    model = GnssErrorModel(noise_m=1.5, bias_m=4.0, bias_tau_s=90.0, outlier_prob=0.0, outlier_m=0.0,
-                           heading_noise_deg=1.0, heading_bias_deg=1.0)
+    model = GnssErrorModel(
+        noise_m=1.5,
+        bias_m=4.0,
+        bias_tau_s=90.0,
+        outlier_prob=0.0,
+        outlier_m=0.0,
+        heading_noise_deg=1.0,
+        heading_bias_deg=1.0,
+    )
     rng = np.random.default_rng(0)
     g = sample_offsets(PairLook(offsets="gnss"), model, 4000, 16.0, rng)
     u = sample_offsets(PairLook(offsets="uniform"), model, 4000, 16.0, rng)
@@ -227,7 +248,9 @@ def test_pairs_like_drives(small_city, tmp_path):
 
 def test_pair_presets_match_the_model_inputs():
     from xview_loc_ros.models import DEFAULTS
-    from xview_testbed.synth.pairs import PRESETS as PAIR_PRESETS, ground_camera, resolve_preset
+    from xview_testbed.synth.pairs import PRESETS as PAIR_PRESETS
+    from xview_testbed.synth.pairs import ground_camera, resolve_preset
+
     for arch in ("small", "ccvpe-vigor", "ccvpe-kitti"):
         cfg = DEFAULTS[arch]
         cam = ground_camera(arch, cfg["ground_type"])
@@ -240,7 +263,11 @@ def test_pair_presets_match_the_model_inputs():
 
 def test_cli_pairs_and_errors(small_city, tmp_path, capsys):
     from xview_testbed.cli import main
-    assert main(["synth", "pairs", "--city", str(small_city), "--n", "2", "--seed", "1", "--out", str(tmp_path / "p")]) == 0
+
+    assert (
+        main(["synth", "pairs", "--city", str(small_city), "--n", "2", "--seed", "1", "--out", str(tmp_path / "p")])
+        == 0
+    )
     assert len(PairDataset(tmp_path / "p")) == 2
     assert main(["synth", "city", "--style", "downtown", "--toward", "nowhere", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

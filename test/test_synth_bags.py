@@ -1,5 +1,7 @@
+# SPDX-License-Identifier: Apache-2.0
 """Synthetic drives as rosbag2: readable by rosbags, by the independent mcap-ros2-support reader
 (MCAP) and by sqlite3 (SQLite 3 bags); right types, counts, stamps, frames; GNSS error statistics."""
+
 import math
 import sqlite3
 from pathlib import Path
@@ -44,7 +46,7 @@ def _read_rosbags(bag: Path):
 
 
 def _stamp(msg) -> int:
-    return msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec
+    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
 
 
 def test_mcap_bag_with_rosbags(city, mcap_bag):
@@ -66,6 +68,7 @@ def test_mcap_bag_with_rosbags(city, mcap_bag):
     img = msgs["/camera/image/compressed"][0][1]
     assert img.format == "jpeg" and img.header.frame_id == "camera"
     import cv2
+
     assert cv2.imdecode(np.asarray(img.data), cv2.IMREAD_COLOR).shape == (64, 256, 3)
     # ground truth: pose in the map frame (ENU at the city datum) agrees with the ground-truth fix
     frame = load_city(city).frame
@@ -115,10 +118,16 @@ def test_sqlite3_bag_pinhole_raw(city, tmp_path):
     assert topics["/camera/image"] == "sensor_msgs/msg/Image"
     assert topics["/camera/camera_info"] == "sensor_msgs/msg/CameraInfo"
     assert "/camera/image/compressed" not in topics
-    counts = dict(db.execute("SELECT t.name, COUNT(*) FROM messages m JOIN topics t ON m.topic_id = t.id GROUP BY t.name"))
+    counts = dict(
+        db.execute("SELECT t.name, COUNT(*) FROM messages m JOIN topics t ON m.topic_id = t.id GROUP BY t.name")
+    )
     assert set(counts.values()) == {6} and len(counts) == 6
-    stamps = [r[0] for r in db.execute(
-        "SELECT m.timestamp FROM messages m JOIN topics t ON m.topic_id = t.id WHERE t.name = '/camera/image' ORDER BY m.id")]
+    stamps = [
+        r[0]
+        for r in db.execute(
+            "SELECT m.timestamp FROM messages m JOIN topics t ON m.topic_id = t.id WHERE t.name = '/camera/image' ORDER BY m.id"
+        )
+    ]
     assert np.all(np.diff(stamps) > 0)
     types, msgs = _read_rosbags(bag)
     img = msgs["/camera/image"][0][1]
@@ -138,8 +147,15 @@ def test_bag_refuses_overwrite_and_bad_storage(city, mcap_bag):
 
 # --- GNSS statistics -------------------------------------------------------------------------
 def test_gnss_error_statistics_match_configuration():
-    m = GnssErrorModel(noise_m=2.0, bias_m=12.0, bias_tau_s=20.0, outlier_prob=0.05, outlier_m=40.0,
-                       heading_noise_deg=1.0, heading_bias_deg=2.0)
+    m = GnssErrorModel(
+        noise_m=2.0,
+        bias_m=12.0,
+        bias_tau_s=20.0,
+        outlier_prob=0.05,
+        outlier_m=40.0,
+        heading_noise_deg=1.0,
+        heading_bias_deg=2.0,
+    )
     rng = np.random.default_rng(0)
     err, out = m.position_errors(60000, 1.0, rng)
     assert out.mean() == pytest.approx(0.05, abs=0.005)
@@ -161,8 +177,14 @@ def test_gnss_error_statistics_match_configuration():
 def test_bag_gnss_errors_follow_the_flags(city, tmp_path):
     from rosbags.highlevel import AnyReader
 
-    bag = make_drive(city, tmp_path / "g", frames=40, seed=3, rate_hz=1.0,
-                     gnss={"noise_m": 6.0, "bias_m": 0.0, "outlier_prob": 0.0, "heading_noise_deg": 0.0, "heading_bias_deg": 0.0})
+    bag = make_drive(
+        city,
+        tmp_path / "g",
+        frames=40,
+        seed=3,
+        rate_hz=1.0,
+        gnss={"noise_m": 6.0, "bias_m": 0.0, "outlier_prob": 0.0, "heading_noise_deg": 0.0, "heading_bias_deg": 0.0},
+    )
     frame = load_city(city).frame
     fixes, gts = [], []
     with AnyReader([bag]) as r:

@@ -1,6 +1,8 @@
+# SPDX-License-Identifier: Apache-2.0
 """The tower test: a tall tower at a known ENU offset appears where geometry predicts in the
 panorama, in the pinhole image (level and pitched) and in the aerial patch cut from the exported
 tile pyramid by the project's tile fetcher."""
+
 import math
 
 import numpy as np
@@ -22,9 +24,18 @@ FACADE, ROOF = (250, 20, 20), (20, 250, 20)
 
 def _appearance():
     app = load_style("downtown")["appearance"]
-    app.update(ground_noise=0.0, aerial_noise=0.0, aerial_blur_px=0.0, haze_m=1e5, aerial_saturation=1.0,
-               aerial_contrast=1.0, aerial_brightness=1.0, aerial_tint=[1.0, 1.0, 1.0], ground_exposure=1.0,
-               ground_white_balance=[1.0, 1.0, 1.0])
+    app.update(
+        ground_noise=0.0,
+        aerial_noise=0.0,
+        aerial_blur_px=0.0,
+        haze_m=1e5,
+        aerial_saturation=1.0,
+        aerial_contrast=1.0,
+        aerial_brightness=1.0,
+        aerial_tint=[1.0, 1.0, 1.0],
+        ground_exposure=1.0,
+        ground_white_balance=[1.0, 1.0, 1.0],
+    )
     return app
 
 
@@ -32,12 +43,17 @@ def _appearance():
 def tower_world():
     n = int(SIZE_M / RES)
     world = World(
-        res_m=RES, height=np.zeros((n, n), np.float32), cls=np.full((n, n), DIRT, np.uint8),
-        albedo=np.full((n, n, 3), 120, np.uint8), building=np.zeros((n, n), np.int32),
-        normal=np.zeros((n, n, 2), np.int8), caster=np.zeros((n, n), np.float32),
+        res_m=RES,
+        height=np.zeros((n, n), np.float32),
+        cls=np.full((n, n), DIRT, np.uint8),
+        albedo=np.full((n, n, 3), 120, np.uint8),
+        building=np.zeros((n, n), np.int32),
+        normal=np.zeros((n, n, 2), np.int8),
+        caster=np.zeros((n, n), np.float32),
         facade_rgb=np.array([[0, 0, 0], FACADE], np.uint8),
         facade=np.array([[3, 3, 0, 0], [3.0, 3.0, 0.0, TOWER_H]], np.float32),  # no windows
-        crown_base=np.zeros((n, n), np.float32))
+        crown_base=np.zeros((n, n), np.float32),
+    )
     c0, r0 = world.enu_to_pixel(TOWER_E - TOWER_SIDE / 2, TOWER_N + TOWER_SIDE / 2)
     c1, r1 = world.enu_to_pixel(TOWER_E + TOWER_SIDE / 2, TOWER_N - TOWER_SIDE / 2)
     sl = (slice(int(round(float(r0))), int(round(float(r1)))), slice(int(round(float(c0))), int(round(float(c1)))))
@@ -59,7 +75,9 @@ def test_tower_in_panorama(tower_world):
     world, app = tower_world
     h, w = 180, 720
     heading = 25.0
-    img = GroundRenderer(world, app).render(CAM_E, CAM_N, heading, GroundCamera("panorama", (h, w), supersample=1), CAM_Z)
+    img = GroundRenderer(world, app).render(
+        CAM_E, CAM_N, heading, GroundCamera("panorama", (h, w), supersample=1), CAM_Z
+    )
     de, dn = TOWER_E - CAM_E, TOWER_N - CAM_N
     az = math.degrees(math.atan2(de, dn))
     u_pred = w / 2 + ((az - heading + 180) % 360 - 180) * w / 360
@@ -78,7 +96,9 @@ def test_tower_in_panorama(tower_world):
     v_foot = (90 + math.degrees(math.atan2(CAM_Z, dist))) * h / 180
     assert bottom == pytest.approx(v_foot, abs=1.5)
     # turning the heading by 90 degrees moves the tower a quarter turn left in the image
-    img2 = GroundRenderer(world, app).render(CAM_E, CAM_N, heading + 90, GroundCamera("panorama", (h, w), supersample=1), CAM_Z)
+    img2 = GroundRenderer(world, app).render(
+        CAM_E, CAM_N, heading + 90, GroundCamera("panorama", (h, w), supersample=1), CAM_Z
+    )
     cols2 = np.nonzero(_red(img2).any(0))[0]
     assert np.mean(cols2 + 0.5) == pytest.approx((u_pred - w / 4) % w, abs=0.75)
 

@@ -1,6 +1,8 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fuzzing the patch builder with hostile positions, sizes, resolutions, zooms and tile bytes: it
 raises only the project's typed errors (TileError for tiles, ValueError for arguments) and its
 memory stays bounded (a decompression bomb would need gigabytes)."""
+
 from __future__ import annotations
 
 import math
@@ -8,10 +10,10 @@ import tracemalloc
 
 import cv2
 import numpy as np
+from hostile_images import jpeg_declaring, png_declaring
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from hostile_images import jpeg_declaring, png_declaring
 from xview_loc_ros.geo import zoom_for_resolution
 from xview_loc_ros.tiles import AerialPatchBuilder, TileError, TileSource, decode_tile
 from xview_loc_ros.tiles.source import Tile
@@ -65,7 +67,9 @@ def mostly(valid: st.SearchStrategy, hostile: st.SearchStrategy) -> st.SearchStr
     return st.integers(0, 4).flatmap(lambda k: hostile if k == 4 else valid)
 
 
-SPECIAL = st.sampled_from([math.nan, math.inf, -math.inf, 90.0, -90.0, 180.0, -180.0, 85.0511, -85.0511, 89.999999, 1e308])
+SPECIAL = st.sampled_from(
+    [math.nan, math.inf, -math.inf, 90.0, -90.0, 180.0, -180.0, 85.0511, -85.0511, 89.999999, 1e308]
+)
 LAT = mostly(st.floats(-86.0, 86.0), SPECIAL)
 LON = mostly(st.floats(-180.0, 180.0), SPECIAL)
 MPP = mostly(st.floats(0.05, 50.0), st.sampled_from([0.0, -1.0, math.nan, math.inf, 1e-9]))
@@ -75,7 +79,9 @@ ZOOM_SHIFT = mostly(st.one_of(st.none(), st.integers(-2, 2)), st.sampled_from([-
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=tile_bytes(), lat=LAT, lon=LON, size=SIZE, mpp=MPP, zoom_shift=ZOOM_SHIFT, allow_missing=st.booleans())
-def test_patch_builder_raises_only_typed_errors_within_bounded_memory(data, lat, lon, size, mpp, zoom_shift, allow_missing):
+def test_patch_builder_raises_only_typed_errors_within_bounded_memory(
+    data, lat, lon, size, mpp, zoom_shift, allow_missing
+):
     zoom = None
     if zoom_shift is not None:
         base = zoom_for_resolution(0.0, mpp) if math.isfinite(mpp) and mpp > 0 else 10

@@ -1,6 +1,8 @@
+# SPDX-License-Identifier: Apache-2.0
 """Geometry of the aerial patch builder: a landmark painted at a known lat/lon into real tile archives of
 every kind lands within 0.5 px of PatchGeoref.latlon_to_pixel, at several latitudes and zooms, across
 tile borders; the interpolated remap grids match the exact per-pixel pyproj mapping."""
+
 from __future__ import annotations
 
 import http.server
@@ -13,8 +15,17 @@ import cv2
 import numpy as np
 import pytest
 
-from xview_loc_ros.geo import (LocalENU, PatchGeoref, ground_resolution, latlon_to_global_pixel, latlon_to_utm,
-                               tile_to_latlon, utm_epsg, xyz_to_tms_row, zoom_for_resolution)
+from xview_loc_ros.geo import (
+    LocalENU,
+    PatchGeoref,
+    ground_resolution,
+    latlon_to_global_pixel,
+    latlon_to_utm,
+    tile_to_latlon,
+    utm_epsg,
+    xyz_to_tms_row,
+    zoom_for_resolution,
+)
 from xview_loc_ros.tiles import AerialPatchBuilder, TileDecodeError, TileNotFound, open_tile_source
 from xview_loc_ros.tiles.coverage import tiles_around
 
@@ -27,7 +38,7 @@ def render_tile(z: int, x: int, y: int, landmark_gpx: tuple) -> np.ndarray:
     i = np.arange(256) + 0.5
     gx, gy = np.meshgrid(x * 256 + i, y * 256 + i)
     d2 = (gx - landmark_gpx[0]) ** 2 + (gy - landmark_gpx[1]) ** 2
-    v = BACKGROUND + 200.0 * np.exp(-d2 / (2 * SIGMA_PX ** 2))
+    v = BACKGROUND + 200.0 * np.exp(-d2 / (2 * SIGMA_PX**2))
     g = np.clip(np.rint(v), 0, 255).astype(np.uint8)
     return np.dstack([g, g, g])
 
@@ -41,15 +52,21 @@ def png(rgb: np.ndarray) -> bytes:
 def landmark_centroid(img: np.ndarray, u0: float, v0: float, r: int = 9) -> tuple:
     """Intensity-weighted centroid (continuous pixel coordinates, pixel i covers [i, i+1)) near (u0, v0)."""
     a, b = int(v0) - r, int(u0) - r
-    win = img[a:a + 2 * r + 1, b:b + 2 * r + 1, 0].astype(float) - BACKGROUND
+    win = img[a : a + 2 * r + 1, b : b + 2 * r + 1, 0].astype(float) - BACKGROUND
     win = np.clip(win, 0, None)
-    vv, uu = np.mgrid[a:a + win.shape[0], b:b + win.shape[1]] + 0.5
+    vv, uu = np.mgrid[a : a + win.shape[0], b : b + win.shape[1]] + 0.5
     return float((win * uu).sum() / win.sum()), float((win * vv).sum() / win.sum())
 
 
 # (lat of the landmark, zoom, patch mpp / native mpp, landmark on a tile corner?)
-CASES = [(0.0, 18, 1.0, True), (45.0, 19, 1.37, False), (-45.0, 17, 1.0, True), (60.0, 18, 2.1, True),
-         (60.0, 20, 1.0, False), (-33.9, 19, 1.6, True)]
+CASES = [
+    (0.0, 18, 1.0, True),
+    (45.0, 19, 1.37, False),
+    (-45.0, 17, 1.0, True),
+    (60.0, 18, 2.1, True),
+    (60.0, 20, 1.0, False),
+    (-33.9, 19, 1.6, True),
+]
 
 
 def _world(lat: float, zoom: int, corner: bool):
@@ -79,8 +96,9 @@ def _write_sources(tmp: Path, kind: str, zoom: int, keys, lm_gpx) -> str:
         db.execute("CREATE TABLE tiles (zoom_level integer, tile_column integer, tile_row integer, tile_data blob)")
         db.execute("CREATE UNIQUE INDEX tile_index ON tiles (zoom_level, tile_column, tile_row)")
         db.executemany("INSERT INTO metadata VALUES (?, ?)", [("name", "test"), ("format", "png")])
-        db.executemany("INSERT INTO tiles VALUES (?, ?, ?, ?)",
-                       [(z, x, xyz_to_tms_row(y, z), d) for (z, x, y), d in tiles.items()])
+        db.executemany(
+            "INSERT INTO tiles VALUES (?, ?, ?, ?)", [(z, x, xyz_to_tms_row(y, z), d) for (z, x, y), d in tiles.items()]
+        )
         db.commit()
         db.close()
         return f"mbtiles:{path}"
@@ -92,9 +110,20 @@ def _write_sources(tmp: Path, kind: str, zoom: int, keys, lm_gpx) -> str:
         with write(str(path)) as w:
             for (z, x, y), d in sorted(tiles.items(), key=lambda kv: zxy_to_tileid(*kv[0])):
                 w.write_tile(zxy_to_tileid(z, x, y), d)
-            w.finalize({"tile_type": TileType.PNG, "tile_compression": Compression.NONE, "min_lon_e7": 0,
-                        "min_lat_e7": 0, "max_lon_e7": 0, "max_lat_e7": 0, "center_zoom": zoom,
-                        "center_lon_e7": 0, "center_lat_e7": 0}, {"name": "test"})
+            w.finalize(
+                {
+                    "tile_type": TileType.PNG,
+                    "tile_compression": Compression.NONE,
+                    "min_lon_e7": 0,
+                    "min_lat_e7": 0,
+                    "max_lon_e7": 0,
+                    "max_lat_e7": 0,
+                    "center_zoom": zoom,
+                    "center_lon_e7": 0,
+                    "center_lat_e7": 0,
+                },
+                {"name": "test"},
+            )
         return f"pmtiles:{path}"
     raise AssertionError(kind)
 
@@ -152,11 +181,22 @@ def _write_geotiff_utm(path: Path, llat: float, llon: float, gsd: float, half_m:
     west, north = np.floor((e0 - half_m) / gsd) * gsd, np.floor((n0 + half_m) / gsd) * gsd
     i = np.arange(n_px) + 0.5
     E, N = np.meshgrid(west + i * gsd, north - i * gsd)
-    d2 = ((E - e0) ** 2 + (N - n0) ** 2) / gsd ** 2
-    g = np.clip(np.rint(BACKGROUND + 200.0 * np.exp(-d2 / (2 * 2.0 ** 2))), 0, 255).astype(np.uint8)
-    with rasterio.open(path, "w", driver="GTiff", width=n_px, height=n_px, count=3, dtype="uint8",
-                       crs=f"EPSG:{epsg}", transform=Affine(gsd, 0.0, west, 0.0, -gsd, north), tiled=True,
-                       blockxsize=256, blockysize=256) as ds:
+    d2 = ((E - e0) ** 2 + (N - n0) ** 2) / gsd**2
+    g = np.clip(np.rint(BACKGROUND + 200.0 * np.exp(-d2 / (2 * 2.0**2))), 0, 255).astype(np.uint8)
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=n_px,
+        height=n_px,
+        count=3,
+        dtype="uint8",
+        crs=f"EPSG:{epsg}",
+        transform=Affine(gsd, 0.0, west, 0.0, -gsd, north),
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+    ) as ds:
         for b in (1, 2, 3):
             ds.write(g, b)
 
@@ -177,8 +217,15 @@ def test_geotiff_landmark_lands_on_its_pixel(tmp_path, lat):
     assert abs(u - u_exp) < 0.5 and abs(v - v_exp) < 0.5, (u, v, float(u_exp), float(v_exp))
 
 
-@pytest.mark.parametrize("lat,lon,size,mpp,zoom", [(0.0, 0.0, 512, 0.3, 19), (60.0, 10.0, 512, 0.25, 19),
-                                                  (-45.0, 179.9995, 512, 0.3, 18), (70.0, -20.0, 1024, 2.0, 16)])
+@pytest.mark.parametrize(
+    "lat,lon,size,mpp,zoom",
+    [
+        (0.0, 0.0, 512, 0.3, 19),
+        (60.0, 10.0, 512, 0.25, 19),
+        (-45.0, 179.9995, 512, 0.3, 18),
+        (70.0, -20.0, 1024, 2.0, 16),
+    ],
+)
 def test_interpolated_grid_matches_exact_mapping(lat, lon, size, mpp, zoom, tmp_path):
     (tmp_path / "t").mkdir()
     builder = AerialPatchBuilder(open_tile_source(f"xyz:{tmp_path / 't'}"), size, mpp, zoom=zoom)
@@ -187,7 +234,7 @@ def test_interpolated_grid_matches_exact_mapping(lat, lon, size, mpp, zoom, tmp_
     c = np.arange(size) + 0.5
     lat_px, lon_px = georef.pixel_to_latlon(*np.meshgrid(c, c))
     ex, ey = latlon_to_global_pixel(lat_px, lon_px, zoom)
-    world = 256 * 2 ** zoom
+    world = 256 * 2**zoom
     dx = (np.asarray(ex) - gx + world / 2) % world - world / 2  # the date-line patch unwraps longitudes
     assert np.abs(dx).max() < 0.01 and np.abs(np.asarray(ey) - gy).max() < 0.01
 
@@ -216,7 +263,7 @@ def test_geotiff_coarse_zoom_reads_decimated(tmp_path):
     # The 300 m orthophoto covers about cover^2 tile pixels at this zoom; the rest is masked.
     cover = 300.0 / ground_resolution(llat, z)
     assert all(t.valid is not None for t in tiles)
-    assert abs(sum(int(t.valid.sum()) for t in tiles) - cover ** 2) < 4 * cover + 8
+    assert abs(sum(int(t.valid.sum()) for t in tiles) - cover**2) < 4 * cover + 8
 
 
 def test_geotiff_damaged_after_opening_is_a_tile_error(tmp_path):

@@ -1,6 +1,8 @@
+# SPDX-License-Identifier: Apache-2.0
 """HTTP tile source against a real tile server on 127.0.0.1: caching proven by server-side request
 counts, injected failures (404, 500, slow, truncated, oversized, wrong type, corrupt), cache headers,
 TLS verification, concurrency, URL templates, and the `xview-loc tiles` commands."""
+
 from __future__ import annotations
 
 import email.utils
@@ -18,11 +20,10 @@ import numpy as np
 import pytest
 
 from xview_loc_ros import __version__
-from xview_testbed.cli import main as xview_loc
 from xview_loc_ros.geo import tile_to_latlon
-from xview_loc_ros.tiles import (AerialPatchBuilder, TileDecodeError, TileFetchError, TileNotFound,
-                                 open_tile_source)
+from xview_loc_ros.tiles import AerialPatchBuilder, TileDecodeError, TileFetchError, TileNotFound, open_tile_source
 from xview_loc_ros.tiles.http import HTTPTileSource
+from xview_testbed.cli import main as xview_loc
 
 
 def tile_png(z: int, x: int, y: int) -> bytes:
@@ -121,10 +122,18 @@ class TileServer:
             status, body, extra = 302, b"", {"Location": h.path.replace("/moved/", "/ok/", 1)}
         elif mode.startswith("to-"):  # /to-PORT/...: redirect to /ok/... on localhost:PORT (another host)
             port = mode[3:]
-            status, body, extra = 302, b"", {"Location": f"http://localhost:{port}" + h.path.replace(f"/{mode}/", "/ok/", 1)}
+            status, body, extra = (
+                302,
+                b"",
+                {"Location": f"http://localhost:{port}" + h.path.replace(f"/{mode}/", "/ok/", 1)},
+            )
         elif mode.startswith("port-"):  # /port-PORT/...: redirect to /ok/... on 127.0.0.1:PORT (same host name)
             port = mode[5:]
-            status, body, extra = 302, b"", {"Location": f"http://127.0.0.1:{port}" + h.path.replace(f"/{mode}/", "/ok/", 1)}
+            status, body, extra = (
+                302,
+                b"",
+                {"Location": f"http://127.0.0.1:{port}" + h.path.replace(f"/{mode}/", "/ok/", 1)},
+            )
         h.send_response(status)
         h.send_header("Content-Type", ctype if status == 200 else "text/plain")
         for k, v in extra.items():
@@ -140,7 +149,7 @@ class TileServer:
             h.send_header("Content-Length", str(len(body)))
             h.end_headers()
             for i in range(len(body)):
-                h.wfile.write(body[i:i + 1])
+                h.wfile.write(body[i : i + 1])
                 h.wfile.flush()
                 time.sleep(0.4)
             return
@@ -213,14 +222,17 @@ def test_slow_server_times_out_bounded(server):
     assert server.hits["/slow/6/1/1.png"] == 2
 
 
-@pytest.mark.parametrize("mode,err,match", [
-    ("trunc", TileFetchError, "truncated"),
-    ("big", TileFetchError, "byte limit"),
-    ("bigstream", TileFetchError, "byte limit"),
-    ("html", TileFetchError, "text/html"),
-    ("corrupt", TileDecodeError, "PNG without an IHDR chunk"),
-    ("badjpeg", TileDecodeError, "truncated JPG"),
-])
+@pytest.mark.parametrize(
+    "mode,err,match",
+    [
+        ("trunc", TileFetchError, "truncated"),
+        ("big", TileFetchError, "byte limit"),
+        ("bigstream", TileFetchError, "byte limit"),
+        ("html", TileFetchError, "text/html"),
+        ("corrupt", TileDecodeError, "PNG without an IHDR chunk"),
+        ("badjpeg", TileDecodeError, "truncated JPG"),
+    ],
+)
 def test_bad_responses_are_typed_errors_and_not_cached(server, tmp_path, mode, err, match):
     with src(server, mode, tmp_path, max_bytes=1 << 20) as s, pytest.raises(err, match=match):
         s.get_tile(7, 9, 9)
@@ -293,9 +305,28 @@ def tls_server(tmp_path_factory):
     if shutil.which("openssl") is None:
         pytest.skip("openssl CLI not available to make a self-signed certificate")
     d = tmp_path_factory.mktemp("tls")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(d / "k.pem"), "-out", str(d / "c.pem")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(d / "k.pem"),
+            "-out",
+            str(d / "c.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     s = TileServer()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(d / "c.pem", d / "k.pem")
@@ -317,22 +348,45 @@ def test_tls_is_verified(tls_server):
 def test_cli_patch_and_prefetch(server, tmp_path, capsys):
     lat, lon = [float(v) for v in tile_to_latlon(300.5, 400.5, 10)]
     s_, w_ = [float(v) for v in tile_to_latlon(300.2, 401.8, 10)]
-    n_, e_ = [float(v) for v in tile_to_latlon(301.8, 400.2, 10)][0], [float(v) for v in tile_to_latlon(301.8, 401.8, 10)][1]
+    n_, e_ = (
+        [float(v) for v in tile_to_latlon(301.8, 400.2, 10)][0],
+        [float(v) for v in tile_to_latlon(301.8, 401.8, 10)][1],
+    )
     cache = tmp_path / "cache"
     tmpl = f"{server.base}/ok/{{z}}/{{x}}/{{y}}.png"
-    rc = xview_loc(["tiles", "prefetch", "--source", tmpl, "--cache", str(cache), "--zoom", "10",
-                    "--bbox", f"{s_},{w_},{n_},{e_}"])
+    rc = xview_loc(
+        ["tiles", "prefetch", "--source", tmpl, "--cache", str(cache), "--zoom", "10", "--bbox", f"{s_},{w_},{n_},{e_}"]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "4 tiles" in out and "4 fetched" in out
     assert server.count("ok") >= 4 and len(list(cache.rglob("*.png"))) == 4
     before = server.count("ok")
-    rc = xview_loc(["tiles", "prefetch", "--source", tmpl, "--cache", str(cache), "--zoom", "10",
-                    "--bbox", f"{s_},{w_},{n_},{e_}"])
+    rc = xview_loc(
+        ["tiles", "prefetch", "--source", tmpl, "--cache", str(cache), "--zoom", "10", "--bbox", f"{s_},{w_},{n_},{e_}"]
+    )
     assert rc == 0 and "4 cached" in capsys.readouterr().out and server.count("ok") == before
 
     out_png = tmp_path / "p" / "patch.png"
-    rc = xview_loc(["tiles", "patch", "--source", f"xyz:{cache}", "--lat", str(lat), "--lon", str(lon),
-                    "--size", "64", "--mpp", "30", "--zoom", "10", "--out", str(out_png)])
+    rc = xview_loc(
+        [
+            "tiles",
+            "patch",
+            "--source",
+            f"xyz:{cache}",
+            "--lat",
+            str(lat),
+            "--lon",
+            str(lon),
+            "--size",
+            "64",
+            "--mpp",
+            "30",
+            "--zoom",
+            "10",
+            "--out",
+            str(out_png),
+        ]
+    )
     assert rc == 0
     meta = json.loads(out_png.with_suffix(".json").read_text())
     assert meta["size_px"] == 64 and meta["mpp"] == 30.0 and meta["zoom"] == 10
@@ -341,15 +395,58 @@ def test_cli_patch_and_prefetch(server, tmp_path, capsys):
 
 
 def test_cli_refuses_public_bulk_and_bad_input(tmp_path, capsys):
-    rc = xview_loc(["tiles", "prefetch", "--source", "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
-                    "--cache", str(tmp_path), "--zoom", "15", "--bbox", "52.0,4.0,52.01,4.01"])
+    rc = xview_loc(
+        [
+            "tiles",
+            "prefetch",
+            "--source",
+            "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+            "--cache",
+            str(tmp_path),
+            "--zoom",
+            "15",
+            "--bbox",
+            "52.0,4.0,52.01,4.01",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "OpenStreetMap" in err and "--i-am-licensed" in err and err.count("\n") == 1
-    rc = xview_loc(["tiles", "patch", "--source", "nope:x", "--lat", "0", "--lon", "0", "--size", "8",
-                    "--mpp", "1", "--out", str(tmp_path / "a.png")])
+    rc = xview_loc(
+        [
+            "tiles",
+            "patch",
+            "--source",
+            "nope:x",
+            "--lat",
+            "0",
+            "--lon",
+            "0",
+            "--size",
+            "8",
+            "--mpp",
+            "1",
+            "--out",
+            str(tmp_path / "a.png"),
+        ]
+    )
     assert rc == 2 and "unknown tile source spec" in capsys.readouterr().err
-    rc = xview_loc(["tiles", "prefetch", "--source", "https://tiles.example.com/{z}/{x}/{y}.png", "--cache", str(tmp_path),
-                    "--zoom", "12", "20", "--bbox", "52.0,4.0,52.1,4.1", "--max-tiles", "500"])
+    rc = xview_loc(
+        [
+            "tiles",
+            "prefetch",
+            "--source",
+            "https://tiles.example.com/{z}/{x}/{y}.png",
+            "--cache",
+            str(tmp_path),
+            "--zoom",
+            "12",
+            "20",
+            "--bbox",
+            "52.0,4.0,52.1,4.1",
+            "--max-tiles",
+            "500",
+        ]
+    )
     assert rc == 2 and "over the limit of" in capsys.readouterr().err
 
 
@@ -357,7 +454,9 @@ def test_restricted_providers_recognised():
     from xview_loc_ros.tiles.policy import restricted_provider
 
     assert restricted_provider("https://{s}.tile.openstreetmap.org/{z}/{x}/{y}.png") == "OpenStreetMap"
-    assert "Esri" in restricted_provider("https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{z}/{y}/{x}")
+    assert "Esri" in restricted_provider(
+        "https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{z}/{y}/{x}"
+    )
     assert restricted_provider("https://mt1.google.com/vt/lyrs=s&x={x}&y={y}&z={z}") == "Google"
     assert "Bing" in restricted_provider("https://ecn.t{s}.tiles.virtualearth.net/tiles/a{q}.jpeg?g=1")
     assert restricted_provider("https://api.mapbox.com/v4/mapbox.satellite/{z}/{x}/{y}@2x.jpg90") == "Mapbox"
@@ -367,6 +466,7 @@ def test_restricted_providers_recognised():
 
 
 # -- hostile servers: redirects to other hosts, trickled bodies; prefetch floods ---------------------------
+
 
 @pytest.fixture(scope="module")
 def other_server():
@@ -395,7 +495,10 @@ def test_trickling_server_is_cut_at_the_tile_deadline(server):
     """A body trickled one byte per 0.4 s never trips the per-read timeout; before, one tile took
     len(body) * 0.4 s (the probe: 12 s with a (1, 2) s timeout)."""
     t0 = time.monotonic()
-    with src(server, "trickle", timeout_s=(0.5, 1.0), retries=0) as s, pytest.raises(TileFetchError, match="1.5 s deadline"):
+    with (
+        src(server, "trickle", timeout_s=(0.5, 1.0), retries=0) as s,
+        pytest.raises(TileFetchError, match="1.5 s deadline"),
+    ):
         s.get_tile(6, 2, 2)
     assert time.monotonic() - t0 < 2.5
     t0 = time.monotonic()  # with retries, the whole tile still ends at deadline_s

@@ -1,5 +1,7 @@
+# SPDX-License-Identifier: Apache-2.0
 """Local tile sources and the patch builder's behaviour: formats, TMS rows, archive metadata, holes
 (never a silent black square), alpha masks, LRU, mosaic reuse, prefetch, date line, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +13,7 @@ import numpy as np
 import pytest
 
 from xview_loc_ros.geo import LocalENU, tile_to_latlon, xyz_to_tms_row
-from xview_loc_ros.tiles import (AerialPatchBuilder, TileDecodeError, TileNotFound, decode_tile,
-                                 open_tile_source)
+from xview_loc_ros.tiles import AerialPatchBuilder, TileDecodeError, TileNotFound, decode_tile, open_tile_source
 from xview_loc_ros.tiles.coverage import densify_path, tiles_around, tiles_in_bbox
 
 
@@ -44,7 +45,9 @@ def write_mbtiles(path: Path, tiles: dict, meta: dict) -> Path:
     db.execute("CREATE TABLE metadata (name text, value text)")
     db.execute("CREATE TABLE tiles (zoom_level integer, tile_column integer, tile_row integer, tile_data blob)")
     db.executemany("INSERT INTO metadata VALUES (?, ?)", meta.items())
-    db.executemany("INSERT INTO tiles VALUES (?, ?, ?, ?)", [(z, x, xyz_to_tms_row(y, z), d) for (z, x, y), d in tiles.items()])
+    db.executemany(
+        "INSERT INTO tiles VALUES (?, ?, ?, ?)", [(z, x, xyz_to_tms_row(y, z), d) for (z, x, y), d in tiles.items()]
+    )
     db.commit()
     db.close()
     return path
@@ -72,8 +75,11 @@ def test_folder_formats_and_tms_rows(tmp_path, ext):
 def test_mbtiles_tms_rows_and_metadata(tmp_path):
     # The MBTiles spec example: XYZ 11/327/791 is stored with tile_row 1256.
     assert xyz_to_tms_row(791, 11) == 1256
-    path = write_mbtiles(tmp_path / "a.mbtiles", {(11, 327, 791): encode(coloured(11, 327, 791))},
-                         {"name": "t", "format": "png", "minzoom": "10", "maxzoom": "11"})
+    path = write_mbtiles(
+        tmp_path / "a.mbtiles",
+        {(11, 327, 791): encode(coloured(11, 327, 791))},
+        {"name": "t", "format": "png", "minzoom": "10", "maxzoom": "11"},
+    )
     db = sqlite3.connect(path)
     assert db.execute("SELECT tile_row FROM tiles").fetchone()[0] == 1256
     db.close()
@@ -91,8 +97,12 @@ def test_mbtiles_tms_rows_and_metadata(tmp_path):
 
 
 def test_bad_specs_and_paths(tmp_path):
-    for spec, match in [("", "non-empty"), ("foo:bar", "unknown tile source"), ("xyz:", "unknown tile source"),
-                        (str(tmp_path), "unknown tile source")]:
+    for spec, match in [
+        ("", "non-empty"),
+        ("foo:bar", "unknown tile source"),
+        ("xyz:", "unknown tile source"),
+        (str(tmp_path), "unknown tile source"),
+    ]:
         with pytest.raises(ValueError, match=match):
             open_tile_source(spec)
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -277,8 +287,13 @@ def test_bomb_tile_refused_from_its_header(fmt):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", _DECODE_IN_CHILD, fmt, str(Path(__file__).parent)],
-                         capture_output=True, text=True, timeout=120, check=True).stdout.splitlines()
+    out = subprocess.run(
+        [sys.executable, "-c", _DECODE_IN_CHILD, fmt, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.splitlines()
     assert "bomb: tile is 20000x20000 px, expected 256x256" in out[0]
     size, seconds, grown_mb = out[1].split()
     assert int(size) < 1000 and float(seconds) < 0.5 and int(grown_mb) < 50, out
@@ -309,23 +324,46 @@ def test_cli_patch_with_a_bomb_tile_is_one_line_not_a_traceback(tmp_path):
     tiles[(15, 5252, 11445)] = png_declaring(100000, 100000)
     path = write_mbtiles(tmp_path / "b.mbtiles", tiles, {"name": "b", "format": "png"})
     lat, lon = _centre_of(15, 5252, 11445)
-    base = [sys.executable, "-m", "xview_testbed.cli", "tiles", "patch", "--source", f"mbtiles:{path}",
-            "--lat", str(lat), "--lon", str(lon), "--size", "128", "--mpp", "2", "--zoom", "15"]
+    base = [
+        sys.executable,
+        "-m",
+        "xview_testbed.cli",
+        "tiles",
+        "patch",
+        "--source",
+        f"mbtiles:{path}",
+        "--lat",
+        str(lat),
+        "--lon",
+        str(lon),
+        "--size",
+        "128",
+        "--mpp",
+        "2",
+        "--zoom",
+        "15",
+    ]
     env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    hole = subprocess.run(base + ["--allow-missing", "--out", str(tmp_path / "p.png")], capture_output=True,
-                          text=True, timeout=120, env=env)
+    hole = subprocess.run(
+        base + ["--allow-missing", "--out", str(tmp_path / "p.png")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert hole.returncode == 0 and "Traceback" not in hole.stderr, hole.stderr
     assert json.loads((tmp_path / "p.json").read_text())["missing_fraction"] > 0.2
-    strict = subprocess.run(base + ["--out", str(tmp_path / "q.png")], capture_output=True, text=True, timeout=120, env=env)
+    strict = subprocess.run(
+        base + ["--out", str(tmp_path / "q.png")], capture_output=True, text=True, timeout=120, env=env
+    )
     assert strict.returncode != 0 and "Traceback" not in strict.stderr
     assert "15/5252/11445" in strict.stderr and "100000x100000" in strict.stderr, strict.stderr
 
 
 def test_pmtiles_bomb_and_damaged_directory_are_tile_errors(tmp_path):
+    from hostile_images import jpeg_declaring
     from pmtiles.tile import Compression, TileType, zxy_to_tileid
     from pmtiles.writer import write
-
-    from hostile_images import jpeg_declaring
 
     tiles = {k: encode(coloured(*k)) for k in BLOCK}
     tiles[(15, 5252, 11445)] = jpeg_declaring(20000, 20000)
@@ -333,9 +371,20 @@ def test_pmtiles_bomb_and_damaged_directory_are_tile_errors(tmp_path):
     with write(str(path)) as w:
         for k, d in sorted(tiles.items(), key=lambda kv: zxy_to_tileid(*kv[0])):
             w.write_tile(zxy_to_tileid(*k), d)
-        w.finalize({"tile_type": TileType.PNG, "tile_compression": Compression.NONE, "min_lon_e7": 0, "min_lat_e7": 0,
-                    "max_lon_e7": 0, "max_lat_e7": 0, "center_zoom": 15, "center_lon_e7": 0, "center_lat_e7": 0},
-                   {"name": "b"})
+        w.finalize(
+            {
+                "tile_type": TileType.PNG,
+                "tile_compression": Compression.NONE,
+                "min_lon_e7": 0,
+                "min_lat_e7": 0,
+                "max_lon_e7": 0,
+                "max_lat_e7": 0,
+                "center_zoom": 15,
+                "center_lon_e7": 0,
+                "center_lat_e7": 0,
+            },
+            {"name": "b"},
+        )
     with open_tile_source(f"pmtiles:{path}") as s:
         with pytest.raises(TileDecodeError, match="20000x20000"):
             s.get_tile(15, 5252, 11445)

@@ -1,17 +1,19 @@
+# SPDX-License-Identifier: Apache-2.0
 """Generic training loop and `xview-adapt train`: exact resume, config refusal, CLI errors, and
 (on the synthetic test bed) that supervised learning beats the centre guess."""
+
 import json
 
 import pytest
 import torch
+from pairs_testdata import write_random_pairs
 
 from offline_adapt.cli import main as adapt_main
-from offline_adapt.train.losses import LossWeights
+from offline_adapt.data.dataset import PairDataset
 from offline_adapt.data.torch_data import PairTorchDataset
 from offline_adapt.train.cli import supervised_loss
+from offline_adapt.train.losses import LossWeights
 from offline_adapt.train.training import fit, make_loader, seed_everything
-from pairs_testdata import write_random_pairs
-from offline_adapt.data.dataset import PairDataset
 from xview_loc_ros.models import CheckpointError, build_model, load_checkpoint
 
 LEARN_EPOCHS = 12
@@ -31,8 +33,18 @@ def _run(data_dir, out, epochs, resume=False, known=False):
     from offline_adapt.evaluation.evaluate import validator
 
     val = validator(PairTorchDataset(data, data.split("val"), model.config))
-    res = fit(model, loader, supervised_loss(model.config, LossWeights()), epochs=epochs, out_dir=out, seed=3,
-              validate_fn=val, resume=resume, progress=False, bn_reestimate_batches=2)
+    res = fit(
+        model,
+        loader,
+        supervised_loss(model.config, LossWeights()),
+        epochs=epochs,
+        out_dir=out,
+        seed=3,
+        validate_fn=val,
+        resume=resume,
+        progress=False,
+        bn_reestimate_batches=2,
+    )
     return model, res
 
 
@@ -57,13 +69,39 @@ def test_resume_with_other_config_is_refused(random_pairs, tmp_path):
 
 
 def test_train_cli_writes_checkpoints_and_refuses_mismatched_data(random_pairs, tmp_path, capsys):
-    rc = adapt_main(["train", "--data", str(random_pairs), "--config", "small", "--out", str(tmp_path / "run"),
-                     "--epochs", "1", "--batch", "4", "--steps-per-epoch", "1"])
+    rc = adapt_main(
+        [
+            "train",
+            "--data",
+            str(random_pairs),
+            "--config",
+            "small",
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--batch",
+            "4",
+            "--steps-per-epoch",
+            "1",
+        ]
+    )
     assert rc == 0
     model, ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
     assert model.config["mpp"] == 0.5 and model.config["known_orientation"] is True and ckpt["epoch"] == 1
-    rc = adapt_main(["train", "--data", str(random_pairs), "--config", "ccvpe-vigor", "--out", str(tmp_path / "bad"),
-                     "--epochs", "1"])
+    rc = adapt_main(
+        [
+            "train",
+            "--data",
+            str(random_pairs),
+            "--config",
+            "ccvpe-vigor",
+            "--out",
+            str(tmp_path / "bad"),
+            "--epochs",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "disagree" in err and "aerial patch size: data 128 px, model 512 px" in err
     assert not (tmp_path / "bad" / "last.pt").exists()
@@ -113,8 +151,25 @@ def test_small_model_learns_on_synthetic_pairs(synth_pairs, tmp_path):
     from offline_adapt.evaluation.evaluate import evaluate
 
     run = tmp_path / "run"
-    rc = adapt_main(["train", "--data", str(synth_pairs), "--config", "small", "--out", str(run), "--epochs", str(LEARN_EPOCHS),
-                     "--batch", "16", "--lr", "1e-3", "--seed", "0"])
+    rc = adapt_main(
+        [
+            "train",
+            "--data",
+            str(synth_pairs),
+            "--config",
+            "small",
+            "--out",
+            str(run),
+            "--epochs",
+            str(LEARN_EPOCHS),
+            "--batch",
+            "16",
+            "--lr",
+            "1e-3",
+            "--seed",
+            "0",
+        ]
+    )
     assert rc == 0
     m = evaluate(str(run / "best.pt"), str(synth_pairs), str(tmp_path / "ev"), split="test", grid=0)
     assert m["count"] == 120

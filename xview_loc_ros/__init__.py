@@ -1,7 +1,9 @@
+# SPDX-License-Identifier: Apache-2.0
 """xview_loc_ros: fine-grained cross-view (ground-to-aerial) localization for ROS 2 vehicles.
 
 Importing this package never imports rclpy; only the node module does.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Command-line plumbing shared by `xview-loc` and `xview-adapt`, and the vehicle's own commands.
 
 `xview-loc` itself is assembled in :mod:`xview_testbed.cli` (vehicle commands plus the test bed's).
@@ -9,6 +10,7 @@ dataclasses' ``__post_init__``, so a bad value fails when the options are built,
 expensive step), and the argparse ``type=`` validators below apply the same checks at parse time
 (argparse then prints one line naming the option and exits 2).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +37,9 @@ def build_parser(prog: str, description: str, modules: List[str]) -> argparse.Ar
 
 def run(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> int:
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -1,6 +1,8 @@
+# SPDX-License-Identifier: Apache-2.0
 """File output that survives kills, power loss and a second run: atomic, durable writes (write to a
 temporary name beside the target, fsync, rename, fsync the folder), one exclusive lock per output,
 and the step cache that decides whether a step's outputs can be reused."""
+
 from __future__ import annotations
 
 import errno
@@ -120,8 +122,10 @@ class OutputLock:
                     raise
                 holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"  # empty while it starts
                 os.close(fd)
-                raise OutputLocked(f"{self.what} {self.target} is being written by another run (pid {holder}, "
-                                   f"lock {self.path}); wait for it to finish or stop it") from None
+                raise OutputLocked(
+                    f"{self.what} {self.target} is being written by another run (pid {holder}, "
+                    f"lock {self.path}); wait for it to finish or stop it"
+                ) from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -147,8 +151,9 @@ class OutputLock:
     def __enter__(self) -> "OutputLock":
         return self.acquire()
 
-    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> None:
+    def __exit__(
+        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
         self.release()
 
 
@@ -270,8 +275,11 @@ class CommandSteps:
         out = Path(output)
         rel = out.relative_to(self.root).as_posix()
         argv = [str(a) for a in argv]
-        step = StepCache(self.root, {"command": argv, "reads": self._reads(argv, str(out))},
-                         record=f".steps/{rel.replace('/', '__')}.json")
+        step = StepCache(
+            self.root,
+            {"command": argv, "reads": self._reads(argv, str(out))},
+            record=f".steps/{rel.replace('/', '__')}.json",
+        )
         ran = not step.done()
         if ran:
             step.start(outputs=[rel])

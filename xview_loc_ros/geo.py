@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Geodesy: the one place for every coordinate conversion of the project.
 
 Frames and units (DESIGN §3):
@@ -14,6 +15,7 @@ Frames and units (DESIGN §3):
 * Heading: compass degrees (0 = north, clockwise) only at the edges; ENU yaw in radians
   (0 = east, counter-clockwise). Converted by :func:`compass_to_enu_yaw` / :func:`enu_yaw_to_compass`.
 """
+
 from __future__ import annotations
 
 import math
@@ -84,12 +86,12 @@ class LocalENU:
         e, n, u = _enu_transformer(self.lat0, self.lon0, self.h0).transform(lat, lon, h)
         return np.asarray(e), np.asarray(n), np.asarray(u)
 
-    def to_latlon(self, east: ArrayLike, north: ArrayLike, up: ArrayLike = 0.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def to_latlon(
+        self, east: ArrayLike, north: ArrayLike, up: ArrayLike = 0.0
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(east, north, up) metres in this frame -> WGS84 (lat deg, lon deg, h m)."""
         east, north, up = np.broadcast_arrays(np.asarray(east, float), np.asarray(north, float), np.asarray(up, float))
-        lat, lon, h = _enu_transformer(self.lat0, self.lon0, self.h0).transform(
-            east, north, up, direction="INVERSE"
-        )
+        lat, lon, h = _enu_transformer(self.lat0, self.lon0, self.h0).transform(east, north, up, direction="INVERSE")
         return np.asarray(lat), np.asarray(lon), np.asarray(h)
 
 
@@ -155,7 +157,7 @@ def latlon_to_tile(lat: ArrayLike, lon: ArrayLike, zoom: int) -> Tuple[np.ndarra
     ``floor`` gives the tile index; the fraction times 256 is the pixel inside the tile.
     """
     x_m, y_m = latlon_to_mercator(lat, lon)
-    n = 2.0 ** zoom
+    n = 2.0**zoom
     tx = (x_m + MERCATOR_HALF_EXTENT_M) / (2.0 * MERCATOR_HALF_EXTENT_M) * n
     ty = (MERCATOR_HALF_EXTENT_M - y_m) / (2.0 * MERCATOR_HALF_EXTENT_M) * n
     return np.asarray(tx), np.asarray(ty)
@@ -163,13 +165,15 @@ def latlon_to_tile(lat: ArrayLike, lon: ArrayLike, zoom: int) -> Tuple[np.ndarra
 
 def tile_to_latlon(tx: ArrayLike, ty: ArrayLike, zoom: int) -> Tuple[np.ndarray, np.ndarray]:
     """Fractional XYZ tile coordinates at ``zoom`` -> WGS84 (lat, lon) degrees (tile corner for integers)."""
-    n = 2.0 ** zoom
+    n = 2.0**zoom
     x_m = np.asarray(tx, dtype=float) / n * 2.0 * MERCATOR_HALF_EXTENT_M - MERCATOR_HALF_EXTENT_M
     y_m = MERCATOR_HALF_EXTENT_M - np.asarray(ty, dtype=float) / n * 2.0 * MERCATOR_HALF_EXTENT_M
     return mercator_to_latlon(x_m, y_m)
 
 
-def latlon_to_global_pixel(lat: ArrayLike, lon: ArrayLike, zoom: int, tile_size: int = TILE_SIZE_PX) -> Tuple[np.ndarray, np.ndarray]:
+def latlon_to_global_pixel(
+    lat: ArrayLike, lon: ArrayLike, zoom: int, tile_size: int = TILE_SIZE_PX
+) -> Tuple[np.ndarray, np.ndarray]:
     """WGS84 degrees -> continuous global pixel (col, row) of the XYZ pyramid at ``zoom``."""
     tx, ty = latlon_to_tile(lat, lon, zoom)
     return tx * tile_size, ty * tile_size
@@ -177,9 +181,9 @@ def latlon_to_global_pixel(lat: ArrayLike, lon: ArrayLike, zoom: int, tile_size:
 
 def xyz_to_tms_row(y: int, zoom: int) -> int:
     """XYZ row (0 at the north) <-> TMS/MBTiles row (0 at the south); the map is its own inverse."""
-    if not 0 <= y < 2 ** zoom:
-        raise ValueError(f"tile row {y} is outside zoom {zoom} (0..{2 ** zoom - 1})")
-    return (2 ** zoom - 1) - y
+    if not 0 <= y < 2**zoom:
+        raise ValueError(f"tile row {y} is outside zoom {zoom} (0..{2**zoom - 1})")
+    return (2**zoom - 1) - y
 
 
 tms_to_xyz_row = xyz_to_tms_row
@@ -196,7 +200,7 @@ def tile_quadkey(x: int, y: int, zoom: int) -> str:
 
 def ground_resolution(lat: float, zoom: int, tile_size: int = TILE_SIZE_PX) -> float:
     """Ground metres per pixel of Web Mercator tiles at ``lat`` degrees and ``zoom`` (scale is 1/cos φ)."""
-    return 2.0 * MERCATOR_HALF_EXTENT_M / (tile_size * 2.0 ** zoom) * math.cos(math.radians(lat))
+    return 2.0 * MERCATOR_HALF_EXTENT_M / (tile_size * 2.0**zoom) * math.cos(math.radians(lat))
 
 
 def zoom_for_resolution(lat: float, mpp: float, max_zoom: int = 23, tile_size: int = TILE_SIZE_PX) -> int:
@@ -259,7 +263,12 @@ class PatchGeoref:
         return self.enu_to_pixel(e, n)
 
     def to_dict(self) -> dict:
-        return {"center_lat": self.center_lat, "center_lon": self.center_lon, "mpp": self.mpp, "size_px": int(self.size_px)}
+        return {
+            "center_lat": self.center_lat,
+            "center_lon": self.center_lon,
+            "mpp": self.mpp,
+            "size_px": int(self.size_px),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "PatchGeoref":

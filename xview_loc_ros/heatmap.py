@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Heat-map decoding, the one place: logits -> position (patch pixels), covariance, confidence.
 
 Probabilities are a softmax over all cells (and orientation bins) of the level. The mode is the
@@ -9,6 +10,7 @@ adapts to the peak's spread (3.5 standard deviations, at least 2 cells), floored
 eigenvalue (the quantisation variance of one cell). Patch pixel convention (COMMON): cell (i, j) of
 an h x w level over an S-px patch has its centre at ((j + 0.5) S / w, (i + 0.5) S / h).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -134,10 +136,21 @@ def decode_heatmap(logits: np.ndarray, patch_size_px: float) -> HeatmapEstimate:
         ang = np.deg2rad(np.arange(n) * 360.0 / n)
         heading = float(np.rad2deg(np.arctan2(per_bin @ np.sin(ang), per_bin @ np.cos(ang))) % 360.0)
     return HeatmapEstimate(
-        u=(j + 0.5 + dj) * cu, v=(i + 0.5 + di) * cv, u_int=(j + 0.5) * cu, v_int=(i + 0.5) * cv,
-        row=int(i), col=int(j), prob_peak=float(p[i, j]), mass=mass, cov_px=cov, confidence=mass,
-        ambiguity=mass2 / mass if mass > 0 else float("inf"), radius_px=r * max(cu, cv),
-        second_u=(j2 + 0.5) * cu, second_v=(i2 + 0.5) * cv, heading_deg=heading,
+        u=(j + 0.5 + dj) * cu,
+        v=(i + 0.5 + di) * cv,
+        u_int=(j + 0.5) * cu,
+        v_int=(i + 0.5) * cv,
+        row=int(i),
+        col=int(j),
+        prob_peak=float(p[i, j]),
+        mass=mass,
+        cov_px=cov,
+        confidence=mass,
+        ambiguity=mass2 / mass if mass > 0 else float("inf"),
+        radius_px=r * max(cu, cv),
+        second_u=(j2 + 0.5) * cu,
+        second_v=(i2 + 0.5) * cv,
+        heading_deg=heading,
     )
 
 

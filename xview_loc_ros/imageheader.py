@@ -1,9 +1,11 @@
+# SPDX-License-Identifier: Apache-2.0
 """Image dimensions from the header bytes alone (PNG IHDR, JPEG SOF, WebP VP8/VP8L/VP8X), without decoding.
 
 Decoders allocate the full pixel buffer the header declares before they notice the data is short: a
 631-byte JPEG declaring 20000 x 20000 px costs 2.3 GB. Callers check the declared size here first and
 refuse what they would not accept after decoding.
 """
+
 from __future__ import annotations
 
 import struct
@@ -68,13 +70,13 @@ def _jpeg_size(data: memoryview) -> Tuple[int, int]:
             continue
         if marker in (0xD9, 0xDA):
             raise ImageHeaderError("JPEG reaches its scan data or end without a frame header (SOF)")
-        length = struct.unpack(">H", data[i + 2:i + 4])[0]
+        length = struct.unpack(">H", data[i + 2 : i + 4])[0]
         if length < 2:
             raise ImageHeaderError(f"JPEG: segment 0x{marker:02x} at byte {i} has length {length}")
         if marker in _JPEG_SOF:
             if i + 9 > len(data):
                 raise ImageHeaderError("JPEG frame header (SOF) is truncated")
-            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
             return w, h
         i += 2 + length
 

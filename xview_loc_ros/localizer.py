@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The localizer core, free of ROS: GNSS fix + heading + camera image -> refined pose with covariance.
 
 Per frame: fix interpolated at the image stamp -> heading at the stamp -> aerial patch around the fix
@@ -8,6 +9,7 @@ gating. Every rejection raises :class:`FrameRejected` with a short reason key th
 Frames: ``map`` is local ENU (x east, y north, metres) at the datum; yaw is ENU (radians, 0 = east,
 counter-clockwise); headings at the edges are compass degrees (0 = north, clockwise).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -31,6 +33,7 @@ STAGES = ("patch", "preprocess", "inference", "decode")
 
 class FrameRejected(Exception):
     """A frame that produced no estimate; ``reason`` is a short key counted in diagnostics."""
+
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
@@ -41,6 +44,7 @@ class FrameRejected(Exception):
 class Fix:
     """A GNSS fix. ``stamp`` seconds; lat/lon degrees WGS84; ``alt`` metres above the ellipsoid
     (NaN = unknown); ``cov_en`` 2x2 horizontal covariance (m^2) in east/north."""
+
     stamp: float
     lat: float
     lon: float
@@ -52,6 +56,7 @@ class Fix:
 @dataclass(frozen=True)
 class Heading:
     """Camera heading: compass degrees (clockwise from north) and its variance (rad^2)."""
+
     compass_deg: float
     var_rad2: float
 
@@ -63,6 +68,7 @@ class FixBuffer:
     ``max_gap_s``: the two fixes around the stamp must be at most this far apart. Images earlier than
     the oldest kept fix are rejected too. A time jump backwards (bag loop) clears the buffer.
     """
+
     def __init__(self, max_age_s: float, max_gap_s: float, maxlen: int = 256) -> None:
         self.max_age_s = max_age_s
         self.max_gap_s = max_gap_s
@@ -110,24 +116,38 @@ class FixBuffer:
         newest = fixes[-1]
         if stamp >= newest.stamp:
             if stamp - newest.stamp > self.max_age_s:
-                raise FrameRejected("fix_too_old", f"newest fix is {stamp - newest.stamp:.2f} s older than the image (limit {self.max_age_s} s)")
+                raise FrameRejected(
+                    "fix_too_old",
+                    f"newest fix is {stamp - newest.stamp:.2f} s older than the image (limit {self.max_age_s} s)",
+                )
             return newest
         stamps = [f.stamp for f in fixes]
         k = bisect.bisect_left(stamps, stamp)
         if k == 0:
             if fixes[0].stamp - stamp > self.max_age_s:
-                raise FrameRejected("fix_too_old", f"image is {fixes[0].stamp - stamp:.2f} s older than the oldest kept fix")
+                raise FrameRejected(
+                    "fix_too_old", f"image is {fixes[0].stamp - stamp:.2f} s older than the oldest kept fix"
+                )
             return fixes[0]
         a, b = fixes[k - 1], fixes[k]
         if b.stamp - a.stamp > self.max_gap_s:
-            raise FrameRejected("fix_gap", f"fixes around the image are {b.stamp - a.stamp:.2f} s apart (limit {self.max_gap_s} s)")
+            raise FrameRejected(
+                "fix_gap", f"fixes around the image are {b.stamp - a.stamp:.2f} s apart (limit {self.max_gap_s} s)"
+            )
         w = (stamp - a.stamp) / (b.stamp - a.stamp)
-        return Fix(stamp, a.lat + w * (b.lat - a.lat), a.lon + w * (b.lon - a.lon),
-                   a.alt + w * (b.alt - a.alt), (1 - w) * a.cov_en + w * b.cov_en, b.frame_id)
+        return Fix(
+            stamp,
+            a.lat + w * (b.lat - a.lat),
+            a.lon + w * (b.lon - a.lon),
+            a.alt + w * (b.alt - a.alt),
+            (1 - w) * a.cov_en + w * b.cov_en,
+            b.frame_id,
+        )
 
 
 class HeadingBuffer:
     """Recent IMU headings; :meth:`at` returns the sample nearest to a stamp within ``max_age_s``."""
+
     def __init__(self, max_age_s: float, maxlen: int = 512) -> None:
         self.max_age_s = max_age_s
         self._items: Deque[Tuple[float, Heading]] = deque(maxlen=maxlen)
@@ -146,7 +166,10 @@ class HeadingBuffer:
             raise FrameRejected("no_heading", "no IMU orientation received yet")
         t, h = min(items, key=lambda it: abs(it[0] - stamp))
         if abs(t - stamp) > self.max_age_s:
-            raise FrameRejected("heading_too_old", f"nearest IMU sample is {abs(t - stamp):.2f} s from the image (limit {self.max_age_s} s)")
+            raise FrameRejected(
+                "heading_too_old",
+                f"nearest IMU sample is {abs(t - stamp):.2f} s from the image (limit {self.max_age_s} s)",
+            )
         return h
 
 
@@ -156,6 +179,7 @@ class Estimate:
     ``cov_en`` 2x2 m^2 (east, north); ``yaw`` ENU radians (None = unknown) with ``yaw_var`` rad^2;
     ``u``/``v`` and ``fix_u``/``fix_v`` patch pixels; ``logits`` the finest heat map (n, S, S) and
     ``prob`` its position probabilities (S, S); ``timings`` seconds per stage."""
+
     stamp: float
     lat: float
     lon: float
@@ -197,8 +221,10 @@ class Localizer:
     """Runs frames through patch -> model -> decode -> gating. ``backend``: an inference Backend
     (``.config``, ``.infer``); ``patch_builder``: an AerialPatchBuilder built at the model's size and
     m/px. Thread use: fixes/headings may be added from any thread while :meth:`process` runs."""
-    def __init__(self, params: LocalizerParams, backend: Any, patch_builder: Any,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+
+    def __init__(
+        self, params: LocalizerParams, backend: Any, patch_builder: Any, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
         params.check_model(backend.config)
         self.params = params
         self.backend = backend
@@ -275,7 +301,10 @@ class Localizer:
         if self.camera_hfov_deg is not None and self.config.get("ground_type") == "pinhole":
             model_fov = float(self.config.get("fov_deg") or 0.0)
             if model_fov and abs(self.camera_hfov_deg - model_fov) > 2.0:
-                raise FrameRejected("camera_fov_mismatch", f"camera_info gives {self.camera_hfov_deg:.1f} deg horizontal FOV, the model expects {model_fov:.1f} deg")
+                raise FrameRejected(
+                    "camera_fov_mismatch",
+                    f"camera_info gives {self.camera_hfov_deg:.1f} deg horizontal FOV, the model expects {model_fov:.1f} deg",
+                )
         fix = self.fixes.at(stamp)
         heading = self.heading_at(stamp)
         timings: Dict[str, float] = {}
@@ -286,7 +315,10 @@ class Localizer:
         except TileError as e:
             raise FrameRejected("tiles", str(e)) from e
         if patch.missing_fraction > p.max_missing_fraction:
-            raise FrameRejected("tiles_missing", f"{patch.missing_fraction:.0%} of the aerial patch has no imagery (limit {p.max_missing_fraction:.0%})")
+            raise FrameRejected(
+                "tiles_missing",
+                f"{patch.missing_fraction:.0%} of the aerial patch has no imagery (limit {p.max_missing_fraction:.0%})",
+            )
         t1 = self._clock()
         timings["patch"] = t1 - t0
 
@@ -316,7 +348,7 @@ class Localizer:
         east, north, _ = (float(x) for x in self.datum.to_enu(lat, lon, alt))
         cov = pixel_cov_to_enu(est.cov_px, georef.mpp)
         evals, evecs = np.linalg.eigh(cov)
-        cov = evecs @ np.diag(np.maximum(evals, p.min_std_m ** 2)) @ evecs.T
+        cov = evecs @ np.diag(np.maximum(evals, p.min_std_m**2)) @ evecs.T
         fix_u, fix_v = (float(x) for x in georef.latlon_to_pixel(fix.lat, fix.lon))
         delta = np.array([(est.u - fix_u) * georef.mpp, (fix_v - est.v) * georef.mpp])
         d2 = mahalanobis2(delta, cov + fix.cov_en)
@@ -329,9 +361,32 @@ class Localizer:
 
         reason = gate(est.confidence, est.ambiguity, d2, p)
         timings["decode"] = self._clock() - t3
-        return Estimate(stamp, lat, lon, alt, east, north, cov, yaw, yaw_var, float(est.confidence),
-                        float(est.ambiguity), d2, float(est.u), float(est.v), fix, fix_u, fix_v, georef,
-                        patch.image, logits, prob, not reason, reason, timings)
+        return Estimate(
+            stamp,
+            lat,
+            lon,
+            alt,
+            east,
+            north,
+            cov,
+            yaw,
+            yaw_var,
+            float(est.confidence),
+            float(est.ambiguity),
+            d2,
+            float(est.u),
+            float(est.v),
+            fix,
+            fix_u,
+            fix_v,
+            georef,
+            patch.image,
+            logits,
+            prob,
+            not reason,
+            reason,
+            timings,
+        )
 
 
 def gate(confidence: float, ambiguity: float, d2: float, p: LocalizerParams) -> str:

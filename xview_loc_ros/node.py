@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The rclpy node ``localizer_node`` (default name ``xview_localizer``).
 
 Subscriptions (sensor-data QoS) only store inputs; camera frames go to a latest-frame slot (a queue
@@ -5,6 +6,7 @@ of one: an unprocessed frame is replaced and counted as dropped) that a worker t
 inference never blocks the executor and diagnostics stay on time. Bad messages are logged
 (throttled per reason), counted and dropped. See README "The ROS 2 node" for topics and parameters.
 """
+
 from __future__ import annotations
 
 import collections
@@ -27,11 +29,11 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 
 from xview_loc_ros import ros_msgs as rm
+from xview_loc_ros.inference import open_backend
 from xview_loc_ros.localizer import STAGES, FrameRejected, Localizer, stage_summary
 from xview_loc_ros.overlay import heatmap_overlay
 from xview_loc_ros.params import NODE_NAME, LocalizerParams, ParameterError
 from xview_loc_ros.sensors import SensorRejected, decode_image
-from xview_loc_ros.inference import open_backend
 from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
 
 _WINDOW = 200  # frames kept for latency / stage statistics
@@ -40,19 +42,30 @@ _WINDOW = 200  # frames kept for latency / stage statistics
 class LocalizerNode(Node):
     """Wires ROS topics to :class:`xview_loc_ros.localizer.Localizer`. ``backend``/``patch_builder``
     may be injected (benchmarks, tests); otherwise they are opened from the parameters."""
-    def __init__(self, node_name: str = NODE_NAME, backend: Any = None, patch_builder: Any = None, **kwargs: Any) -> None:
+
+    def __init__(
+        self, node_name: str = NODE_NAME, backend: Any = None, patch_builder: Any = None, **kwargs: Any
+    ) -> None:
         super().__init__(node_name, **kwargs)
         self.params = self._read_params()
         self._tile_source = None
         if backend is None:
-
-            backend = open_backend(self.params.model_path, self.params.backend, device=self.params.device or None,
-                                   fp16=self.params.fp16, threads=self.params.threads or None)
+            backend = open_backend(
+                self.params.model_path,
+                self.params.backend,
+                device=self.params.device or None,
+                fp16=self.params.fp16,
+                threads=self.params.threads or None,
+            )
         if patch_builder is None:
-
             self._tile_source = open_tile_source(self.params.tile_source, cache_dir=self.params.tile_cache_dir or None)
-            patch_builder = AerialPatchBuilder(self._tile_source, int(backend.config["aerial_size"]), float(backend.config["mpp"]),
-                                               zoom=None if self.params.tile_zoom < 0 else self.params.tile_zoom, allow_missing=True)
+            patch_builder = AerialPatchBuilder(
+                self._tile_source,
+                int(backend.config["aerial_size"]),
+                float(backend.config["mpp"]),
+                zoom=None if self.params.tile_zoom < 0 else self.params.tile_zoom,
+                allow_missing=True,
+            )
         self.backend = backend
         self.builder = patch_builder
         self.loc = Localizer(self.params, backend, patch_builder)
@@ -66,7 +79,9 @@ class LocalizerNode(Node):
         self.bad: Dict[str, int] = collections.Counter()  # malformed input messages, by reason
         self._last_log: Dict[str, float] = {}
         self._latency: Deque[float] = collections.deque(maxlen=_WINDOW)
-        self._stages: Dict[str, Deque[float]] = {k: collections.deque(maxlen=_WINDOW) for k in ("image",) + STAGES + ("publish", "visualize")}
+        self._stages: Dict[str, Deque[float]] = {
+            k: collections.deque(maxlen=_WINDOW) for k in ("image",) + STAGES + ("publish", "visualize")
+        }
         self._rate_mark: Tuple[float, Dict[str, int]] = (time.monotonic(), {})
 
         self._slot: Optional[Tuple[Any, float]] = None
@@ -75,7 +90,9 @@ class LocalizerNode(Node):
         self._stop = threading.Event()
 
         p = self.params
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
         self.pub_pose = self.create_publisher(PoseWithCovarianceStamped, "~/pose", 10)
         self.pub_fix = self.create_publisher(NavSatFix, "~/fix", 10)
         self.pub_overlay = self.create_publisher(Image, "~/heatmap", 1) if p.publish_overlay else None
@@ -84,7 +101,9 @@ class LocalizerNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         sensor = qos_profile_sensor_data
-        frames = QoSProfile(depth=1, reliability=sensor.reliability, durability=sensor.durability, history=sensor.history)
+        frames = QoSProfile(
+            depth=1, reliability=sensor.reliability, durability=sensor.durability, history=sensor.history
+        )
         self.create_subscription(NavSatFix, p.fix_topic, self._on_fix, sensor)
         if p.image_topic:
             self.create_subscription(Image, p.image_topic, self._on_image, frames)
@@ -200,8 +219,12 @@ class LocalizerNode(Node):
             fix_header = Header(stamp=msg.header.stamp, frame_id=self.params.fix_frame_id or est.fix.frame_id)
             self.pub_fix.publish(rm.fix_msg(est, fix_header))
         else:
-            self._count(self.rejects, est.reject_reason,
-                        f"confidence {est.confidence:.2f}, ambiguity {est.ambiguity:.2f}, d^2 vs GNSS {est.mahalanobis2:.1f}", "gated")
+            self._count(
+                self.rejects,
+                est.reject_reason,
+                f"confidence {est.confidence:.2f}, ambiguity {est.ambiguity:.2f}, d^2 vs GNSS {est.mahalanobis2:.1f}",
+                "gated",
+            )
         t1, pose_out = time.perf_counter(), time.monotonic()
         if self.pub_overlay is not None:
             img = heatmap_overlay(est.patch, est.logits, (est.fix_u, est.fix_v), (est.u, est.v))
@@ -253,9 +276,17 @@ class LocalizerNode(Node):
     def _publish_diagnostics(self) -> None:
         values = self.diagnostics_values()
         problems = sum(v for k, v in values.items() if k.startswith(("reject_", "bad_input_")) and isinstance(v, int))
-        level, message = (0, "localizing") if values.get("count_poses", 0) and not problems else (1, f"{problems} frames/messages dropped" if problems else "no pose yet")
+        level, message = (
+            (0, "localizing")
+            if values.get("count_poses", 0) and not problems
+            else (1, f"{problems} frames/messages dropped" if problems else "no pose yet")
+        )
         header = Header(stamp=self.get_clock().now().to_msg())
-        self.pub_diag.publish(rm.diagnostics_msg(header, f"{self.get_name()}: cross-view localizer", self.get_name(), level, message, values))
+        self.pub_diag.publish(
+            rm.diagnostics_msg(
+                header, f"{self.get_name()}: cross-view localizer", self.get_name(), level, message, values
+            )
+        )
 
     def close(self) -> None:
         """Stop the worker and release the tile fetcher."""

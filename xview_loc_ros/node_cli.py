@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """`xview-loc node`: run the localizer node without `ros2 run` (same node, same YAML parameters)."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,13 +14,29 @@ ENU metres at the datum), ~/fix, ~/heatmap, ~/heatmap_grid, ~/marker, /diagnosti
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("node", help="run the ROS 2 localizer node", description=HELP,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "node",
+        help="run the ROS 2 localizer node",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--params-file", required=True, metavar="FILE", help="parameters YAML (e.g. config/localizer.yaml)")
-    p.add_argument("--model-path", metavar="PATH", help="override model_path (checkpoint .pt, .onnx or TensorRT engine)")
-    p.add_argument("--tile-source", metavar="SPEC", help="override tile_source (xyz:DIR, mbtiles:FILE, https://host/{z}/{x}/{y}.png, ...)")
-    p.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[], metavar="ARG",
-                   help="everything after it goes to ROS (remappings -r FROM:=TO, parameters -p NAME:=VALUE)")
+    p.add_argument(
+        "--model-path", metavar="PATH", help="override model_path (checkpoint .pt, .onnx or TensorRT engine)"
+    )
+    p.add_argument(
+        "--tile-source",
+        metavar="SPEC",
+        help="override tile_source (xyz:DIR, mbtiles:FILE, https://host/{z}/{x}/{y}.png, ...)",
+    )
+    p.add_argument(
+        "--ros-args",
+        dest="ros_args",
+        nargs=argparse.REMAINDER,
+        default=[],
+        metavar="ARG",
+        help="everything after it goes to ROS (remappings -r FROM:=TO, parameters -p NAME:=VALUE)",
+    )
     p.set_defaults(func=_run)
 
 

@@ -1,8 +1,10 @@
+# SPDX-License-Identifier: Apache-2.0
 """Heat-map pictures for people: the colour overlay with the GNSS fix and the estimate marked, and
 OccupancyGrid cell values. The colour blend itself is xview_loc_ros.heatmap.overlay_heatmap.
 
 Patch pixels are continuous (u east, v south) over a north-up patch (see geo.PatchGeoref).
 """
+
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -16,8 +18,12 @@ FIX_COLOUR = (255, 255, 255)  # RGB: the GNSS fix
 ESTIMATE_COLOUR = (0, 255, 0)  # RGB: the refined estimate
 
 
-def heatmap_overlay(patch_rgb: np.ndarray, logits: np.ndarray, fix_px: Optional[Tuple[float, float]] = None,
-                    estimate_px: Optional[Tuple[float, float]] = None) -> np.ndarray:
+def heatmap_overlay(
+    patch_rgb: np.ndarray,
+    logits: np.ndarray,
+    fix_px: Optional[Tuple[float, float]] = None,
+    estimate_px: Optional[Tuple[float, float]] = None,
+) -> np.ndarray:
     """The aerial patch (RGB uint8 SxSx3) with the heat map ``logits`` ((h, w) or (n, h, w)) blended in,
     the GNSS fix drawn as a white cross and the estimate as a green circle. Returns RGB uint8 SxSx3."""
     if patch_rgb.ndim != 3 or patch_rgb.shape[2] != 3 or patch_rgb.dtype != np.uint8:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Parameters of the localizer node: names, defaults (mirrored by config/localizer.yaml), validation.
 
 ROS-free: the node declares every field of :class:`LocalizerParams` as a ROS parameter with the
@@ -5,6 +6,7 @@ field's default, reads them back into a :class:`LocalizerParams` and calls :meth
 raises :class:`ParameterError` naming the parameter. Units are in the field names or comments:
 seconds (``_s``), metres (``_m``), degrees (``_deg``, compass: clockwise from north), pixels (``_px``).
 """
+
 from __future__ import annotations
 
 import math
@@ -36,7 +38,9 @@ class LocalizerParams:
     fp16: bool = False
     threads: int = 0  # CPU inference threads; 0 = library default
     # --- aerial tiles and patch
-    tile_source: str = ""  # xyz:DIR, tms:DIR, mbtiles:FILE, pmtiles:FILE, geotiff:FILE, http(s)://.../{z}/{x}/{y}.png; required
+    tile_source: str = (
+        ""  # xyz:DIR, tms:DIR, mbtiles:FILE, pmtiles:FILE, geotiff:FILE, http(s)://.../{z}/{x}/{y}.png; required
+    )
     tile_cache_dir: str = ""  # disk cache for HTTP tiles; "" = none
     tile_zoom: int = -1  # -1 = finest zoom at least as fine as the patch m/px
     patch_size_px: int = 0  # 0 = the model's aerial size; otherwise must equal it
@@ -116,17 +120,30 @@ class LocalizerParams:
         if self.backend not in BACKENDS:
             raise ParameterError("backend", f"must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.heading_source not in HEADING_SOURCES:
-            raise ParameterError("heading_source", f"must be one of {', '.join(HEADING_SOURCES)}, got {self.heading_source!r}")
+            raise ParameterError(
+                "heading_source", f"must be one of {', '.join(HEADING_SOURCES)}, got {self.heading_source!r}"
+            )
         if not (self.image_topic or self.compressed_image_topic):
-            raise ParameterError("image_topic", "image_topic and compressed_image_topic are both empty: no camera input")
+            raise ParameterError(
+                "image_topic", "image_topic and compressed_image_topic are both empty: no camera input"
+            )
         if not self.fix_topic:
             raise ParameterError("fix_topic", "must not be empty")
         if self.heading_source == "imu" and not self.imu_topic:
             raise ParameterError("imu_topic", "must not be empty when heading_source is imu")
         if not self.map_frame:
             raise ParameterError("map_frame", "must not be empty")
-        for name in ("fix_max_age_s", "fix_max_gap_s", "fix_default_std_m", "heading_std_deg", "imu_max_age_s",
-                     "gate_chi2", "min_std_m", "unobserved_variance", "diagnostics_period_s"):
+        for name in (
+            "fix_max_age_s",
+            "fix_max_gap_s",
+            "fix_default_std_m",
+            "heading_std_deg",
+            "imu_max_age_s",
+            "gate_chi2",
+            "min_std_m",
+            "unobserved_variance",
+            "diagnostics_period_s",
+        ):
             if not getattr(self, name) > 0:
                 raise ParameterError(name, f"must be > 0, got {getattr(self, name)!r}")
         for name in ("prefetch_ahead_s", "log_throttle_s", "patch_mpp"):
@@ -147,7 +164,9 @@ class LocalizerParams:
         if not self.max_ambiguity > 0.0:
             raise ParameterError("max_ambiguity", f"must be > 0, got {self.max_ambiguity}")
         if not -360.0 <= self.fixed_heading_deg <= 360.0:
-            raise ParameterError("fixed_heading_deg", f"must be a compass angle in [-360, 360], got {self.fixed_heading_deg}")
+            raise ParameterError(
+                "fixed_heading_deg", f"must be a compass angle in [-360, 360], got {self.fixed_heading_deg}"
+            )
         if not self.datum_from_first_fix:
             if not (-90.0 <= self.datum_lat <= 90.0):
                 raise ParameterError("datum_lat", f"must be a latitude in [-90, 90] degrees, got {self.datum_lat}")
@@ -158,8 +177,16 @@ class LocalizerParams:
     def check_model(self, config: Mapping[str, Any]) -> None:
         """Check the patch and heading parameters against the model's preprocessing config."""
         if self.patch_size_px and self.patch_size_px != int(config["aerial_size"]):
-            raise ParameterError("patch_size_px", f"{self.patch_size_px} px differs from the model's aerial size {config['aerial_size']} px (0 = use the model's)")
+            raise ParameterError(
+                "patch_size_px",
+                f"{self.patch_size_px} px differs from the model's aerial size {config['aerial_size']} px (0 = use the model's)",
+            )
         if self.patch_mpp and abs(self.patch_mpp - float(config["mpp"])) > 1e-9:
-            raise ParameterError("patch_mpp", f"{self.patch_mpp} m/px differs from the model's {config['mpp']} m/px (0 = use the model's)")
+            raise ParameterError(
+                "patch_mpp",
+                f"{self.patch_mpp} m/px differs from the model's {config['mpp']} m/px (0 = use the model's)",
+            )
         if config.get("known_orientation") and self.heading_source == "none":
-            raise ParameterError("heading_source", "is 'none' but the model expects a known orientation (use imu or fixed)")
+            raise ParameterError(
+                "heading_source", "is 'none' but the model expects a known orientation (use imu or fixed)"
+            )

@@ -1,9 +1,11 @@
+# SPDX-License-Identifier: Apache-2.0
 """Model input preparation, the one place: RGB uint8 images -> normalised float32 CHW arrays.
 
 Ground panoramas follow the project convention (COMMON: the centre column looks along the camera
 heading, azimuth grows to the right). Models with ``known_orientation`` get the panorama rolled so
 that north is at the centre column, exactly like CCVPE's VIGOR setting.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional
@@ -51,7 +53,9 @@ def prepare_ground(rgb: np.ndarray, heading_deg: Optional[float], config: Mappin
     img = _resize(rgb, h, w)
     if config["ground_type"] == "panorama" and config.get("known_orientation"):
         if heading_deg is None or not np.isfinite(heading_deg):
-            raise PreprocessError("ground image: this model needs the camera heading (known_orientation) but it is unknown")
+            raise PreprocessError(
+                "ground image: this model needs the camera heading (known_orientation) but it is unknown"
+            )
         img = np.roll(img, north_align_shift(heading_deg, w), axis=1)
     return _normalise(img, config)
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """ROS message <-> plain Python/numpy conversions for the localizer node.
 
 Input parsers apply :mod:`xview_loc_ros.sensors` (its :class:`~xview_loc_ros.sensors.SensorRejected`
@@ -5,6 +6,7 @@ carries the reason the node counts in diagnostics) and add the header stamp. Out
 the ROS-free results of :mod:`xview_loc_ros.localizer`.
 Covariances: 6x6 row-major (x, y, z, rot x, rot y, rot z) for poses, 3x3 ENU m^2 for NavSatFix.
 """
+
 from __future__ import annotations
 
 import array
@@ -123,9 +125,12 @@ def marker_msgs(est: Estimate, datum: LocalENU, header: Header, ns: str = "xview
     accepted, red when gated), id 1 the GNSS fix used for the frame (white, translucent)."""
     fe, fn, _ = (float(x) for x in datum.to_enu(est.fix.lat, est.fix.lon, datum.h0))
     out = []
-    for i, (e, n, cov, rgba) in enumerate((
+    for i, (e, n, cov, rgba) in enumerate(
+        (
             (est.east, est.north, est.cov_en, (0.1, 0.9, 0.1, 0.8) if est.accepted else (0.9, 0.1, 0.1, 0.8)),
-            (fe, fn, est.fix.cov_en, (1.0, 1.0, 1.0, 0.35)))):
+            (fe, fn, est.fix.cov_en, (1.0, 1.0, 1.0, 0.35)),
+        )
+    ):
         m = Marker(header=header, ns=ns, id=i, type=Marker.CYLINDER, action=Marker.ADD)
         m.pose.position.x, m.pose.position.y, m.pose.position.z = e, n, 0.1 * (1 - i)
         m.pose.orientation.w = 1.0
@@ -136,8 +141,9 @@ def marker_msgs(est: Estimate, datum: LocalENU, header: Header, ns: str = "xview
     return out[0], out[1]
 
 
-def diagnostics_msg(header: Header, name: str, hardware_id: str, level: int, message: str,
-                    values: Mapping[str, object]) -> DiagnosticArray:
+def diagnostics_msg(
+    header: Header, name: str, hardware_id: str, level: int, message: str, values: Mapping[str, object]
+) -> DiagnosticArray:
     """One DiagnosticStatus with key/values; ``level`` 0 OK, 1 WARN, 2 ERROR."""
     st = DiagnosticStatus(level=bytes([level]), name=name, message=message, hardware_id=hardware_id)
     st.values = [KeyValue(key=str(k), value=_fmt(v)) for k, v in values.items()]

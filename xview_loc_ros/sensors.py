@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Sensor messages -> plain values: the one set of accept/reject rules for the vehicle node and the extractor.
 
 A model adapted on what the extractor accepted runs on what the node accepts; both therefore parse
@@ -13,6 +14,7 @@ IMU orientation in ENU (REP-103, REP-145), turned into an ENU yaw in radians (0 
 counter-clockwise); compass headings come only from :func:`xview_loc_ros.geo.enu_yaw_to_compass`;
 images are RGB uint8 (height, width, 3) arrays.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,7 +50,9 @@ REASONS = {
 #: (a 631-byte JPEG can declare 20000 x 20000 px: 1.2 GB per copy). 50 Mpx holds an 8K equirectangular
 #: panorama (7680 x 3840 = 29.5 Mpx) and every automotive camera with room to spare.
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
-MAX_ALTITUDE_M = 100_000.0  # |altitude| beyond 100 km of the ellipsoid is no vehicle's: the receiver's output is garbage
+MAX_ALTITUDE_M = (
+    100_000.0  # |altitude| beyond 100 km of the ellipsoid is no vehicle's: the receiver's output is garbage
+)
 
 NAVSAT_STATUS_FIX = 0  # sensor_msgs/NavSatStatus: NO_FIX = -1 (Jazzy adds UNKNOWN = -2), FIX = 0, SBAS, GBAS
 COVARIANCE_TYPE_UNKNOWN = 0
@@ -80,7 +84,7 @@ class GnssFix:
 
     def cov_en_or(self, default_std_m: float) -> np.ndarray:
         """``cov_en``, or ``default_std_m``^2 isotropic when the receiver did not report one."""
-        return self.cov_en if self.cov_en is not None else np.eye(2) * default_std_m ** 2
+        return self.cov_en if self.cov_en is not None else np.eye(2) * default_std_m**2
 
     @property
     def std_m(self) -> float:
@@ -106,9 +110,17 @@ def gnss_fix(msg: Any) -> GnssFix:
     if not abs(lon) <= 180.0:
         raise SensorRejected("fix_bad_longitude", f"longitude {lon} degrees is outside [-180, 180]")
     if not (math.isnan(alt) or abs(alt) <= MAX_ALTITUDE_M):
-        raise SensorRejected("fix_bad_altitude", f"altitude {alt} m is neither unknown (NaN) nor within {MAX_ALTITUDE_M:.0f} m of the ellipsoid")
-    return GnssFix(lat, lon, alt, fix_covariance_en(msg.position_covariance, int(msg.position_covariance_type)),
-                   str(msg.header.frame_id))
+        raise SensorRejected(
+            "fix_bad_altitude",
+            f"altitude {alt} m is neither unknown (NaN) nor within {MAX_ALTITUDE_M:.0f} m of the ellipsoid",
+        )
+    return GnssFix(
+        lat,
+        lon,
+        alt,
+        fix_covariance_en(msg.position_covariance, int(msg.position_covariance_type)),
+        str(msg.header.frame_id),
+    )
 
 
 def fix_covariance_en(cov9: Any, cov_type: int) -> Optional[np.ndarray]:
@@ -157,9 +169,13 @@ def imu_yaw(msg: Any) -> ImuYaw:
     norm = math.sqrt(x * x + y * y + z * z + w * w)
     # drivers round their quaternions, but 10 % off a unit norm is no rotation any more
     if not (math.isfinite(norm) and abs(norm - 1.0) < 0.1):
-        raise SensorRejected("imu_invalid", f"orientation quaternion ({x}, {y}, {z}, {w}) is not a unit rotation (norm {norm:.3g})")
+        raise SensorRejected(
+            "imu_invalid", f"orientation quaternion ({x}, {y}, {z}, {w}) is not a unit rotation (norm {norm:.3g})"
+        )
     var = float(cov[8])
-    return ImuYaw(yaw_from_quaternion(x / norm, y / norm, z / norm, w / norm), var if math.isfinite(var) and var > 0 else None)
+    return ImuYaw(
+        yaw_from_quaternion(x / norm, y / norm, z / norm, w / norm), var if math.isfinite(var) and var > 0 else None
+    )
 
 
 # -- camera info ----------------------------------------------------------------------------------
@@ -188,8 +204,12 @@ def camera_intrinsics(msg: Any) -> CameraIntrinsics:
     k = np.asarray(msg.k if hasattr(msg, "k") else msg.K, dtype=float).ravel()
     width, height = int(msg.width), int(msg.height)
     if k.size != 9 or not np.all(np.isfinite(k)) or width <= 0 or height <= 0 or not (k[0] > 0 and k[4] > 0):
-        raise SensorRejected("camera_info_invalid", f"{width}x{height} px with K {k.tolist()}: size, fx and fy must be positive")
-    return CameraIntrinsics(width, height, float(k[0]), float(k[4]), float(k[2]), float(k[5]), str(msg.distortion_model))
+        raise SensorRejected(
+            "camera_info_invalid", f"{width}x{height} px with K {k.tolist()}: size, fx and fy must be positive"
+        )
+    return CameraIntrinsics(
+        width, height, float(k[0]), float(k[4]), float(k[2]), float(k[5]), str(msg.distortion_model)
+    )
 
 
 # -- images ---------------------------------------------------------------------------------------
@@ -212,7 +232,12 @@ _PLAIN = {
     "8uc3": (3, cv2.COLOR_BGR2RGB),  # OpenCV's native order, as cv_bridge writes it
 }
 SUPPORTED_ENCODINGS = tuple(sorted(set(_PLAIN) | set(_BAYER)))
-_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+_REDUCED = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
 # Pixels as the camera wrote them: an EXIF rotation would make the decoded size differ from the
 # header's, and the node and the stored training JPEG must see the same pixels.
 _IGNORE_ORIENTATION = cv2.IMREAD_IGNORE_ORIENTATION
@@ -238,7 +263,9 @@ def image_shape(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Tuple[i
 
 def _check_pixels(h: int, w: int, max_pixels: int) -> None:
     if h * w > max_pixels:
-        raise SensorRejected("image_too_many_pixels", f"{w}x{h} px = {h * w / 1e6:.1f} Mpx is above the cap of {max_pixels / 1e6:g} Mpx")
+        raise SensorRejected(
+            "image_too_many_pixels", f"{w}x{h} px = {h * w / 1e6:.1f} Mpx is above the cap of {max_pixels / 1e6:g} Mpx"
+        )
 
 
 def _raw_layout(msg: Any, max_pixels: int) -> Tuple[int, int, int, int]:
@@ -248,14 +275,18 @@ def _raw_layout(msg: Any, max_pixels: int) -> Tuple[int, int, int, int]:
     elif enc in _PLAIN:
         channels = _PLAIN[enc][0]
     else:
-        raise SensorRejected("image_encoding", f"unsupported encoding {msg.encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})")
+        raise SensorRejected(
+            "image_encoding", f"unsupported encoding {msg.encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})"
+        )
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h <= 0 or w <= 0:
         raise SensorRejected("image_empty", f"image is {w}x{h} px")
     _check_pixels(h, w, max_pixels)
     n = len(_u8(msg.data))
     if step < w * channels or n < step * h:
-        raise SensorRejected("image_size", f"{n} bytes do not hold {h} rows of step {step} ({w}x{channels} bytes needed per row)")
+        raise SensorRejected(
+            "image_size", f"{n} bytes do not hold {h} rows of step {step} ({w}x{channels} bytes needed per row)"
+        )
     return h, w, step, channels
 
 
@@ -270,7 +301,10 @@ def _compressed_header(msg: Any, max_pixels: int) -> Tuple[str, Tuple[int, int]]
     kind = image_kind(head)
     # compressed_image_transport writes JPEG or PNG; anything else is not a camera frame
     if kind not in ("jpg", "png"):
-        raise SensorRejected("image_format", f"compressed image (format {msg.format!r}) is neither JPEG nor PNG (starts with {head[:8]!r})")
+        raise SensorRejected(
+            "image_format",
+            f"compressed image (format {msg.format!r}) is neither JPEG nor PNG (starts with {head[:8]!r})",
+        )
     try:
         size = image_size(head)
     except ImageHeaderError as e:
@@ -280,8 +314,12 @@ def _compressed_header(msg: Any, max_pixels: int) -> Tuple[str, Tuple[int, int]]
     return kind, (size[1], size[0])
 
 
-def decode_image(msg: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, min_size: Optional[Tuple[int, int]] = None,
-                 strict: bool = False) -> np.ndarray:
+def decode_image(
+    msg: Any,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    min_size: Optional[Tuple[int, int]] = None,
+    strict: bool = False,
+) -> np.ndarray:
     """Image (``SUPPORTED_ENCODINGS``) or CompressedImage (JPEG, PNG) -> RGB uint8 (H, W, 3).
 
     Frames declaring more than ``max_pixels`` are refused before decoding. ``min_size`` (height,
@@ -309,7 +347,9 @@ def _decode_compressed(msg: Any, max_pixels: int, min_size: Optional[Tuple[int, 
     except cv2.error as e:  # OpenCV's own limits and libpng/libjpeg errors: a refused frame, not a crash
         raise SensorRejected("image_corrupt", f"{kind.upper()} {w}x{h} px: {str(e).strip().splitlines()[-1]}") from e
     if img is None or img.shape[:2] != (-(-h // reduce), -(-w // reduce)):
-        raise SensorRejected("image_corrupt", f"cannot decode {data.size} bytes of {kind.upper()} {w}x{h} px (format {msg.format!r})")
+        raise SensorRejected(
+            "image_corrupt", f"cannot decode {data.size} bytes of {kind.upper()} {w}x{h} px (format {msg.format!r})"
+        )
     if strict and kind == "jpg":  # after the lenient decode: what both refuse gets the same reason
         _check_jpeg_strictly(data)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """`xview-loc`: the vehicle's commands (node, tiles) and the test bed's (synth, replay, bag-crop, demo)."""
+
 from __future__ import annotations
 
 from typing import List, Optional

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`make demo` / `xview-adapt demo` / `python -m xview_testbed.demo`: the whole mission on synthetic data.
 
 1. a synthetic target city and a recorded drive through it (rosbag2, urban-canyon GNSS errors);
@@ -12,6 +13,7 @@ Every step is a command line of this package, printed before it runs, so any syn
 replaced by the user's own (tiles, bags, checkpoint). A step whose output exists and was made by the
 same command from the same inputs is skipped (its record is in OUT/.steps/).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,17 +27,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from offline_adapt import cli as xview_adapt_cli
 from offline_adapt.adapt.options import AdaptOptions, DistillOptions
-from xview_loc_ros.fsutil import CommandSteps
-from xview_testbed.cli import main
-from offline_adapt.cli import main
-from xview_testbed.replay import read_jsonl
-from xview_loc_ros.fsutil import atomic_path
-from xview_loc_ros.geo import LocalENU, PatchGeoref
-from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
 from offline_adapt.evaluation.plots import error_cdf
 from xview_loc_ros.cli import build_parser, run
-from xview_loc_ros.fsutil import atomic_write_bytes, atomic_write_json
+from xview_loc_ros.fsutil import CommandSteps, atomic_path, atomic_write_bytes, atomic_write_json
+from xview_loc_ros.geo import LocalENU, PatchGeoref
+from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
+from xview_testbed import cli as xview_loc_cli
+from xview_testbed.replay import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_TEACHER = REPO / "models" / "teacher_suburb_small.pt"
@@ -43,13 +43,25 @@ PARAMS_FILE = REPO / "config" / "localizer.yaml"
 
 # how the bundled teacher was made (models/README.md quotes the same commands)
 # (the source side of bench/crossarea.yaml, profile quick)
-TEACHER_RECIPE = dict(style="suburb", city_seed=1, size_m=600, zooms="18-19", pairs=800, pairs_seed=1, epochs=6, batch=8, lr=1e-3,
-                      seed=0, threads=1)
+TEACHER_RECIPE = dict(
+    style="suburb",
+    city_seed=1,
+    size_m=600,
+    zooms="18-19",
+    pairs=800,
+    pairs_seed=1,
+    epochs=6,
+    batch=8,
+    lr=1e-3,
+    seed=0,
+    threads=1,
+)
 
 
 @dataclass
 class DemoOptions:
     """Sizes: metres, frames, Hz. The target city is ``target_style`` moved ``amount`` toward ``toward``."""
+
     out: Path = Path("demo_out")
     target_style: str = "suburb"
     toward: Optional[str] = "downtown"
@@ -71,17 +83,7 @@ class DemoOptions:
     progress: bool = True
 
 
-def _xview_loc(argv: List[str]) -> int:
-
-    return main(argv)
-
-
-def _xview_adapt(argv: List[str]) -> int:
-
-    return main(argv)
-
-
-TOOLS: Dict[str, Callable[[List[str]], int]] = {"xview-loc": _xview_loc, "xview-adapt": _xview_adapt}
+TOOLS: Dict[str, Callable[[List[str]], int]] = {"xview-loc": xview_loc_cli.main, "xview-adapt": xview_adapt_cli.main}
 
 
 class Demo:
@@ -122,10 +124,39 @@ class Demo:
         o = self.o
         self.banner(1, "synthetic target city and a recorded drive (rosbag2, urban-canyon GNSS)")
         blend = ["--toward", o.toward, "--amount", o.amount, "--blend-groups", o.blend_groups] if o.toward else []
-        city = self.run(self.p("city"), "xview-loc", "synth", "city", "--style", o.target_style, *blend, "--seed", o.city_seed,
-                        "--size-m", o.city_size_m, "--zooms", "16-18", "--out", self.p("city"))
-        bag = self.run(self.p("drive"), "xview-loc", "synth", "drive", "--city", city, "--out", self.p("drive"),
-                       "--frames", o.frames, "--rate", o.rate_hz, "--seed", o.drive_seed)
+        city = self.run(
+            self.p("city"),
+            "xview-loc",
+            "synth",
+            "city",
+            "--style",
+            o.target_style,
+            *blend,
+            "--seed",
+            o.city_seed,
+            "--size-m",
+            o.city_size_m,
+            "--zooms",
+            "16-18",
+            "--out",
+            self.p("city"),
+        )
+        bag = self.run(
+            self.p("drive"),
+            "xview-loc",
+            "synth",
+            "drive",
+            "--city",
+            city,
+            "--out",
+            self.p("drive"),
+            "--frames",
+            o.frames,
+            "--rate",
+            o.rate_hz,
+            "--seed",
+            o.drive_seed,
+        )
         return city, bag
 
     def teacher(self) -> Path:
@@ -135,40 +166,156 @@ class Demo:
             print(f"  teacher: {o.teacher}")
             return Path(o.teacher)
         if not o.retrain_teacher and BUNDLED_TEACHER.is_file():
-            print(f"  bundled teacher {BUNDLED_TEACHER.relative_to(REPO)} (style {TEACHER_RECIPE['style']!r}; "
-                  "models/README.md has the commands that made it; --retrain-teacher re-runs them)")
+            print(
+                f"  bundled teacher {BUNDLED_TEACHER.relative_to(REPO)} (style {TEACHER_RECIPE['style']!r}; "
+                "models/README.md has the commands that made it; --retrain-teacher re-runs them)"
+            )
             return BUNDLED_TEACHER
         r = TEACHER_RECIPE
-        city = self.run(self.p("teacher", "city"), "xview-loc", "synth", "city", "--style", r["style"], "--seed", r["city_seed"],
-                        "--size-m", r["size_m"], "--zooms", r["zooms"], "--out", self.p("teacher", "city"))
-        pairs = self.run(self.p("teacher", "pairs"), "xview-loc", "synth", "pairs", "--city", city, "--n", o.teacher_pairs,
-                         "--seed", r["pairs_seed"], "--out", self.p("teacher", "pairs"))
+        city = self.run(
+            self.p("teacher", "city"),
+            "xview-loc",
+            "synth",
+            "city",
+            "--style",
+            r["style"],
+            "--seed",
+            r["city_seed"],
+            "--size-m",
+            r["size_m"],
+            "--zooms",
+            r["zooms"],
+            "--out",
+            self.p("teacher", "city"),
+        )
+        pairs = self.run(
+            self.p("teacher", "pairs"),
+            "xview-loc",
+            "synth",
+            "pairs",
+            "--city",
+            city,
+            "--n",
+            o.teacher_pairs,
+            "--seed",
+            r["pairs_seed"],
+            "--out",
+            self.p("teacher", "pairs"),
+        )
         # the run folder is the step's output: a redone step starts a fresh run (train refuses to overwrite one)
-        self.run(self.p("teacher", "run"), "xview-adapt", "train", "--data", pairs, "--config", "small",
-                 "--out", self.p("teacher", "run"), "--seed", r["seed"], "--epochs", o.teacher_epochs, "--batch", r["batch"],
-                 "--lr", r["lr"], "--threads", r["threads"], "--bn-reestimate", "0")
+        self.run(
+            self.p("teacher", "run"),
+            "xview-adapt",
+            "train",
+            "--data",
+            pairs,
+            "--config",
+            "small",
+            "--out",
+            self.p("teacher", "run"),
+            "--seed",
+            r["seed"],
+            "--epochs",
+            o.teacher_epochs,
+            "--batch",
+            r["batch"],
+            "--lr",
+            r["lr"],
+            "--threads",
+            r["threads"],
+            "--bn-reestimate",
+            "0",
+        )
         return self.p("teacher", "run", "best.pt")
 
     def replay(self, name: str, model: Path, tiles: str, bag: Path, start: float, end: float, heatmaps: bool) -> Path:
         extra = ["--heatmap-dir", self.p("heatmaps", name)] if heatmaps else []
         no_progress = [] if self.o.progress else ["--no-progress"]
-        return self.run(self.p(f"replay_{name}.jsonl"), "xview-loc", "replay", "--bag", bag, "--params-file", PARAMS_FILE,
-                        "--model", model, "--tile-source", tiles, "--start-frac", start, "--end-frac", end,
-                        "--out", self.p(f"replay_{name}.jsonl"), *extra, *no_progress,
-                        "--ros-args", "-p", f"threads:={self.o.threads}")
+        return self.run(
+            self.p(f"replay_{name}.jsonl"),
+            "xview-loc",
+            "replay",
+            "--bag",
+            bag,
+            "--params-file",
+            PARAMS_FILE,
+            "--model",
+            model,
+            "--tile-source",
+            tiles,
+            "--start-frac",
+            start,
+            "--end-frac",
+            end,
+            "--out",
+            self.p(f"replay_{name}.jsonl"),
+            *extra,
+            *no_progress,
+            "--ros-args",
+            "-p",
+            f"threads:={self.o.threads}",
+        )
 
     def adapt(self, teacher: Path, tiles: str, bag: Path) -> Path:
         o = self.o
         self.banner(4, f"adaptation on the first {o.adapt_frac:.0%} of the drive, no ground truth used; export to ONNX")
-        part = self.run(self.p("drive_adapt"), "xview-loc", "bag-crop", "--bag", bag, "--out", self.p("drive_adapt"),
-                        "--end-frac", o.adapt_frac)
-        pairs = self.run(self.p("target_pairs"), "xview-adapt", "extract", "--bag", part, "--tiles", tiles, "--model", teacher,
-                         "--out", self.p("target_pairs"), *([] if o.progress else ["--no-progress"]))
-        self.run(self.p("adapt", "student.pt"), "xview-adapt", "adapt", "--teacher", teacher, "--data", pairs,
-                 "--out", self.p("adapt"), "--epochs", o.epochs, "--keep", o.keep, "--select", "pseudo",
-                 "--eval-split", "all", "--threads", o.threads)
-        return self.run(self.p("student.onnx"), "xview-adapt", "export", "--model", self.p("adapt", "student.pt"),
-                        "--onnx", self.p("student.onnx"), "--data", pairs)
+        part = self.run(
+            self.p("drive_adapt"),
+            "xview-loc",
+            "bag-crop",
+            "--bag",
+            bag,
+            "--out",
+            self.p("drive_adapt"),
+            "--end-frac",
+            o.adapt_frac,
+        )
+        pairs = self.run(
+            self.p("target_pairs"),
+            "xview-adapt",
+            "extract",
+            "--bag",
+            part,
+            "--tiles",
+            tiles,
+            "--model",
+            teacher,
+            "--out",
+            self.p("target_pairs"),
+            *([] if o.progress else ["--no-progress"]),
+        )
+        self.run(
+            self.p("adapt", "student.pt"),
+            "xview-adapt",
+            "adapt",
+            "--teacher",
+            teacher,
+            "--data",
+            pairs,
+            "--out",
+            self.p("adapt"),
+            "--epochs",
+            o.epochs,
+            "--keep",
+            o.keep,
+            "--select",
+            "pseudo",
+            "--eval-split",
+            "all",
+            "--threads",
+            o.threads,
+        )
+        return self.run(
+            self.p("student.onnx"),
+            "xview-adapt",
+            "export",
+            "--model",
+            self.p("adapt", "student.pt"),
+            "--onnx",
+            self.p("student.onnx"),
+            "--data",
+            pairs,
+        )
 
     def execute(self) -> Dict[str, Any]:
         o = self.o
@@ -180,13 +327,19 @@ class Demo:
         self.banner(3, "the localizer node with the teacher on the whole drive (rclpy over DDS)")
         self.replay("teacher_full", teacher, tiles, bag, 0.0, 1.0, False)
         student = self.adapt(teacher, tiles, bag)
-        self.banner(5, f"the node on the held-out last {1 - o.adapt_frac:.0%} of the drive: student (ONNX Runtime) and teacher")
+        self.banner(
+            5, f"the node on the held-out last {1 - o.adapt_frac:.0%} of the drive: student (ONNX Runtime) and teacher"
+        )
         self.replay("student", student, tiles, bag, o.adapt_frac, 1.0, True)
         self.replay("teacher", teacher, tiles, bag, o.adapt_frac, 1.0, True)
         self.banner(6, "results")
         results = summarize(read(self.p("replay_teacher.jsonl")), read(self.p("replay_student.jsonl")))
-        results.update(target=f"{o.target_style}" + (f" -> {o.toward} @ {o.amount:g}" if o.toward else ""),
-                       teacher=str(teacher), student=str(student), commands=self.commands)
+        results.update(
+            target=f"{o.target_style}" + (f" -> {o.toward} @ {o.amount:g}" if o.toward else ""),
+            teacher=str(teacher),
+            student=str(student),
+            commands=self.commands,
+        )
         table = format_table(results)
         print(table)
         verdict = results["verdict"]
@@ -195,8 +348,14 @@ class Demo:
         atomic_write_json(self.p("results.json"), results)
         atomic_write_bytes(self.p("results.md"), (table + "\n\n" + verdict + "\n").encode())
         mpp = float(json.loads(Path(f"{student}.json").read_text())["config"]["mpp"])
-        make_figures(self.out, city, read(self.p("replay_teacher_full.jsonl")), read(self.p("replay_teacher.jsonl")),
-                     read(self.p("replay_student.jsonl")), mpp)
+        make_figures(
+            self.out,
+            city,
+            read(self.p("replay_teacher_full.jsonl")),
+            read(self.p("replay_teacher.jsonl")),
+            read(self.p("replay_student.jsonl")),
+            mpp,
+        )
         print(f"pictures: {self.p('trajectory.png')}, {self.p('heatmaps.png')}, {self.p('error_cdf.png')}")
         print(f"demo finished in {time.monotonic() - t0:.0f} s; outputs in {self.out}/")
         return results
@@ -220,32 +379,50 @@ def summarize(teacher: List[Dict[str, Any]], student: List[Dict[str, Any]]) -> D
     n = len(teacher)
     rows = {"GNSS fix": {**_stats([r["gnss_err_m"] for r in teacher]), "localized": n}}
     for name, recs in (("teacher", teacher), ("student", student)):
-        rows[name] = {**_stats([r["est_err_m"] for r in recs if r["localized"]]), "localized": sum(r["localized"] for r in recs)}
+        rows[name] = {
+            **_stats([r["est_err_m"] for r in recs if r["localized"]]),
+            "localized": sum(r["localized"] for r in recs),
+        }
     both = [i for i in range(n) if teacher[i]["localized"] and student[i]["localized"]]
     for name, recs in (("teacher", teacher), ("student", student)):
-        rows[f"{name}, frames both localized"] = {**_stats([recs[i]["est_err_m"] for i in both]), "localized": len(both)}
+        rows[f"{name}, frames both localized"] = {
+            **_stats([recs[i]["est_err_m"] for i in both]),
+            "localized": len(both),
+        }
     t, s = rows["teacher, frames both localized"]["median_m"], rows["student, frames both localized"]["median_m"]
     if t is None or s is None:
         verdict = "Measured: no frame was localized by both models; no comparison possible."
     else:
         word = "matched" if abs(s - t) < 0.005 else "beat" if s < t else "did not beat"
-        verdict = (f"Measured on the {len(both)} held-out frames both localized: the student {word} the teacher "
-                   f"(median {s:.2f} m vs {t:.2f} m, mean {rows['student, frames both localized']['mean_m']:.2f} m vs "
-                   f"{rows['teacher, frames both localized']['mean_m']:.2f} m); GNSS median {rows['GNSS fix']['median_m']:.2f} m.")
+        verdict = (
+            f"Measured on the {len(both)} held-out frames both localized: the student {word} the teacher "
+            f"(median {s:.2f} m vs {t:.2f} m, mean {rows['student, frames both localized']['mean_m']:.2f} m vs "
+            f"{rows['teacher, frames both localized']['mean_m']:.2f} m); GNSS median {rows['GNSS fix']['median_m']:.2f} m."
+        )
     return {"frames": n, "rows": rows, "verdict": verdict}
 
 
 def format_table(results: Dict[str, Any]) -> str:
-    lines = [f"Held-out part of the drive: {results['frames']} camera frames; errors = horizontal distance to ground truth",
-             "", "| estimate | frames localized | mean error (m) | median error (m) |", "|---|---|---|---|"]
+    lines = [
+        f"Held-out part of the drive: {results['frames']} camera frames; errors = horizontal distance to ground truth",
+        "",
+        "| estimate | frames localized | mean error (m) | median error (m) |",
+        "|---|---|---|---|",
+    ]
     for name, r in results["rows"].items():
         f = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
         lines.append(f"| {name} | {r['localized']}/{results['frames']} | {f(r['mean_m'])} | {f(r['median_m'])} |")
     return "\n".join(lines)
 
 
-def make_figures(out: Path, city: Path, full: List[Dict[str, Any]], teacher: List[Dict[str, Any]],
-                 student: List[Dict[str, Any]], mpp: float) -> None:
+def make_figures(
+    out: Path,
+    city: Path,
+    full: List[Dict[str, Any]],
+    teacher: List[Dict[str, Any]],
+    student: List[Dict[str, Any]],
+    mpp: float,
+) -> None:
     """trajectory.png (truth, GNSS, teacher on the whole drive, student on the held-out part over the aerial
     map), heatmaps.png (the node's ~/heatmap overlays of four evenly spaced held-out frames, teacher vs
     student, with the ground truth placed in the patch of ``mpp`` m/px centred on the frame's GNSS fix),
@@ -255,8 +432,6 @@ def make_figures(out: Path, city: Path, full: List[Dict[str, Any]], teacher: Lis
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-
 
     def save(fig, name):
         with atomic_path(out / name) as tmp:
@@ -269,7 +444,9 @@ def make_figures(out: Path, city: Path, full: List[Dict[str, Any]], teacher: Lis
     enu = LocalENU(float(lat.mean()), float(lon.mean()), 0.0)
 
     def xy(recs, kind):
-        pts = [enu.to_enu(r[f"{kind}_lat"], r[f"{kind}_lon"], 0.0)[:2] for r in recs if r.get(f"{kind}_lat") is not None]
+        pts = [
+            enu.to_enu(r[f"{kind}_lat"], r[f"{kind}_lon"], 0.0)[:2] for r in recs if r.get(f"{kind}_lat") is not None
+        ]
         return np.array(pts, float).reshape(-1, 2)
 
     truth = xy(full, "gt")
@@ -277,7 +454,9 @@ def make_figures(out: Path, city: Path, full: List[Dict[str, Any]], teacher: Lis
     size = 800
     src = open_tile_source(f"xyz:{city / 'tiles'}")
     try:
-        patch = AerialPatchBuilder(src, size, 2 * half / size, allow_missing=True).build(float(lat.mean()), float(lon.mean()))
+        patch = AerialPatchBuilder(src, size, 2 * half / size, allow_missing=True).build(
+            float(lat.mean()), float(lon.mean())
+        )
     finally:
         src.close()
     fig, ax = plt.subplots(figsize=(7.5, 7.5))
@@ -304,8 +483,12 @@ def make_figures(out: Path, city: Path, full: List[Dict[str, Any]], teacher: Lis
             img = cv2.cvtColor(cv2.imread(str(out / recs[i]["heatmap"])), cv2.COLOR_BGR2RGB)
             axes[row, col].imshow(img)
             r = recs[i]
-            gu, gv = PatchGeoref(r["gnss_lat"], r["gnss_lon"], mpp, img.shape[1]).latlon_to_pixel(r["gt_lat"], r["gt_lon"])
-            axes[row, col].plot(float(gu) - 0.5, float(gv) - 0.5, "o", color="magenta", ms=5)  # imshow centres pixel i at i
+            gu, gv = PatchGeoref(r["gnss_lat"], r["gnss_lon"], mpp, img.shape[1]).latlon_to_pixel(
+                r["gt_lat"], r["gt_lon"]
+            )
+            axes[row, col].plot(
+                float(gu) - 0.5, float(gv) - 0.5, "o", color="magenta", ms=5
+            )  # imshow centres pixel i at i
             err = "gated" if recs[i]["est_err_m"] is None else f"{recs[i]['est_err_m']:.1f} m"
             axes[row, col].set_title(f"{name}, frame {recs[i]['frame']}: {err}", fontsize=9)
             axes[row, col].axis("off")
@@ -315,9 +498,14 @@ def make_figures(out: Path, city: Path, full: List[Dict[str, Any]], teacher: Lis
     fig.tight_layout()
     save(fig, "heatmaps.png")
 
-    error_cdf({"GNSS fix": [r["gnss_err_m"] for r in teacher if r["gnss_err_m"] is not None],
-               "teacher": [r["est_err_m"] for r in teacher if r["localized"]],
-               "student": [r["est_err_m"] for r in student if r["localized"]]}, out / "error_cdf.png")
+    error_cdf(
+        {
+            "GNSS fix": [r["gnss_err_m"] for r in teacher if r["gnss_err_m"] is not None],
+            "teacher": [r["est_err_m"] for r in teacher if r["localized"]],
+            "student": [r["est_err_m"] for r in student if r["localized"]],
+        },
+        out / "error_cdf.png",
+    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -332,10 +520,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=d.frames, help="camera frames of the drive")
     p.add_argument("--rate-hz", type=float, default=d.rate_hz, help="camera frame rate of the drive, Hz")
     p.add_argument("--drive-seed", type=int, default=d.drive_seed, help="route and GNSS error seed")
-    p.add_argument("--adapt-frac", type=float, default=d.adapt_frac,
-                   help="adapt on this first fraction of the drive; the rest is held out for the comparison")
-    p.add_argument("--teacher", default=None, help="teacher checkpoint (default: the bundled models/teacher_suburb_small.pt)")
-    p.add_argument("--retrain-teacher", action="store_true", help="train the teacher here with the bundled one's recipe")
+    p.add_argument(
+        "--adapt-frac",
+        type=float,
+        default=d.adapt_frac,
+        help="adapt on this first fraction of the drive; the rest is held out for the comparison",
+    )
+    p.add_argument(
+        "--teacher", default=None, help="teacher checkpoint (default: the bundled models/teacher_suburb_small.pt)"
+    )
+    p.add_argument(
+        "--retrain-teacher", action="store_true", help="train the teacher here with the bundled one's recipe"
+    )
     p.add_argument("--teacher-pairs", type=int, default=d.teacher_pairs, help="with --retrain-teacher: source pairs")
     p.add_argument("--teacher-epochs", type=int, default=d.teacher_epochs, help="with --retrain-teacher: epochs")
     p.add_argument("--epochs", type=int, default=d.epochs, help="student epochs (auxiliary and final)")
@@ -345,20 +541,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> DemoOptions:
-    return DemoOptions(out=Path(args.out), target_style=args.target_style, toward=args.toward or None, amount=args.amount,
-                       blend_groups=args.blend_groups,
-                       city_seed=args.city_seed, city_size_m=args.city_size_m, frames=args.frames, rate_hz=args.rate_hz,
-                       drive_seed=args.drive_seed, adapt_frac=args.adapt_frac,
-                       teacher=Path(args.teacher) if args.teacher else None, retrain_teacher=args.retrain_teacher,
-                       teacher_pairs=args.teacher_pairs, teacher_epochs=args.teacher_epochs, epochs=args.epochs,
-                       keep=args.keep, threads=args.threads, progress=not args.no_progress)
+    return DemoOptions(
+        out=Path(args.out),
+        target_style=args.target_style,
+        toward=args.toward or None,
+        amount=args.amount,
+        blend_groups=args.blend_groups,
+        city_seed=args.city_seed,
+        city_size_m=args.city_size_m,
+        frames=args.frames,
+        rate_hz=args.rate_hz,
+        drive_seed=args.drive_seed,
+        adapt_frac=args.adapt_frac,
+        teacher=Path(args.teacher) if args.teacher else None,
+        retrain_teacher=args.retrain_teacher,
+        teacher_pairs=args.teacher_pairs,
+        teacher_epochs=args.teacher_epochs,
+        epochs=args.epochs,
+        keep=args.keep,
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
 
 
-HELP = ("Run the whole mission on synthetic data: target city + recorded drive, teacher (bundled, another style), "
-        "the node on the drive, adaptation on its first part, export to ONNX, the node with student and teacher on the "
-        "held-out rest; prints a table (errors in metres vs ground truth) and writes pictures to --out. "
-        "Every step is printed as the command it runs; steps whose output exists and was made by the same command "
-        "from the same inputs are skipped.")
+HELP = (
+    "Run the whole mission on synthetic data: target city + recorded drive, teacher (bundled, another style), "
+    "the node on the drive, adaptation on its first part, export to ONNX, the node with student and teacher on the "
+    "held-out rest; prints a table (errors in metres vs ground truth) and writes pictures to --out. "
+    "Every step is printed as the command it runs; steps whose output exists and was made by the same command "
+    "from the same inputs are skipped."
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`xview-loc replay` / `xview-loc bag-crop`: a recorded drive played over real DDS into the localizer node.
 
 The node is the same :class:`xview_loc_ros.node.LocalizerNode` that ``xview-loc node`` runs, started in
@@ -8,6 +9,7 @@ is published once the node has finished the previous one, so no frame is dropped
 node's ``~/fix`` and ``~/pose`` and writes one JSON line per camera frame with the bag's ground truth
 and GNSS fix at that frame's stamp and the errors in metres.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +33,14 @@ from xview_loc_ros.node_cli import ros_argv
 from xview_loc_ros.sensors import decode_image
 
 # bag topics by role; the camera is whichever image topic the bag has
-DEFAULT_TOPICS = {"fix": "/gnss/fix", "imu": "/imu/data", "compressed": "/camera/image/compressed", "raw": "/camera/image",
-                  "info": "/camera/camera_info", "gt": "/ground_truth/fix"}
+DEFAULT_TOPICS = {
+    "fix": "/gnss/fix",
+    "imu": "/imu/data",
+    "compressed": "/camera/image/compressed",
+    "raw": "/camera/image",
+    "info": "/camera/camera_info",
+    "gt": "/ground_truth/fix",
+}
 _STAMP_TOL_S = 0.02  # ground truth / GNSS sample taken as "at" a frame when this close to its stamp
 _MARGIN_S = 1.0  # non-image messages kept this far outside a window of frames (fix interpolation)
 
@@ -52,6 +60,7 @@ class BagMessage:
 class FrameRecord:
     """One camera frame of the replay. Positions WGS84 degrees; errors horizontal metres vs ground truth;
     ``map_x``/``map_y`` the node's pose in its map frame (ENU metres at its datum)."""
+
     frame: int  # index of the camera frame in the whole bag
     stamp: float
     gt_lat: Optional[float] = None
@@ -140,8 +149,13 @@ def _time_window(stamps: Sequence[float], start_frac: float, end_frac: float) ->
     return stamps[first], stamps[stop - 1], first
 
 
-def crop_bag(src: str | Path, dst: str | Path, start_frac: float, end_frac: float, image_topics: Sequence[str] = (
-        DEFAULT_TOPICS["compressed"], DEFAULT_TOPICS["raw"])) -> Path:
+def crop_bag(
+    src: str | Path,
+    dst: str | Path,
+    start_frac: float,
+    end_frac: float,
+    image_topics: Sequence[str] = (DEFAULT_TOPICS["compressed"], DEFAULT_TOPICS["raw"]),
+) -> Path:
     """Copy the part of a drive between the fractions ``start_frac`` and ``end_frac`` of its camera frames
     (every topic; non-image messages also within 1 s around it) to a new bag with the same storage."""
     from rosbags.rosbag2 import Reader, StoragePlugin, Writer
@@ -161,10 +175,17 @@ def crop_bag(src: str | Path, dst: str | Path, start_frac: float, end_frac: floa
         if tmp.exists():
             shutil.rmtree(tmp)
         with Writer(tmp, version=9, storage_plugin=plugin) as writer:
-            conns = {c.id: writer.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest,
-                                                 serialization_format=c.ext.serialization_format,
-                                                 offered_qos_profiles=c.ext.offered_qos_profiles)
-                     for c in reader.connections}
+            conns = {
+                c.id: writer.add_connection(
+                    c.topic,
+                    c.msgtype,
+                    msgdef=c.msgdef.data,
+                    rihs01=c.digest,
+                    serialization_format=c.ext.serialization_format,
+                    offered_qos_profiles=c.ext.offered_qos_profiles,
+                )
+                for c in reader.connections
+            }
             img_ids = {c.id for c in img}
             for conn, t, raw in reader.messages():
                 s, margin = t * 1e-9, 0.0 if conn.id in img_ids else _MARGIN_S
@@ -189,6 +210,7 @@ def horizontal_error_m(lat: float, lon: float, ref_lat: float, ref_lon: float) -
 
 class _Recorder:
     """Subscribes to the node's outputs and keeps them by stamp (seconds rounded to the microsecond)."""
+
     def __init__(self, node: Any, localizer_name: str, keep_heatmaps: bool) -> None:
         from geometry_msgs.msg import PoseWithCovarianceStamped
         from sensor_msgs.msg import Image, NavSatFix
@@ -206,6 +228,7 @@ class _Recorder:
         def keep(msg: Any) -> None:
             with self.lock:
                 table[round(_stamp(msg), 6)] = msg
+
         return keep
 
     def count(self) -> int:
@@ -221,8 +244,10 @@ def _frames_done(values: Dict[str, Any]) -> int:
     """Camera frames the node has finished with (outputs published), from its diagnostics: poses, gated
     frames, frames dropped unprocessed and frames rejected before estimation."""
     return sum(int(values.get(k, 0)) for k in ("count_poses", "count_gated", "frames_dropped")) + sum(
-        int(v) for k, v in values.items()
-        if k.startswith(("reject_", "bad_input_")) and k not in _GATE_REASONS and isinstance(v, int))
+        int(v)
+        for k, v in values.items()
+        if k.startswith(("reject_", "bad_input_")) and k not in _GATE_REASONS and isinstance(v, int)
+    )
 
 
 def _wait(cond, timeout: float) -> bool:
@@ -234,10 +259,21 @@ def _wait(cond, timeout: float) -> bool:
     return cond()
 
 
-def replay(bag: str | Path, params_file: str | Path, out: str | Path, model: Optional[str] = None,
-           tile_source: Optional[str] = None, rate: float = 0.0, start_frac: float = 0.0, end_frac: float = 1.0,
-           heatmap_dir: Optional[str | Path] = None, frame_timeout_s: float = 30.0, ros_args: Sequence[str] = (),
-           topics: Optional[Dict[str, str]] = None, progress: bool = True) -> ReplaySummary:
+def replay(
+    bag: str | Path,
+    params_file: str | Path,
+    out: str | Path,
+    model: Optional[str] = None,
+    tile_source: Optional[str] = None,
+    rate: float = 0.0,
+    start_frac: float = 0.0,
+    end_frac: float = 1.0,
+    heatmap_dir: Optional[str | Path] = None,
+    frame_timeout_s: float = 30.0,
+    ros_args: Sequence[str] = (),
+    topics: Optional[Dict[str, str]] = None,
+    progress: bool = True,
+) -> ReplaySummary:
     """Play the camera frames [start_frac, end_frac) of ``bag`` into a localizer node started from
     ``params_file`` (``model``/``tile_source`` override its parameters) and write ``out`` (JSONL, one line
     per frame, see :class:`FrameRecord`) and ``out``.json (summary, node diagnostics). ``rate``: multiple of
@@ -257,16 +293,28 @@ def replay(bag: str | Path, params_file: str | Path, out: str | Path, model: Opt
     cam_role = "compressed" if any(m.role == "compressed" for m in messages) else "raw"
     cam_stamps = [m.stamp for m in messages if m.role == cam_role]
     t0, t1, first = _time_window(cam_stamps, start_frac, end_frac)
-    window = [m for m in messages if (t0 <= m.stamp <= t1 if m.role == cam_role else
-                                      m.role != "gt" and t0 - _MARGIN_S <= m.stamp <= t1 + _MARGIN_S)]
-    frames: List[FrameRecord] = [FrameRecord(first + i, m.stamp) for i, m in enumerate(m for m in window if m.role == cam_role)]
+    window = [
+        m
+        for m in messages
+        if (
+            t0 <= m.stamp <= t1
+            if m.role == cam_role
+            else m.role != "gt" and t0 - _MARGIN_S <= m.stamp <= t1 + _MARGIN_S
+        )
+    ]
+    frames: List[FrameRecord] = [
+        FrameRecord(first + i, m.stamp) for i, m in enumerate(m for m in window if m.role == cam_role)
+    ]
     truth = [(m.stamp, m.msg) for m in messages if m.role == "gt"]
     gnss = [(m.stamp, m.msg) for m in messages if m.role == "fix"]
 
     out = Path(out)
     hm_dir = Path(heatmap_dir) if heatmap_dir else None
-    argv = ros_argv(argparse.Namespace(params_file=str(params_file), model_path=model, tile_source=tile_source,
-                                       ros_args=list(ros_args)))
+    argv = ros_argv(
+        argparse.Namespace(
+            params_file=str(params_file), model_path=model, tile_source=tile_source, ros_args=list(ros_args)
+        )
+    )
     context = rclpy.Context()
     rclpy.init(args=argv, context=context)
     t_start = time.monotonic()
@@ -276,10 +324,17 @@ def replay(bag: str | Path, params_file: str | Path, out: str | Path, model: Opt
         player = Node("xview_replay", context=context)
         rec = _Recorder(player, loc.get_fully_qualified_name(), hm_dir is not None)
         p = loc.params
-        node_topic = {"fix": p.fix_topic, "imu": p.imu_topic if p.heading_source == "imu" else "",
-                      "compressed": p.compressed_image_topic, "raw": p.image_topic, "info": p.camera_info_topic}
+        node_topic = {
+            "fix": p.fix_topic,
+            "imu": p.imu_topic if p.heading_source == "imu" else "",
+            "compressed": p.compressed_image_topic,
+            "raw": p.image_topic,
+            "info": p.camera_info_topic,
+        }
         if not node_topic[cam_role]:
-            raise ReplayError(f"the bag's camera is {cam_role} but the node's {cam_role} image topic parameter is empty")
+            raise ReplayError(
+                f"the bag's camera is {cam_role} but the node's {cam_role} image topic parameter is empty"
+            )
         pubs = {}
         for role, topic in node_topic.items():
             sample = next((m.msg for m in window if m.role == role), None)
@@ -290,14 +345,20 @@ def replay(bag: str | Path, params_file: str | Path, out: str | Path, model: Opt
         executor.add_node(player)
         thread = threading.Thread(target=executor.spin, daemon=True)
         thread.start()
-        linked = _wait(lambda: all(pb.get_subscription_count() > 0 for pb in pubs.values())
-                       and player.count_publishers(f"{loc.get_fully_qualified_name()}/fix") > 0, 10.0)
+        linked = _wait(
+            lambda: (
+                all(pb.get_subscription_count() > 0 for pb in pubs.values())
+                and player.count_publishers(f"{loc.get_fully_qualified_name()}/fix") > 0
+            ),
+            10.0,
+        )
         if not linked:
             raise ReplayError("DDS discovery between the replay and the node did not complete in 10 s")
 
         bar = None
         if progress:
             from tqdm import tqdm
+
             bar = tqdm(total=len(frames), desc="replay", unit="frame")
         sent = 0
         given = {"fix": 0, "imu": 0}  # fix / IMU messages published so far
@@ -313,7 +374,9 @@ def replay(bag: str | Path, params_file: str | Path, out: str | Path, model: Opt
                 # lock-step: the previous frame is finished and the node holds every fix / IMU sample sent
                 # before this frame (the executor may otherwise take the image callback first)
                 _wait(lambda sent=sent: _frames_done(loc.diagnostics_values()) >= sent, frame_timeout_s)
-                _wait(lambda: all(int(loc.diagnostics_values().get(f"count_{k}", 0)) >= n for k, n in given.items()), 2.0)
+                _wait(
+                    lambda: all(int(loc.diagnostics_values().get(f"count_{k}", 0)) >= n for k, n in given.items()), 2.0
+                )
             pubs[m.role].publish(m.msg)
             if m.role in given:
                 given[m.role] += 1
@@ -325,7 +388,13 @@ def replay(bag: str | Path, params_file: str | Path, out: str | Path, model: Opt
         _wait(lambda: _frames_done(loc.diagnostics_values()) >= sent, frame_timeout_s)
         _wait(lambda: rec.count() >= int(loc.diagnostics_values().get("count_poses", 0)), 5.0)
         if hm_dir is not None:
-            _wait(lambda: len(rec.heatmap) >= sum(int(loc.diagnostics_values().get(k, 0)) for k in ("count_poses", "count_gated")), 5.0)
+            _wait(
+                lambda: (
+                    len(rec.heatmap)
+                    >= sum(int(loc.diagnostics_values().get(k, 0)) for k in ("count_poses", "count_gated"))
+                ),
+                5.0,
+            )
         if bar is not None:
             bar.n = len(frames)
             bar.close()
@@ -355,7 +424,9 @@ def replay(bag: str | Path, params_file: str | Path, out: str | Path, model: Opt
         if est is not None:
             f.localized = True
             f.est_lat, f.est_lon = float(est.latitude), float(est.longitude)
-            f.est_std_m = float(math.sqrt(max(est.position_covariance[0], 0.0) + max(est.position_covariance[4], 0.0)) / math.sqrt(2))
+            f.est_std_m = float(
+                math.sqrt(max(est.position_covariance[0], 0.0) + max(est.position_covariance[4], 0.0)) / math.sqrt(2)
+            )
             if g is not None:
                 f.est_err_m = horizontal_error_m(f.est_lat, f.est_lon, f.gt_lat, f.gt_lon)
         if pose is not None:
@@ -364,7 +435,9 @@ def replay(bag: str | Path, params_file: str | Path, out: str | Path, model: Opt
             import cv2
 
             png = hm_dir / f"frame_{f.frame:05d}.png"
-            atomic_write_bytes(png, cv2.imencode(".png", cv2.cvtColor(decode_image(rec.heatmap[key]), cv2.COLOR_RGB2BGR))[1].tobytes())
+            atomic_write_bytes(
+                png, cv2.imencode(".png", cv2.cvtColor(decode_image(rec.heatmap[key]), cv2.COLOR_RGB2BGR))[1].tobytes()
+            )
             f.heatmap = os.path.relpath(png, out.parent)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -372,10 +445,23 @@ def replay(bag: str | Path, params_file: str | Path, out: str | Path, model: Opt
         Path(tmp).write_text("".join(json.dumps(asdict(f)) + "\n" for f in frames))
     localized = sum(f.localized for f in frames)
     summary = ReplaySummary(out, len(frames), localized, time.monotonic() - t_start, diagnostics)
-    atomic_write_json(Path(f"{out}.json"), {
-        "bag": str(bag), "params_file": str(params_file), "model": model, "tile_source": tile_source, "rate": rate,
-        "start_frac": start_frac, "end_frac": end_frac, "frames": len(frames), "first_frame": first,
-        "localized": localized, "wall_s": summary.wall_s, "diagnostics": diagnostics})
+    atomic_write_json(
+        Path(f"{out}.json"),
+        {
+            "bag": str(bag),
+            "params_file": str(params_file),
+            "model": model,
+            "tile_source": tile_source,
+            "rate": rate,
+            "start_frac": start_frac,
+            "end_frac": end_frac,
+            "frames": len(frames),
+            "first_frame": first,
+            "localized": localized,
+            "wall_s": summary.wall_s,
+            "diagnostics": diagnostics,
+        },
+    )
     return summary
 
 
@@ -392,30 +478,50 @@ that stamp, and horizontal errors in metres. OUT.json gets a summary and the nod
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("replay", help="play a bag into the localizer node over DDS; per-frame errors as JSONL",
-                              description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "replay",
+        help="play a bag into the localizer node over DDS; per-frame errors as JSONL",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--bag", required=True, help="rosbag2 folder (MCAP or SQLite 3)")
     p.add_argument("--params-file", required=True, help="node parameters YAML (e.g. config/localizer.yaml)")
     p.add_argument("--model", help="override model_path: checkpoint .pt, .onnx or TensorRT engine")
     p.add_argument("--tile-source", help="override tile_source (xyz:DIR, mbtiles:FILE, ...)")
     p.add_argument("--out", required=True, help="output JSONL (OUT.json: summary)")
-    p.add_argument("--rate", type=float, default=0.0,
-                   help="playback speed as a multiple of the recorded pace (1 = real time; frames the node cannot keep up "
-                        "with are dropped as on a vehicle); 0 = lock-step, each frame after the node finished the last (default)")
-    p.add_argument("--start-frac", type=float, default=0.0, help="first camera frame, as a fraction of the drive (default 0)")
-    p.add_argument("--end-frac", type=float, default=1.0, help="end of the window (exclusive), fraction of the drive (default 1)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="playback speed as a multiple of the recorded pace (1 = real time; frames the node cannot keep up "
+        "with are dropped as on a vehicle); 0 = lock-step, each frame after the node finished the last (default)",
+    )
+    p.add_argument(
+        "--start-frac", type=float, default=0.0, help="first camera frame, as a fraction of the drive (default 0)"
+    )
+    p.add_argument(
+        "--end-frac", type=float, default=1.0, help="end of the window (exclusive), fraction of the drive (default 1)"
+    )
     p.add_argument("--heatmap-dir", help="also save the node's ~/heatmap overlays here as PNG")
     p.add_argument("--frame-timeout", type=float, default=30.0, help="seconds to wait for the node on one frame")
     for role, topic in DEFAULT_TOPICS.items():
         p.add_argument(f"--{role}-topic", default=topic, help=f"bag topic of the {role} messages (default {topic})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[],
-                   help="everything after it goes to the node's ROS arguments (-p NAME:=VALUE)")
+    p.add_argument(
+        "--ros-args",
+        dest="ros_args",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="everything after it goes to the node's ROS arguments (-p NAME:=VALUE)",
+    )
     p.set_defaults(func=_run_replay)
 
-    c = subparsers.add_parser("bag-crop", help="copy a fraction of a drive (by camera frames) to a new bag",
-                              description="Copy the camera frames [--start-frac, --end-frac) of a drive, with every "
-                                          "other topic within 1 s around them, to a new rosbag2 of the same storage.")
+    c = subparsers.add_parser(
+        "bag-crop",
+        help="copy a fraction of a drive (by camera frames) to a new bag",
+        description="Copy the camera frames [--start-frac, --end-frac) of a drive, with every "
+        "other topic within 1 s around them, to a new rosbag2 of the same storage.",
+    )
     c.add_argument("--bag", required=True, help="input rosbag2 folder")
     c.add_argument("--out", required=True, help="output rosbag2 folder (must not exist)")
     c.add_argument("--start-frac", type=float, default=0.0, help="fraction of the camera frames where the copy starts")
@@ -425,9 +531,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_replay(args: argparse.Namespace) -> int:
     topics = {role: getattr(args, f"{role}_topic") for role in DEFAULT_TOPICS}
-    s = replay(args.bag, args.params_file, args.out, model=args.model, tile_source=args.tile_source, rate=args.rate,
-               start_frac=args.start_frac, end_frac=args.end_frac, heatmap_dir=args.heatmap_dir,
-               frame_timeout_s=args.frame_timeout, ros_args=args.ros_args, topics=topics, progress=not args.no_progress)
+    s = replay(
+        args.bag,
+        args.params_file,
+        args.out,
+        model=args.model,
+        tile_source=args.tile_source,
+        rate=args.rate,
+        start_frac=args.start_frac,
+        end_frac=args.end_frac,
+        heatmap_dir=args.heatmap_dir,
+        frame_timeout_s=args.frame_timeout,
+        ros_args=args.ros_args,
+        topics=topics,
+        progress=not args.no_progress,
+    )
     errs = [r["est_err_m"] for r in read_jsonl(s.out) if r["est_err_m"] is not None]
     med = f", median error {np.median(errs):.2f} m" if errs else ""
     print(f"replay: {s.localized}/{s.frames} frames localized{med}; {s.out} ({s.wall_s:.1f} s)")

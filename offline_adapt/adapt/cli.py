@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """``xview-adapt pseudo-label | train-student | filter | adapt``: the self-distillation pipeline."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,41 +13,79 @@ log = logging.getLogger(__name__)
 # the defaults shown and used by every flag below: the options dataclasses' own
 _D, _A = DistillOptions(), AdaptOptions()
 
-UNITS = ("Units: positions in aerial-patch pixels of the finest level (sigma), distances and errors in metres on "
-         "the ground, learning rate per Adam step.")
+UNITS = (
+    "Units: positions in aerial-patch pixels of the finest level (sigma), distances and errors in metres on "
+    "the ground, learning rate per Adam step."
+)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", required=True, help="teacher checkpoint (.pt) trained on the source area")
     p.add_argument("--data", required=True, help="target-area pair data set (no GT needed)")
-    p.add_argument("--out", required=True, help="run folder RUN (RUN/pseudo, RUN/aux, RUN/filter, RUN/final, RUN/student.pt)")
-    p.add_argument("--split", default=_A.split, help=f"target pairs to adapt on: train|val|test|all (default {_A.split})")
-    p.add_argument("--batch", type=int, default=_D.batch,
-                   help=f"pairs per step (per process under torchrun; default {_D.batch}, the paper's for CCVPE)")
-    p.add_argument("--topk", type=int, default=_A.topk,
-                   help=f"teacher heat-map pixels cached per pair for --pseudo-gt heatmap (default {_A.topk})")
+    p.add_argument(
+        "--out", required=True, help="run folder RUN (RUN/pseudo, RUN/aux, RUN/filter, RUN/final, RUN/student.pt)"
+    )
+    p.add_argument(
+        "--split", default=_A.split, help=f"target pairs to adapt on: train|val|test|all (default {_A.split})"
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=_D.batch,
+        help=f"pairs per step (per process under torchrun; default {_D.batch}, the paper's for CCVPE)",
+    )
+    p.add_argument(
+        "--topk",
+        type=int,
+        default=_A.topk,
+        help=f"teacher heat-map pixels cached per pair for --pseudo-gt heatmap (default {_A.topk})",
+    )
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: best available)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
 
 def _student_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pseudo-gt", choices=PSEUDO_GT_MODES, default=_D.pseudo_gt,
-                   help="mode: Gaussian at the teacher's heat-map mode (paper +M); heatmap: the teacher's heat map (-M)")
-    p.add_argument("--sigma", type=float, default=_D.sigma_px,
-                   help=f"Gaussian sigma of mode-based pseudo GT, finest-level pixels ({_D.sigma_px:g})")
-    p.add_argument("--levels", type=int, default=None,
-                   help="K': InfoNCE averaged over the first K' heat-map levels, coarse to fine (default per architecture: "
-                   "ccvpe-* 2 as in the paper, small all 6; see bench/RESULTS.md)")
+    p.add_argument(
+        "--pseudo-gt",
+        choices=PSEUDO_GT_MODES,
+        default=_D.pseudo_gt,
+        help="mode: Gaussian at the teacher's heat-map mode (paper +M); heatmap: the teacher's heat map (-M)",
+    )
+    p.add_argument(
+        "--sigma",
+        type=float,
+        default=_D.sigma_px,
+        help=f"Gaussian sigma of mode-based pseudo GT, finest-level pixels ({_D.sigma_px:g})",
+    )
+    p.add_argument(
+        "--levels",
+        type=int,
+        default=None,
+        help="K': InfoNCE averaged over the first K' heat-map levels, coarse to fine (default per architecture: "
+        "ccvpe-* 2 as in the paper, small all 6; see bench/RESULTS.md)",
+    )
     _keep_flag(p, "T: keep the T %% of pairs with the smallest teacher-aux distance (100 = no outlier filtering)")
     p.add_argument("--epochs", type=int, default=_D.epochs, help=f"student epochs (default {_D.epochs}, the paper's)")
     p.add_argument("--lr", type=float, default=_D.lr, help=f"Adam learning rate (default {_D.lr:g}, the paper's)")
-    p.add_argument("--entropy-min", type=float, default=_D.entropy_min,
-                   help="W > 0 adds W x entropy (nats) of the student's finest heat map: the baseline that fails in the paper")
-    p.add_argument("--select", choices=SELECT_RULES, default=_D.select,
-                   help="epoch selection: gt = lowest mean error (m) on target val pairs with GT; pseudo = label-free, "
-                   "lowest median distance (m) to held-out pseudo labels; last; auto = gt if such pairs exist, else pseudo")
-    p.add_argument("--holdout", type=float, default=_D.holdout_pct,
-                   help=f"%% of pairs held out for --select pseudo (default {_D.holdout_pct:g})")
+    p.add_argument(
+        "--entropy-min",
+        type=float,
+        default=_D.entropy_min,
+        help="W > 0 adds W x entropy (nats) of the student's finest heat map: the baseline that fails in the paper",
+    )
+    p.add_argument(
+        "--select",
+        choices=SELECT_RULES,
+        default=_D.select,
+        help="epoch selection: gt = lowest mean error (m) on target val pairs with GT; pseudo = label-free, "
+        "lowest median distance (m) to held-out pseudo labels; last; auto = gt if such pairs exist, else pseudo",
+    )
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=_D.holdout_pct,
+        help=f"%% of pairs held out for --select pseudo (default {_D.holdout_pct:g})",
+    )
     p.add_argument("--seed", type=int, default=_D.seed)
     p.add_argument("--steps-per-epoch", type=int, default=_D.steps_per_epoch, help="cap batches per epoch")
     p.add_argument("--workers", type=int, default=_D.workers, help="data-loading worker processes")
@@ -65,13 +105,29 @@ def options_from_args(args: argparse.Namespace) -> AdaptOptions:
     does not have keep their defaults."""
     d = DistillOptions(batch=args.batch, device=args.device)
     if hasattr(args, "pseudo_gt"):
-        d = DistillOptions(pseudo_gt=args.pseudo_gt, sigma_px=args.sigma, levels=args.levels, epochs=args.epochs, lr=args.lr,
-                           batch=args.batch, entropy_min=args.entropy_min, seed=args.seed, select=args.select,
-                           holdout_pct=args.holdout, steps_per_epoch=args.steps_per_epoch, workers=args.workers,
-                           device=args.device)
-    return AdaptOptions(distill=d, keep_pct=getattr(args, "keep", _A.keep_pct), split=_split(args.split), topk=args.topk,
-                        eval_split=_split(getattr(args, "eval_split", _A.eval_split)),
-                        bn_reestimate_only=getattr(args, "bn_reestimate_only", _A.bn_reestimate_only))
+        d = DistillOptions(
+            pseudo_gt=args.pseudo_gt,
+            sigma_px=args.sigma,
+            levels=args.levels,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch=args.batch,
+            entropy_min=args.entropy_min,
+            seed=args.seed,
+            select=args.select,
+            holdout_pct=args.holdout,
+            steps_per_epoch=args.steps_per_epoch,
+            workers=args.workers,
+            device=args.device,
+        )
+    return AdaptOptions(
+        distill=d,
+        keep_pct=getattr(args, "keep", _A.keep_pct),
+        split=_split(args.split),
+        topk=args.topk,
+        eval_split=_split(getattr(args, "eval_split", _A.eval_split)),
+        bn_reestimate_only=getattr(args, "bn_reestimate_only", _A.bn_reestimate_only),
+    )
 
 
 def _run(args: argparse.Namespace):
@@ -126,42 +182,60 @@ def _adapt(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pseudo-label", help="one cached teacher pass over target pairs (step 1)",
-                       description="Run the teacher once over the target pairs; cache per pair the finest heat map's mode "
-                       "(patch pixels) and its top-k probabilities in RUN/pseudo/ (verified by checksums; rebuilt when the "
-                       "teacher, data set or split changed). " + UNITS)
+    p = sub.add_parser(
+        "pseudo-label",
+        help="one cached teacher pass over target pairs (step 1)",
+        description="Run the teacher once over the target pairs; cache per pair the finest heat map's mode "
+        "(patch pixels) and its top-k probabilities in RUN/pseudo/ (verified by checksums; rebuilt when the "
+        "teacher, data set or split changed). " + UNITS,
+    )
     _common(p)
     p.set_defaults(func=_pseudo_label)
 
-    p = sub.add_parser("train-student", help="train the auxiliary or final student on pseudo labels",
-                       description="Train a copy of the teacher with weighted InfoNCE against pseudo GT averaged over the "
-                       "first K' levels (paper eq. 4/5). --stage aux: all pseudo-labelled pairs -> RUN/aux/student.pt; "
-                       "--stage final: the pairs kept by `filter` -> RUN/final/student.pt. Resumes a killed run. "
-                       "Several GPUs/processes: torchrun --nproc_per_node N -m offline_adapt train-student ... " + UNITS)
+    p = sub.add_parser(
+        "train-student",
+        help="train the auxiliary or final student on pseudo labels",
+        description="Train a copy of the teacher with weighted InfoNCE against pseudo GT averaged over the "
+        "first K' levels (paper eq. 4/5). --stage aux: all pseudo-labelled pairs -> RUN/aux/student.pt; "
+        "--stage final: the pairs kept by `filter` -> RUN/final/student.pt. Resumes a killed run. "
+        "Several GPUs/processes: torchrun --nproc_per_node N -m offline_adapt train-student ... " + UNITS,
+    )
     _common(p)
     _student_flags(p)
     p.add_argument("--stage", required=True, choices=["aux", "final"])
     p.set_defaults(func=_train_student)
 
-    p = sub.add_parser("filter", help="keep the T %% of pairs where teacher and auxiliary student agree most",
-                       description="Distance (m) between teacher and auxiliary-student predictions per pair; keep the T %% "
-                       "smallest (ties broken by pair id). Writes RUN/filter/kept.json, filter_report.json (counts, "
-                       "threshold; pseudo-label error before/after when the pairs happen to have GT) and filter_hist.png.")
+    p = sub.add_parser(
+        "filter",
+        help="keep the T %% of pairs where teacher and auxiliary student agree most",
+        description="Distance (m) between teacher and auxiliary-student predictions per pair; keep the T %% "
+        "smallest (ties broken by pair id). Writes RUN/filter/kept.json, filter_report.json (counts, "
+        "threshold; pseudo-label error before/after when the pairs happen to have GT) and filter_hist.png.",
+    )
     _common(p)
     _keep_flag(p, "T, percent of pairs kept (100 = keep all)")
     p.set_defaults(func=_filter)
 
-    p = sub.add_parser("adapt", help="the whole adaptation: pseudo-label -> aux student -> filter -> final student",
-                       description="Self-distillation adaptation to a new area without ground truth (paper defaults: "
-                       f"sigma {_D.sigma_px:g} px, K' 2 for CCVPE (all levels for small), T {_A.keep_pct:g} %%, Adam {_D.lr:g}, "
-                       f"{_D.epochs} epochs). Writes RUN/student.pt (with lineage: teacher "
-                       "sha256, data set, flags, selected epoch) and RUN/report/ (per-pair teacher/aux/student predictions; "
-                       "with GT: summary table mean/median metres, fig4 error vs teacher-student distance, fig7 histogram of "
-                       "the change in error). Steps whose outputs exist and verify are skipped. " + UNITS)
+    p = sub.add_parser(
+        "adapt",
+        help="the whole adaptation: pseudo-label -> aux student -> filter -> final student",
+        description="Self-distillation adaptation to a new area without ground truth (paper defaults: "
+        f"sigma {_D.sigma_px:g} px, K' 2 for CCVPE (all levels for small), T {_A.keep_pct:g} %%, Adam {_D.lr:g}, "
+        f"{_D.epochs} epochs). Writes RUN/student.pt (with lineage: teacher "
+        "sha256, data set, flags, selected epoch) and RUN/report/ (per-pair teacher/aux/student predictions; "
+        "with GT: summary table mean/median metres, fig4 error vs teacher-student distance, fig7 histogram of "
+        "the change in error). Steps whose outputs exist and verify are skipped. " + UNITS,
+    )
     _common(p)
     _student_flags(p)
-    p.add_argument("--eval-split", default=_A.eval_split,
-                   help=f"split reported in RUN/report (default {_A.eval_split}; all = every pair)")
-    p.add_argument("--bn-reestimate-only", action="store_true",
-                   help="control: the teacher with batch-norm statistics re-estimated on the target pairs, no training")
+    p.add_argument(
+        "--eval-split",
+        default=_A.eval_split,
+        help=f"split reported in RUN/report (default {_A.eval_split}; all = every pair)",
+    )
+    p.add_argument(
+        "--bn-reestimate-only",
+        action="store_true",
+        help="control: the teacher with batch-norm statistics re-estimated on the target pairs, no training",
+    )
     p.set_defaults(func=_adapt)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Student training by self-distillation (paper §3.2, eq. 4/5), and the batch-norm control.
 
 A student is a copy of the teacher trained on target pairs with pseudo GT only: the loss is the
@@ -17,6 +18,7 @@ Model selection (the epoch kept as best.pt), announced in the log and stored in 
 - ``last``: the last epoch (the paper's fixed 3-epoch schedule);
 - ``auto``: ``gt`` when such val pairs exist, else ``pseudo``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -103,15 +105,21 @@ def pseudo_agreement_validator(tds: Any, labels: PseudoLabels, batch_size: int) 
 
     def validate(model: Any) -> Dict[str, float]:
         preds, _ = predict(torch_runner(model), tds, batch_size)
-        d = [float(np.hypot(p["u"] - labels.uv[row[p["id"]], 0], p["v"] - labels.uv[row[p["id"]], 1]) * labels.mpp[row[p["id"]]])
-             for p in preds]
+        d = [
+            float(
+                np.hypot(p["u"] - labels.uv[row[p["id"]], 0], p["v"] - labels.uv[row[p["id"]], 1])
+                * labels.mpp[row[p["id"]]]
+            )
+            for p in preds
+        ]
         return {"pseudo_median_m": float(np.median(d)), "pseudo_mean_m": float(np.mean(d))}
 
     return validate
 
 
-def _selection(data: Any, train_ids: List[str], labels: PseudoLabels, config: Dict[str, Any],
-               opts: DistillOptions) -> Tuple[str, List[str], Optional[Callable], str]:
+def _selection(
+    data: Any, train_ids: List[str], labels: PseudoLabels, config: Dict[str, Any], opts: DistillOptions
+) -> Tuple[str, List[str], Optional[Callable], str]:
     """(rule, ids to train on, validate_fn, select_key)."""
     val = [r for r in data.split("val") if r.has_gt]
     rule = opts.select
@@ -124,11 +132,18 @@ def _selection(data: Any, train_ids: List[str], labels: PseudoLabels, config: Di
     if rule == "pseudo":
         held = set(holdout_ids(train_ids, opts.holdout_pct))
         if not held or len(held) == len(train_ids):
-            raise ValueError(f"label-free selection needs a hold-out: --holdout {opts.holdout_pct} % of "
-                             f"{len(train_ids)} pairs leaves none to hold out or none to train on")
+            raise ValueError(
+                f"label-free selection needs a hold-out: --holdout {opts.holdout_pct} % of "
+                f"{len(train_ids)} pairs leaves none to hold out or none to train on"
+            )
         recs = {r.id: r for r in data.split(None)}
         tds = PairTorchDataset(data, [recs[i] for i in train_ids if i in held], config, require_gt=False)
-        return rule, [i for i in train_ids if i not in held], pseudo_agreement_validator(tds, labels, opts.batch), "pseudo_median_m"
+        return (
+            rule,
+            [i for i in train_ids if i not in held],
+            pseudo_agreement_validator(tds, labels, opts.batch),
+            "pseudo_median_m",
+        )
     return rule, train_ids, None, "mean_m"
 
 
@@ -139,11 +154,18 @@ SELECTION_TEXT = {
 }
 
 
-def train_student(teacher: str, data_dir: str, labels: PseudoLabels, train_ids: Sequence[str], out_dir: str | Path,
-                  opts: DistillOptions, resume: bool = True, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def train_student(
+    teacher: str,
+    data_dir: str,
+    labels: PseudoLabels,
+    train_ids: Sequence[str],
+    out_dir: str | Path,
+    opts: DistillOptions,
+    resume: bool = True,
+    extra: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
     """Train a fresh copy of ``teacher`` on ``train_ids`` (rows of ``labels``) -> out_dir/best.pt,
     last.pt, history.json. Returns {best_path, selection, selection_rule, best_epoch, best_value, trained_on}."""
-
 
     model, _ = load_checkpoint(teacher, map_location="cpu")
     cfg = model.config
@@ -152,7 +174,9 @@ def train_student(teacher: str, data_dir: str, labels: PseudoLabels, train_ids: 
     row = labels.row_of()
     unknown = [i for i in train_ids if i not in row]
     if unknown:
-        raise ValueError(f"{len(unknown)} training pairs have no pseudo label (e.g. {unknown[0]!r}); re-run pseudo-label")
+        raise ValueError(
+            f"{len(unknown)} training pairs have no pseudo label (e.g. {unknown[0]!r}); re-run pseudo-label"
+        )
     rule, ids, validate, key = _selection(data, list(train_ids), labels, cfg, opts)
     if not ids:
         raise ValueError("no pairs left to train the student on")
@@ -160,24 +184,48 @@ def train_student(teacher: str, data_dir: str, labels: PseudoLabels, train_ids: 
     recs = {r.id: r for r in data.split(None)}
     tds = PairTorchDataset(data, [recs[i] for i in ids], cfg, require_gt=False)
     rows = np.asarray([row[i] for i in ids], np.int64)
-    loader = make_loader(tds, opts.batch, shuffle=True, seed=opts.seed, workers=opts.workers, drop_last=len(tds) > opts.batch)
-    info = {"selection_rule": rule, "selection": SELECTION_TEXT[rule], "trained_on": len(ids), "options": opts.to_dict(),
-            **(extra or {})}
-    res = fit(model, loader, distill_loss(cfg, labels, rows, opts), epochs=opts.epochs, out_dir=out_dir, lr=opts.lr,
-              seed=opts.seed, validate_fn=validate, select_key=key, resume=resume,
-              device=torch.device(opts.device) if opts.device else None, steps_per_epoch=opts.steps_per_epoch,
-              extra={"distill": info}, progress=True)
-    return {"best_path": str(res.best_path), "best_epoch": res.best_epoch, "best_value": res.best_value,
-            "history": res.history, **info}
+    loader = make_loader(
+        tds, opts.batch, shuffle=True, seed=opts.seed, workers=opts.workers, drop_last=len(tds) > opts.batch
+    )
+    info = {
+        "selection_rule": rule,
+        "selection": SELECTION_TEXT[rule],
+        "trained_on": len(ids),
+        "options": opts.to_dict(),
+        **(extra or {}),
+    }
+    res = fit(
+        model,
+        loader,
+        distill_loss(cfg, labels, rows, opts),
+        epochs=opts.epochs,
+        out_dir=out_dir,
+        lr=opts.lr,
+        seed=opts.seed,
+        validate_fn=validate,
+        select_key=key,
+        resume=resume,
+        device=torch.device(opts.device) if opts.device else None,
+        steps_per_epoch=opts.steps_per_epoch,
+        extra={"distill": info},
+        progress=True,
+    )
+    return {
+        "best_path": str(res.best_path),
+        "best_epoch": res.best_epoch,
+        "best_value": res.best_value,
+        "history": res.history,
+        **info,
+    }
 
 
-def bn_reestimate(teacher: str, data_dir: str, ids: Sequence[str], batch: int = 8, device: Optional[str] = None,
-                  seed: int = 0) -> Any:
+def bn_reestimate(
+    teacher: str, data_dir: str, ids: Sequence[str], batch: int = 8, device: Optional[str] = None, seed: int = 0
+) -> Any:
     """The control: the teacher with its batch-norm statistics recomputed on the target pairs
     ``ids`` (cumulative average over shuffled batches, no gradient step). Shuffled because a
     running variance is the mean of within-batch variances: batches of neighbouring pairs (a data
     set is stored in drive order) would understate it. Returns the model (eval mode)."""
-
 
     model, _ = load_checkpoint(teacher, map_location="cpu")
     dev = torch.device(device) if device else default_device()

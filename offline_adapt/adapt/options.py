@@ -1,9 +1,11 @@
+# SPDX-License-Identifier: Apache-2.0
 """Adaptation options (student training, the pipeline): the one place their defaults are written
 and checked. Every command line, the demo and the benchmark take their defaults from here.
 
 No torch here: ``xview-adapt adapt --keep 150`` is refused when the options are built, before the
 teacher pass (or even the torch import) starts.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The adaptation pipeline in one run directory (paper §3.2; DESIGN §5).
 
 RUN/pseudo/   teacher pass (pseudo_labels.npz, manifest.json, teacher_predictions.jsonl)
@@ -14,6 +15,7 @@ when that verifies; a step whose inputs changed is redone from scratch; a killed
 resumes from its last epoch (training.fit's last.pt). T = 100 % skips the auxiliary student and the
 filter. ``bn_reestimate_only`` replaces the students by the batch-norm re-estimation control.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,21 +39,14 @@ from offline_adapt.adapt.pseudo_labels import (
     load_pseudo_labels,
     read_predictions,
 )
-from offline_adapt.data.dataset import dataset_fingerprint
+from offline_adapt.data.dataset import PairDataset, dataset_fingerprint
+from offline_adapt.data.torch_data import PairTorchDataset
+from offline_adapt.evaluation.evaluate import predict, summarize
+from offline_adapt.evaluation.plots import pyplot
 from offline_adapt.train.training import default_device, dist_info
 from xview_loc_ros.fsutil import DONE_NAME, OutputLock, StepCache, atomic_path, atomic_write_json, file_sha256
-from offline_adapt.data.dataset import PairDataset
-from offline_adapt.data.torch_data import PairTorchDataset
-from offline_adapt.evaluation.evaluate import predict
-from xview_loc_ros.models import load_checkpoint
 from xview_loc_ros.models import load_checkpoint, save_checkpoint
-from offline_adapt.data.dataset import PairDataset
-from xview_loc_ros.models import save_checkpoint
-from offline_adapt.evaluation.evaluate import summarize
-from offline_adapt.evaluation.plots import pyplot
-from offline_adapt.evaluation.plots import pyplot
 from xview_loc_ros.models.checkpoint import read_checkpoint
-from offline_adapt.data.dataset import PairDataset
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +93,9 @@ def _write_jsonl(path: Path, rows: List[Dict[str, Any]]) -> None:
 
 def pseudo_label_step(run: AdaptRun) -> PseudoLabels:
     d = run.opts.distill
-    return ensure_pseudo_labels(run.teacher, run.data, run.dir("pseudo"), run.opts.split, d.batch, run.opts.topk, d.device)
+    return ensure_pseudo_labels(
+        run.teacher, run.data, run.dir("pseudo"), run.opts.split, d.batch, run.opts.topk, d.device
+    )
 
 
 def _labels(run: AdaptRun) -> PseudoLabels:
@@ -108,7 +105,9 @@ def _labels(run: AdaptRun) -> PseudoLabels:
         raise CacheError(f"{e}; run `pseudo-label` first (same --teacher, --data, --split, --topk)") from e
 
 
-def _predict_ids(model_path: str, data_dir: str, ids: Optional[List[str]], split: Optional[str], batch: int) -> List[Dict[str, Any]]:
+def _predict_ids(
+    model_path: str, data_dir: str, ids: Optional[List[str]], split: Optional[str], batch: int
+) -> List[Dict[str, Any]]:
 
     model, _ = load_checkpoint(model_path, map_location="cpu")
     model.to(default_device()).eval()
@@ -145,7 +144,9 @@ def _predict_ids(model_path: str, data_dir: str, ids: Optional[List[str]], split
 
 def level_errors_m(preds: List[Dict[str, Any]], mpp: Dict[str, float]) -> Optional[List[float]]:
     """Mean error (m) of each heat-map level's argmax, coarse -> fine; None without GT."""
-    rows = [np.hypot(*(np.asarray(p["level_uv"]) - [p["gt_u"], p["gt_v"]]).T) * mpp[p["id"]] for p in preds if "gt_u" in p]
+    rows = [
+        np.hypot(*(np.asarray(p["level_uv"]) - [p["gt_u"], p["gt_v"]]).T) * mpp[p["id"]] for p in preds if "gt_u" in p
+    ]
     return np.mean(rows, axis=0).tolist() if rows else None
 
 
@@ -162,28 +163,49 @@ def student_step(run: AdaptRun, stage: str) -> Path:
             raise ValueError(f"{kept_path}: missing; run `filter` first (or use --keep 100 for no outlier filtering)")
         kept = json.loads(kept_path.read_text())
         if kept.get("keep_pct") != run.opts.keep_pct:
-            raise ValueError(f"{kept_path}: made with --keep {kept.get('keep_pct')}, not {run.opts.keep_pct}; re-run `filter`")
+            raise ValueError(
+                f"{kept_path}: made with --keep {kept.get('keep_pct')}, not {run.opts.keep_pct}; re-run `filter`"
+            )
         ids, kept_sha = list(kept["ids"]), file_sha256(kept_path)
     step = run.dir(stage)
-    cache = StepCache(step, {"teacher_sha256": run.teacher_sha256,
-                             "labels_sha256": file_sha256(run.dir("pseudo") / "pseudo_labels.npz"),
-                             "data": run.data_fingerprint, "kept_sha256": kept_sha, "options": run.opts.distill.to_dict()})
+    cache = StepCache(
+        step,
+        {
+            "teacher_sha256": run.teacher_sha256,
+            "labels_sha256": file_sha256(run.dir("pseudo") / "pseudo_labels.npz"),
+            "data": run.data_fingerprint,
+            "kept_sha256": kept_sha,
+            "options": run.opts.distill.to_dict(),
+        },
+    )
     if cache.done():
         log.info("%s student: done (%s)", stage, step)
         return step / "student.pt"
     _begin(cache)
     lineage = lineage_info(run, stage)
-    res = train_student(run.teacher, run.data, labels, ids, step, run.opts.distill, resume=True, extra={"lineage": lineage})
+    res = train_student(
+        run.teacher, run.data, labels, ids, step, run.opts.distill, resume=True, extra={"lineage": lineage}
+    )
     if dist_info()[0] != 0:  # under torchrun rank 0 alone writes the step's outputs
         return step / "student.pt"
     model, ckpt = load_checkpoint(res["best_path"])
-    save_checkpoint(step / "student.pt", model, lineage=dict(lineage, selected_epoch=res["best_epoch"],
-                                                               selection=res["selection"], selection_value=res["best_value"],
-                                                               trained_on=res["trained_on"]))
+    save_checkpoint(
+        step / "student.pt",
+        model,
+        lineage=dict(
+            lineage,
+            selected_epoch=res["best_epoch"],
+            selection=res["selection"],
+            selection_value=res["best_value"],
+            trained_on=res["trained_on"],
+        ),
+    )
     outputs = ["student.pt"]
     if stage == "aux":
-        _write_jsonl(step / "predictions.jsonl", _predict_ids(str(step / "student.pt"), run.data, labels.ids, None,
-                                                             run.opts.distill.batch))
+        _write_jsonl(
+            step / "predictions.jsonl",
+            _predict_ids(str(step / "student.pt"), run.data, labels.ids, None, run.opts.distill.batch),
+        )
         outputs.append("predictions.jsonl")
     cache.finish(outputs, selected_epoch=res["best_epoch"], selection=res["selection"])
     log.info("%s student: %s (epoch %s, %s)", stage, step / "student.pt", res["best_epoch"], res["selection"])
@@ -197,8 +219,14 @@ def filter_step(run: AdaptRun) -> List[str]:
     if StepCache(run.dir("aux"), None).why_not_done(check_inputs=False) is not None or not aux_pred.is_file():
         raise ValueError(f"{run.dir('aux')}: no finished auxiliary student; run `train-student --stage aux` first")
     step = run.dir("filter")
-    cache = StepCache(step, {"labels_sha256": file_sha256(run.dir("pseudo") / "pseudo_labels.npz"),
-                             "aux_sha256": file_sha256(aux_pred), "keep_pct": run.opts.keep_pct})
+    cache = StepCache(
+        step,
+        {
+            "labels_sha256": file_sha256(run.dir("pseudo") / "pseudo_labels.npz"),
+            "aux_sha256": file_sha256(aux_pred),
+            "keep_pct": run.opts.keep_pct,
+        },
+    )
     if cache.done():
         log.info("filter: done (%s)", step)
         return json.loads((step / filtering.KEPT_NAME).read_text())["ids"]
@@ -211,27 +239,47 @@ def filter_step(run: AdaptRun) -> List[str]:
     report = filtering.filter_report(dist, kept, run.opts.keep_pct, errors)
     filtering.write_filter_outputs(step, dist, kept, report)
     cache.finish([filtering.KEPT_NAME, filtering.REPORT_NAME])
-    log.info("filter: kept %d of %d pairs (teacher-aux distance <= %.2f m)", report["kept"], report["count"],
-             report["threshold_m"] or 0.0)
+    log.info(
+        "filter: kept %d of %d pairs (teacher-aux distance <= %.2f m)",
+        report["kept"],
+        report["count"],
+        report["threshold_m"] or 0.0,
+    )
     return kept
 
 
 def lineage_info(run: AdaptRun, stage: str) -> Dict[str, Any]:
-    return {"teacher": str(run.teacher), "teacher_sha256": run.teacher_sha256, "data": str(run.data),
-            "data_fingerprint": run.data_fingerprint, "stage": stage, "flags": run.opts.to_dict(),
-            "method": "bn-reestimate" if run.opts.bn_reestimate_only else "self-distillation"}
+    return {
+        "teacher": str(run.teacher),
+        "teacher_sha256": run.teacher_sha256,
+        "data": str(run.data),
+        "data_fingerprint": run.data_fingerprint,
+        "stage": stage,
+        "flags": run.opts.to_dict(),
+        "method": "bn-reestimate" if run.opts.bn_reestimate_only else "self-distillation",
+    }
 
 
 def bn_step(run: AdaptRun) -> Path:
 
     step = run.dir("bn")
-    cache = StepCache(step, {"teacher_sha256": run.teacher_sha256, "data": run.data_fingerprint, "split": run.opts.split,
-                             "batch": run.opts.distill.batch, "seed": run.opts.distill.seed})
+    cache = StepCache(
+        step,
+        {
+            "teacher_sha256": run.teacher_sha256,
+            "data": run.data_fingerprint,
+            "split": run.opts.split,
+            "batch": run.opts.distill.batch,
+            "seed": run.opts.distill.seed,
+        },
+    )
     if cache.done():
         return step / "student.pt"
     _begin(cache)
     ids = [r.id for r in PairDataset(run.data).split(run.opts.split)]
-    model = bn_reestimate(run.teacher, run.data, ids, run.opts.distill.batch, run.opts.distill.device, run.opts.distill.seed)
+    model = bn_reestimate(
+        run.teacher, run.data, ids, run.opts.distill.batch, run.opts.distill.device, run.opts.distill.seed
+    )
     save_checkpoint(step / "student.pt", model, lineage=dict(lineage_info(run, "bn"), trained_on=len(ids)))
     cache.finish(["student.pt"])
     return step / "student.pt"
@@ -244,14 +292,27 @@ def report_step(run: AdaptRun, student: Path) -> Dict[str, Any]:
     models = {"teacher": run.teacher, "student": str(student)}
     if (run.dir("aux") / "student.pt").is_file() and not run.opts.bn_reestimate_only:
         models["aux"] = str(run.dir("aux") / "student.pt")
-    cache = StepCache(out, {"models": {k: file_sha256(v) for k, v in models.items()}, "data": run.data_fingerprint,
-                            "splits": [run.opts.eval_split, run.opts.split]})
+    cache = StepCache(
+        out,
+        {
+            "models": {k: file_sha256(v) for k, v in models.items()},
+            "data": run.data_fingerprint,
+            "splits": [run.opts.eval_split, run.opts.split],
+        },
+    )
     if cache.done():
         return json.loads((out / SUMMARY_NAME).read_text())
     _begin(cache)
-    summary: Dict[str, Any] = {"teacher": str(run.teacher), "student": str(student), "data": str(run.data), "splits": {}}
+    summary: Dict[str, Any] = {
+        "teacher": str(run.teacher),
+        "student": str(student),
+        "data": str(run.data),
+        "splits": {},
+    }
     for split in dict.fromkeys([run.opts.eval_split, run.opts.split]):
-        preds = {name: _predict_ids(path, run.data, None, split, run.opts.distill.batch) for name, path in models.items()}
+        preds = {
+            name: _predict_ids(path, run.data, None, split, run.opts.distill.batch) for name, path in models.items()
+        }
         if not preds["teacher"]:
             continue
         tag = split or "all"
@@ -264,10 +325,14 @@ def report_step(run: AdaptRun, student: Path) -> Dict[str, Any]:
                 q = p[k]
                 row[name] = {key: q[key] for key in ("u", "v", "lat", "lon", "confidence", "err_m") if key in q}
             mpp = run.mpp[t["id"]]
-            row["teacher_student_m"] = float(np.hypot(t["u"] - preds["student"][k]["u"], t["v"] - preds["student"][k]["v"]) * mpp)
+            row["teacher_student_m"] = float(
+                np.hypot(t["u"] - preds["student"][k]["u"], t["v"] - preds["student"][k]["v"]) * mpp
+            )
             rows.append(row)
         _write_jsonl(out / f"predictions_{tag}.jsonl", rows)
-        summary["splits"][tag] = {name: dict(summarize(p), level_mean_m=level_errors_m(p, run.mpp)) for name, p in preds.items()}
+        summary["splits"][tag] = {
+            name: dict(summarize(p), level_mean_m=level_errors_m(p, run.mpp)) for name, p in preds.items()
+        }
         if all("err_m" in p for p in preds["teacher"]):
             te = np.asarray([p["err_m"] for p in preds["teacher"]])
             se = np.asarray([p["err_m"] for p in preds["student"]])
@@ -282,14 +347,18 @@ def report_step(run: AdaptRun, student: Path) -> Dict[str, Any]:
 
 
 def summary_table(summary: Dict[str, Any]) -> str:
-    lines = ["| split | model | pairs | mean [m] | median [m] | centre guess mean [m] | per-level argmax mean [m], coarse -> fine |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| split | model | pairs | mean [m] | median [m] | centre guess mean [m] | per-level argmax mean [m], coarse -> fine |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for split, models in summary["splits"].items():
         for name, m in models.items():
             if "mean_m" in m:
                 levels = " / ".join(f"{x:.2f}" for x in m.get("level_mean_m") or [])
-                lines.append(f"| {split} | {name} | {m['count']} | {m['mean_m']:.2f} | {m['median_m']:.2f} | "
-                             f"{m['prior_mean_m']:.2f} | {levels} |")
+                lines.append(
+                    f"| {split} | {name} | {m['count']} | {m['mean_m']:.2f} | {m['median_m']:.2f} | "
+                    f"{m['prior_mean_m']:.2f} | {levels} |"
+                )
             else:
                 lines.append(f"| {split} | {name} | {m['count_total']} | (no GT) | (no GT) | | |")
     return "\n".join(lines) + "\n"
@@ -331,7 +400,9 @@ def run_adapt(run: AdaptRun) -> Dict[str, Any]:
     runs resuming one folder would each take the other's half-written steps for done."""
     with OutputLock(run.out, "adaptation run"):
         run.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run.out / "adapt_config.json", {"teacher": run.teacher, "data": run.data, **run.opts.to_dict()})
+        atomic_write_json(
+            run.out / "adapt_config.json", {"teacher": run.teacher, "data": run.data, **run.opts.to_dict()}
+        )
         if run.opts.bn_reestimate_only:
             final = bn_step(run)
         else:
@@ -360,8 +431,10 @@ def run_results(run_dir: str | Path) -> Dict[str, Any]:
         raise ValueError(f"{run_dir}: no finished adaptation report ({why})")
     filt = run_dir / "filter"
     has_filter = StepCache(filt, None).why_not_done(check_inputs=False) is None
-    return {"summary": json.loads((run_dir / "report" / SUMMARY_NAME).read_text()),
-            "filter_report": json.loads((filt / filtering.REPORT_NAME).read_text()) if has_filter else None}
+    return {
+        "summary": json.loads((run_dir / "report" / SUMMARY_NAME).read_text()),
+        "filter_report": json.loads((filt / filtering.REPORT_NAME).read_text()) if has_filter else None,
+    }
 
 
 def reuse_steps(source_run: str | Path, run_dir: str | Path, steps: Sequence[str] = REUSABLE_STEPS) -> List[str]:
@@ -375,7 +448,11 @@ def reuse_steps(source_run: str | Path, run_dir: str | Path, steps: Sequence[str
         if step not in REUSABLE_STEPS:
             raise ValueError(f"step {step!r} cannot be reused; reusable: {REUSABLE_STEPS}")
         src, dst = source_run / step, run_dir / step
-        if dst.exists() or StepCache(src, None, MANIFEST_NAME if step == "pseudo" else DONE_NAME).why_not_done(check_inputs=False) is not None:
+        if (
+            dst.exists()
+            or StepCache(src, None, MANIFEST_NAME if step == "pseudo" else DONE_NAME).why_not_done(check_inputs=False)
+            is not None
+        ):
             continue
         shutil.copytree(src, dst)
         copied.append(step)

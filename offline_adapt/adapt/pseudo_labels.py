@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The cached teacher pass over target pairs (step 1 of the adaptation, paper §3.2).
 
 One teacher forward pass per pair, never repeated per epoch. Per pair the cache stores the mode of
@@ -21,6 +22,7 @@ ablation: the teacher's probabilities scaled so that their peak is 1, so that In
 threshold means the same for both). P_k = downsample_k(X) by summing the fine pixels each cell
 covers (mass preserving); levels with orientation bins get X lifted with the known heading.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,13 +37,13 @@ import torch
 
 from offline_adapt.adapt.options import DEFAULT_TOPK, PSEUDO_GT_MODES
 from offline_adapt.data.dataset import dataset_fingerprint
+from offline_adapt.data.torch_data import open_split
+from offline_adapt.evaluation.evaluate import predict, torch_runner
 from offline_adapt.train.options import SIGMA_PX
 from offline_adapt.train.targets import gaussian_map, level_targets
-from xview_loc_ros.fsutil import StepCache, atomic_path, file_sha256
-from offline_adapt.evaluation.evaluate import predict, torch_runner
-from xview_loc_ros.models import load_checkpoint
-from offline_adapt.data.torch_data import open_split
 from offline_adapt.train.training import default_device
+from xview_loc_ros.fsutil import StepCache, atomic_path, file_sha256
+from xview_loc_ros.models import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class CacheError(ValueError):
 class PseudoLabels:
     """Teacher pseudo labels of N pairs; rows follow ``ids``. Pixels are continuous patch pixels
     (u east, v south) of an ``size_px`` patch; ``mpp`` (N,) metres per pixel of each pair."""
+
     ids: List[str]
     uv: np.ndarray  # (N, 2) float32 refined mode
     uv_argmax: np.ndarray  # (N, 2) float32 argmax cell centre
@@ -81,16 +84,32 @@ class PseudoLabels:
     def save(self, path: Path) -> None:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez_compressed(f, ids=np.asarray(self.ids, dtype=str), uv=self.uv, uv_argmax=self.uv_argmax,
-                                    confidence=self.confidence, topk_index=self.topk_index, topk_prob=self.topk_prob,
-                                    mpp=self.mpp, size_px=np.int64(self.size_px))
+                np.savez_compressed(
+                    f,
+                    ids=np.asarray(self.ids, dtype=str),
+                    uv=self.uv,
+                    uv_argmax=self.uv_argmax,
+                    confidence=self.confidence,
+                    topk_index=self.topk_index,
+                    topk_prob=self.topk_prob,
+                    mpp=self.mpp,
+                    size_px=np.int64(self.size_px),
+                )
 
     @classmethod
     def load(cls, path: Path) -> "PseudoLabels":
         try:
             with np.load(path, allow_pickle=False) as z:
-                return cls(ids=[str(x) for x in z["ids"]], uv=z["uv"], uv_argmax=z["uv_argmax"], confidence=z["confidence"],
-                           topk_index=z["topk_index"], topk_prob=z["topk_prob"], mpp=z["mpp"], size_px=int(z["size_px"]))
+                return cls(
+                    ids=[str(x) for x in z["ids"]],
+                    uv=z["uv"],
+                    uv_argmax=z["uv_argmax"],
+                    confidence=z["confidence"],
+                    topk_index=z["topk_index"],
+                    topk_prob=z["topk_prob"],
+                    mpp=z["mpp"],
+                    size_px=int(z["size_px"]),
+                )
         except (OSError, ValueError, KeyError) as e:
             raise CacheError(f"{path}: unreadable pseudo-label file ({type(e).__name__}: {e})") from e
 
@@ -132,16 +151,26 @@ def teacher_pass(model: Any, tds: Any, batch_size: int = 8, topk: int = DEFAULT_
 
 
 def _expected(teacher: str, data_dir: str, split: Optional[str], topk: int) -> Dict[str, Any]:
-    return {"format": FORMAT, "teacher_sha256": file_sha256(teacher), "data_fingerprint": dataset_fingerprint(data_dir),
-            "split": split, "topk": int(topk)}
+    return {
+        "format": FORMAT,
+        "teacher_sha256": file_sha256(teacher),
+        "data_fingerprint": dataset_fingerprint(data_dir),
+        "split": split,
+        "topk": int(topk),
+    }
 
 
 def _cache(cache_dir: str | os.PathLike, inputs: Optional[Dict[str, Any]]) -> StepCache:
     return StepCache(cache_dir, inputs, record=MANIFEST_NAME)
 
 
-def load_pseudo_labels(cache_dir: str | os.PathLike, teacher: Optional[str] = None, data_dir: Optional[str] = None,
-                       split: Optional[str] = "train", topk: int = DEFAULT_TOPK) -> PseudoLabels:
+def load_pseudo_labels(
+    cache_dir: str | os.PathLike,
+    teacher: Optional[str] = None,
+    data_dir: Optional[str] = None,
+    split: Optional[str] = "train",
+    topk: int = DEFAULT_TOPK,
+) -> PseudoLabels:
     """Load a cache and verify it (checksums always; inputs when ``teacher``/``data_dir`` are given).
     Raises CacheError naming what does not match."""
     known = teacher is not None and data_dir is not None
@@ -156,12 +185,17 @@ def load_pseudo_labels(cache_dir: str | os.PathLike, teacher: Optional[str] = No
     return labels
 
 
-def build_pseudo_labels(teacher: str, data_dir: str, cache_dir: str | os.PathLike, split: Optional[str] = "train",
-                        batch_size: int = 8, topk: int = DEFAULT_TOPK, device: Optional[str] = None) -> PseudoLabels:
+def build_pseudo_labels(
+    teacher: str,
+    data_dir: str,
+    cache_dir: str | os.PathLike,
+    split: Optional[str] = "train",
+    batch_size: int = 8,
+    topk: int = DEFAULT_TOPK,
+    device: Optional[str] = None,
+) -> PseudoLabels:
     """Teacher pass over ``split`` of ``data_dir``; writes the npz, the teacher's per-pair
     predictions (JSONL) and, last, the manifest (the step's record)."""
-
-
 
     if topk < 1:
         raise ValueError(f"topk must be >= 1, got {topk}")
@@ -174,14 +208,27 @@ def build_pseudo_labels(teacher: str, data_dir: str, cache_dir: str | os.PathLik
     labels.save(cache.folder / NPZ_NAME)
     with atomic_path(cache.folder / PREDICTIONS_NAME) as tmp:
         tmp.write_text("".join(json.dumps(p) + "\n" for p in preds))
-    cache.finish([NPZ_NAME, PREDICTIONS_NAME], teacher=str(teacher), data=str(data_dir), size_px=labels.size_px,
-                 count=len(labels.ids), ids=labels.ids)
+    cache.finish(
+        [NPZ_NAME, PREDICTIONS_NAME],
+        teacher=str(teacher),
+        data=str(data_dir),
+        size_px=labels.size_px,
+        count=len(labels.ids),
+        ids=labels.ids,
+    )
     log.info("pseudo labels: %d pairs of %s (split %s) from teacher %s", len(labels.ids), data_dir, split, teacher)
     return labels
 
 
-def ensure_pseudo_labels(teacher: str, data_dir: str, cache_dir: str | os.PathLike, split: Optional[str] = "train",
-                         batch_size: int = 8, topk: int = DEFAULT_TOPK, device: Optional[str] = None) -> PseudoLabels:
+def ensure_pseudo_labels(
+    teacher: str,
+    data_dir: str,
+    cache_dir: str | os.PathLike,
+    split: Optional[str] = "train",
+    batch_size: int = 8,
+    topk: int = DEFAULT_TOPK,
+    device: Optional[str] = None,
+) -> PseudoLabels:
     """The verified cache when it fits these inputs, otherwise a rebuilt one (the reason is logged)."""
     try:
         labels = load_pseudo_labels(cache_dir, teacher, data_dir, split, topk)
@@ -198,8 +245,9 @@ def read_predictions(path: str | os.PathLike) -> List[Dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-
-def pseudo_fine(labels: PseudoLabels, rows: Sequence[int], mode: str = "mode", sigma_px: float = SIGMA_PX) -> torch.Tensor:
+def pseudo_fine(
+    labels: PseudoLabels, rows: Sequence[int], mode: str = "mode", sigma_px: float = SIGMA_PX
+) -> torch.Tensor:
     """X for the label ``rows``: (B, S, S) float32, peak 1."""
     if mode == "mode":
         return gaussian_map(labels.size_px, torch.from_numpy(labels.uv[np.asarray(rows, dtype=np.int64)]), sigma_px)
@@ -209,7 +257,9 @@ def pseudo_fine(labels: PseudoLabels, rows: Sequence[int], mode: str = "mode", s
     raise ValueError(f"pseudo-GT mode must be one of {PSEUDO_GT_MODES}, got {mode!r}")
 
 
-def pseudo_levels(fine: torch.Tensor, levels: Sequence[Sequence[int]], heading_deg: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+def pseudo_levels(
+    fine: torch.Tensor, levels: Sequence[Sequence[int]], heading_deg: Optional[torch.Tensor] = None
+) -> List[torch.Tensor]:
     """P_1..P_K (coarse -> fine), each (B, n_ori, h, w), from X (B, S, S); ``heading_deg`` (B,) the
     compass heading of the ground image as fed to the model (None or NaN = unknown: spread evenly)."""
     if heading_deg is not None and not bool(torch.isfinite(heading_deg).all()):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Photometric augmentation of training pairs: what differs between cities, seasons and sensors
 without moving a single pixel (colour balance, saturation, brightness, gamma, blur, sensor noise,
 JPEG recompression). Each view is augmented on its own: the camera and the aerial survey are
@@ -11,6 +12,7 @@ so labels stay exact.
 Random draws come from ``torch``'s generator (seeded by the trainer, per worker), so a run is
 reproducible; images are HxWx3 uint8 RGB in and out.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Reading recorded drives without a ROS install (``rosbags``): rosbag2 folders, ``.mcap`` and
 ``.db3`` files, ROS 1 ``.bag`` files.
 
@@ -11,6 +12,7 @@ A recorder killed mid-drive leaves an MCAP file cut inside a chunk, without its 
 (and a rosbag2 folder without metadata.yaml). Such a file is read up to the damage: its intact
 chunks are copied to a temporary MCAP that is read instead, with a warning saying how much was lost.
 """
+
 from __future__ import annotations
 
 import logging
@@ -86,10 +88,10 @@ def _typestore_for(path: Path) -> Any:
 class Bag:
     """One recorded drive. Use as a context manager::
 
-        with Bag(path) as bag:
-            topic = bag.find_topic(FIX_TYPES, "GNSS fix")
-            for topic, log_ns, msg in bag.messages([topic]):
-                ...
+    with Bag(path) as bag:
+        topic = bag.find_topic(FIX_TYPES, "GNSS fix")
+        for topic, log_ns, msg in bag.messages([topic]):
+            ...
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -138,16 +140,24 @@ class Bag:
         other storage, or when nothing before the damage is intact."""
         from rosbags.highlevel import AnyReader
 
-        refused = BagReadError(f"{self.path}: cannot open bag: {_describe(error)} (truncated or corrupt bag, or not a rosbag)")
+        refused = BagReadError(
+            f"{self.path}: cannot open bag: {_describe(error)} (truncated or corrupt bag, or not a rosbag)"
+        )
         mcap = self._storage if self._storage.is_file() else next(iter(sorted(self._storage.glob("*.mcap"))), None)
-        if mcap is None or mcap.suffix != ".mcap" or (self._storage.is_dir() and len(list(self._storage.glob("*.mcap"))) != 1):
+        if (
+            mcap is None
+            or mcap.suffix != ".mcap"
+            or (self._storage.is_dir() and len(list(self._storage.glob("*.mcap"))) != 1)
+        ):
             raise refused from error
         self._recovered_dir = Path(tempfile.mkdtemp(prefix="xview-recovered-"))
         try:
             prefix = copy_intact_mcap_prefix(mcap, self._recovered_dir / mcap.name)
             if prefix.messages == 0:
-                raise BagReadError(f"{self.path}: cannot open bag: {_describe(error)}; nothing intact before the damage "
-                                   f"at byte {prefix.intact_bytes} (truncated or corrupt bag)") from error
+                raise BagReadError(
+                    f"{self.path}: cannot open bag: {_describe(error)}; nothing intact before the damage "
+                    f"at byte {prefix.intact_bytes} (truncated or corrupt bag)"
+                ) from error
             reader = AnyReader([self._recovered_dir / mcap.name], default_typestore=typestore)
             reader.open()
         except BaseException:
@@ -248,18 +258,24 @@ class Bag:
             try:
                 msg: Any = self._reader.deserialize(raw, conn.msgtype)
             except Exception as e:
-                msg = BagError(f"{self.path}: {conn.topic} message at {stamp} ns does not deserialise as {conn.msgtype}: {_describe(e)}")
+                msg = BagError(
+                    f"{self.path}: {conn.topic} message at {stamp} ns does not deserialise as {conn.msgtype}: {_describe(e)}"
+                )
             yield conn.topic, int(stamp), msg
-
 
     def _check_complete(self, topics: Sequence[str], seen: dict) -> None:
         # Some damage (overwritten chunk data) ends the readers' iteration early without an error;
         # the counts in the bag's index reveal it.
-        short = [f"{t.topic}: {seen.get(t.topic, 0)} of {t.count}" for t in self.topics
-                 if t.topic in set(topics) and seen.get(t.topic, 0) < t.count]
+        short = [
+            f"{t.topic}: {seen.get(t.topic, 0)} of {t.count}"
+            for t in self.topics
+            if t.topic in set(topics) and seen.get(t.topic, 0) < t.count
+        ]
         if short:
-            raise BagReadError(f"{self.path}: fewer messages readable than the bag's index lists ({'; '.join(short)}): "
-                               "truncated or corrupt bag")
+            raise BagReadError(
+                f"{self.path}: fewer messages readable than the bag's index lists ({'; '.join(short)}): "
+                "truncated or corrupt bag"
+            )
 
 
 @dataclass(frozen=True)
@@ -276,9 +292,11 @@ class IntactPrefix:
 
     def describe(self, path: Path) -> str:
         lost = self.file_bytes - self.intact_bytes
-        return (f"{path}: damaged or cut short after byte {self.intact_bytes} of {self.file_bytes} ({self.error}); "
-                f"read the intact {self.messages} messages ({(self.last_ns - self.first_ns) / 1e9:.1f} s of recording); "
-                f"{lost} bytes ({lost / max(self.file_bytes, 1):.1%} of the file) after them are lost")
+        return (
+            f"{path}: damaged or cut short after byte {self.intact_bytes} of {self.file_bytes} ({self.error}); "
+            f"read the intact {self.messages} messages ({(self.last_ns - self.first_ns) / 1e9:.1f} s of recording); "
+            f"{lost} bytes ({lost / max(self.file_bytes, 1):.1%} of the file) after them are lost"
+        )
 
 
 def copy_intact_mcap_prefix(src: Path, dst: Path) -> IntactPrefix:
@@ -312,10 +330,13 @@ def copy_intact_mcap_prefix(src: Path, dst: Path) -> IntactPrefix:
             if isinstance(record, Schema):
                 schemas[record.id] = writer.register_schema(record.name, record.encoding, record.data)
             elif isinstance(record, Channel) and (record.schema_id == 0 or record.schema_id in schemas):
-                channels[record.id] = writer.register_channel(record.topic, record.message_encoding,
-                                                              schemas.get(record.schema_id, 0), dict(record.metadata))
+                channels[record.id] = writer.register_channel(
+                    record.topic, record.message_encoding, schemas.get(record.schema_id, 0), dict(record.metadata)
+                )
             elif isinstance(record, Message) and record.channel_id in channels:
-                writer.add_message(channels[record.channel_id], record.log_time, record.data, record.publish_time, record.sequence)
+                writer.add_message(
+                    channels[record.channel_id], record.log_time, record.data, record.publish_time, record.sequence
+                )
                 first = record.log_time if count == 0 else min(first, record.log_time)
                 last = max(last, record.log_time)
                 count += 1

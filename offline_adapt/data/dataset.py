@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The pair data-set format: the one module that reads and writes it.
 
 A data set is a folder::
@@ -10,6 +11,7 @@ Every offline step (training, pseudo labels, adaptation, evaluation) reads this;
 generator and the bag extractor write it. Writers build the folder under a temporary name and
 rename it into place (:class:`DatasetWriter`), so a killed run never leaves a half-written set.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -231,7 +233,9 @@ class DatasetWriter:
     writer raises :class:`~xview_loc_ros.fsutil.OutputLocked` before touching ``<out>.partial``.
     """
 
-    def __init__(self, out: str | os.PathLike, meta: DatasetMeta, resume: bool = False, overwrite: bool = False) -> None:
+    def __init__(
+        self, out: str | os.PathLike, meta: DatasetMeta, resume: bool = False, overwrite: bool = False
+    ) -> None:
         self.out = Path(out)
         self.tmp = self.out.with_name(self.out.name + ".partial")
         self.meta = meta

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Recorded drives (rosbag2) -> unlabeled target-area pair data set.
 
 Per bag: read the GNSS fixes (and IMU, ground truth, camera info) first, then walk the camera
@@ -22,6 +23,7 @@ Stamps are header (sensor) times, the log time when a header is unset. Output is
 :class:`~offline_adapt.data.dataset.DatasetWriter`: nothing appears at ``out`` until the run finishes;
 an interrupted run leaves ``out.partial`` which ``resume=True`` continues.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,13 +40,28 @@ from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from offline_adapt.data.bags import (
+    CAMERA_INFO_TYPES,
+    FIX_TYPES,
+    IMAGE_TYPES,
+    IMU_TYPES,
+    Bag,
+    BagError,
+    TopicError,
+    header_stamp_ns,
+)
 from offline_adapt.data.dataset import GROUND_TYPES, SPLITS, DatasetMeta, DatasetWriter, PairRecord, write_rgb
 from xview_loc_ros.geo import LocalENU, enu_yaw_to_compass
 from xview_loc_ros.sensors import (
-    DEFAULT_MAX_IMAGE_PIXELS, SensorRejected, camera_intrinsics, decode_image, gnss_fix, image_shape, imu_yaw, recorded_jpeg,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    SensorRejected,
+    camera_intrinsics,
+    decode_image,
+    gnss_fix,
+    image_shape,
+    imu_yaw,
+    recorded_jpeg,
 )
-
-from offline_adapt.data.bags import CAMERA_INFO_TYPES, FIX_TYPES, IMAGE_TYPES, IMU_TYPES, Bag, BagError, TopicError, header_stamp_ns
 from xview_loc_ros.tiles import AerialPatchBuilder, TileDecodeError, TileNotFound, open_tile_source
 
 log = logging.getLogger(__name__)
@@ -66,6 +83,7 @@ class ExtractOptions:
     None puts every pair in "train". ``max_missing``: largest fraction of a patch allowed to lack
     imagery (0 = any hole skips the pair).
     """
+
     size_px: int
     mpp: float
     ground_type: str = "panorama"
@@ -139,6 +157,7 @@ class FixTrack:
     """Usable GNSS fixes of one topic, sorted by stamp. ``t`` seconds; ``east``/``north`` metres in
     the ENU frame at the first fix, ``east_s``/``north_s`` the same smoothed (see :func:`smooth_track`);
     ``std_m`` 1-sigma horizontal error (NaN when not reported)."""
+
     t: np.ndarray
     lat: np.ndarray
     lon: np.ndarray
@@ -150,8 +169,9 @@ class FixTrack:
     dropped: Dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_samples(cls, samples: List[Tuple[float, float, float, float]], dropped: Dict[str, int],
-                     smooth_s: float = 1.0) -> "FixTrack":
+    def from_samples(
+        cls, samples: List[Tuple[float, float, float, float]], dropped: Dict[str, int], smooth_s: float = 1.0
+    ) -> "FixTrack":
         """``samples``: (t s, lat deg, lon deg, std m or NaN) of usable fixes, any order."""
         if not samples:
             e = np.zeros(0)
@@ -162,7 +182,9 @@ class FixTrack:
         t, lat, lon, std = t[keep], lat[keep], lon[keep], std[keep]
         east, north, _ = LocalENU(float(lat[0]), float(lon[0])).to_enu(lat, lon, 0.0)
         east, north = np.asarray(east, float), np.asarray(north, float)
-        return cls(t, lat, lon, east, north, smooth_track(t, east, smooth_s), smooth_track(t, north, smooth_s), std, dropped)
+        return cls(
+            t, lat, lon, east, north, smooth_track(t, east, smooth_s), smooth_track(t, north, smooth_s), std, dropped
+        )
 
     def __len__(self) -> int:
         return int(self.t.size)
@@ -185,7 +207,10 @@ class FixTrack:
         if b is None:
             return None, reason
         i, j, w = b
-        out = {k: float((1 - w) * getattr(self, k)[i] + w * getattr(self, k)[j]) for k in ("lat", "lon", "east", "north", "east_s", "north_s")}
+        out = {
+            k: float((1 - w) * getattr(self, k)[i] + w * getattr(self, k)[j])
+            for k in ("lat", "lon", "east", "north", "east_s", "north_s")
+        }
         out["std_m"] = float(max(self.std_m[i], self.std_m[j]))
         return out, ""
 
@@ -226,6 +251,7 @@ def smooth_track(t: np.ndarray, x: np.ndarray, half_window_s: float) -> np.ndarr
 @dataclass
 class YawTrack:
     """ENU yaw (radians, unwrapped) from an orientation topic, sorted by stamp ``t`` seconds."""
+
     t: np.ndarray
     yaw: np.ndarray
 
@@ -274,7 +300,9 @@ def imu_yaw_sample(msg: Any, t: float, dropped: Dict[str, int]) -> Optional[Tupl
 # ---------------------------------------------------------------------------------------------
 # Splits
 # ---------------------------------------------------------------------------------------------
-def assign_splits(records: Sequence[PairRecord], fractions: Tuple[float, float, float], segment_s: float) -> Dict[str, str]:
+def assign_splits(
+    records: Sequence[PairRecord], fractions: Tuple[float, float, float], segment_s: float
+) -> Dict[str, str]:
     """Pair id -> split, by drive segment: each bag's pairs are cut into contiguous blocks of
     ``segment_s`` seconds; blocks, in recording order, go to the split furthest below its target
     share of pairs so far. Neighbouring frames (near-duplicates) thus share a split, and every
@@ -308,6 +336,7 @@ def assign_splits(records: Sequence[PairRecord], fractions: Tuple[float, float, 
 @dataclass
 class BagPlan:
     """Topics and time series of one bag, read before its frames are walked."""
+
     path: Path
     image_topic: str
     image_count: int
@@ -331,7 +360,9 @@ class ExtractSummary:
     def format(self) -> str:
         c = self.counts
         refused = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k.startswith("image_"))  # bad_image by reason
-        skipped = ", ".join(f"{r} {c.get(r, 0)}" + (f" ({refused})" if r == "bad_image" and refused else "") for r in SKIP_REASONS)
+        skipped = ", ".join(
+            f"{r} {c.get(r, 0)}" + (f" ({refused})" if r == "bad_image" and refused else "") for r in SKIP_REASONS
+        )
         fixes = ", ".join(f"{k[4:]} {v}" for k, v in c.items() if k.startswith("fix_") and k != "fix_gap") or "none"
         heads = ", ".join(f"{k} {v}" for k, v in sorted(self.heading_sources.items())) or "none"
         splits = ", ".join(f"{k} {v}" for k, v in self.splits.items())
@@ -411,7 +442,9 @@ def _camera_info_topic(bag: Bag, image_topic: str, override: Optional[str]) -> O
     return infos[0] if len(infos) == 1 else None
 
 
-def _pinhole_meta(opts: ExtractOptions, plans: Sequence[BagPlan], size_hw: Tuple[int, int]) -> Tuple[List[float], float]:
+def _pinhole_meta(
+    opts: ExtractOptions, plans: Sequence[BagPlan], size_hw: Tuple[int, int]
+) -> Tuple[List[float], float]:
     """(fx, fy, cx, cy) pixels at the stored size, and horizontal FOV degrees."""
     h, w = size_hw
     info = next((p.camera_info for p in plans if p.camera_info), None)
@@ -432,8 +465,16 @@ def _bag_ids(paths: Sequence[Path]) -> List[str]:
     return [f"{i:02d}_{n}" for i, n in enumerate(names)]
 
 
-def extract(bags: Sequence[str | Path], tiles: str, out: str | Path, opts: ExtractOptions, resume: bool = False,
-            overwrite: bool = False, cache_dir: Optional[str | Path] = None, progress: bool = True) -> ExtractSummary:
+def extract(
+    bags: Sequence[str | Path],
+    tiles: str,
+    out: str | Path,
+    opts: ExtractOptions,
+    resume: bool = False,
+    overwrite: bool = False,
+    cache_dir: Optional[str | Path] = None,
+    progress: bool = True,
+) -> ExtractSummary:
     """Extract (ground, aerial) pairs from ``bags`` into the data set ``out``; see the module docstring."""
     t_start = time.perf_counter()
     paths = [Path(b) for b in bags]
@@ -444,12 +485,21 @@ def extract(bags: Sequence[str | Path], tiles: str, out: str | Path, opts: Extra
     for p in paths:  # every bag is checked before anything is written
         with Bag(p) as bag:
             plans.append(_plan_bag(bag, opts))
-            log.info("%s: images %s (%d), fixes %s (%d usable), heading %s, ground truth %s", p, plans[-1].image_topic,
-                     plans[-1].image_count, plans[-1].fix_topic, len(plans[-1].fixes), plans[-1].heading_topic or "-",
-                     opts.gt_topic or "-")
+            log.info(
+                "%s: images %s (%d), fixes %s (%d usable), heading %s, ground truth %s",
+                p,
+                plans[-1].image_topic,
+                plans[-1].image_count,
+                plans[-1].fix_topic,
+                len(plans[-1].fixes),
+                plans[-1].heading_topic or "-",
+                opts.gt_topic or "-",
+            )
     if opts.ground_type == "pinhole" and not any(p.camera_info for p in plans) and opts.fov_deg is None:
-        raise TopicError(f"{paths[0]}: pinhole ground images need camera intrinsics, but no CameraInfo topic was found "
-                         "(name it with --camera-info-topic, or give --fov-deg)")
+        raise TopicError(
+            f"{paths[0]}: pinhole ground images need camera intrinsics, but no CameraInfo topic was found "
+            "(name it with --camera-info-topic, or give --fov-deg)"
+        )
 
     size_hw = opts.ground_size or _majority_size(plans, opts.max_image_pixels)
     source = open_tile_source(tiles, cache_dir=cache_dir)
@@ -481,18 +531,35 @@ def extract(bags: Sequence[str | Path], tiles: str, out: str | Path, opts: Extra
                     builder.prefetch(list(zip(plan.fixes.lat[::step], plan.fixes.lon[::step])))
                 sink = _PairSink(writer, counts)
                 try:
-                    _walk_bag(plan, bag_id, opts, builder, sink, done, counts, heading_sources, size_hw, progress,
-                              (TileNotFound, TileDecodeError))
+                    _walk_bag(
+                        plan,
+                        bag_id,
+                        opts,
+                        builder,
+                        sink,
+                        done,
+                        counts,
+                        heading_sources,
+                        size_hw,
+                        progress,
+                        (TileNotFound, TileDecodeError),
+                    )
                     sink.flush()
                 finally:
                     sink.close()
             if not writer.records:
-                raise ValueError(f"no pairs extracted from {', '.join(map(str, paths))}: "
-                                 + ", ".join(f"{k} {v}" for k, v in counts.items()))
+                raise ValueError(
+                    f"no pairs extracted from {', '.join(map(str, paths))}: "
+                    + ", ".join(f"{k} {v}" for k, v in counts.items())
+                )
             if opts.ground_type == "pinhole":
                 meta.intrinsics, meta.fov_deg = _pinhole_meta(opts, plans, size_hw)
-            meta.extra = {"extract": settings, "counts": counts, "heading_sources": heading_sources,
-                          "camera_info": next((p.camera_info for p in plans if p.camera_info), None)}
+            meta.extra = {
+                "extract": settings,
+                "counts": counts,
+                "heading_sources": heading_sources,
+                "camera_info": next((p.camera_info for p in plans if p.camera_info), None),
+            }
             split_map = assign_splits(writer.records, opts.split, opts.segment_s) if opts.split else None
             writer.commit(split_map)
     except BagError:
@@ -514,18 +581,30 @@ def _check_resume_settings(writer: DatasetWriter, settings: Dict[str, Any]) -> N
     path = writer.path("extract_settings.json")
     text = json.dumps(settings, sort_keys=True, default=str)
     if writer.records and path.is_file() and path.read_text() != text:
-        raise ValueError(f"{writer.tmp}: --resume with different bags, tiles or options than the interrupted run "
-                         "(start afresh without --resume)")
+        raise ValueError(
+            f"{writer.tmp}: --resume with different bags, tiles or options than the interrupted run "
+            "(start afresh without --resume)"
+        )
     path.write_text(text)
 
 
-def _walk_bag(plan: BagPlan, bag_id: str, opts: ExtractOptions, builder: Any, sink: _PairSink, done: set,
-              counts: Dict[str, int], heading_sources: Dict[str, int], size_hw: Tuple[int, int],
-              progress: bool, tile_skips: Tuple[type, ...]) -> None:
+def _walk_bag(
+    plan: BagPlan,
+    bag_id: str,
+    opts: ExtractOptions,
+    builder: Any,
+    sink: _PairSink,
+    done: set,
+    counts: Dict[str, int],
+    heading_sources: Dict[str, int],
+    size_hw: Tuple[int, int],
+    progress: bool,
+    tile_skips: Tuple[type, ...],
+) -> None:
     from tqdm import tqdm
 
     last: Optional[Tuple[float, float]] = None
-    min_sq = opts.min_spacing_m ** 2
+    min_sq = opts.min_spacing_m**2
     bar = tqdm(total=plan.image_count, desc=bag_id, unit="frame", disable=not progress, leave=False)
     with Bag(plan.path) as bag:
         for _, log_ns, msg in bag.messages([plan.image_topic]):
@@ -567,13 +646,21 @@ def _walk_bag(plan: BagPlan, bag_id: str, opts: ExtractOptions, builder: Any, si
                 continue
             heading, source = _heading(plan, t, opts)
             heading_sources[source] = heading_sources.get(source, 0) + 1
-            sink.submit(_pair_record(pair_id, fix, heading, source, plan, stamp_ns, t, opts), raw_jpeg, rgb, patch.image,
-                        size_hw, opts.jpeg_quality)
+            sink.submit(
+                _pair_record(pair_id, fix, heading, source, plan, stamp_ns, t, opts),
+                raw_jpeg,
+                rgb,
+                patch.image,
+                size_hw,
+                opts.jpeg_quality,
+            )
             last = (fix["east_s"], fix["north_s"])
     bar.close()
 
 
-def ground_image(msg: Any, store_hw: Optional[Tuple[int, int]], max_pixels: int) -> Tuple[Optional[bytes], Optional[np.ndarray]]:
+def ground_image(
+    msg: Any, store_hw: Optional[Tuple[int, int]], max_pixels: int
+) -> Tuple[Optional[bytes], Optional[np.ndarray]]:
     """A camera frame as it will be stored: (JPEG bytes as recorded, None) for a complete JPEG of
     ``store_hw`` (height, width) pixels (None = any size): no full decode, no re-encode loss; else
     (None, RGB uint8 pixels). Refused frames raise :class:`~xview_loc_ros.sensors.SensorRejected`: the
@@ -581,7 +668,9 @@ def ground_image(msg: Any, store_hw: Optional[Tuple[int, int]], max_pixels: int)
     still uses) must not become training data."""
     raw = recorded_jpeg(msg)
     if raw is not None and (store_hw is None or image_shape(msg, max_pixels) == store_hw):
-        decode_image(msg, max_pixels, min_size=(1, 1), strict=True)  # the whole stream decodes cleanly; 1/8 scale is cheap
+        decode_image(
+            msg, max_pixels, min_size=(1, 1), strict=True
+        )  # the whole stream decodes cleanly; 1/8 scale is cheap
         return raw, None
     return None, decode_image(msg, max_pixels, strict=True)
 
@@ -599,10 +688,18 @@ def _majority_size(plans: Sequence[BagPlan], max_pixels: int) -> Tuple[int, int]
                 except SensorRejected:
                     continue  # counted when the frames are walked
     if not sizes:
-        raise ValueError(f"no camera frame in {', '.join(str(p.path) for p in plans)} is usable "
-                         f"(unsupported, corrupt, or above the cap of {max_pixels} px)")
-    (size, n), = sizes.most_common(1)
-    log.info("ground images stored at %dx%d px (width x height), the size of %d of %d frames", size[1], size[0], n, sum(sizes.values()))
+        raise ValueError(
+            f"no camera frame in {', '.join(str(p.path) for p in plans)} is usable "
+            f"(unsupported, corrupt, or above the cap of {max_pixels} px)"
+        )
+    ((size, n),) = sizes.most_common(1)
+    log.info(
+        "ground images stored at %dx%d px (width x height), the size of %d of %d frames",
+        size[1],
+        size[0],
+        n,
+        sum(sizes.values()),
+    )
     return size
 
 
@@ -619,8 +716,15 @@ def _heading(plan: BagPlan, t: float, opts: ExtractOptions) -> Tuple[Optional[fl
     return None, "unknown"
 
 
-def _write_images(writer: DatasetWriter, rec: PairRecord, raw_jpeg: Optional[bytes], rgb: Optional[np.ndarray],
-                  aerial: np.ndarray, size_hw: Tuple[int, int], jpeg_quality: int) -> None:
+def _write_images(
+    writer: DatasetWriter,
+    rec: PairRecord,
+    raw_jpeg: Optional[bytes],
+    rgb: Optional[np.ndarray],
+    aerial: np.ndarray,
+    size_hw: Tuple[int, int],
+    jpeg_quality: int,
+) -> None:
     """The pair's ground image (recorded JPEG bytes as-is, else encoded at ``size_hw``) and aerial PNG."""
     if raw_jpeg is not None:
         writer.path(rec.ground).write_bytes(raw_jpeg)
@@ -633,8 +737,16 @@ def _write_images(writer: DatasetWriter, rec: PairRecord, raw_jpeg: Optional[byt
     write_rgb(writer.path(rec.aerial), aerial)
 
 
-def _pair_record(pair_id: str, fix: Dict[str, float], heading: Optional[float], heading_source: str, plan: BagPlan,
-                 stamp_ns: int, t: float, opts: ExtractOptions) -> PairRecord:
+def _pair_record(
+    pair_id: str,
+    fix: Dict[str, float],
+    heading: Optional[float],
+    heading_source: str,
+    plan: BagPlan,
+    stamp_ns: int,
+    t: float,
+    opts: ExtractOptions,
+) -> PairRecord:
     gt_lat = gt_lon = None
     if plan.gt is not None:
         g, _ = plan.gt.at(t, opts.max_fix_gap_s)
@@ -642,10 +754,22 @@ def _pair_record(pair_id: str, fix: Dict[str, float], heading: Optional[float], 
             gt_lat, gt_lon = g["lat"], g["lon"]
     std = fix["std_m"]
     return PairRecord(
-        id=pair_id, ground=f"ground/{pair_id}.jpg", aerial=f"aerial/{pair_id}.png",
-        center_lat=fix["lat"], center_lon=fix["lon"], mpp=opts.mpp, size_px=opts.size_px,
-        heading_deg=heading, fix_lat=fix["lat"], fix_lon=fix["lon"], fix_std_m=std if math.isfinite(std) else None,
-        gt_lat=gt_lat, gt_lon=gt_lon, stamp=t, source="rosbag2", heading_source=heading_source,
+        id=pair_id,
+        ground=f"ground/{pair_id}.jpg",
+        aerial=f"aerial/{pair_id}.png",
+        center_lat=fix["lat"],
+        center_lon=fix["lon"],
+        mpp=opts.mpp,
+        size_px=opts.size_px,
+        heading_deg=heading,
+        fix_lat=fix["lat"],
+        fix_lon=fix["lon"],
+        fix_std_m=std if math.isfinite(std) else None,
+        gt_lat=gt_lat,
+        gt_lon=gt_lon,
+        stamp=t,
+        source="rosbag2",
+        heading_source=heading_source,
         extra={"bag": str(plan.path), "topic": plan.image_topic, "stamp_ns": stamp_ns, "fix_topic": plan.fix_topic},
     )
 
@@ -654,6 +778,7 @@ class _PairSink:
     """Encodes and writes pairs' images on worker threads (OpenCV releases the GIL) while the main
     thread reads the next frames; records enter the index in recording order and only after their
     files exist, so an interrupted run never indexes a missing image."""
+
     def __init__(self, writer: DatasetWriter, counts: Dict[str, int], workers: int = 2, max_pending: int = 4) -> None:
         self.writer, self.counts, self.max_pending = writer, counts, max_pending
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="pair-writer")

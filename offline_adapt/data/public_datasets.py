@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Public cross-view data sets as pair data sets: VIGOR (panoramas) and KITTI with the aerial maps
 of Shi & Li ("HighlyAccurate"). Both importers write the project's data-set format
 (``dataset.json`` + ``index.jsonl``), so training, the benchmark and adaptation run on them unchanged.
@@ -25,6 +26,7 @@ so the importer cuts north-up ``crop_px`` patches whose centre is displaced from
 (shift_x, shift_y) x 20 m (forward, left in the vehicle frame): the test lists' values, seeded
 uniform draws for training. Crops are written as PNG; the ground images stay where they are.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,7 +42,6 @@ import numpy as np
 from offline_adapt.data.dataset import DatasetMeta, DatasetWriter, PairRecord, write_rgb
 from xview_loc_ros.geo import LocalENU, PatchGeoref, enu_yaw_to_compass
 
-
 VIGOR_CITIES = ("NewYork", "Seattle", "SanFrancisco", "Chicago")
 #: Metres per pixel of the raw 640-px VIGOR aerial images, per city (evaluation values of the
 #: corrected-label papers; original VIGOR code used 0.114 everywhere).
@@ -49,7 +50,7 @@ VIGOR_AERIAL_PX = 640
 VIGOR_CROSS_AREA = {"train": ("NewYork", "Seattle"), "test": ("SanFrancisco", "Chicago")}
 
 #: Shi & Li satellite maps: Google zoom 18 at scale 2, at KITTI's latitude 49.015 deg.
-KITTI_MPP = 156543.03392 * math.cos(math.radians(49.015)) / 2 ** 18 / 2
+KITTI_MPP = 156543.03392 * math.cos(math.radians(49.015)) / 2**18 / 2
 KITTI_CAMERA_FROM_GPS_M = (1.08, 0.26)  # forward, right (HighlyAccurate CameraGPS_shift_left)
 KITTI_SHIFT_RANGE_M = 20.0
 KITTI_LISTS = {"train": "train_files.txt", "same-area": "test1_files.txt", "cross-area": "test2_files.txt"}
@@ -80,7 +81,9 @@ class VigorLabel:
 
 
 def _label_file(root: Path, labels: str, city: str, name: str) -> Path:
-    folder = _need(root / labels / city, f"VIGOR label folder for {city} (the corrected labels of SliceMatch go to {labels}/)")
+    folder = _need(
+        root / labels / city, f"VIGOR label folder for {city} (the corrected labels of SliceMatch go to {labels}/)"
+    )
     for cand in (folder / f"{name}.txt", folder / f"{name}__corrected.txt"):
         if cand.is_file():
             return cand
@@ -95,7 +98,9 @@ def read_vigor_labels(path: Path, city: str) -> List[VigorLabel]:
         if not tok:
             continue
         if len(tok) != 13:
-            raise PublicDatasetError(f"{path}:{lineno}: expected 13 tokens (pano, 4 x (aerial, d_row, d_col)), got {len(tok)}")
+            raise PublicDatasetError(
+                f"{path}:{lineno}: expected 13 tokens (pano, 4 x (aerial, d_row, d_col)), got {len(tok)}"
+            )
         try:
             trip = [(tok[i], float(tok[i + 1]), float(tok[i + 2])) for i in range(1, 13, 3)]
         except ValueError:
@@ -118,7 +123,9 @@ def vigor_sat_center(name: str) -> Tuple[float, float]:
 def vigor_labels(root: Path, protocol: str, part: str, labels: str = "splits_new") -> List[VigorLabel]:
     """Labels of one part ('train' or 'test') of a VIGOR protocol ('same-area' or 'cross-area')."""
     if protocol not in PROTOCOLS or part not in ("train", "test"):
-        raise PublicDatasetError(f"VIGOR: protocol must be one of {PROTOCOLS} and part train/test, got {protocol!r}/{part!r}")
+        raise PublicDatasetError(
+            f"VIGOR: protocol must be one of {PROTOCOLS} and part train/test, got {protocol!r}/{part!r}"
+        )
     if protocol == "same-area":
         cities, name = VIGOR_CITIES, f"same_area_balanced_{part}"
     else:
@@ -140,18 +147,38 @@ def vigor_record(root: Path, out: Path, lab: VigorLabel, split: str, protocol: s
     gt_lat, gt_lon = georef.pixel_to_latlon(c - lab.d_col, c + lab.d_row)
     return PairRecord(
         id=f"{lab.city}/{Path(lab.pano).stem}",
-        ground=os.path.relpath(pano, out), aerial=os.path.relpath(sat, out),
-        center_lat=lat, center_lon=lon, mpp=mpp, size_px=VIGOR_AERIAL_PX,
-        heading_deg=0.0, heading_source="dataset",
-        gt_lat=float(gt_lat), gt_lon=float(gt_lon), source=f"vigor:{protocol}", split=split,
-        extra={"city": lab.city, "d_row": lab.d_row, "d_col": lab.d_col,
-               "semi_positives": [list(s) for s in lab.semi_positives]},
+        ground=os.path.relpath(pano, out),
+        aerial=os.path.relpath(sat, out),
+        center_lat=lat,
+        center_lon=lon,
+        mpp=mpp,
+        size_px=VIGOR_AERIAL_PX,
+        heading_deg=0.0,
+        heading_source="dataset",
+        gt_lat=float(gt_lat),
+        gt_lon=float(gt_lon),
+        source=f"vigor:{protocol}",
+        split=split,
+        extra={
+            "city": lab.city,
+            "d_row": lab.d_row,
+            "d_col": lab.d_col,
+            "semi_positives": [list(s) for s in lab.semi_positives],
+        },
     )
 
 
-def import_vigor(root: str | Path, out: str | Path, protocol: str = "cross-area", labels: str = "splits_new",
-                 target_split: Optional[Tuple[float, float, float]] = None, seed: int = 0,
-                 limit: Optional[int] = None, overwrite: bool = False, aerial_size: int = VIGOR_AERIAL_PX) -> Path:
+def import_vigor(
+    root: str | Path,
+    out: str | Path,
+    protocol: str = "cross-area",
+    labels: str = "splits_new",
+    target_split: Optional[Tuple[float, float, float]] = None,
+    seed: int = 0,
+    limit: Optional[int] = None,
+    overwrite: bool = False,
+    aerial_size: int = VIGOR_AERIAL_PX,
+) -> Path:
     """Write the VIGOR ``protocol`` as a pair data set at ``out``; panoramas stay in ``root``.
 
     Without ``target_split``: train part -> "train", test part -> "test". With it (e.g. 0.7, 0.1,
@@ -178,11 +205,22 @@ def import_vigor(root: str | Path, out: str | Path, protocol: str = "cross-area"
     first = root / items[0][0].city / "panorama" / items[0][0].pano
     h, w = _image_size(first)
     scale = VIGOR_AERIAL_PX / int(aerial_size)
-    meta = DatasetMeta(ground_type="panorama", ground_size=[h, w], fov_deg=360.0, patch_size_px=int(aerial_size),
-                       mpp=float(np.median([VIGOR_MPP[lab.city] for lab, _ in items])) * scale,
-                       name=f"vigor-{protocol}", source=str(root),
-                       extra={"protocol": protocol, "labels": labels, "mpp_per_city_640px": VIGOR_MPP,
-                              "target_split": list(target_split) if target_split else None, "seed": seed})
+    meta = DatasetMeta(
+        ground_type="panorama",
+        ground_size=[h, w],
+        fov_deg=360.0,
+        patch_size_px=int(aerial_size),
+        mpp=float(np.median([VIGOR_MPP[lab.city] for lab, _ in items])) * scale,
+        name=f"vigor-{protocol}",
+        source=str(root),
+        extra={
+            "protocol": protocol,
+            "labels": labels,
+            "mpp_per_city_640px": VIGOR_MPP,
+            "target_split": list(target_split) if target_split else None,
+            "seed": seed,
+        },
+    )
     with DatasetWriter(out, meta, overwrite=overwrite) as writer:
         for lab, split in items:
             rec = vigor_record(root, out, lab, split, protocol)
@@ -193,7 +231,9 @@ def import_vigor(root: str | Path, out: str | Path, protocol: str = "cross-area"
                 if not (writer.tmp / rel).is_file():  # aerial images are shared by several panoramas
                     img = cv2.imread(str(writer.tmp / rec.aerial), cv2.IMREAD_COLOR)
                     if img is None or img.shape[:2] != (VIGOR_AERIAL_PX, VIGOR_AERIAL_PX):
-                        raise PublicDatasetError(f"{rec.aerial}: not a {VIGOR_AERIAL_PX}x{VIGOR_AERIAL_PX} VIGOR aerial image")
+                        raise PublicDatasetError(
+                            f"{rec.aerial}: not a {VIGOR_AERIAL_PX}x{VIGOR_AERIAL_PX} VIGOR aerial image"
+                        )
                     small = cv2.resize(img, (int(aerial_size),) * 2, interpolation=cv2.INTER_AREA)
                     write_rgb(writer.path(rel), cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
                 rec.aerial, rec.size_px, rec.mpp = rel, int(aerial_size), rec.mpp * scale
@@ -207,8 +247,8 @@ def _random_splits(n: int, fractions: Tuple[float, float, float], seed: int) -> 
     n_val = int(round(fractions[1] * n))
     names = np.empty(n, dtype=object)
     names[order[:n_train]] = "train"
-    names[order[n_train:n_train + n_val]] = "val"
-    names[order[n_train + n_val:]] = "test"
+    names[order[n_train : n_train + n_val]] = "val"
+    names[order[n_train + n_val :]] = "test"
     return list(names)
 
 
@@ -247,7 +287,9 @@ def read_kitti_list(path: Path) -> List[KittiItem]:
         if not tok:
             continue
         if len(tok) not in (1, 4) or tok[0].count("/") != 2:
-            raise PublicDatasetError(f"{path}:{lineno}: expected '<date>/<drive>_sync/<frame>.png [shift_x shift_y theta]'")
+            raise PublicDatasetError(
+                f"{path}:{lineno}: expected '<date>/<drive>_sync/<frame>.png [shift_x shift_y theta]'"
+            )
         shift = None
         if len(tok) == 4:
             try:
@@ -275,7 +317,9 @@ def read_kitti_intrinsics(calib: Path) -> List[float]:
     raise PublicDatasetError(f"{calib}: no P_rect_02 line")
 
 
-def kitti_pair(root: Path, item: KittiItem, crop_px: int, shift: Tuple[float, float]) -> Tuple[np.ndarray, Dict[str, Any]]:
+def kitti_pair(
+    root: Path, item: KittiItem, crop_px: int, shift: Tuple[float, float]
+) -> Tuple[np.ndarray, Dict[str, Any]]:
     """North-up crop of the item's satmap centred ``shift`` x 20 m (forward, left) from the camera, and the pair's geometry."""
     base = root / "raw_data" / item.date / item.drive
     lat, lon, yaw = read_oxts(base / "oxts" / "data" / (Path(item.frame).stem + ".txt"))
@@ -292,20 +336,37 @@ def kitti_pair(root: Path, item: KittiItem, crop_px: int, shift: Tuple[float, fl
     cu, cv = w / 2.0 + centre[0] / KITTI_MPP, h / 2.0 - centre[1] / KITTI_MPP
     half = crop_px / 2.0
     if cu - half < 0 or cv - half < 0 or cu + half > w or cv + half > h:
-        raise PublicDatasetError(f"{sat_path}: a {crop_px}-px crop {centre.round(1).tolist()} m from the GPS leaves the "
-                                 f"{w}x{h} map; use a smaller --crop")
+        raise PublicDatasetError(
+            f"{sat_path}: a {crop_px}-px crop {centre.round(1).tolist()} m from the GPS leaves the "
+            f"{w}x{h} map; use a smaller --crop"
+        )
     crop = cv2.getRectSubPix(sat, (crop_px, crop_px), (cu - 0.5, cv - 0.5))
     frame = LocalENU(lat, lon)
     c_lat, c_lon, _ = frame.to_latlon(centre[0], centre[1], 0.0)
     g_lat, g_lon, _ = frame.to_latlon(cam[0], cam[1], 0.0)
-    geo = {"center_lat": float(c_lat), "center_lon": float(c_lon), "gt_lat": float(g_lat), "gt_lon": float(g_lon),
-           "heading_deg": float(enu_yaw_to_compass(yaw)), "gps_lat": lat, "gps_lon": lon}
+    geo = {
+        "center_lat": float(c_lat),
+        "center_lon": float(c_lon),
+        "gt_lat": float(g_lat),
+        "gt_lon": float(g_lon),
+        "heading_deg": float(enu_yaw_to_compass(yaw)),
+        "gps_lat": lat,
+        "gps_lon": lon,
+    }
     return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), geo
 
 
-def import_kitti(root: str | Path, out: str | Path, protocol: str = "cross-area", lists: Optional[str | Path] = None,
-                 crop_px: int = 512, target_split: Optional[Tuple[float, float, float]] = None, seed: int = 0,
-                 limit: Optional[int] = None, overwrite: bool = False) -> Path:
+def import_kitti(
+    root: str | Path,
+    out: str | Path,
+    protocol: str = "cross-area",
+    lists: Optional[str | Path] = None,
+    crop_px: int = 512,
+    target_split: Optional[Tuple[float, float, float]] = None,
+    seed: int = 0,
+    limit: Optional[int] = None,
+    overwrite: bool = False,
+) -> Path:
     """Write KITTI (Shi & Li aerial maps) as a pair data set: train list -> "train", the protocol's
     test list (test1 same-area, test2 cross-area) -> "test"; with ``target_split`` only the test
     list, shuffled with ``seed`` into train/val/test. Ground images are referenced in place."""
@@ -335,10 +396,22 @@ def import_kitti(root: str | Path, out: str | Path, protocol: str = "cross-area"
         return intrinsics[date]
 
     k0 = intr(first.date)
-    meta = DatasetMeta(ground_type="pinhole", ground_size=[h, w], fov_deg=math.degrees(2 * math.atan(w / 2 / k0[0])),
-                       patch_size_px=crop_px, mpp=KITTI_MPP, name=f"kitti-{protocol}", source=str(root), intrinsics=k0,
-                       extra={"protocol": protocol, "target_split": list(target_split) if target_split else None,
-                              "seed": seed, "shift_range_m": KITTI_SHIFT_RANGE_M})
+    meta = DatasetMeta(
+        ground_type="pinhole",
+        ground_size=[h, w],
+        fov_deg=math.degrees(2 * math.atan(w / 2 / k0[0])),
+        patch_size_px=crop_px,
+        mpp=KITTI_MPP,
+        name=f"kitti-{protocol}",
+        source=str(root),
+        intrinsics=k0,
+        extra={
+            "protocol": protocol,
+            "target_split": list(target_split) if target_split else None,
+            "seed": seed,
+            "shift_range_m": KITTI_SHIFT_RANGE_M,
+        },
+    )
     with DatasetWriter(out, meta, overwrite=overwrite) as writer:
         for it, split in items:
             shift = it.shift if it.shift is not None else tuple(rng.uniform(-1.0, 1.0, 2))
@@ -347,12 +420,26 @@ def import_kitti(root: str | Path, out: str | Path, protocol: str = "cross-area"
             aerial_rel = f"aerial/{pid}.png"
             write_rgb(writer.path(aerial_rel), crop)
             ground = _need(root / "raw_data" / it.date / it.drive / "image_02" / "data" / it.frame, "KITTI image")
-            writer.add(PairRecord(
-                id=pid, ground=os.path.relpath(ground, out), aerial=aerial_rel,
-                center_lat=geo["center_lat"], center_lon=geo["center_lon"], mpp=KITTI_MPP, size_px=crop_px,
-                heading_deg=geo["heading_deg"], heading_source="dataset", gt_lat=geo["gt_lat"], gt_lon=geo["gt_lon"],
-                source=f"kitti:{protocol}", split=split,
-                extra={"shift": [float(shift[0]), float(shift[1])], "intrinsics": intr(it.date),
-                       "gps": [geo["gps_lat"], geo["gps_lon"]]},
-            ))
+            writer.add(
+                PairRecord(
+                    id=pid,
+                    ground=os.path.relpath(ground, out),
+                    aerial=aerial_rel,
+                    center_lat=geo["center_lat"],
+                    center_lon=geo["center_lon"],
+                    mpp=KITTI_MPP,
+                    size_px=crop_px,
+                    heading_deg=geo["heading_deg"],
+                    heading_source="dataset",
+                    gt_lat=geo["gt_lat"],
+                    gt_lon=geo["gt_lon"],
+                    source=f"kitti:{protocol}",
+                    split=split,
+                    extra={
+                        "shift": [float(shift[0]), float(shift[1])],
+                        "intrinsics": intr(it.date),
+                        "gps": [geo["gps_lat"], geo["gps_lon"]],
+                    },
+                )
+            )
     return out

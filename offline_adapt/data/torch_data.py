@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A torch Dataset over a pair data set (offline_adapt.data.dataset.PairDataset), prepared for one model.
 
 Items are dicts: ``ground`` (3, H, W) and ``aerial`` (3, S, S) float32 normalised tensors,
@@ -5,6 +6,7 @@ Items are dicts: ``ground`` (3, H, W) and ``aerial`` (3, S, S) float32 normalise
 compass heading of the ground image's centre column as fed to the model (0 after north-alignment;
 NaN when unknown), ``index`` the position in ``records``.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,14 +35,23 @@ class PairTorchDataset(Dataset):
     no pixel moves, so the labels stay exact.
     """
 
-    def __init__(self, data: PairDataset, records: List[PairRecord], config: Mapping[str, Any],
-                 random_roll: bool = False, dihedral: bool = False, require_gt: bool = True,
-                 photometric: Optional[Photometric] = None) -> None:
+    def __init__(
+        self,
+        data: PairDataset,
+        records: List[PairRecord],
+        config: Mapping[str, Any],
+        random_roll: bool = False,
+        dihedral: bool = False,
+        require_gt: bool = True,
+        photometric: Optional[Photometric] = None,
+    ) -> None:
         check_pair_config(config, data.meta)
         if require_gt:
             missing = [r.id for r in records if not r.has_gt]
             if missing:
-                raise ValueError(f"{data.root}: {len(missing)} pairs have no ground-truth position (e.g. {missing[0]!r})")
+                raise ValueError(
+                    f"{data.root}: {len(missing)} pairs have no ground-truth position (e.g. {missing[0]!r})"
+                )
         self.data, self.records, self.config = data, list(records), dict(config)
         self.known = bool(config.get("known_orientation")) and config["ground_type"] == "panorama"
         self.random_roll = random_roll and config["ground_type"] == "panorama" and not self.known
@@ -59,8 +70,9 @@ class PairTorchDataset(Dataset):
         heading = rec.heading_deg
         gt = rec.gt_pixel() if rec.has_gt else (math.nan, math.nan)
         if self.dihedral:
-            ground, aerial, gt, heading = dihedral_transform(ground, aerial, gt, heading, int(torch.randint(0, 4, ()).item()),
-                                                             bool(torch.randint(0, 2, ()).item()))
+            ground, aerial, gt, heading = dihedral_transform(
+                ground, aerial, gt, heading, int(torch.randint(0, 4, ()).item()), bool(torch.randint(0, 2, ()).item())
+            )
         g = prepare_ground(ground, heading, self.config)  # raises if a north-aligned model lacks the heading
         if self.known:
             heading = 0.0  # the model sees the panorama north-aligned
@@ -80,8 +92,14 @@ class PairTorchDataset(Dataset):
         }
 
 
-def dihedral_transform(ground: np.ndarray, aerial: np.ndarray, gt_uv: Tuple[float, float], heading: Optional[float],
-                       quarter_turns: int, mirror: bool) -> Tuple[np.ndarray, np.ndarray, Tuple[float, float], Optional[float]]:
+def dihedral_transform(
+    ground: np.ndarray,
+    aerial: np.ndarray,
+    gt_uv: Tuple[float, float],
+    heading: Optional[float],
+    quarter_turns: int,
+    mirror: bool,
+) -> Tuple[np.ndarray, np.ndarray, Tuple[float, float], Optional[float]]:
     """Mirror the world east-west (if ``mirror``), then rotate it ``quarter_turns`` x 90 degrees
     clockwise (seen from above). Patch pixels (u east, v south), centre S/2; headings compass."""
     s = aerial.shape[0]

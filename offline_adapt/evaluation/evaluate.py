@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Evaluation: predictions and metrics in metres over a pair data set, plus ``xview-adapt evaluate``.
 
 Positions are decoded with :func:`xview_loc_ros.heatmap.decode_heatmap` (sub-pixel refined; the
@@ -7,6 +8,7 @@ the patch centre, i.e. of the coarse fix alone. Pinhole longitudinal/lateral err
 error along/across the camera heading (CCVPE's KITTI protocol); orientation errors compare the
 model's heading at the predicted pixel with the true heading of the image as fed to the model.
 """
+
 from __future__ import annotations
 
 import logging
@@ -59,7 +61,9 @@ def _angle_diff(a: float, b: float) -> float:
     return min(d, 360.0 - d)
 
 
-def predict(run: RunFn, tds: Any, batch_size: int = 8, keep_logits: int = 0) -> Tuple[List[Dict[str, Any]], List[np.ndarray]]:
+def predict(
+    run: RunFn, tds: Any, batch_size: int = 8, keep_logits: int = 0
+) -> Tuple[List[Dict[str, Any]], List[np.ndarray]]:
     """Run over a PairTorchDataset; one dict per pair (errors in metres, headings in degrees) and
     the finest logits (S, S) of the first ``keep_logits`` pairs (for plots)."""
     s = int(tds.config["aerial_size"])
@@ -78,9 +82,18 @@ def predict(run: RunFn, tds: Any, batch_size: int = 8, keep_logits: int = 0) -> 
                 kept.append(logits[b, 0])
             geo = rec.georef
             lat, lon = geo.pixel_to_latlon(est.u, est.v)
-            p: Dict[str, Any] = {"id": rec.id, "u": est.u, "v": est.v, "u_argmax": est.u_int, "v_argmax": est.v_int,
-                                 "lat": float(lat), "lon": float(lon), "confidence": est.confidence,
-                                 "ambiguity": est.ambiguity, "std_px": est.std_px}
+            p: Dict[str, Any] = {
+                "id": rec.id,
+                "u": est.u,
+                "v": est.v,
+                "u_argmax": est.u_int,
+                "v_argmax": est.v_int,
+                "lat": float(lat),
+                "lon": float(lon),
+                "confidence": est.confidence,
+                "ambiguity": est.ambiguity,
+                "std_px": est.std_px,
+            }
             fed_heading = float(it["heading_deg"])
             if ori is not None and not tds.known:
                 p["heading_pred_deg"] = heading_from_orientation(ori[b], est.u, est.v)
@@ -92,8 +105,13 @@ def predict(run: RunFn, tds: Any, batch_size: int = 8, keep_logits: int = 0) -> 
                 pe, pn = geo.pixel_to_enu(est.u, est.v)
                 ae, an = geo.pixel_to_enu(est.u_int, est.v_int)
                 de, dn = float(pe - ge), float(pn - gn)
-                p.update(gt_u=gu, gt_v=gv, err_m=math.hypot(de, dn), err_argmax_m=float(math.hypot(ae - ge, an - gn)),
-                         prior_m=float(math.hypot(ge, gn)))
+                p.update(
+                    gt_u=gu,
+                    gt_v=gv,
+                    err_m=math.hypot(de, dn),
+                    err_argmax_m=float(math.hypot(ae - ge, an - gn)),
+                    prior_m=float(math.hypot(ge, gn)),
+                )
                 if pinhole and rec.heading_deg is not None:
                     h = math.radians(rec.heading_deg)
                     fe, fn = math.sin(h), math.cos(h)  # camera forward (east, north)
@@ -121,10 +139,12 @@ def summarize(preds: List[Dict[str, Any]]) -> Dict[str, Any]:
         err = [p["err_m"] for p in gt]
         m.update(mean_m=float(np.mean(err)), median_m=float(np.median(err)))
         m.update({k: v for k, v in _stats(err, "m", "m", THRESHOLDS_M).items() if "within" in k})
-        m.update(mean_m_argmax=float(np.mean([p["err_argmax_m"] for p in gt])),
-                 median_m_argmax=float(np.median([p["err_argmax_m"] for p in gt])),
-                 prior_mean_m=float(np.mean([p["prior_m"] for p in gt])),
-                 prior_median_m=float(np.median([p["prior_m"] for p in gt])))
+        m.update(
+            mean_m_argmax=float(np.mean([p["err_argmax_m"] for p in gt])),
+            median_m_argmax=float(np.median([p["err_argmax_m"] for p in gt])),
+            prior_mean_m=float(np.mean([p["prior_m"] for p in gt])),
+            prior_median_m=float(np.median([p["prior_m"] for p in gt])),
+        )
         for key in ("longitudinal", "lateral"):
             m.update(_stats([p.get(f"{key}_m") for p in gt], f"{key}_m", "m", THRESHOLDS_M))
     m.update(_stats([p.get("ori_err_deg") for p in preds], "ori_err_deg", "deg", THRESHOLDS_DEG))
@@ -133,6 +153,7 @@ def summarize(preds: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 def validator(tds: Any, batch_size: int = 16) -> Callable[[Any], Dict[str, float]]:
     """validate_fn for training.fit: mean/median metres on ``tds`` (model already in eval mode)."""
+
     def validate(model: Any) -> Dict[str, float]:
         preds, _ = predict(torch_runner(model), tds, batch_size)
         m = summarize(preds)
@@ -141,8 +162,17 @@ def validator(tds: Any, batch_size: int = 16) -> Callable[[Any], Dict[str, float
     return validate
 
 
-def evaluate(model_path: str, data_dir: str, out_dir: str, split: Optional[str] = "test", backend: str = "torch",
-             batch_size: int = 8, device: Optional[str] = None, grid: int = 12, threads: Optional[int] = None) -> Dict[str, Any]:
+def evaluate(
+    model_path: str,
+    data_dir: str,
+    out_dir: str,
+    split: Optional[str] = "test",
+    backend: str = "torch",
+    batch_size: int = 8,
+    device: Optional[str] = None,
+    grid: int = 12,
+    threads: Optional[int] = None,
+) -> Dict[str, Any]:
     """Evaluate a model file on a data set split; writes metrics.json, predictions.jsonl, cdf.png, grid.png."""
     from offline_adapt.data.torch_data import open_split
 
@@ -160,7 +190,12 @@ def evaluate(model_path: str, data_dir: str, out_dir: str, split: Optional[str] 
 
         tmp.write_text("".join(json.dumps(p) + "\n" for p in preds))
     if metrics["count"]:
-        plots.error_cdf({"model": [p["err_m"] for p in preds if "err_m" in p],
-                         "patch centre (prior)": [p["prior_m"] for p in preds if "prior_m" in p]}, out / "cdf.png")
+        plots.error_cdf(
+            {
+                "model": [p["err_m"] for p in preds if "err_m" in p],
+                "patch centre (prior)": [p["prior_m"] for p in preds if "prior_m" in p],
+            },
+            out / "cdf.png",
+        )
     plots.pair_grid(tds, preds[: len(kept)], kept, out / "grid.png")
     return metrics

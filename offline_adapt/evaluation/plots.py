@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """Evaluation plots (matplotlib, Agg): error CDFs and a grid of ground / aerial + heat map."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """`xview-adapt export`: checkpoint -> ONNX (parity-checked) -> TensorRT engine."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +29,9 @@ def _handler(args: argparse.Namespace) -> int:
     except CheckpointError as e:  # torch's load errors span lines; the CLI prints one
         raise ModelFileError(str(e).splitlines()[0]) from e
     g, a, desc = parity_inputs(model.config, args.data, args.parity_pairs)  # before exporting: fail fast
-    onnx_path = export_onnx(model, args.onnx, args.opset, source_checkpoint=str(args.model),
-                            source_sha256=file_sha256(args.model))
+    onnx_path = export_onnx(
+        model, args.onnx, args.opset, source_checkpoint=str(args.model), source_sha256=file_sha256(args.model)
+    )
     print(f"wrote {onnx_path} (+ {onnx_path.name}.json): {model.config['arch']}, opset {args.opset}")
     report = check_parity(model, onnx_path, g, a, desc)
     print(report.line())
@@ -38,11 +41,13 @@ def _handler(args: argparse.Namespace) -> int:
         # a model that disagrees with its checkpoint must not reach a vehicle: remove it
         onnx_path.unlink()
         sidecar_path(onnx_path).unlink()
-        print(f"xview-adapt: error: ONNX output differs from PyTorch beyond tolerance {args.tolerance:g} "
-              f"(relative to the logit range) or in argmax; {onnx_path} removed", file=sys.stderr)
+        print(
+            f"xview-adapt: error: ONNX output differs from PyTorch beyond tolerance {args.tolerance:g} "
+            f"(relative to the logit range) or in argmax; {onnx_path} removed",
+            file=sys.stderr,
+        )
         return 1
     if args.engine:
-
         engine = build_engine(onnx_path, args.engine, fp16=args.fp16, max_batch=args.max_batch)
         print(f"wrote {engine} (+ {engine.name}.json), {'fp16' if args.fp16 else 'fp32'}, max batch {args.max_batch}")
     return 0
@@ -50,20 +55,28 @@ def _handler(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "export", help="export a checkpoint to ONNX (and a TensorRT engine)",
+        "export",
+        help="export a checkpoint to ONNX (and a TensorRT engine)",
         description="Export a checkpoint to ONNX with fixed input sizes from its config (inputs 'ground' (B,3,H,W) and "
-                    "'aerial' (B,3,S,S), normalised NCHW float32; first output 'heatmap' = finest-level logits "
-                    "(B,1,S,S) over aerial-patch pixels). The config (sizes in px, m/px, mean/std, camera type, FOV) "
-                    "is embedded in the ONNX metadata and written to OUT.onnx.json. Parity against PyTorch is "
-                    "checked and printed. With --engine, also build a TensorRT engine (needs TensorRT and a GPU).")
+        "'aerial' (B,3,S,S), normalised NCHW float32; first output 'heatmap' = finest-level logits "
+        "(B,1,S,S) over aerial-patch pixels). The config (sizes in px, m/px, mean/std, camera type, FOV) "
+        "is embedded in the ONNX metadata and written to OUT.onnx.json. Parity against PyTorch is "
+        "checked and printed. With --engine, also build a TensorRT engine (needs TensorRT and a GPU).",
+    )
     p.add_argument("--model", required=True, help="checkpoint (.pt) to export")
     p.add_argument("--onnx", required=True, help="output ONNX file (OUT.onnx; sidecar OUT.onnx.json)")
     p.add_argument("--engine", help="also build a TensorRT engine here (OUT.plan; sidecar OUT.plan.json)")
     p.add_argument("--fp16", action="store_true", help="build the TensorRT engine with FP16 kernels allowed")
-    p.add_argument("--max-batch", type=positive_int, default=1, help="largest batch the TensorRT engine accepts (default 1)")
+    p.add_argument(
+        "--max-batch", type=positive_int, default=1, help="largest batch the TensorRT engine accepts (default 1)"
+    )
     p.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--data", help="pair data set whose first pairs feed the parity check (default: synthetic pairs)")
     p.add_argument("--parity-pairs", type=positive_int, default=2, help="pairs in the parity check (default 2)")
-    p.add_argument("--tolerance", type=non_negative_float, default=1e-4,
-                   help="max parity error, relative to the finest logits' range (default 1e-4)")
+    p.add_argument(
+        "--tolerance",
+        type=non_negative_float,
+        default=1e-4,
+        help="max parity error, relative to the finest logits' range (default 1e-4)",
+    )
     p.set_defaults(func=_handler)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`xview-adapt export`: checkpoint -> ONNX (config embedded + sidecar, parity-checked) [-> TensorRT engine].
 
 The ONNX has fixed per-sample sizes from the checkpoint config and a symbolic batch dimension;
@@ -5,6 +6,7 @@ inputs ``ground`` (B,3,H,W) and ``aerial`` (B,3,S,S) are normalised NCHW float32
 ``heatmap`` is the finest level's logits (B,1,S,S), followed by the coarser levels
 (``heatmap_level{i}``, coarse first) and ``orientation`` when the model predicts it.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,6 +43,7 @@ class ParityReport:
     """ONNX Runtime vs PyTorch on the finest level. ``max_rel``: max abs error divided by the range
     (max - min) of the PyTorch logits of the same sample (element-wise relative error is
     meaningless for logits near zero). ``same_argmax``: every sample's peak cell agrees."""
+
     n: int
     inputs: str
     max_abs: float
@@ -48,8 +51,10 @@ class ParityReport:
     same_argmax: bool
 
     def line(self) -> str:
-        return (f"parity ONNX Runtime vs PyTorch on {self.n} {self.inputs} pair(s): max abs {self.max_abs:.3g}, "
-                f"max rel {self.max_rel:.3g} (of logit range), argmax {'same' if self.same_argmax else 'DIFFERS'}")
+        return (
+            f"parity ONNX Runtime vs PyTorch on {self.n} {self.inputs} pair(s): max abs {self.max_abs:.3g}, "
+            f"max rel {self.max_rel:.3g} (of logit range), argmax {'same' if self.same_argmax else 'DIFFERS'}"
+        )
 
 
 def compare_heatmaps(ref: np.ndarray, got: np.ndarray) -> Tuple[float, float, bool]:
@@ -66,6 +71,7 @@ def compare_heatmaps(ref: np.ndarray, got: np.ndarray) -> Tuple[float, float, bo
 
 class _OnnxWrapper:
     """Builds a torch Module returning the outputs as a flat tuple in export order."""
+
     @staticmethod
     def wrap(model: Any) -> Any:
         from torch import nn
@@ -105,9 +111,15 @@ def export_onnx(model: Any, out: str | os.PathLike, opset: int = DEFAULT_OPSET, 
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         raw = Path(td) / "raw.onnx"
         torch.onnx.export(
-            _OnnxWrapper.wrap(model), (torch.zeros(1, 3, h, w), torch.zeros(1, 3, s, s)), str(raw),
-            input_names=[INPUT_GROUND, INPUT_AERIAL], output_names=names, opset_version=int(opset),
-            dynamic_axes={n: {0: "batch"} for n in [INPUT_GROUND, INPUT_AERIAL, *names]}, dynamo=False)
+            _OnnxWrapper.wrap(model),
+            (torch.zeros(1, 3, h, w), torch.zeros(1, 3, s, s)),
+            str(raw),
+            input_names=[INPUT_GROUND, INPUT_AERIAL],
+            output_names=names,
+            opset_version=int(opset),
+            dynamic_axes={n: {0: "batch"} for n in [INPUT_GROUND, INPUT_AERIAL, *names]},
+            dynamo=False,
+        )
         proto = onnx.load(str(raw))
     _set_output_shapes(proto, config, names)
     meta = proto.metadata_props.add()
@@ -133,12 +145,12 @@ def _set_output_shapes(proto: Any, config: Dict[str, Any], names: list) -> None:
             d.dim_value = value
 
 
-def parity_inputs(config: Dict[str, Any], data: Optional[str] = None, n: int = 2,
-                  seed: int = 0) -> Tuple[np.ndarray, np.ndarray, str]:
+def parity_inputs(
+    config: Dict[str, Any], data: Optional[str] = None, n: int = 2, seed: int = 0
+) -> Tuple[np.ndarray, np.ndarray, str]:
     """(ground, aerial, description) batches of ``n`` prepared pairs: from the data set ``data``
     when given, else (with a note) random normal inputs."""
     if data is not None:
-
         ds = PairDataset(data)
         preprocess.check_pair_config(config, ds.meta)
         recs = list(ds.split(None))[:n]
@@ -147,20 +159,30 @@ def parity_inputs(config: Dict[str, Any], data: Optional[str] = None, n: int = 2
         g = np.stack([preprocess.prepare_ground(ds.load_ground(r), r.heading_deg, config) for r in recs])
         a = np.stack([preprocess.prepare_aerial(ds.load_aerial(r), config) for r in recs])
         return g, a, f"data-set ({data})"
-    log.warning("no data set given (--data): parity is checked on random normalised inputs; "
-                "pass --data to check it on real pairs")
+    log.warning(
+        "no data set given (--data): parity is checked on random normalised inputs; "
+        "pass --data to check it on real pairs"
+    )
     rng = np.random.default_rng(seed)
     h, w = config["ground_size"]
     s = config["aerial_size"]
-    return (rng.standard_normal((n, 3, h, w)).astype(np.float32),
-            rng.standard_normal((n, 3, s, s)).astype(np.float32), "random")
+    return (
+        rng.standard_normal((n, 3, h, w)).astype(np.float32),
+        rng.standard_normal((n, 3, s, s)).astype(np.float32),
+        "random",
+    )
 
 
-def check_parity(model: Any, onnx_path: str | os.PathLike, ground: np.ndarray, aerial: np.ndarray,
-                 inputs: str, threads: Optional[int] = None) -> ParityReport:
+def check_parity(
+    model: Any,
+    onnx_path: str | os.PathLike,
+    ground: np.ndarray,
+    aerial: np.ndarray,
+    inputs: str,
+    threads: Optional[int] = None,
+) -> ParityReport:
     """Run the same batch through PyTorch (fp32, CPU) and ONNX Runtime (CPU) and compare."""
     import torch
-
 
     with torch.inference_mode():
         ref = model.cpu().eval()(torch.from_numpy(ground), torch.from_numpy(aerial)).heatmaps[-1].numpy()

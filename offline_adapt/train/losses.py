@@ -1,8 +1,10 @@
+# SPDX-License-Identifier: Apache-2.0
 """CCVPE's training losses, generalised to per-pixel weights so that pseudo labels plug in.
 
 Total (CCVPE defaults) = CE(finest logits) + 1e4 * mean_k InfoNCE_k + 10 * L_ori; the paper's
 coarse-only supervision restricts the InfoNCE mean to the first K' levels (``supervise_levels``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,8 +20,9 @@ TEMPERATURE = 0.1
 POS_THRESHOLD = 0.01
 
 
-def weighted_infonce(scores: torch.Tensor, weights: torch.Tensor, temperature: float = TEMPERATURE,
-                     pos_threshold: float = POS_THRESHOLD) -> torch.Tensor:
+def weighted_infonce(
+    scores: torch.Tensor, weights: torch.Tensor, temperature: float = TEMPERATURE, pos_threshold: float = POS_THRESHOLD
+) -> torch.Tensor:
     """-sum_pos w * log softmax(scores / T) / sum_pos w, softmax over all n*h*w entries of each
     sample, positives = entries with weight > ``pos_threshold``, sums over the whole batch
     (CCVPE's infoNCE == the paper's eq. 5 with pseudo-GT weights)."""
@@ -61,9 +64,13 @@ class LossWeights:
     sigma_px: float = SIGMA_PX
 
 
-def ccvpe_total_loss(out, fine_target: torch.Tensor, levels: Sequence[Sequence[int]],
-                     heading_deg: Optional[torch.Tensor] = None,
-                     weights: LossWeights = LossWeights()) -> Tuple[torch.Tensor, Dict[str, float]]:
+def ccvpe_total_loss(
+    out,
+    fine_target: torch.Tensor,
+    levels: Sequence[Sequence[int]],
+    heading_deg: Optional[torch.Tensor] = None,
+    weights: LossWeights = LossWeights(),
+) -> Tuple[torch.Tensor, Dict[str, float]]:
     """Total loss for a ModelOutput ``out`` against a fine target map (B, S, S) (GT Gaussian or
     pseudo GT). ``heading_deg`` (B,): compass heading of the ground image's centre column as fed to
     the model (0 for north-aligned panoramas), lifts matching-level labels onto orientation bins and

@@ -1,7 +1,9 @@
+# SPDX-License-Identifier: Apache-2.0
 """Supervised training options: the one place their defaults are written and checked.
 
 No torch here: the command line builds (and so validates) these before importing anything heavy.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

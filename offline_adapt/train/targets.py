@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Training targets: Gaussian position maps and their per-level versions (ground truth or pseudo GT).
 
 Conventions: positions are continuous patch pixels (u east, v south); a map cell (i, j) of an S x S
@@ -5,6 +6,7 @@ map has its centre at (j + 0.5, i + 0.5). Orientation bins follow the model conv
 an n-bin level stands for compass heading c * 360 / n degrees (camera forward direction of the
 image as fed to the model: 0 for north-aligned panoramas).
 """
+
 from __future__ import annotations
 
 from typing import List, Optional, Sequence
@@ -43,8 +45,12 @@ def orientation_weights(heading_deg: torch.Tensor, n_ori: int) -> torch.Tensor:
     return w
 
 
-def level_targets(fine: torch.Tensor, levels: Sequence[Sequence[int]], orientation_deg: Optional[torch.Tensor] = None,
-                  mode: str = "max") -> List[torch.Tensor]:
+def level_targets(
+    fine: torch.Tensor,
+    levels: Sequence[Sequence[int]],
+    orientation_deg: Optional[torch.Tensor] = None,
+    mode: str = "max",
+) -> List[torch.Tensor]:
     """Per-level targets (B, n_ori, h, w) from a fine map (B, S, S), levels [[cells, n_ori], ...].
 
     ``mode="max"``: each cell takes the maximum of the fine cells it covers (CCVPE's MaxPool labels,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The generic training loop shared by supervised training and adaptation.
 
 ``fit`` knows nothing about the architecture or the loss: it runs Adam over ``train_loader``,
@@ -7,6 +8,7 @@ validation metric. Deterministic for a given seed on CPU. Under ``torchrun`` (WO
 initialises the process group (gloo on CPU, nccl on CUDA), wraps the model in
 DistributedDataParallel, and rank 0 alone validates and writes files.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,8 +61,9 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, workers: int = 0,
-                drop_last: bool = False) -> DataLoader:
+def make_loader(
+    dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, workers: int = 0, drop_last: bool = False
+) -> DataLoader:
     """A DataLoader whose order depends only on ``seed`` (a DistributedSampler under torchrun)."""
     rank, world, _ = dist_info()
     gen = torch.Generator()
@@ -69,18 +72,34 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, 
     if world > 1:
         from torch.utils.data.distributed import DistributedSampler
 
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        sampler = DistributedSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+        )
         shuffle = False
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=workers,
-                      generator=gen, drop_last=drop_last, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=False)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        num_workers=workers,
+        generator=gen,
+        drop_last=drop_last,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )
 
 
 def _rng_state(loader: DataLoader) -> Dict[str, Any]:
     np_state = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
         "python": random.getstate(),
     }
     if loader.generator is not None:
@@ -150,12 +169,26 @@ def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
 
 
-def fit(model: torch.nn.Module, train_loader: DataLoader, loss_fn: LossFn, *, epochs: int, out_dir: str | os.PathLike,
-        lr: float = 1e-4, seed: int = 0, validate_fn: Optional[Callable[[torch.nn.Module], Optional[Dict[str, float]]]] = None,
-        select_key: str = "mean_m", resume: bool = False, amp: Optional[bool] = None,
-        device: Optional[torch.device] = None, steps_per_epoch: Optional[int] = None,
-        extra: Optional[Dict[str, Any]] = None, progress: bool = True, lr_schedule: str = "constant",
-        bn_reestimate_batches: int = 0) -> FitResult:
+def fit(
+    model: torch.nn.Module,
+    train_loader: DataLoader,
+    loss_fn: LossFn,
+    *,
+    epochs: int,
+    out_dir: str | os.PathLike,
+    lr: float = 1e-4,
+    seed: int = 0,
+    validate_fn: Optional[Callable[[torch.nn.Module], Optional[Dict[str, float]]]] = None,
+    select_key: str = "mean_m",
+    resume: bool = False,
+    amp: Optional[bool] = None,
+    device: Optional[torch.device] = None,
+    steps_per_epoch: Optional[int] = None,
+    extra: Optional[Dict[str, Any]] = None,
+    progress: bool = True,
+    lr_schedule: str = "constant",
+    bn_reestimate_batches: int = 0,
+) -> FitResult:
     """Train ``model`` for ``epochs`` epochs; see the module docstring.
 
     ``loss_fn(output, batch)`` returns a loss tensor or (loss, dict of floats to log).
@@ -189,7 +222,9 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, loss_fn: LossFn, *, ep
         if resume and result.last_path.is_file():
             ckpt = read_checkpoint(result.last_path, map_location=device)
             if ckpt["config"] != net.config:
-                diff = sorted(k for k in set(ckpt["config"]) | set(net.config) if ckpt["config"].get(k) != net.config.get(k))
+                diff = sorted(
+                    k for k in set(ckpt["config"]) | set(net.config) if ckpt["config"].get(k) != net.config.get(k)
+                )
                 raise CheckpointError(f"{result.last_path}: cannot resume, its model config differs in {diff}")
             net.load_state_dict(ckpt["state_dict"])
             opt.load_state_dict(ckpt["optimizer"])
@@ -202,7 +237,9 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, loss_fn: LossFn, *, ep
             log.info("resumed %s at epoch %d", result.last_path, start_epoch)
         train_net = net
         if world > 1:
-            train_net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+            train_net = torch.nn.parallel.DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None
+            )
         out_dir.mkdir(parents=True, exist_ok=True)
         n_batches = len(train_loader) if steps_per_epoch is None else min(steps_per_epoch, len(train_loader))
 
@@ -239,8 +276,13 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, loss_fn: LossFn, *, ep
             dt = time.perf_counter() - t0
             if bn_reestimate_batches > 0:
                 reestimate_batchnorm(net, train_loader, bn_reestimate_batches, device)
-            rec: Dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / max(pairs, 1), "pairs_per_s": pairs / dt,
-                                   "seconds": dt, **{k: v / max(pairs, 1) for k, v in parts_sum.items()}}
+            rec: Dict[str, Any] = {
+                "epoch": epoch + 1,
+                "loss": loss_sum / max(pairs, 1),
+                "pairs_per_s": pairs / dt,
+                "seconds": dt,
+                **{k: v / max(pairs, 1) for k, v in parts_sum.items()},
+            }
             rng = _rng_state(train_loader)
             if world > 1:
                 gathered: List[Any] = [None] * world
@@ -254,21 +296,44 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, loss_fn: LossFn, *, ep
                         metrics = validate_fn(net)
                     rec.update({f"val_{k}": v for k, v in (metrics or {}).items()})
                 value = (metrics or {}).get(select_key)
-                improved = validate_fn is None or (value is not None and (result.best_value is None or value < result.best_value))
+                improved = validate_fn is None or (
+                    value is not None and (result.best_value is None or value < result.best_value)
+                )
                 if improved:
                     result.best_value, result.best_epoch = value, epoch + 1
                 result.history.append(rec)
-                state = dict(epoch=epoch + 1, optimizer=opt.state_dict(), rng=rng, history=result.history,
-                             best_value=result.best_value, best_epoch=result.best_epoch, seed=seed, **(extra or {}))
+                state = dict(
+                    epoch=epoch + 1,
+                    optimizer=opt.state_dict(),
+                    rng=rng,
+                    history=result.history,
+                    best_value=result.best_value,
+                    best_epoch=result.best_epoch,
+                    seed=seed,
+                    **(extra or {}),
+                )
                 if scaler.is_enabled():
                     state["scaler"] = scaler.state_dict()
                 save_checkpoint(result.last_path, net, **state)
                 if improved:
-                    save_checkpoint(result.best_path, net, epoch=epoch + 1, metrics=metrics or {}, seed=seed, **(extra or {}))
+                    save_checkpoint(
+                        result.best_path, net, epoch=epoch + 1, metrics=metrics or {}, seed=seed, **(extra or {})
+                    )
                 atomic_write_json(out_dir / "history.json", result.history)
-                val = "" if metrics is None else " " + " ".join(f"val_{k}={v:.3f}" for k, v in metrics.items() if isinstance(v, float))
-                log.info("epoch %d/%d loss=%.4g %.1f pairs/s%s%s", epoch + 1, epochs, rec["loss"], rec["pairs_per_s"], val,
-                         " (best)" if improved and validate_fn is not None else "")
+                val = (
+                    ""
+                    if metrics is None
+                    else " " + " ".join(f"val_{k}={v:.3f}" for k, v in metrics.items() if isinstance(v, float))
+                )
+                log.info(
+                    "epoch %d/%d loss=%.4g %.1f pairs/s%s%s",
+                    epoch + 1,
+                    epochs,
+                    rec["loss"],
+                    rec["pairs_per_s"],
+                    val,
+                    " (best)" if improved and validate_fn is not None else "",
+                )
             if world > 1:
                 torch.distributed.barrier()
         return result

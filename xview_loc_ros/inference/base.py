@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The one inference interface shared by the torch, ONNX Runtime and TensorRT backends.
 
 Every backend takes normalised NCHW float32 arrays (``ground`` (B,3,H,W), ``aerial`` (B,3,S,S), as
@@ -6,6 +7,7 @@ names are shared with the ONNX export so that all backends agree: ``heatmap`` is
 (B,1,S,S) in aerial-patch pixels; ``heatmap_level{i}`` are the coarser levels, coarse first;
 ``orientation`` (B,2,S,S) unit (cos, sin) exists only for models that predict it.
 """
+
 from __future__ import annotations
 
 import abc
@@ -19,8 +21,18 @@ INPUT_GROUND = "ground"
 INPUT_AERIAL = "aerial"
 OUTPUT_FINEST = "heatmap"
 OUTPUT_ORIENTATION = "orientation"
-REQUIRED_CONFIG_KEYS = ("arch", "aerial_size", "ground_size", "ground_type", "fov_deg", "mpp", "mean", "std",
-                        "known_orientation", "levels")
+REQUIRED_CONFIG_KEYS = (
+    "arch",
+    "aerial_size",
+    "ground_size",
+    "ground_type",
+    "fov_deg",
+    "mpp",
+    "mean",
+    "std",
+    "known_orientation",
+    "levels",
+)
 
 
 class ModelFileError(ValueError):
@@ -60,8 +72,9 @@ def input_shapes(config: Mapping[str, Any]) -> Tuple[Tuple[int, int, int], Tuple
     return (3, h, w), (3, s, s)
 
 
-def check_inputs(ground: Any, aerial: Any, config: Mapping[str, Any],
-                 max_batch: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+def check_inputs(
+    ground: Any, aerial: Any, config: Mapping[str, Any], max_batch: Optional[int] = None
+) -> Tuple[np.ndarray, np.ndarray]:
     """Validate and return C-contiguous float32 copies-if-needed of the two input batches.
 
     Raises InputShapeError naming the input, the expected and the received shape.
@@ -70,18 +83,25 @@ def check_inputs(ground: Any, aerial: Any, config: Mapping[str, Any],
     arrays = []
     for name, x, exp in ((INPUT_GROUND, ground, exp_g), (INPUT_AERIAL, aerial, exp_a)):
         if not isinstance(x, np.ndarray):
-            raise InputShapeError(f"{name}: expected a numpy array (B,{exp[0]},{exp[1]},{exp[2]}), got {type(x).__name__}")
+            raise InputShapeError(
+                f"{name}: expected a numpy array (B,{exp[0]},{exp[1]},{exp[2]}), got {type(x).__name__}"
+            )
         if x.ndim != 4 or tuple(x.shape[1:]) != exp:
             raise InputShapeError(
                 f"{name}: model {config.get('arch', '?')} expects shape (B,{exp[0]},{exp[1]},{exp[2]}) "
-                f"(normalised NCHW), got {tuple(x.shape)}")
+                f"(normalised NCHW), got {tuple(x.shape)}"
+            )
         if not np.issubdtype(x.dtype, np.floating):
-            raise InputShapeError(f"{name}: expected normalised float32 values, got dtype {x.dtype} "
-                                  "(use xview_loc_ros.preprocess to prepare images)")
+            raise InputShapeError(
+                f"{name}: expected normalised float32 values, got dtype {x.dtype} "
+                "(use xview_loc_ros.preprocess to prepare images)"
+            )
         arrays.append(np.ascontiguousarray(x, dtype=np.float32))
     g, a = arrays
     if g.shape[0] != a.shape[0] or g.shape[0] == 0:
-        raise InputShapeError(f"batch sizes: ground has {g.shape[0]}, aerial has {a.shape[0]}; they must be equal and > 0")
+        raise InputShapeError(
+            f"batch sizes: ground has {g.shape[0]}, aerial has {a.shape[0]}; they must be equal and > 0"
+        )
     if max_batch is not None and g.shape[0] > max_batch:
         raise InputShapeError(f"batch size {g.shape[0]} exceeds this backend's maximum of {max_batch}")
     return g, a
@@ -92,8 +112,9 @@ class Backend(abc.ABC):
 
     name: str = "?"
 
-    def __init__(self, config: Mapping[str, Any], model_path: Path, outputs: Sequence[str],
-                 max_batch: Optional[int] = None) -> None:
+    def __init__(
+        self, config: Mapping[str, Any], model_path: Path, outputs: Sequence[str], max_batch: Optional[int] = None
+    ) -> None:
         self.config: Dict[str, Any] = check_config(config, str(model_path))
         self.model_path = Path(model_path)
         self.outputs: List[str] = list(outputs)
@@ -107,8 +128,9 @@ class Backend(abc.ABC):
     def describe(self) -> str:
         """One line: backend, device, precision, model file and input sizes."""
 
-    def infer_outputs(self, ground: np.ndarray, aerial: np.ndarray,
-                      names: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+    def infer_outputs(
+        self, ground: np.ndarray, aerial: np.ndarray, names: Optional[Sequence[str]] = None
+    ) -> Dict[str, np.ndarray]:
         """Named outputs (default: all the model has)."""
         names = list(self.outputs if names is None else names)
         unknown = [n for n in names if n not in self.outputs]
@@ -145,5 +167,7 @@ class Backend(abc.ABC):
     def _sizes(self) -> str:
         h, w = self.config["ground_size"]
         s = self.config["aerial_size"]
-        return (f"{self.config['arch']}: ground {self.config['ground_type']} {h}x{w} px, "
-                f"aerial {s}x{s} px at {self.config['mpp']:g} m/px, {len(self.config['levels'])} levels")
+        return (
+            f"{self.config['arch']}: ground {self.config['ground_type']} {h}x{w} px, "
+            f"aerial {s}x{s} px at {self.config['mpp']:g} m/px, {len(self.config['levels'])} levels"
+        )

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """TensorRT engine cache: keys, metadata sidecars and rebuild decisions (pure Python).
 
 A serialized engine only runs on the GPU model and TensorRT version it was built with, and only
@@ -5,6 +6,7 @@ means the network it was built from. The cache therefore keys every engine by GP
 capability, TensorRT version, the ONNX file's sha256 and the build options (FP16, max batch), keeps
 that key in the engine's sidecar (``X.plan.json``) and rebuilds when any part differs.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,7 +15,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from xview_loc_ros.fsutil import atomic_write_bytes
-
 from xview_loc_ros.inference.base import ModelFileError
 from xview_loc_ros.inference.modelfile import read_sidecar, sidecar_path, write_sidecar
 
@@ -46,8 +47,12 @@ class EngineKey:
 # Parts that tie an engine to a machine, versus parts that tie it to a network and build options.
 MACHINE_FIELDS = ("gpu_name", "compute_capability", "trt_version")
 _LABELS = {
-    "gpu_name": "GPU", "compute_capability": "compute capability", "trt_version": "TensorRT version",
-    "onnx_sha256": "ONNX file (sha256)", "fp16": "FP16", "max_batch": "max batch",
+    "gpu_name": "GPU",
+    "compute_capability": "compute capability",
+    "trt_version": "TensorRT version",
+    "onnx_sha256": "ONNX file (sha256)",
+    "fp16": "FP16",
+    "max_batch": "max batch",
 }
 
 
@@ -84,8 +89,11 @@ def decide(engine_path: str | os.PathLike, current: EngineKey) -> CacheDecision:
     diffs = key_differences(stored, current)
     if diffs:
         return CacheDecision(True, "cached engine is stale: " + "; ".join(diffs))
-    return CacheDecision(False, f"cached engine {engine_path.name} matches ({current.gpu_name}, "
-                                f"sm {current.compute_capability}, TensorRT {current.trt_version})")
+    return CacheDecision(
+        False,
+        f"cached engine {engine_path.name} matches ({current.gpu_name}, "
+        f"sm {current.compute_capability}, TensorRT {current.trt_version})",
+    )
 
 
 def check_engine_machine(engine_path: str | os.PathLike, current_machine: EngineKey) -> Dict[str, Any]:
@@ -95,8 +103,10 @@ def check_engine_machine(engine_path: str | os.PathLike, current_machine: Engine
     stored = EngineKey.from_dict(meta.get("engine_key") or {}, str(sidecar_path(engine_path)))
     diffs = key_differences(stored, current_machine, only=MACHINE_FIELDS)
     if diffs:
-        raise ModelFileError(f"{engine_path}: engine does not fit this machine ({'; '.join(diffs)}); "
-                             "rebuild it from the ONNX (`xview-adapt export --engine` or open the .onnx with backend tensorrt)")
+        raise ModelFileError(
+            f"{engine_path}: engine does not fit this machine ({'; '.join(diffs)}); "
+            "rebuild it from the ONNX (`xview-adapt export --engine` or open the .onnx with backend tensorrt)"
+        )
     return meta
 
 
@@ -112,8 +122,9 @@ def cached_engine_path(cache_dir: str | os.PathLike, onnx_path: str | os.PathLik
     return Path(cache_dir) / f"{Path(onnx_path).stem}.{prec}.b{int(max_batch)}.plan"
 
 
-def store_engine(engine_path: str | os.PathLike, engine: bytes, key: EngineKey, config: Dict[str, Any],
-                 onnx_path: str | os.PathLike) -> Path:
+def store_engine(
+    engine_path: str | os.PathLike, engine: bytes, key: EngineKey, config: Dict[str, Any], onnx_path: str | os.PathLike
+) -> Path:
     """Write engine and sidecar atomically. The old sidecar goes first, so a crash in between
     leaves an engine without a key (rebuilt next time), never a key describing another engine."""
     engine_path = Path(engine_path)

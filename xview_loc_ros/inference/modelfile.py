@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Model files and the config that travels with them.
 
 An exported ONNX file carries the checkpoint config twice: as ONNX ``metadata_props`` (key
@@ -5,6 +6,7 @@ An exported ONNX file carries the checkpoint config twice: as ONNX ``metadata_pr
 metadata, so its sidecar ``OUT.plan.json`` carries the config and the engine's cache key. The
 runtime takes sizes, m/px and normalisation from there and never guesses.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,7 +15,6 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from xview_loc_ros.fsutil import atomic_write_json
-
 from xview_loc_ros.inference.base import ModelFileError, check_config
 
 CONFIG_METADATA_KEY = "xview_loc_config"
@@ -24,13 +25,15 @@ ENGINE_SUFFIXES = (".plan", ".engine")
 
 
 def model_kind(path: str | os.PathLike) -> str:
-    """"checkpoint", "onnx" or "engine" from the file suffix; ValueError for anything else."""
+    """ "checkpoint", "onnx" or "engine" from the file suffix; ValueError for anything else."""
     suffix = Path(path).suffix.lower()
     for kind, suffixes in (("checkpoint", CHECKPOINT_SUFFIXES), ("onnx", ONNX_SUFFIXES), ("engine", ENGINE_SUFFIXES)):
         if suffix in suffixes:
             return kind
-    raise ModelFileError(f"{path}: unknown model file type {suffix!r}; expected a checkpoint "
-                         f"{CHECKPOINT_SUFFIXES}, an ONNX file {ONNX_SUFFIXES} or a TensorRT engine {ENGINE_SUFFIXES}")
+    raise ModelFileError(
+        f"{path}: unknown model file type {suffix!r}; expected a checkpoint "
+        f"{CHECKPOINT_SUFFIXES}, an ONNX file {ONNX_SUFFIXES} or a TensorRT engine {ENGINE_SUFFIXES}"
+    )
 
 
 def require_file(path: str | os.PathLike) -> Path:
@@ -59,7 +62,9 @@ def read_sidecar(model_path: str | os.PathLike, required: bool = True) -> Option
     path = sidecar_path(model_path)
     if not path.is_file():
         if required:
-            raise ModelFileError(f"{model_path}: its config sidecar {path.name} is missing (written by `xview-adapt export`)")
+            raise ModelFileError(
+                f"{model_path}: its config sidecar {path.name} is missing (written by `xview-adapt export`)"
+            )
         return None
     try:
         data = json.loads(path.read_text())
@@ -93,11 +98,15 @@ def resolve_onnx_config(onnx_path: str | os.PathLike, metadata: Optional[Dict[st
     side_cfg = side["config"] if side else None
     if embedded is not None and side_cfg is not None and embedded != side_cfg:
         diff = sorted(k for k in set(embedded) | set(side_cfg) if embedded.get(k) != side_cfg.get(k))
-        raise ModelFileError(f"{onnx_path}: embedded config and sidecar {sidecar_path(onnx_path).name} disagree on {diff}")
+        raise ModelFileError(
+            f"{onnx_path}: embedded config and sidecar {sidecar_path(onnx_path).name} disagree on {diff}"
+        )
     cfg = embedded if embedded is not None else side_cfg
     if cfg is None:
-        raise ModelFileError(f"{onnx_path}: carries no preprocessing config (no {CONFIG_METADATA_KEY!r} metadata, "
-                             f"no {sidecar_path(onnx_path).name}); export it with `xview-adapt export`")
+        raise ModelFileError(
+            f"{onnx_path}: carries no preprocessing config (no {CONFIG_METADATA_KEY!r} metadata, "
+            f"no {sidecar_path(onnx_path).name}); export it with `xview-adapt export`"
+        )
     return cfg
 
 

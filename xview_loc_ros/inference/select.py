@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """`open_backend`: one entry point that picks and opens the right backend for a model file."""
+
 from __future__ import annotations
 
 import importlib
@@ -49,8 +51,7 @@ class Choice:
     reason: str
 
 
-def choose_backend(model_path: str | os.PathLike, requested: str,
-                   availability: Mapping[str, Optional[str]]) -> Choice:
+def choose_backend(model_path: str | os.PathLike, requested: str, availability: Mapping[str, Optional[str]]) -> Choice:
     """Pure decision: which backend runs ``model_path`` given what is usable (see
     :func:`backend_availability`). ``auto``: TensorRT if usable (engine or ONNX), else ONNX
     Runtime (ONNX), else torch (checkpoint). Raises ValueError when nothing fits."""
@@ -59,8 +60,10 @@ def choose_backend(model_path: str | os.PathLike, requested: str,
     kind = model_kind(model_path)
     if requested != "auto":
         if kind not in _RUNS[requested]:
-            raise ValueError(f"{model_path}: backend {requested} cannot run a {kind} file "
-                             f"(it runs {', '.join(_RUNS[requested])}); export a checkpoint with `xview-adapt export`")
+            raise ValueError(
+                f"{model_path}: backend {requested} cannot run a {kind} file "
+                f"(it runs {', '.join(_RUNS[requested])}); export a checkpoint with `xview-adapt export`"
+            )
         if availability.get(requested) is not None:
             raise ValueError(f"backend {requested} is not usable here: {availability[requested]}")
         return Choice(requested, "asked for explicitly")
@@ -76,10 +79,17 @@ def choose_backend(model_path: str | os.PathLike, requested: str,
     raise ValueError(f"{model_path}: no usable backend for a {kind} file: {'; '.join(skipped)}")
 
 
-def open_backend(model_path: str | os.PathLike, backend: str = "auto", device: Optional[str] = None,
-                 fp16: bool = False, threads: Optional[int] = None, cuda_graphs: bool = False,
-                 max_batch: int = 1, cache_dir: Optional[str | os.PathLike] = None,
-                 availability: Optional[Mapping[str, Optional[str]]] = None) -> Backend:
+def open_backend(
+    model_path: str | os.PathLike,
+    backend: str = "auto",
+    device: Optional[str] = None,
+    fp16: bool = False,
+    threads: Optional[int] = None,
+    cuda_graphs: bool = False,
+    max_batch: int = 1,
+    cache_dir: Optional[str | os.PathLike] = None,
+    availability: Optional[Mapping[str, Optional[str]]] = None,
+) -> Backend:
     """Open ``model_path`` (.pt checkpoint, .onnx, .plan/.engine) on ``backend``.
 
     ``device``: None (best available), "cpu", "cuda", "cuda:N". ``fp16``: torch autocast / TensorRT
@@ -93,10 +103,8 @@ def open_backend(model_path: str | os.PathLike, backend: str = "auto", device: O
         raise ValueError(f"cuda_graphs applies to the torch backend only, not {choice.backend}")
     log.info("inference backend %s for %s: %s", choice.backend, path.name, choice.reason)
     if choice.backend == "torch":
-
         return TorchBackend.from_checkpoint(path, device=device, fp16=fp16, cuda_graphs=cuda_graphs, threads=threads)
     if choice.backend == "onnxruntime":
-
         return OrtBackend(path, device=device, fp16=fp16, threads=threads)
 
     return open_tensorrt(path, device=device, fp16=fp16, max_batch=max_batch, cache_dir=cache_dir)

@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """PyTorch backend: a checkpoint on CPU or CUDA, fp32 or fp16 autocast, optional CUDA graphs."""
+
 from __future__ import annotations
 
 import os
@@ -7,7 +9,14 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from xview_loc_ros.inference.base import OUTPUT_FINEST, OUTPUT_ORIENTATION, Backend, ModelFileError, level_output_name, output_names
+from xview_loc_ros.inference.base import (
+    OUTPUT_FINEST,
+    OUTPUT_ORIENTATION,
+    Backend,
+    ModelFileError,
+    level_output_name,
+    output_names,
+)
 
 
 def _named_outputs(out: Any) -> Dict[str, Any]:
@@ -27,8 +36,15 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def __init__(self, model: Any, model_path: str | os.PathLike, device: Optional[str] = None,
-                 fp16: bool = False, cuda_graphs: bool = False, threads: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        model_path: str | os.PathLike,
+        device: Optional[str] = None,
+        fp16: bool = False,
+        cuda_graphs: bool = False,
+        threads: Optional[int] = None,
+    ) -> None:
         import torch
 
         self._torch = torch

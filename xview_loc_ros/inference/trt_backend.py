@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """TensorRT backend (TensorRT 10 Python API), CUDA buffers held as torch tensors.
 
 Written against NVIDIA's TensorRT 10 documentation: engines are built from the exported ONNX with
@@ -6,6 +7,7 @@ Builder / OnnxParser / BuilderConfig (FP16 flag when asked, an optimisation prof
 I/O tensors (``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``). TensorRT cannot
 be installed on the machines this was developed on; everything around it is tested there.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,9 +17,16 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from xview_loc_ros.inference.base import INPUT_AERIAL, INPUT_GROUND, Backend, ModelFileError, input_shapes
-from xview_loc_ros.inference.engine_cache import EngineKey, cached_engine_path, check_engine_machine, decide, default_cache_dir, store_engine
 from xview_loc_ros.fsutil import OutputLock, file_sha256
+from xview_loc_ros.inference.base import INPUT_AERIAL, INPUT_GROUND, Backend, ModelFileError, input_shapes
+from xview_loc_ros.inference.engine_cache import (
+    EngineKey,
+    cached_engine_path,
+    check_engine_machine,
+    decide,
+    default_cache_dir,
+    store_engine,
+)
 from xview_loc_ros.inference.modelfile import model_kind, require_file, resolve_onnx_config
 
 log = logging.getLogger(__name__)
@@ -30,8 +39,9 @@ def machine_key(onnx_sha256: str = "", fp16: bool = False, max_batch: int = 1, d
     import torch
 
     major, minor = torch.cuda.get_device_capability(device)
-    return EngineKey(torch.cuda.get_device_name(device), f"{major}.{minor}", trt.__version__,
-                     onnx_sha256, bool(fp16), int(max_batch))
+    return EngineKey(
+        torch.cuda.get_device_name(device), f"{major}.{minor}", trt.__version__, onnx_sha256, bool(fp16), int(max_batch)
+    )
 
 
 def _trt_logger() -> Any:
@@ -40,8 +50,13 @@ def _trt_logger() -> Any:
     return trt.Logger(trt.Logger.WARNING)
 
 
-def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, fp16: bool = False,
-                 max_batch: int = 1, device: int = 0) -> Path:
+def build_engine(
+    onnx_path: str | os.PathLike,
+    engine_path: str | os.PathLike,
+    fp16: bool = False,
+    max_batch: int = 1,
+    device: int = 0,
+) -> Path:
     """Parse the ONNX, build a serialized engine (FP16 if asked), write it and its keyed sidecar."""
     import tensorrt as trt
 
@@ -65,16 +80,26 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, f
     for name, shape in zip((INPUT_GROUND, INPUT_AERIAL), input_shapes(config)):
         profile.set_shape(name, (1, *shape), (1, *shape), (int(max_batch), *shape))
     bconf.add_optimization_profile(profile)
-    log.info("building TensorRT engine from %s (%s, max batch %d) for %s: this takes a while",
-             onnx_path, "fp16" if fp16 else "fp32", max_batch, key.gpu_name)
+    log.info(
+        "building TensorRT engine from %s (%s, max batch %d) for %s: this takes a while",
+        onnx_path,
+        "fp16" if fp16 else "fp32",
+        max_batch,
+        key.gpu_name,
+    )
     serialized = builder.build_serialized_network(network, bconf)
     if serialized is None:
         raise RuntimeError(f"{onnx_path}: TensorRT engine build failed (see the TensorRT log above)")
     return store_engine(engine_path, serialized, key, config, onnx_path)
 
 
-def ensure_engine(onnx_path: str | os.PathLike, cache_dir: Optional[str | os.PathLike] = None, fp16: bool = False,
-                  max_batch: int = 1, device: int = 0) -> Path:
+def ensure_engine(
+    onnx_path: str | os.PathLike,
+    cache_dir: Optional[str | os.PathLike] = None,
+    fp16: bool = False,
+    max_batch: int = 1,
+    device: int = 0,
+) -> Path:
     """The cached engine for this ONNX on this machine, (re)built when missing or stale."""
     onnx_path = require_file(onnx_path)
     engine_path = cached_engine_path(cache_dir or default_cache_dir(), onnx_path, fp16, max_batch)
@@ -107,13 +132,17 @@ class TensorRTBackend(Backend):
         runtime = trt.Runtime(_trt_logger())
         self.engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self.engine is None:
-            raise ModelFileError(f"{engine_path}: TensorRT cannot deserialize this engine (corrupt, or built by another version)")
+            raise ModelFileError(
+                f"{engine_path}: TensorRT cannot deserialize this engine (corrupt, or built by another version)"
+            )
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self._inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if sorted(self._inputs) != sorted([INPUT_GROUND, INPUT_AERIAL]):
-            raise ModelFileError(f"{engine_path}: engine inputs {self._inputs}, expected {[INPUT_GROUND, INPUT_AERIAL]}")
+            raise ModelFileError(
+                f"{engine_path}: engine inputs {self._inputs}, expected {[INPUT_GROUND, INPUT_AERIAL]}"
+            )
         self.fp16 = bool(meta["engine_key"]["fp16"])
         self.stream = torch.cuda.Stream(self.device)
         super().__init__(meta["config"], engine_path, outputs, max_batch=int(meta["engine_key"]["max_batch"]))
@@ -126,8 +155,10 @@ class TensorRTBackend(Backend):
     def _run(self, ground: np.ndarray, aerial: np.ndarray, names: Sequence[str]) -> Dict[str, np.ndarray]:
         t = self._torch
         with t.cuda.stream(self.stream):
-            feeds = {INPUT_GROUND: t.from_numpy(ground).to(self.device, non_blocking=True),
-                     INPUT_AERIAL: t.from_numpy(aerial).to(self.device, non_blocking=True)}
+            feeds = {
+                INPUT_GROUND: t.from_numpy(ground).to(self.device, non_blocking=True),
+                INPUT_AERIAL: t.from_numpy(aerial).to(self.device, non_blocking=True),
+            }
             for name, x in feeds.items():
                 x = x.to(self._torch_dtype(name)).contiguous()
                 feeds[name] = x
@@ -144,12 +175,19 @@ class TensorRTBackend(Backend):
         return {n: outs[n].float().cpu().numpy() for n in names}
 
     def describe(self) -> str:
-        return (f"tensorrt {self._trt.__version__} on {self.device} ({self._torch.cuda.get_device_name(self.device)}), "
-                f"{'fp16' if self.fp16 else 'fp32'}, max batch {self.max_batch}; {self.model_path.name}; {self._sizes()}")
+        return (
+            f"tensorrt {self._trt.__version__} on {self.device} ({self._torch.cuda.get_device_name(self.device)}), "
+            f"{'fp16' if self.fp16 else 'fp32'}, max batch {self.max_batch}; {self.model_path.name}; {self._sizes()}"
+        )
 
 
-def open_tensorrt(model_path: str | os.PathLike, device: Optional[str] = None, fp16: bool = False, max_batch: int = 1,
-                  cache_dir: Optional[str | os.PathLike] = None) -> TensorRTBackend:
+def open_tensorrt(
+    model_path: str | os.PathLike,
+    device: Optional[str] = None,
+    fp16: bool = False,
+    max_batch: int = 1,
+    cache_dir: Optional[str | os.PathLike] = None,
+) -> TensorRTBackend:
     """An engine file directly, or an ONNX file through the engine cache."""
     dev_index = int(device.split(":", 1)[1]) if device and ":" in device else 0
     if model_kind(model_path) == "onnx":

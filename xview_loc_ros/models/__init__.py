@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Cross-view localization networks: ``build_model(name, **overrides)`` and checkpoint I/O.
 
 ``model.config`` is a dict of plain values that fully describes preprocessing and architecture:
@@ -6,6 +7,7 @@ arch, aerial_size (S px), ground_size [H, W] px, ground_type ("panorama"|"pinhol
 known_orientation (panorama north-aligned from the given heading), n_ori, levels
 [[cells_per_side, n_ori], ...] coarse -> fine (the last is [S, 1]).
 """
+
 from __future__ import annotations
 
 from xview_loc_ros.models.checkpoint import (
@@ -23,6 +25,15 @@ from xview_loc_ros.models.registry import (
 )
 
 __all__ = [
-    "ARCHS", "DEFAULTS", "IMAGENET_MEAN", "IMAGENET_STD", "CheckpointError", "CrossViewModel", "LevelSpec", "ModelOutput",
-    "build_model", "load_checkpoint", "save_checkpoint",
+    "ARCHS",
+    "DEFAULTS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CheckpointError",
+    "CrossViewModel",
+    "LevelSpec",
+    "ModelOutput",
+    "build_model",
+    "load_checkpoint",
+    "save_checkpoint",
 ]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """CCVPE-compatible architecture (VIGOR panorama and KITTI pinhole variants).
 
 Parameter names and shapes equal the public CCVPE implementation's (tudelft-iv/CCVPE), so its
@@ -5,6 +6,7 @@ released checkpoints load with ``load_state_dict(strict=True)``; the code is our
 EfficientNet-b0 built without pretrained weights (a released checkpoint supplies them). The ground
 branch of the panorama model pads horizontally with wrap-around (see WidthCircularPad).
 """
+
 from __future__ import annotations
 
 from typing import List, Tuple
@@ -18,18 +20,34 @@ from xview_loc_ros.models.common import CrossViewModel, HeadSpec, WidthCircularP
 SKIP_BLOCKS = (15, 10, 4, 2, 0)
 
 VIGOR_HEAD = HeadSpec(
-    ground_channels=1280, ground_rows=10, ground_cols=20,
-    desc_channels=(64, 32, 16, 8, 4, 2), head_channels=1280, sat_desc_dim=1280,
-    dec_deconv=(1024, 320, 160, 80, 40, 16), dec_conv=(640, 320, 160, 80, 40),
-    skip_channels=(320, 112, 40, 24, 16), n_ori=20, roll_steps=(64, 32, 16, 8, 4, 2),
-    ori_deconv=(1024, 256, 128, 64, 32, 16), ori_conv=(640, 256, 128, 64, 32),
+    ground_channels=1280,
+    ground_rows=10,
+    ground_cols=20,
+    desc_channels=(64, 32, 16, 8, 4, 2),
+    head_channels=1280,
+    sat_desc_dim=1280,
+    dec_deconv=(1024, 320, 160, 80, 40, 16),
+    dec_conv=(640, 320, 160, 80, 40),
+    skip_channels=(320, 112, 40, 24, 16),
+    n_ori=20,
+    roll_steps=(64, 32, 16, 8, 4, 2),
+    ori_deconv=(1024, 256, 128, 64, 32, 16),
+    ori_conv=(640, 256, 128, 64, 32),
 )
 KITTI_HEAD = HeadSpec(
-    ground_channels=1280, ground_rows=8, ground_cols=32,
-    desc_channels=(16, 8, 4, 2, 1, 1), head_channels=1280, sat_desc_dim=2048,
-    dec_deconv=(1024, 256, 128, 64, 32, 16), dec_conv=(512, 256, 128, 128, 32),
-    skip_channels=(320, 112, 40, 24, 16), n_ori=16, roll_steps=(128, 64, 32, 16, 8, 8),
-    ori_deconv=(1024, 256, 128, 64, 32, 16), ori_conv=(512, 256, 128, 64, 32),
+    ground_channels=1280,
+    ground_rows=8,
+    ground_cols=32,
+    desc_channels=(16, 8, 4, 2, 1, 1),
+    head_channels=1280,
+    sat_desc_dim=2048,
+    dec_deconv=(1024, 256, 128, 64, 32, 16),
+    dec_conv=(512, 256, 128, 128, 32),
+    skip_channels=(320, 112, 40, 24, 16),
+    n_ori=16,
+    roll_steps=(128, 64, 32, 16, 8, 8),
+    ori_deconv=(1024, 256, 128, 64, 32, 16),
+    ori_conv=(512, 256, 128, 64, 32),
 )
 
 

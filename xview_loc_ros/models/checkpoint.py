@@ -1,5 +1,7 @@
+# SPDX-License-Identifier: Apache-2.0
 """Checkpoint files: ``{"config": {...plain values}, "state_dict": ..., **extras}`` readable with
 ``torch.load(weights_only=True)``, written atomically."""
+
 from __future__ import annotations
 
 import os
@@ -34,13 +36,16 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Dict[
     except Exception as e:  # torch raises several unrelated types for corrupt/foreign files
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
-        raise CheckpointError(f"{path}: not an xview_loc_ros checkpoint (needs 'config' and 'state_dict'; "
-                              "import a released CCVPE state_dict with --init ccvpe-official:PATH)")
+        raise CheckpointError(
+            f"{path}: not an xview_loc_ros checkpoint (needs 'config' and 'state_dict'; "
+            "import a released CCVPE state_dict with --init ccvpe-official:PATH)"
+        )
     return ckpt
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
-                    expect_config: Optional[Dict[str, Any]] = None) -> Tuple[Any, Dict[str, Any]]:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: Any = "cpu", expect_config: Optional[Dict[str, Any]] = None
+) -> Tuple[Any, Dict[str, Any]]:
     """Build the model the checkpoint describes and load its weights strictly.
 
     With ``expect_config`` every key given there must equal the checkpoint's value (refuses e.g.
@@ -71,7 +76,7 @@ def import_ccvpe_official(path: str | os.PathLike, arch: str, **overrides: Any) 
         raise CheckpointError(f"{path}: not a readable CCVPE state_dict ({type(e).__name__}: {e})") from e
     if isinstance(sd, dict) and "state_dict" in sd and "config" in sd:
         raise CheckpointError(f"{path}: already an xview_loc_ros checkpoint; use --init PATH instead")
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+    sd = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in sd.items()}
     model = build_model(arch, **overrides)
     try:
         model.load_state_dict(sd, strict=True)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Building blocks shared by every cross-view architecture.
 
 The coarse-to-fine head (:class:`CrossViewModel`) follows the CCVPE design: a ground descriptor per
@@ -6,6 +7,7 @@ skip decoders, a final S x S logit map and an optional per-pixel orientation fie
 attribute names match the public CCVPE implementation so its checkpoints load unchanged; the
 backbones are supplied by subclasses (EfficientNet-b0 for CCVPE, a light CNN for ``small``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

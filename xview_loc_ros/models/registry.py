@@ -1,9 +1,11 @@
+# SPDX-License-Identifier: Apache-2.0
 """The model registry: ``build_model(name, **overrides)`` for every architecture and its config rules.
 
 Config keys (plain values): arch, aerial_size (S px), ground_size [H, W] px, ground_type
 ("panorama"|"pinhole"), fov_deg (horizontal), mpp (aerial metres per pixel), mean/std, known_orientation,
 n_ori, levels [[cells_per_side, n_ori], ...] coarse -> fine.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict
@@ -18,13 +20,34 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 ARCHS = ("small", "ccvpe-vigor", "ccvpe-kitti")
 
 DEFAULTS: Dict[str, Dict[str, Any]] = {
-    "small": dict(aerial_size=128, ground_size=[64, 256], ground_type="panorama", fov_deg=360.0, mpp=0.5,
-                  known_orientation=True, n_ori=16),
+    "small": dict(
+        aerial_size=128,
+        ground_size=[64, 256],
+        ground_type="panorama",
+        fov_deg=360.0,
+        mpp=0.5,
+        known_orientation=True,
+        n_ori=16,
+    ),
     # VIGOR: 640 px aerial at ~0.11 m/px resized to 512 -> ~0.14 m/px
-    "ccvpe-vigor": dict(aerial_size=512, ground_size=[320, 640], ground_type="panorama", fov_deg=360.0, mpp=0.14,
-                        known_orientation=True, n_ori=20),
-    "ccvpe-kitti": dict(aerial_size=512, ground_size=[256, 1024], ground_type="pinhole", fov_deg=81.4, mpp=0.19583,
-                        known_orientation=False, n_ori=16),
+    "ccvpe-vigor": dict(
+        aerial_size=512,
+        ground_size=[320, 640],
+        ground_type="panorama",
+        fov_deg=360.0,
+        mpp=0.14,
+        known_orientation=True,
+        n_ori=20,
+    ),
+    "ccvpe-kitti": dict(
+        aerial_size=512,
+        ground_size=[256, 1024],
+        ground_type="pinhole",
+        fov_deg=81.4,
+        mpp=0.19583,
+        known_orientation=False,
+        n_ori=16,
+    ),
 }
 _DERIVED = ("levels", "arch", "mean", "std")
 
@@ -49,8 +72,14 @@ def build_model(name: str, **overrides: Any) -> CrossViewModel:
     cfg["aerial_size"] = int(cfg["aerial_size"])
     cfg["fov_deg"], cfg["mpp"] = float(cfg["fov_deg"]), float(cfg["mpp"])
     cfg["known_orientation"] = bool(cfg["known_orientation"])
-    _check(cfg["ground_type"] in ("panorama", "pinhole"), f"{name}: ground_type must be panorama or pinhole, got {cfg['ground_type']!r}")
-    _check(cfg["ground_type"] != "panorama" or cfg["fov_deg"] == 360.0, f"{name}: a panorama has fov_deg 360, got {cfg['fov_deg']}")
+    _check(
+        cfg["ground_type"] in ("panorama", "pinhole"),
+        f"{name}: ground_type must be panorama or pinhole, got {cfg['ground_type']!r}",
+    )
+    _check(
+        cfg["ground_type"] != "panorama" or cfg["fov_deg"] == 360.0,
+        f"{name}: a panorama has fov_deg 360, got {cfg['fov_deg']}",
+    )
     _check(cfg["mpp"] > 0, f"{name}: mpp must be > 0, got {cfg['mpp']}")
     if name == "small":
         model = _build_small(cfg)
@@ -70,7 +99,9 @@ def _build_small(cfg: Dict[str, Any]) -> CrossViewModel:
     if cfg["known_orientation"] and not pano:
         # a north-up patch cannot be matched against a pinhole view without rotating one of them;
         # pinhole models predict orientation, and a known heading is used as a prior when decoding.
-        raise ValueError("small: known_orientation is supported for panoramas only; use known_orientation=False for pinhole")
+        raise ValueError(
+            "small: known_orientation is supported for panoramas only; use known_orientation=False for pinhole"
+        )
     n_ori = 1 if cfg["known_orientation"] else int(cfg["n_ori"])
     _check(n_ori == 1 or 16 % n_ori == 0, f"small: n_ori must divide 16, got {n_ori}")
     cfg["n_ori"] = n_ori

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``small``: the CCVPE coarse-to-fine design on a light BatchNorm CNN, for CPU training in minutes.
 
 Both branches: four stride-2 stages (conv3x3-BN-ReLU x2) and a 1x1 head, total stride 16. The
@@ -5,6 +6,7 @@ aerial head is cut into 2x2 cells, so level 1 has S/32 cells per side; five matc
 up to S/2, then the final S x S logits. The panorama branch pads horizontally with wrap-around.
 BatchNorm is kept on purpose: the adaptation benchmark re-estimates BN statistics as a control.
 """
+
 from __future__ import annotations
 
 from typing import List, Tuple
@@ -47,13 +49,22 @@ class Encoder(nn.Module):
 
 def head_spec(ground_cols: int, ground_rows: int, n_ori: int, orientation: bool) -> HeadSpec:
     if ground_cols > FULL_COLS:
-        raise ValueError(f"small: ground feature width {ground_cols} columns exceeds {FULL_COLS} (ground width > 256 px)")
+        raise ValueError(
+            f"small: ground feature width {ground_cols} columns exceeds {FULL_COLS} (ground width > 256 px)"
+        )
     step = [c * FULL_COLS // n_ori for c in DESC] if n_ori > 1 else [0] * len(DESC)
     return HeadSpec(
-        ground_channels=HEAD, ground_rows=ground_rows, ground_cols=ground_cols,
-        desc_channels=DESC, head_channels=HEAD, sat_desc_dim=FULL_COLS * DESC[0],
-        dec_deconv=(64, 32, 16, 16, 8), dec_conv=tuple(FULL_COLS * c for c in DESC[1:]),
-        skip_channels=STAGES[::-1], n_ori=n_ori, roll_steps=tuple(step),
+        ground_channels=HEAD,
+        ground_rows=ground_rows,
+        ground_cols=ground_cols,
+        desc_channels=DESC,
+        head_channels=HEAD,
+        sat_desc_dim=FULL_COLS * DESC[0],
+        dec_deconv=(64, 32, 16, 16, 8),
+        dec_conv=tuple(FULL_COLS * c for c in DESC[1:]),
+        skip_channels=STAGES[::-1],
+        n_ori=n_ori,
+        roll_steps=tuple(step),
         ori_deconv=(64, 32, 16, 16, 8) if orientation else None,
         ori_conv=(32, 16, 16, 8) if orientation else None,
     )

@@ -1,5 +1,7 @@
+# SPDX-License-Identifier: Apache-2.0
 """Disk cache of fetched tiles: an XYZ folder (``{z}/{x}/{y}.{ext}``, openable as ``xyz:DIR``) plus one
 small JSON side file per tile with its HTTP freshness (expiry epoch seconds, ETag, Last-Modified)."""
+
 from __future__ import annotations
 
 import email.utils
@@ -26,7 +28,9 @@ class CachedTile:
         return time.time() < self.expires
 
 
-def freshness_lifetime(headers: Mapping[str, str], default_ttl_s: float, now: Optional[float] = None) -> Optional[float]:
+def freshness_lifetime(
+    headers: Mapping[str, str], default_ttl_s: float, now: Optional[float] = None
+) -> Optional[float]:
     """Seconds a response may be served from the cache (RFC 9111): Cache-Control max-age (less Age), else
     Expires - Date, else ``default_ttl_s``; 0 for no-cache (store, revalidate each use); None for no-store."""
     now = time.time() if now is None else now
@@ -109,8 +113,12 @@ class DiskTileCache:
 
     @staticmethod
     def _write_meta(path: Path, lifetime: float, headers: Mapping[str, str], old: Optional[CachedTile] = None) -> None:
-        atomic_write_json(path.with_name(path.name + ".json"), {
-            "expires": time.time() + lifetime,
-            "etag": headers.get("ETag") or (old.etag if old else None),
-            "last_modified": headers.get("Last-Modified") or (old.last_modified if old else None),
-        }, durable=False)  # a broken side file reads as stale: revalidated
+        atomic_write_json(
+            path.with_name(path.name + ".json"),
+            {
+                "expires": time.time() + lifetime,
+                "etag": headers.get("ETag") or (old.etag if old else None),
+                "last_modified": headers.get("Last-Modified") or (old.last_modified if old else None),
+            },
+            durable=False,
+        )  # a broken side file reads as stale: revalidated

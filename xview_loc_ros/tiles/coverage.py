@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """Which XYZ tiles cover an area: a lat/lon box, a disc around a position, a path."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +12,9 @@ from xview_loc_ros.geo import MERCATOR_MAX_LAT, LocalENU, ground_resolution, lat
 from xview_loc_ros.tiles.source import TILE_PX, TileKey
 
 
-def tiles_in_bbox(south: float, west: float, north: float, east: float, zoom: int,
-                  max_tiles: Optional[int] = None) -> List[TileKey]:
+def tiles_in_bbox(
+    south: float, west: float, north: float, east: float, zoom: int, max_tiles: Optional[int] = None
+) -> List[TileKey]:
     """XYZ tiles at ``zoom`` covering the box (degrees); ``west > east`` crosses the date line; latitudes
     are clipped to Web Mercator's range. Raises ValueError, before listing them, past ``max_tiles``."""
     if not (-90 <= south < north <= 90):
@@ -27,8 +30,10 @@ def tiles_in_bbox(south: float, west: float, north: float, east: float, zoom: in
     xs = range(x0, x1 + 1) if west < east else [*range(x0, n), *range(0, x1 + 1)]
     count = len(xs) * (y1 - y0 + 1)
     if max_tiles is not None and count > max_tiles:
-        raise ValueError(f"the box S={south} W={west} N={north} E={east} holds {count} tiles at zoom {zoom}, "
-                         f"over the limit of {max_tiles}")
+        raise ValueError(
+            f"the box S={south} W={west} N={north} E={east} holds {count} tiles at zoom {zoom}, "
+            f"over the limit of {max_tiles}"
+        )
     return [(zoom, x, y) for x in xs for y in range(y0, y1 + 1)]
 
 

@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """Typed tile errors: every failure to deliver a tile is one of these, never a black square."""
+
 from __future__ import annotations
 
 

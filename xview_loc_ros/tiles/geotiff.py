@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """A geo-referenced orthophoto (GeoTIFF / COG, any CRS) served as Web Mercator XYZ tiles (rasterio extra)."""
+
 from __future__ import annotations
 
 import math

@@ -1,8 +1,10 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tiles from an HTTP(S) server by URL template, with a disk cache that obeys the server's headers.
 
 Template fields: ``{z}`` ``{x}`` ``{y}`` (XYZ row, north = 0), ``{-y}`` (TMS row), ``{q}`` (Bing quadkey),
 ``{s}`` (a subdomain, chosen per tile from ``subdomains``). Any order works (``.../{z}/{y}/{x}`` for Esri).
 """
+
 from __future__ import annotations
 
 import logging
@@ -107,7 +109,9 @@ class HTTPTileSource(TileSource):
         fields = set(re.findall(r"{([^{}]*)}", template))
         unknown = fields - _FIELDS
         if unknown:
-            raise ValueError(f"tile URL {template!r}: unknown field(s) {sorted(unknown)}; use {{z}} {{x}} {{y}} {{-y}} {{q}} {{s}}")
+            raise ValueError(
+                f"tile URL {template!r}: unknown field(s) {sorted(unknown)}; use {{z}} {{x}} {{y}} {{-y}} {{q}} {{s}}"
+            )
         if not ({"q"} <= fields or {"z", "x"} <= fields and fields & {"y", "-y"}):
             raise ValueError(f"tile URL {template!r} needs {{z}}, {{x}} and {{y}} (or {{-y}}), or {{q}}")
         if "s" in fields and not subdomains:
@@ -125,10 +129,14 @@ class HTTPTileSource(TileSource):
         self.backoff_s = float(backoff_s)
         self.max_bytes = int(max_bytes)
         self.attempt_s = float(sum(timeout_s))
-        self.deadline_s = float(deadline_s) if deadline_s is not None else min(30.0, self.attempt_s * (self.retries + 1))
+        self.deadline_s = (
+            float(deadline_s) if deadline_s is not None else min(30.0, self.attempt_s * (self.retries + 1))
+        )
         self.cache = DiskTileCache(cache_dir, default_ttl_s) if cache_dir is not None else None
         self._session = _OriginSession(headers or {})
-        self._session.headers.update({"User-Agent": USER_AGENT, "Accept": "image/png,image/jpeg,image/webp,image/*;q=0.8"})
+        self._session.headers.update(
+            {"User-Agent": USER_AGENT, "Accept": "image/png,image/jpeg,image/webp,image/*;q=0.8"}
+        )
         self._session.headers.update(dict(headers or {}))
         # Passed with every request: a session-level setting loses to REQUESTS_CA_BUNDLE in requests.
         self._verify = str(ca_bundle) if ca_bundle else True
@@ -189,7 +197,9 @@ class HTTPTileSource(TileSource):
             return decode_tile(cached.path.read_bytes(), f"{where} (cached {cached.path})"), "revalidated"
         tile = decode_tile(resp.body, f"{where} ({self.url_for(z, x, y)})")
         status = "fetched"
-        if self.cache is not None and not self.cache.store(z, x, y, image_kind(resp.body) or "png", resp.body, resp.headers):
+        if self.cache is not None and not self.cache.store(
+            z, x, y, image_kind(resp.body) or "png", resp.body, resp.headers
+        ):
             status = "uncacheable"
         return tile, status
 
@@ -200,19 +210,21 @@ class HTTPTileSource(TileSource):
             try:
                 return self._fetch_once(url, extra_headers, where, min(deadline, time.monotonic() + self.attempt_s))
             except _Retryable as e:
-                delay = e.retry_after_s if e.retry_after_s is not None else self.backoff_s * 2 ** attempt
+                delay = e.retry_after_s if e.retry_after_s is not None else self.backoff_s * 2**attempt
                 delay = min(30.0, delay) * (1.0 + 0.1 * random.random())
                 attempt += 1
                 if attempt > self.retries or time.monotonic() + delay >= deadline:
-                    raise TileFetchError(f"{where}: {url} failed after {attempt} attempt(s) "
-                                         f"(tile deadline {self.deadline_s:g} s): {e}") from None
+                    raise TileFetchError(
+                        f"{where}: {url} failed after {attempt} attempt(s) (tile deadline {self.deadline_s:g} s): {e}"
+                    ) from None
                 time.sleep(delay)
 
     def _fetch_once(self, url: str, extra_headers: Mapping[str, str], where: str, deadline: float) -> _Response:
         started = time.monotonic()
         try:
-            with self._session.get(url, headers=dict(extra_headers), timeout=self.timeout_s,
-                                   stream=True, verify=self._verify) as r:
+            with self._session.get(
+                url, headers=dict(extra_headers), timeout=self.timeout_s, stream=True, verify=self._verify
+            ) as r:
                 if r.status_code == 304:
                     return _Response(304, b"", r.headers)
                 if r.status_code in (204, 404, 410):
@@ -236,8 +248,10 @@ class HTTPTileSource(TileSource):
                     if len(body) > self.max_bytes:
                         raise TileFetchError(f"{where}: {url} sent over the {self.max_bytes}-byte limit")
                     if time.monotonic() > deadline:
-                        raise _Retryable(f"body not complete within the {deadline - started:.3g} s deadline "
-                                         f"({len(body)} bytes received)")
+                        raise _Retryable(
+                            f"body not complete within the {deadline - started:.3g} s deadline "
+                            f"({len(body)} bytes received)"
+                        )
                 if length is not None and length.isdigit() and len(body) != int(length):
                     raise _Retryable(f"truncated body ({len(body)} of {length} bytes)")
                 return _Response(200, bytes(body), r.headers)

@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """Local tile archives: XYZ/TMS folders, MBTiles 1.3 (SQLite) and PMTiles v3 files."""
+
 from __future__ import annotations
 
 import gzip
@@ -72,10 +74,14 @@ class MBTilesSource(TileSource):
 
     def _load(self, z: int, x: int, y: int) -> Tile:
         try:
-            row = self._db().execute(
-                "SELECT tile_data FROM tiles WHERE zoom_level=? AND tile_column=? AND tile_row=?",
-                (z, x, xyz_to_tms_row(y, z)),
-            ).fetchone()
+            row = (
+                self._db()
+                .execute(
+                    "SELECT tile_data FROM tiles WHERE zoom_level=? AND tile_column=? AND tile_row=?",
+                    (z, x, xyz_to_tms_row(y, z)),
+                )
+                .fetchone()
+            )
         except sqlite3.DatabaseError as e:  # pages damaged after opening ("database disk image is malformed")
             raise TileDecodeError(f"{self._where(z, x, y)}: damaged archive: {e}") from None
         if row is None:
@@ -99,7 +105,9 @@ class PMTilesSource(TileSource):
             from pmtiles.reader import MmapSource, Reader
             from pmtiles.tile import Compression, TileType
         except ImportError:  # pragma: no cover - optional extra
-            raise ValueError("pmtiles: sources need the 'pmtiles' package (pip install 'xview_loc_ros[pmtiles]')") from None
+            raise ValueError(
+                "pmtiles: sources need the 'pmtiles' package (pip install 'xview_loc_ros[pmtiles]')"
+            ) from None
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"PMTiles file {self.path} does not exist")
@@ -115,7 +123,9 @@ class PMTilesSource(TileSource):
             raise ValueError(f"{self.path}: PMTiles tile type {header['tile_type'].name} is not raster imagery")
         if header["tile_compression"] not in (Compression.NONE, Compression.UNKNOWN, Compression.GZIP):
             self._file.close()
-            raise ValueError(f"{self.path}: PMTiles tile compression {header['tile_compression'].name} is not supported")
+            raise ValueError(
+                f"{self.path}: PMTiles tile compression {header['tile_compression'].name} is not supported"
+            )
         self._gzip = header["tile_compression"] == Compression.GZIP
         self.min_zoom, self.max_zoom = int(header["min_zoom"]), int(header["max_zoom"])
 
@@ -124,7 +134,9 @@ class PMTilesSource(TileSource):
             data: Optional[bytes] = self._reader.get(z, x, y)
         except Exception as e:  # noqa: BLE001 - pmtiles parses the (untrusted) directories with whatever
             # their bytes make it hit: BadGzipFile, IndexError, struct.error, ValueError...
-            raise TileDecodeError(f"{self._where(z, x, y)}: damaged archive directory: {type(e).__name__}: {e}") from None
+            raise TileDecodeError(
+                f"{self._where(z, x, y)}: damaged archive directory: {type(e).__name__}: {e}"
+            ) from None
         if data is None:
             raise TileNotFound(f"{self._where(z, x, y)}: not in the archive")
         if self._gzip:

@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """North-up aerial patches at exact metres per pixel, resampled from a Web Mercator tile mosaic."""
+
 from __future__ import annotations
 
 import logging
@@ -54,7 +56,7 @@ def _expand(grid: np.ndarray, step_px: int, size: int) -> np.ndarray:
     n = grid.shape[0]
     full = cv2.resize(grid, (n * step_px, n * step_px), interpolation=cv2.INTER_LINEAR)
     off = step_px // 2
-    return full[off:off + size, off:off + size]
+    return full[off : off + size, off : off + size]
 
 
 class AerialPatchBuilder:
@@ -75,8 +77,15 @@ class AerialPatchBuilder:
     holes reported in ``missing_fraction`` instead of raising their TileError.
     """
 
-    def __init__(self, source: TileSource, size_px: int, mpp: float, zoom: Optional[int] = None,
-                 allow_missing: bool = False, control_points: int = 9) -> None:
+    def __init__(
+        self,
+        source: TileSource,
+        size_px: int,
+        mpp: float,
+        zoom: Optional[int] = None,
+        allow_missing: bool = False,
+        control_points: int = 9,
+    ) -> None:
         if int(size_px) != size_px or size_px < 1:
             raise ValueError(f"patch size must be a positive integer of pixels, got {size_px!r}")
         if not (isinstance(mpp, (int, float)) and math.isfinite(mpp) and mpp > 0):
@@ -164,12 +173,16 @@ class AerialPatchBuilder:
             missing = float(1.0 - ok.mean())
             if missing > 0.0:
                 if not self.allow_missing:
-                    raise TileNotFound(f"{missing:.1%} of the {self.size_px}-px patch at {lat:.7f},{lon:.7f} "
-                                       f"(zoom {zoom}) has no imagery in {self.source.spec}")
+                    raise TileNotFound(
+                        f"{missing:.1%} of the {self.size_px}-px patch at {lat:.7f},{lon:.7f} "
+                        f"(zoom {zoom}) has no imagery in {self.source.spec}"
+                    )
                 image[~ok] = 0
         return AerialPatch(image, georef, missing, zoom)
 
-    def _mosaic_for(self, rng: Tuple[int, int, int, int, int], georef: PatchGeoref) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    def _mosaic_for(
+        self, rng: Tuple[int, int, int, int, int], georef: PatchGeoref
+    ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """Mosaic (and validity mask, None when complete) of tiles x0..x1, y0..y1 at zoom; reused while
         consecutive patches fall inside the previous complete mosaic."""
         zoom, x0, y0, x1, y1 = rng
@@ -177,12 +190,16 @@ class AerialPatchBuilder:
             if self._mosaic is not None:
                 (cz, cx0, cy0, cx1, cy1), cached = self._mosaic
                 if cz == zoom and cx0 <= x0 and cy0 <= y0 and x1 <= cx1 and y1 <= cy1:
-                    sub = cached[(y0 - cy0) * TILE_PX:(y1 - cy0 + 1) * TILE_PX, (x0 - cx0) * TILE_PX:(x1 - cx0 + 1) * TILE_PX]
+                    sub = cached[
+                        (y0 - cy0) * TILE_PX : (y1 - cy0 + 1) * TILE_PX, (x0 - cx0) * TILE_PX : (x1 - cx0 + 1) * TILE_PX
+                    ]
                     return sub, None
         count = (x1 - x0 + 1) * (y1 - y0 + 1)
         if count > MAX_MOSAIC_TILES:
-            raise ValueError(f"a {self.size_px}-px patch at {self.mpp} m/px needs {count} tiles at zoom {zoom} "
-                             f"(limit {MAX_MOSAIC_TILES}): choose a coarser zoom")
+            raise ValueError(
+                f"a {self.size_px}-px patch at {self.mpp} m/px needs {count} tiles at zoom {zoom} "
+                f"(limit {MAX_MOSAIC_TILES}): choose a coarser zoom"
+            )
         n = 1 << zoom
         keys = {(x, y): (zoom, x % n, y) for y in range(y0, y1 + 1) for x in range(x0, x1 + 1) if 0 <= y < n}
         tiles = self.source.get_tiles(keys.values())
@@ -190,9 +207,17 @@ class AerialPatchBuilder:
         valid: Optional[np.ndarray] = None
         for y in range(y0, y1 + 1):
             for x in range(x0, x1 + 1):
-                sl = (slice((y - y0) * TILE_PX, (y - y0 + 1) * TILE_PX), slice((x - x0) * TILE_PX, (x - x0 + 1) * TILE_PX))
-                tile = tiles.get(keys.get((x, y))) if (x, y) in keys else TileNotFound(
-                    f"tile row {y} is outside Web Mercator at zoom {zoom} (patch at {georef.center_lat:.7f},{georef.center_lon:.7f})")
+                sl = (
+                    slice((y - y0) * TILE_PX, (y - y0 + 1) * TILE_PX),
+                    slice((x - x0) * TILE_PX, (x - x0 + 1) * TILE_PX),
+                )
+                tile = (
+                    tiles.get(keys.get((x, y)))
+                    if (x, y) in keys
+                    else TileNotFound(
+                        f"tile row {y} is outside Web Mercator at zoom {zoom} (patch at {georef.center_lat:.7f},{georef.center_lon:.7f})"
+                    )
+                )
                 if isinstance(tile, Tile):
                     mosaic[sl] = tile.rgb
                     if tile.valid is None:
@@ -212,8 +237,9 @@ class AerialPatchBuilder:
         return mosaic, valid
 
     # -- prefetch ------------------------------------------------------------------------------------
-    def prefetch(self, points: Sequence[Tuple[float, float]] | Iterable[Tuple[float, float]],
-                 radius_m: Optional[float] = None) -> "Future[PrefetchSummary]":
+    def prefetch(
+        self, points: Sequence[Tuple[float, float]] | Iterable[Tuple[float, float]], radius_m: Optional[float] = None
+    ) -> "Future[PrefetchSummary]":
         """Load, in a background thread, the tiles within ``radius_m`` metres (default: one patch width)
         of each (lat, lon) point and of the path between consecutive points. HTTP sources fill their
         disk cache; every source warms its in-memory LRU (up to its capacity). Errors are counted, not

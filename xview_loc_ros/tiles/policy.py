@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """Providers whose terms forbid bulk pre-downloading of tiles (see README "Aerial tiles")."""
+
 from __future__ import annotations
 
 from typing import Optional

@@ -1,8 +1,10 @@
+# SPDX-License-Identifier: Apache-2.0
 """The tile-source interface: ``get_tile(z, x, y)`` in XYZ addressing -> RGB uint8 (256, 256, 3).
 
 Sources differ only in how they read one tile's bytes (``_load``); decoding, validation, the
 in-memory LRU of decoded tiles and concurrent loading of the tiles one patch needs live here.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,13 +1,15 @@
+# SPDX-License-Identifier: Apache-2.0
 """``open_tile_source(spec)``: one string names any tile source."""
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
-from xview_loc_ros.tiles.source import TileSource
 from xview_loc_ros.tiles.geotiff import GeoTIFFSource
 from xview_loc_ros.tiles.http import HTTPTileSource
 from xview_loc_ros.tiles.local import FolderTileSource, MBTilesSource, PMTilesSource
+from xview_loc_ros.tiles.source import TileSource
 
 SPEC_HELP = (
     "xyz:DIR ({z}/{x}/{y}.png|jpg|webp folder), tms:DIR (rows from the south), mbtiles:FILE, pmtiles:FILE, "

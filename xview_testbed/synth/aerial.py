@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """Aerial ortho renderer: top-down colours with sun shading, cast shadows, grading, blur and noise."""
+
 from __future__ import annotations
 
 import cv2
@@ -22,7 +24,7 @@ def render_ortho(world: World, appearance: dict, seed: int = 0) -> np.ndarray:
     # clamp the steps at walls so a facade edge does not read as a steep slope from above
     dh_de, dh_dn = np.clip(dh_de, -1.5, 1.5), np.clip(dh_dn, -1.5, 1.5)
     s = sun_vector(appearance)
-    cos_i = (-dh_de * s[0] - dh_dn * s[1] + s[2]) / np.sqrt(dh_de ** 2 + dh_dn ** 2 + 1)
+    cos_i = (-dh_de * s[0] - dh_dn * s[1] + s[2]) / np.sqrt(dh_de**2 + dh_dn**2 + 1)
     lit = np.clip((h + 0.3 - world.caster) / 0.6, 0.0, 1.0)
     lit = cv2.GaussianBlur(lit, (0, 0), 0.6 / res)  # penumbra
     img = shade(world.albedo, cos_i, lit, appearance) / 255.0

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Procedural city generation: style + seed -> :class:`World` raster (roads, buildings, trees, objects).
 
 Steps: a road graph (jittered, optionally curved grid; irregular for ``organic``), rasterised roads,
@@ -5,6 +6,7 @@ sidewalks, markings, plazas and roundabouts; parcels (Voronoi of lot seeds) hold
 buildings set back from the road; heights, flat or pitched roofs, rooftop units; trees; parked
 cars and yard containers; a water basin; ground textures; facade attributes; sun shadows.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,10 +18,18 @@ import numpy as np
 from xview_testbed.synth.world import BUILDING, DIRT, GRASS, MARKING, OBJECT, ROAD, SIDEWALK, TREE, WATER, Road, World
 
 _SHIFT = 4  # cv2 drawing sub-pixel bits
-_SEASON_TREE = {"spring": ([120, 170, 70], 0.25), "summer": ([0, 0, 0], 0.0), "autumn": ([185, 110, 40], 0.55),
-                "winter": ([115, 100, 85], 0.75)}
-_SEASON_GRASS = {"spring": ([110, 160, 70], 0.2), "summer": ([0, 0, 0], 0.0), "autumn": ([150, 135, 75], 0.35),
-                 "winter": ([150, 145, 125], 0.6)}
+_SEASON_TREE = {
+    "spring": ([120, 170, 70], 0.25),
+    "summer": ([0, 0, 0], 0.0),
+    "autumn": ([185, 110, 40], 0.55),
+    "winter": ([115, 100, 85], 0.75),
+}
+_SEASON_GRASS = {
+    "spring": ([110, 160, 70], 0.2),
+    "summer": ([0, 0, 0], 0.0),
+    "autumn": ([150, 135, 75], 0.35),
+    "winter": ([150, 145, 125], 0.6),
+}
 
 
 def value_noise(shape: Tuple[int, int], rng: np.random.Generator, scale_px: float, octaves: int = 3) -> np.ndarray:
@@ -28,7 +38,7 @@ def value_noise(shape: Tuple[int, int], rng: np.random.Generator, scale_px: floa
     out = np.zeros(shape, np.float32)
     amp, total = 1.0, 0.0
     for o in range(octaves):
-        s = max(scale_px / (2 ** o), 1.0)
+        s = max(scale_px / (2**o), 1.0)
         gh, gw = max(2, int(math.ceil(h / s)) + 1), max(2, int(math.ceil(w / s)) + 1)
         g = rng.random((gh, gw), dtype=np.float32) * 2 - 1
         out += amp * cv2.resize(g, (w, h), interpolation=cv2.INTER_CUBIC)
@@ -54,10 +64,12 @@ def _bezier(p0: np.ndarray, p1: np.ndarray, bend: float, n: int = 12) -> np.ndar
     perp = np.array([-d[1], d[0]])
     ctrl = (p0 + p1) / 2 + perp * bend
     t = np.linspace(0, 1, n)[:, None]
-    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * ctrl + t ** 2 * p1
+    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * ctrl + t**2 * p1
 
 
-def road_graph(layout: dict, size_m: float, rng: np.random.Generator) -> Tuple[List[Road], List[Tuple[np.ndarray, int]], float]:
+def road_graph(
+    layout: dict, size_m: float, rng: np.random.Generator
+) -> Tuple[List[Road], List[Tuple[np.ndarray, int]], float]:
     """Road centrelines (ENU metres) covering the square city of side ``size_m``; also the nodes with their
     degree and the grid angle (radians, counter-clockwise from east)."""
     reach = size_m * 0.75
@@ -68,10 +80,16 @@ def road_graph(layout: dict, size_m: float, rng: np.random.Generator) -> Tuple[L
             pos.append(pos[-1] + _uniform(rng, layout["block_size_m"]))
         lines.append(np.array(pos))
     us, vs = lines
-    width_u = np.where(rng.random(len(us)) < layout["avenue_prob"], _uniform(rng, layout["avenue_width_m"], len(us)),
-                       _uniform(rng, layout["road_width_m"], len(us)))
-    width_v = np.where(rng.random(len(vs)) < layout["avenue_prob"], _uniform(rng, layout["avenue_width_m"], len(vs)),
-                       _uniform(rng, layout["road_width_m"], len(vs)))
+    width_u = np.where(
+        rng.random(len(us)) < layout["avenue_prob"],
+        _uniform(rng, layout["avenue_width_m"], len(us)),
+        _uniform(rng, layout["road_width_m"], len(us)),
+    )
+    width_v = np.where(
+        rng.random(len(vs)) < layout["avenue_prob"],
+        _uniform(rng, layout["avenue_width_m"], len(vs)),
+        _uniform(rng, layout["road_width_m"], len(vs)),
+    )
     block = float(np.mean(layout["block_size_m"]))
     gu, gv = np.meshgrid(us, vs, indexing="ij")
     pts = np.stack([gu, gv], -1) + rng.normal(0, layout["jitter"] * block * 0.6, gu.shape + (2,))
@@ -116,9 +134,13 @@ def _circle(img: np.ndarray, world_n: int, res: float, c: np.ndarray, r_m: float
     cv2.circle(img, (int(p[0]), int(p[1])), int(round(r_m / res * (1 << _SHIFT))), value, -1, cv2.LINE_8, _SHIFT)
 
 
-def _rect(img: np.ndarray, world_n: int, res: float, c: np.ndarray, axis: np.ndarray, length: float, width: float, value) -> None:
+def _rect(
+    img: np.ndarray, world_n: int, res: float, c: np.ndarray, axis: np.ndarray, length: float, width: float, value
+) -> None:
     perp = np.array([-axis[1], axis[0]])
-    corners = np.array([c + sa * axis * length / 2 + sb * perp * width / 2 for sa, sb in ((1, 1), (1, -1), (-1, -1), (-1, 1))])
+    corners = np.array(
+        [c + sa * axis * length / 2 + sb * perp * width / 2 for sa, sb in ((1, 1), (1, -1), (-1, -1), (-1, 1))]
+    )
     cv2.fillPoly(img, [_to_px(world_n, res, corners)], value, cv2.LINE_8, _SHIFT)
 
 
@@ -184,7 +206,7 @@ def generate_world(style: dict, seed: int, size_m: float = 1000.0, res_m: float 
         keep = slice(int(r.width_m), max(int(r.width_m), len(pts) - int(r.width_m)))
         pts = pts[keep]
         for k in range(0, len(pts) - 3, 9):  # 3 m dash, 6 m gap
-            _polyline(marking, n, res, pts[k:k + 4], 0.15, 1)
+            _polyline(marking, n, res, pts[k : k + 4], 0.15, 1)
     cls[paved > 0] = SIDEWALK
     cls[road > 0] = ROAD
     cls[(marking > 0) & (road > 0)] = MARKING
@@ -228,7 +250,9 @@ def generate_world(style: dict, seed: int, size_m: float = 1000.0, res_m: float 
     setback = np.concatenate([[0.0], _uniform(rng, L["setback_m"], nb)])
     nvec = np.stack([gx_img[srow, scol], -gy_img[srow, scol]], -1)  # ENU, away from the nearest road
     nlen = np.hypot(nvec[:, 0], nvec[:, 1])
-    axis = np.where(nlen[:, None] > 1e-6, np.stack([nvec[:, 1], -nvec[:, 0]], -1) / np.maximum(nlen, 1e-6)[:, None], [1.0, 0.0])
+    axis = np.where(
+        nlen[:, None] > 1e-6, np.stack([nvec[:, 1], -nvec[:, 0]], -1) / np.maximum(nlen, 1e-6)[:, None], [1.0, 0.0]
+    )
     # each parcel holds one rectangle (along-road x depth) centred on its seed, clipped to the parcel
     rr, cc = np.nonzero(buildable & (parcel > 0))
     k = parcel[rr, cc] - 1
@@ -242,8 +266,11 @@ def generate_world(style: dict, seed: int, size_m: float = 1000.0, res_m: float 
     bid = np.where(bmask, parcel, 0).astype(np.int32)
 
     r_c = np.hypot(sx, sy)
-    hgt = _uniform(rng, [0, 1], nb) ** G["height_skew"] * (G["building_height_m"][1] - G["building_height_m"][0]) + G["building_height_m"][0]
-    hgt *= 1 + G["center_boost"] * np.exp(-(r_c / (0.3 * size_m)) ** 2)
+    hgt = (
+        _uniform(rng, [0, 1], nb) ** G["height_skew"] * (G["building_height_m"][1] - G["building_height_m"][0])
+        + G["building_height_m"][0]
+    )
+    hgt *= 1 + G["center_boost"] * np.exp(-((r_c / (0.3 * size_m)) ** 2))
     eave = np.concatenate([[0.0], hgt]).astype(np.float32)
     pitched = np.concatenate([[False], rng.random(nb) < G["pitched_roof_prob"]])
     height = eave[bid]
@@ -255,18 +282,35 @@ def generate_world(style: dict, seed: int, size_m: float = 1000.0, res_m: float 
     roof_pal = np.asarray(A["roof_palette"], np.float32)
     roof_rgb = roof_pal[rng.integers(0, len(roof_pal), nb + 1)] * rng.uniform(0.85, 1.12, (nb + 1, 1))
     fac_pal = np.asarray(A["facade_palette"], np.float32)
-    facade_rgb = np.clip(fac_pal[rng.integers(0, len(fac_pal), nb + 1)] * rng.uniform(0.88, 1.1, (nb + 1, 1)), 0, 255).astype(np.uint8)
+    facade_rgb = np.clip(
+        fac_pal[rng.integers(0, len(fac_pal), nb + 1)] * rng.uniform(0.88, 1.1, (nb + 1, 1)), 0, 255
+    ).astype(np.uint8)
     floor_h = _uniform(rng, G["floor_height_m"], nb + 1)
-    facade = np.stack([floor_h, floor_h * rng.uniform(0.8, 1.3, nb + 1), _uniform(rng, A["window_fraction"], nb + 1), eave], -1).astype(np.float32)
+    facade = np.stack(
+        [floor_h, floor_h * rng.uniform(0.8, 1.3, nb + 1), _uniform(rng, A["window_fraction"], nb + 1), eave], -1
+    ).astype(np.float32)
 
     # --- ground textures, roofs ------------------------------------------------------------------
     tex = A["texture"]
     coarse = value_noise((n, n), rng, 40.0 / res)
     fine = rng.normal(0, 1, (n, n)).astype(np.float32)
     albedo = np.zeros((n, n, 3), np.float32)
-    colours = {GRASS: _season(A["grass_rgb"], A["season"], _SEASON_GRASS), ROAD: A["road_rgb"], MARKING: A["marking_rgb"],
-               SIDEWALK: A["sidewalk_rgb"], DIRT: A["dirt_rgb"], WATER: A["water_rgb"]}
-    grain = {GRASS: (0.25, 0.10), ROAD: (0.10, 0.06), MARKING: (0.02, 0.03), SIDEWALK: (0.06, 0.05), DIRT: (0.2, 0.08), WATER: (0.08, 0.02)}
+    colours = {
+        GRASS: _season(A["grass_rgb"], A["season"], _SEASON_GRASS),
+        ROAD: A["road_rgb"],
+        MARKING: A["marking_rgb"],
+        SIDEWALK: A["sidewalk_rgb"],
+        DIRT: A["dirt_rgb"],
+        WATER: A["water_rgb"],
+    }
+    grain = {
+        GRASS: (0.25, 0.10),
+        ROAD: (0.10, 0.06),
+        MARKING: (0.02, 0.03),
+        SIDEWALK: (0.06, 0.05),
+        DIRT: (0.2, 0.08),
+        WATER: (0.08, 0.02),
+    }
     for c, rgb in colours.items():
         m = cls == c
         k_coarse, k_fine = grain[c]
@@ -291,8 +335,19 @@ def generate_world(style: dict, seed: int, size_m: float = 1000.0, res_m: float 
     normal = np.where(solid_obj[..., None], normal, 0)
     normal = np.round(normal * 127).astype(np.int8)
     caster = sun_caster(height, res, A["sun_azimuth_deg"], A["sun_elevation_deg"])
-    return World(res_m=res, height=height, cls=cls, albedo=np.clip(albedo, 0, 255).astype(np.uint8), building=bid,
-                 normal=normal, caster=caster, facade_rgb=facade_rgb, facade=facade, crown_base=crown_base, roads=roads)
+    return World(
+        res_m=res,
+        height=height,
+        cls=cls,
+        albedo=np.clip(albedo, 0, 255).astype(np.uint8),
+        building=bid,
+        normal=normal,
+        caster=caster,
+        facade_rgb=facade_rgb,
+        facade=facade,
+        crown_base=crown_base,
+        roads=roads,
+    )
 
 
 def _rooftop_units(height, albedo, bid, bmask, pitched, inside, G, n, res, rng) -> None:
@@ -396,7 +451,7 @@ def _trees(height, crown_base, albedo, cls, roads, L, G, A, n, res, rng, dist_ro
         # crown: a dome from base0 to top with a flattish underside, over a trunk (ground rays pass beneath)
         base0 = min(max(2.4, 0.3 * top), top - 1.0)
         mid, half_h = (top + base0) / 2, (top - base0) / 2
-        dome = np.sqrt(np.clip(1 - d ** 2, 0, 1))
+        dome = np.sqrt(np.clip(1 - d**2, 0, 1))
         h_tree = mid + half_h * dome
         take = inside & (h_tree > height[r0:r1, c0:c1])
         if not take.any():

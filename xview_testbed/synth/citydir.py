@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The city folder: build it (world raster, ortho tile pyramid, metadata, preview) and load it back.
 
 Layout::
@@ -8,6 +9,7 @@ Layout::
     DIR/tiles.mbtiles    the same tiles, MBTiles 1.3 (TMS rows)
     DIR/preview.png      the ortho, reduced to at most 1024 px
 """
+
 from __future__ import annotations
 
 import json
@@ -72,7 +74,9 @@ def load_city(path: str | os.PathLike) -> City:
     root = Path(path)
     meta_path = root / "city.json"
     if not meta_path.is_file():
-        raise FileNotFoundError(f"{root}: not a synthetic city folder (no city.json); build one with `xview-loc synth city`")
+        raise FileNotFoundError(
+            f"{root}: not a synthetic city folder (no city.json); build one with `xview-loc synth city`"
+        )
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as e:
@@ -85,9 +89,19 @@ def load_city(path: str | os.PathLike) -> City:
     return City(root, meta)
 
 
-def build_city(style: Style, seed: int, out_dir: str | os.PathLike, lat: float = DEFAULT_LAT, lon: float = DEFAULT_LON,
-               size_m: float = 1000.0, zooms: Sequence[int] = DEFAULT_ZOOMS, res_m: float = 0.25,
-               style_name: str = "", overwrite: bool = False, jobs: int = 2) -> Path:
+def build_city(
+    style: Style,
+    seed: int,
+    out_dir: str | os.PathLike,
+    lat: float = DEFAULT_LAT,
+    lon: float = DEFAULT_LON,
+    size_m: float = 1000.0,
+    zooms: Sequence[int] = DEFAULT_ZOOMS,
+    res_m: float = 0.25,
+    style_name: str = "",
+    overwrite: bool = False,
+    jobs: int = 2,
+) -> Path:
     """Generate a city of side ``size_m`` metres centred on (``lat``, ``lon``) degrees and write its folder.
 
     The folder is built under ``<out>.partial`` and renamed into place, so a killed run leaves no
@@ -105,8 +119,18 @@ def build_city(style: Style, seed: int, out_dir: str | os.PathLike, lat: float =
         return _build_city_locked(style, seed, out, float(lat), float(lon), size_m, zooms, res_m, style_name, jobs)
 
 
-def _build_city_locked(style: Style, seed: int, out: Path, lat: float, lon: float, size_m: float, zooms: List[int],
-                       res_m: float, style_name: str, jobs: int) -> Path:
+def _build_city_locked(
+    style: Style,
+    seed: int,
+    out: Path,
+    lat: float,
+    lon: float,
+    size_m: float,
+    zooms: List[int],
+    res_m: float,
+    style_name: str,
+    jobs: int,
+) -> Path:
     frame = LocalENU(lat, lon, 0.0)
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
@@ -121,8 +145,16 @@ def _build_city_locked(style: Style, seed: int, out: Path, lat: float, lon: floa
         ortho = render_ortho(world, style["appearance"], seed=seed)
         timings["ortho_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        counts = export_pyramid(ortho, world.res_m, frame, zooms, tmp / "tiles", tmp / "tiles.mbtiles",
-                                name=f"synthetic {style_name or 'city'} seed {seed}", jobs=jobs)
+        counts = export_pyramid(
+            ortho,
+            world.res_m,
+            frame,
+            zooms,
+            tmp / "tiles",
+            tmp / "tiles.mbtiles",
+            name=f"synthetic {style_name or 'city'} seed {seed}",
+            jobs=jobs,
+        )
         timings["tiles_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         world.save(tmp / "world.npz")
@@ -135,13 +167,26 @@ def _build_city_locked(style: Style, seed: int, out: Path, lat: float, lon: floa
         atomic_write_bytes(tmp / "preview.png", buf.tobytes())
         s, w, n, e = city_bbox(frame, world.size_m)
         meta = {
-            "format_version": CITY_FORMAT_VERSION, "generator": "xview_testbed.synth",
-            "style_name": style_name, "seed": int(seed), "lat": float(lat), "lon": float(lon), "h0": 0.0,
-            "frame": "map: ENU metres, origin at (lat, lon, h0)", "size_m": world.size_m, "res_m": world.res_m,
-            "zooms": zooms, "tiles_per_zoom": {str(k): v for k, v in counts.items()}, "bbox": [s, w, n, e],
-            "tiles": "tiles", "mbtiles": "tiles.mbtiles", "world": "world.npz", "preview": "preview.png",
+            "format_version": CITY_FORMAT_VERSION,
+            "generator": "xview_testbed.synth",
+            "style_name": style_name,
+            "seed": int(seed),
+            "lat": float(lat),
+            "lon": float(lon),
+            "h0": 0.0,
+            "frame": "map: ENU metres, origin at (lat, lon, h0)",
+            "size_m": world.size_m,
+            "res_m": world.res_m,
+            "zooms": zooms,
+            "tiles_per_zoom": {str(k): v for k, v in counts.items()},
+            "bbox": [s, w, n, e],
+            "tiles": "tiles",
+            "mbtiles": "tiles.mbtiles",
+            "world": "world.npz",
+            "preview": "preview.png",
             "build_seconds": {k: round(v, 3) for k, v in timings.items()},
-            "style": style, "roads": [r.to_dict() for r in world.roads],
+            "style": style,
+            "roads": [r.to_dict() for r in world.roads],
         }
         atomic_write_json(tmp / "city.json", meta)
     except BaseException:  # a refused option or an interrupt leaves no empty or partial <out>.partial behind
@@ -169,4 +214,3 @@ def parse_zooms(text: str) -> list:
     if not zooms or min(zooms) < 0 or max(zooms) > 23:
         raise ValueError(f"--zooms must name zooms within 0..23, got {text!r}")
     return sorted(zooms)
-

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Drives through a synthetic city, recorded as a real rosbag2 (MCAP or SQLite 3) with standard messages.
 
 Topics (all stamped with the camera exposure time of each frame, strictly increasing):
@@ -12,6 +13,7 @@ Topics (all stamped with the camera exposure time of each frame, strictly increa
 * ``/ground_truth/fix`` NavSatFix and ``/ground_truth/pose`` geometry_msgs/PoseStamped in ``map``
   (ENU at the city datum of city.json): the true camera position and heading.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,7 +41,7 @@ TOPICS = {
     "gt_fix": ("/ground_truth/fix", "sensor_msgs/msg/NavSatFix"),
     "gt_pose": ("/ground_truth/pose", "geometry_msgs/msg/PoseStamped"),
 }
-START_STAMP_NS = 1_750_000_000 * 10 ** 9
+START_STAMP_NS = 1_750_000_000 * 10**9
 
 
 # ---------------------------------------------------------------------------------------------
@@ -49,7 +51,9 @@ def _key(p: np.ndarray) -> Tuple[float, float]:
     return (round(float(p[0]), 2), round(float(p[1]), 2))
 
 
-def plan_route(roads: List[Road], length_m: float, rng: np.random.Generator, inner_half_m: float) -> Tuple[np.ndarray, np.ndarray]:
+def plan_route(
+    roads: List[Road], length_m: float, rng: np.random.Generator, inner_half_m: float
+) -> Tuple[np.ndarray, np.ndarray]:
     """A random walk along the road graph, ``length_m`` long, staying within +-``inner_half_m`` of the
     centre where it can (U-turn at dead ends and the edge). Returns centreline points every 0.5 m (M, 2)
     and the road width at each."""
@@ -86,7 +90,9 @@ def plan_route(roads: List[Road], length_m: float, rng: np.random.Generator, inn
     return np.stack([np.interp(q, s, pts[:, 0]), np.interp(q, s, pts[:, 1])], -1), np.interp(q, s, w)
 
 
-def vehicle_track(route: np.ndarray, widths: np.ndarray, speed_mps: float, rate_hz: float, frames: int) -> Tuple[np.ndarray, np.ndarray]:
+def vehicle_track(
+    route: np.ndarray, widths: np.ndarray, speed_mps: float, rate_hz: float, frames: int
+) -> Tuple[np.ndarray, np.ndarray]:
     """Positions (frames, 2) ENU metres and compass headings (frames,) degrees of a vehicle driving the
     right-hand lane of ``route`` (0.5 m spacing) at ``speed_mps``, sampled at ``rate_hz``."""
     k = 9  # smooth corners over about 4 m
@@ -120,15 +126,22 @@ class _Msgs:
         self.T = typestore.types
 
     def header(self, stamp_ns: int, frame: str):
-        return self.T["std_msgs/msg/Header"](stamp=self.T["builtin_interfaces/msg/Time"](sec=stamp_ns // 10 ** 9, nanosec=stamp_ns % 10 ** 9), frame_id=frame)
+        return self.T["std_msgs/msg/Header"](
+            stamp=self.T["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id=frame
+        )
 
     def fix(self, stamp_ns: int, frame: str, lat: float, lon: float, alt: float, var_m2: float, cov_type: int):
         S = self.T["sensor_msgs/msg/NavSatStatus"]
         cov = np.diag([var_m2, var_m2, 4 * var_m2]).ravel().astype(np.float64)
         return self.T["sensor_msgs/msg/NavSatFix"](
-            header=self.header(stamp_ns, frame), status=S(status=S.STATUS_FIX, service=S.SERVICE_GPS),
-            latitude=float(lat), longitude=float(lon), altitude=float(alt), position_covariance=cov,
-            position_covariance_type=cov_type)
+            header=self.header(stamp_ns, frame),
+            status=S(status=S.STATUS_FIX, service=S.SERVICE_GPS),
+            latitude=float(lat),
+            longitude=float(lon),
+            altitude=float(alt),
+            position_covariance=cov,
+            position_covariance_type=cov_type,
+        )
 
     def imu(self, stamp_ns: int, yaw: float, yaw_var: float, yaw_rate: float, acc: Tuple[float, float, float]):
         q = quaternion_from_yaw(yaw)
@@ -139,18 +152,28 @@ class _Msgs:
             angular_velocity=self.T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=float(yaw_rate)),
             angular_velocity_covariance=np.diag([1e-4] * 3).ravel().astype(np.float64),
             linear_acceleration=self.T["geometry_msgs/msg/Vector3"](x=float(acc[0]), y=float(acc[1]), z=float(acc[2])),
-            linear_acceleration_covariance=np.diag([1e-2] * 3).ravel().astype(np.float64))
+            linear_acceleration_covariance=np.diag([1e-2] * 3).ravel().astype(np.float64),
+        )
 
     def jpeg(self, stamp_ns: int, frame: str, rgb: np.ndarray, quality: int):
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
             raise OSError("JPEG encoding failed")
-        return self.T["sensor_msgs/msg/CompressedImage"](header=self.header(stamp_ns, frame), format="jpeg", data=buf.ravel())
+        return self.T["sensor_msgs/msg/CompressedImage"](
+            header=self.header(stamp_ns, frame), format="jpeg", data=buf.ravel()
+        )
 
     def raw(self, stamp_ns: int, frame: str, rgb: np.ndarray):
         h, w = rgb.shape[:2]
-        return self.T["sensor_msgs/msg/Image"](header=self.header(stamp_ns, frame), height=h, width=w, encoding="rgb8",
-                                               is_bigendian=0, step=w * 3, data=np.ascontiguousarray(rgb).ravel())
+        return self.T["sensor_msgs/msg/Image"](
+            header=self.header(stamp_ns, frame),
+            height=h,
+            width=w,
+            encoding="rgb8",
+            is_bigendian=0,
+            step=w * 3,
+            data=np.ascontiguousarray(rgb).ravel(),
+        )
 
     def info(self, stamp_ns: int, cam: GroundCamera):
         fx, fy, cx, cy = cam.intrinsics()
@@ -158,23 +181,47 @@ class _Msgs:
         k = np.array([fx, 0, cx, 0, fy, cy, 0, 0, 1], np.float64)
         p = np.array([fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0], np.float64)
         return self.T["sensor_msgs/msg/CameraInfo"](
-            header=self.header(stamp_ns, "camera_optical"), height=h, width=w, distortion_model="plumb_bob",
-            d=np.zeros(5, np.float64), k=k, r=np.eye(3).ravel(), p=p, binning_x=0, binning_y=0,
-            roi=self.T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+            header=self.header(stamp_ns, "camera_optical"),
+            height=h,
+            width=w,
+            distortion_model="plumb_bob",
+            d=np.zeros(5, np.float64),
+            k=k,
+            r=np.eye(3).ravel(),
+            p=p,
+            binning_x=0,
+            binning_y=0,
+            roi=self.T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
+        )
 
     def pose(self, stamp_ns: int, e: float, n: float, z: float, yaw: float):
         q = quaternion_from_yaw(yaw)
         P = self.T["geometry_msgs/msg/Pose"]
         return self.T["geometry_msgs/msg/PoseStamped"](
             header=self.header(stamp_ns, "map"),
-            pose=P(position=self.T["geometry_msgs/msg/Point"](x=float(e), y=float(n), z=float(z)),
-                   orientation=self.T["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3])))
+            pose=P(
+                position=self.T["geometry_msgs/msg/Point"](x=float(e), y=float(n), z=float(z)),
+                orientation=self.T["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]),
+            ),
+        )
 
 
-def make_drive(city_dir: str | os.PathLike, out_bag: str | os.PathLike, storage: str = "mcap", frames: int = 100,
-               seed: int = 0, rate_hz: float = 10.0, raw: bool = False, ground: str = "panorama", preset: str = "small",
-               speed_mps: Optional[float] = None, jpeg_quality: int = 90, overwrite: bool = False,
-               gnss: Optional[Dict[str, float]] = None, progress: bool = False) -> Path:
+def make_drive(
+    city_dir: str | os.PathLike,
+    out_bag: str | os.PathLike,
+    storage: str = "mcap",
+    frames: int = 100,
+    seed: int = 0,
+    rate_hz: float = 10.0,
+    raw: bool = False,
+    ground: str = "panorama",
+    preset: str = "small",
+    speed_mps: Optional[float] = None,
+    jpeg_quality: int = 90,
+    overwrite: bool = False,
+    gnss: Optional[Dict[str, float]] = None,
+    progress: bool = False,
+) -> Path:
     """Drive ``frames`` camera frames at ``rate_hz`` through the city and write a rosbag2 at ``out_bag``.
 
     ``gnss`` overrides the style's GNSS/heading error settings (keys of :class:`GnssErrorModel`).
@@ -182,7 +229,6 @@ def make_drive(city_dir: str | os.PathLike, out_bag: str | os.PathLike, storage:
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
-
 
     if storage not in ("mcap", "sqlite3"):
         raise ValueError(f"storage must be 'mcap' or 'sqlite3', got {storage!r}")
@@ -225,16 +271,29 @@ def make_drive(city_dir: str | os.PathLike, out_bag: str | os.PathLike, storage:
     iterator = range(frames)
     if progress:
         from tqdm import tqdm
+
         iterator = tqdm(iterator, desc="drive", unit="frame")
     with Writer(tmp, version=9, storage_plugin=plugin) as writer:
-        conns = {k: writer.add_connection(t, typ, typestore=ts) for k, (t, typ) in TOPICS.items()
-                 if (k != "info" or cam.kind == "pinhole") and k != ("jpeg" if raw else "raw")}
+        conns = {
+            k: writer.add_connection(t, typ, typestore=ts)
+            for k, (t, typ) in TOPICS.items()
+            if (k != "info" or cam.kind == "pinhole") and k != ("jpeg" if raw else "raw")
+        }
         for k in iterator:
             stamp = START_STAMP_NS + int(round(k * dt * 1e9))
             img = renderer.render(pos[k, 0], pos[k, 1], heading[k], cam, z_cam, rng=np.random.default_rng([seed, k]))
             msgs = [
-                ("imu", m.imu(stamp, float(yaw_meas[k]), math.radians(max(model.heading_noise_deg, 0.1)) ** 2
-                              + math.radians(model.heading_bias_deg) ** 2, float(yaw_rate[k]), (0.0, speed * float(yaw_rate[k]), 9.80665))),
+                (
+                    "imu",
+                    m.imu(
+                        stamp,
+                        float(yaw_meas[k]),
+                        math.radians(max(model.heading_noise_deg, 0.1)) ** 2
+                        + math.radians(model.heading_bias_deg) ** 2,
+                        float(yaw_rate[k]),
+                        (0.0, speed * float(yaw_rate[k]), 9.80665),
+                    ),
+                ),
                 ("fix", m.fix(stamp, "gnss", fx_lat[k], fx_lon[k], z_cam, max(model.sigma_m, 0.01) ** 2, 1)),
                 ("raw", m.raw(stamp, cam_frame, img)) if raw else ("jpeg", m.jpeg(stamp, cam_frame, img, jpeg_quality)),
                 ("gt_fix", m.fix(stamp, "gnss", gt_lat[k], gt_lon[k], z_cam, 1e-4, 2)),

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """GNSS position and heading error models of a simulated vehicle (metres, seconds, degrees).
 
 Position error per ENU axis = a first-order Gauss-Markov bias (stationary std ``bias_m``,
@@ -7,6 +8,7 @@ canyon) + white noise (std ``noise_m``) + occasional multipath outliers (probabi
 Heading error = a Gauss-Markov bias (std ``heading_bias_deg``, 120 s) + white noise
 (std ``heading_noise_deg``).
 """
+
 from __future__ import annotations
 
 import math
@@ -50,7 +52,9 @@ class GnssErrorModel:
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"GNSS error setting {k} must be a finite number >= 0, got {v!r}")
         if kw["bias_tau_s"] <= 0 or kw["outlier_prob"] > 1:
-            raise ValueError(f"GNSS bias_tau_s must be > 0 and outlier_prob within [0, 1], got {kw['bias_tau_s']}, {kw['outlier_prob']}")
+            raise ValueError(
+                f"GNSS bias_tau_s must be > 0 and outlier_prob within [0, 1], got {kw['bias_tau_s']}, {kw['outlier_prob']}"
+            )
         return cls(**kw)
 
     @property

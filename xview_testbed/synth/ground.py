@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Ground-level renderer: ray casting of the city height field from a vehicle camera.
 
 Conventions (COMMON.md, DESIGN §3): equirectangular panorama columns u (pixel i covers [i, i+1))
@@ -10,6 +11,7 @@ once per column (K distances, growing with range); the first sample whose elevat
 seen from the camera, reaches a row's elevation is what that row sees (a running maximum and one
 vectorised ``searchsorted``). Pinhole images are resampled from a finer (azimuth, elevation) grid.
 """
+
 from __future__ import annotations
 
 import math
@@ -83,7 +85,9 @@ class GroundRenderer:
         self.crown_base = np.append(world.crown_base.ravel(), np.float32(0))
         self.cls = np.append(world.cls.ravel(), np.uint8(0))
         self.bid = np.append(world.building.ravel(), 0)
-        self.normal = np.append(world.normal.reshape(-1, 2).astype(np.float32) / 127.0, np.zeros((1, 2), np.float32), axis=0)
+        self.normal = np.append(
+            world.normal.reshape(-1, 2).astype(np.float32) / 127.0, np.zeros((1, 2), np.float32), axis=0
+        )
         edge = np.concatenate([world.albedo[0], world.albedo[-1], world.albedo[:, 0], world.albedo[:, -1]])
         self.albedo = np.append(world.albedo.reshape(-1, 3), np.median(edge, axis=0)[None].astype(np.uint8), axis=0)
         self.sun = sun_vector(appearance)
@@ -104,8 +108,9 @@ class GroundRenderer:
         return self._samples[key]
 
     # -- core ---------------------------------------------------------------------------------
-    def cast(self, east: float, north: float, z: float, az_deg: np.ndarray, el_deg: np.ndarray,
-             angular_step_deg: float = 0.5) -> Tuple[np.ndarray, np.ndarray]:
+    def cast(
+        self, east: float, north: float, z: float, az_deg: np.ndarray, el_deg: np.ndarray, angular_step_deg: float = 0.5
+    ) -> Tuple[np.ndarray, np.ndarray]:
         """Radiance (R, C, 3) float32 0-255 and range (R, C) metres (inf for sky) of a grid of
         compass azimuths ``az_deg`` (C,) x elevations ``el_deg`` (R,) from ENU (east, north, z) metres;
         ``angular_step_deg`` (the grid's pixel size) sets how finely rays are sampled."""
@@ -175,7 +180,9 @@ class GroundRenderer:
             fz = np.mod(zh / fac[:, 0], 1.0)
             fs = np.mod(along / np.maximum(fac[:, 1], 0.1), 1.0)
             win = is_wall & (fz > 0.3) & (fz < 0.78) & (fs < fac[:, 2]) & (zh < fac[:, 3] - 0.6)
-            wall_rgb = np.where(win[:, None], 0.75 * self.window + 0.25 * self.horizon, w.facade_rgb[b].astype(np.float32))
+            wall_rgb = np.where(
+                win[:, None], 0.75 * self.window + 0.25 * self.horizon, w.facade_rgb[b].astype(np.float32)
+            )
             col_rgb = np.where(is_wall[:, None], wall_rgb, col_rgb)
             cos_i = np.where(is_wall, nrm[:, 0] * self.sun[0] + nrm[:, 1] * self.sun[1], 0.5 * self.sun[2] + 0.3)
             prev = flat[ci, np.maximum(k - 1, 0)]
@@ -199,7 +206,9 @@ class GroundRenderer:
         return out, rng_m
 
     @staticmethod
-    def _first_crown(crown: np.ndarray, top: np.ndarray, base: np.ndarray, z: float, el: np.ndarray, d: np.ndarray) -> np.ndarray:
+    def _first_crown(
+        crown: np.ndarray, top: np.ndarray, base: np.ndarray, z: float, el: np.ndarray, d: np.ndarray
+    ) -> np.ndarray:
         """Per (row, column): first crown sample whose vertical extent [base, top] the row's ray passes through
         (K if none). Each crown sample covers the rows between its base and top elevation angles; the
         nearest covering sample wins."""
@@ -230,8 +239,15 @@ class GroundRenderer:
         return kk - np.arange(cols_n)[None, :] * k_n
 
     # -- cameras ------------------------------------------------------------------------------
-    def render(self, east: float, north: float, heading_deg: float, camera: GroundCamera, height_m: float,
-               rng: np.random.Generator | None = None) -> np.ndarray:
+    def render(
+        self,
+        east: float,
+        north: float,
+        heading_deg: float,
+        camera: GroundCamera,
+        height_m: float,
+        rng: np.random.Generator | None = None,
+    ) -> np.ndarray:
         """RGB uint8 image of ``camera`` at ENU (east, north) metres, ``height_m`` above the ground, facing
         compass ``heading_deg``; exposure, white balance and noise of the style applied."""
         img = self.radiance(east, north, heading_deg, camera, height_m)
@@ -241,7 +257,9 @@ class GroundRenderer:
             img = img + rng.normal(0, self.app["ground_noise"], img.shape[:2] + (1,)).astype(np.float32)
         return np.clip(img, 0, 255).astype(np.uint8)
 
-    def radiance(self, east: float, north: float, heading_deg: float, camera: GroundCamera, height_m: float) -> np.ndarray:
+    def radiance(
+        self, east: float, north: float, heading_deg: float, camera: GroundCamera, height_m: float
+    ) -> np.ndarray:
         """Float radiance (H, W, 3) before the camera's exposure / noise."""
         h, w = camera.size
         ss = max(1, int(camera.supersample))

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Labelled (ground image, aerial patch) pairs from a synthetic city, written as a pair data set.
 
 Camera poses lie on roads (anywhere across the drivable width, not only lane centres), facing along
@@ -12,6 +13,7 @@ JPEG camera frames at the recorder's quality, recorded headings with the style's
 GNSS errors (bias, noise, multipath) instead of uniformly. A model trained on them learns to live
 with what a vehicle gives it.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,7 +62,9 @@ class PairLook:
 DRIVE_LOOK = PairLook(jpeg_quality=DRIVE_JPEG_QUALITY, heading_error=True, offsets="mixed")
 
 
-def sample_offsets(look: PairLook, model: GnssErrorModel, n: int, max_off: float, rng: np.random.Generator) -> np.ndarray:
+def sample_offsets(
+    look: PairLook, model: GnssErrorModel, n: int, max_off: float, rng: np.random.Generator
+) -> np.ndarray:
     """(n, 2) east/north offsets in metres of the patch centre from the truth (see :class:`PairLook`)."""
     uniform = rng.uniform(-max_off, max_off, (n, 2))
     if look.offsets == "uniform":
@@ -77,6 +81,7 @@ def sample_offsets(look: PairLook, model: GnssErrorModel, n: int, max_off: float
 @dataclass(frozen=True)
 class PairPreset:
     """Sizes of one preset: aerial ``patch_px`` at ``mpp`` m/px and the ground camera per kind."""
+
     patch_px: int
     mpp: Dict[str, float]
     panorama: Tuple[int, int]
@@ -128,15 +133,18 @@ def _road_table(roads: List[Road]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, 
     return np.concatenate(starts), np.concatenate(dirs), np.concatenate(lens), np.concatenate(widths)
 
 
-def sample_road_poses(city: City, n: int, rng: np.random.Generator, margin_m: float,
-                      heading_jitter_deg: float = 3.0) -> np.ndarray:
+def sample_road_poses(
+    city: City, n: int, rng: np.random.Generator, margin_m: float, heading_jitter_deg: float = 3.0
+) -> np.ndarray:
     """``n`` camera poses (east m, north m, compass heading deg) on drivable road surface at least
     ``margin_m`` inside the city edge, clear of parked cars, buildings, trees and water."""
     world = city.world
     start, direction, length, width = _road_table(city.roads)
     half = city.size_m / 2 - margin_m
     if half <= 0:
-        raise ValueError(f"city of {city.size_m:.0f} m is too small for a {margin_m:.0f} m margin (patches must lie inside)")
+        raise ValueError(
+            f"city of {city.size_m:.0f} m is too small for a {margin_m:.0f} m margin (patches must lie inside)"
+        )
     mid = start + direction * length[:, None] / 2
     inner = (np.abs(mid[:, 0]) < half) & (np.abs(mid[:, 1]) < half)
     if not inner.any():
@@ -152,12 +160,16 @@ def sample_road_poses(city: City, n: int, rng: np.random.Generator, margin_m: fl
         k = rng.choice(len(p), p=p)
         # half-width the camera may use: clear of kerbside parking (cars sit in the outer 2.2 m)
         lat_max = max(0.0, width[k] / 2 - (2.6 if width[k] >= 7.0 else 1.0))
-        pos = start[k] + direction[k] * rng.uniform(0, length[k]) + np.array([-direction[k, 1], direction[k, 0]]) * rng.uniform(-lat_max, lat_max)
+        pos = (
+            start[k]
+            + direction[k] * rng.uniform(0, length[k])
+            + np.array([-direction[k, 1], direction[k, 0]]) * rng.uniform(-lat_max, lat_max)
+        )
         if abs(pos[0]) > half or abs(pos[1]) > half:
             continue
         col, row = world.enu_to_pixel(pos[0], pos[1])
         r0, c0 = int(row), int(col)
-        patch = world.cls[max(0, r0 - 4):r0 + 5, max(0, c0 - 4):c0 + 5]  # 1 m around the camera
+        patch = world.cls[max(0, r0 - 4) : r0 + 5, max(0, c0 - 4) : c0 + 5]  # 1 m around the camera
         if np.isin(patch, (BUILDING, OBJECT, TREE, WATER)).any():
             continue
         heading = math.degrees(math.atan2(direction[k, 0], direction[k, 1]))
@@ -180,6 +192,7 @@ def split_for(n: int, seed: int, fractions=SPLIT_FRACTIONS) -> List[str]:
 @dataclass
 class _Job:
     """What every pair renderer (the main process or a forked worker) needs; shared copy-on-write."""
+
     renderer: GroundRenderer
     builder: object
     cam: GroundCamera
@@ -208,9 +221,18 @@ def _render_pair(i: int) -> int:
     return i
 
 
-def make_pairs(city_dir: str | os.PathLike, out_dataset: str | os.PathLike, n: int, seed: int, preset: str = "small",
-               ground: str = "panorama", overwrite: bool = False, progress: bool = False, workers: int = 1,
-               look: PairLook = PairLook()) -> Path:
+def make_pairs(
+    city_dir: str | os.PathLike,
+    out_dataset: str | os.PathLike,
+    n: int,
+    seed: int,
+    preset: str = "small",
+    ground: str = "panorama",
+    overwrite: bool = False,
+    progress: bool = False,
+    workers: int = 1,
+    look: PairLook = PairLook(),
+) -> Path:
     """Write ``n`` labelled pairs of the city at ``city_dir`` to the pair data set ``out_dataset``.
 
     ``look``: JPEG frames, heading errors and GNSS-like offsets (:class:`PairLook`; default: perfect
@@ -242,14 +264,26 @@ def make_pairs(city_dir: str | os.PathLike, out_dataset: str | os.PathLike, n: i
     z_cam = city.style["sensor"]["camera_height_m"]
     fx, fy, cx, cy = cam.intrinsics() if cam.kind == "pinhole" else (None,) * 4
     meta = DatasetMeta(
-        ground_type=cam.kind, ground_size=list(cam.size), fov_deg=cam.fov_deg, patch_size_px=p.patch_px, mpp=mpp,
-        name=f"synth-{city.meta.get('style_name') or 'city'}-{city.meta.get('seed')}", source="synth",
-        intrinsics=[fx, fy, cx, cy] if cam.kind == "pinhole" else None, camera_height_m=z_cam,
+        ground_type=cam.kind,
+        ground_size=list(cam.size),
+        fov_deg=cam.fov_deg,
+        patch_size_px=p.patch_px,
+        mpp=mpp,
+        name=f"synth-{city.meta.get('style_name') or 'city'}-{city.meta.get('seed')}",
+        source="synth",
+        intrinsics=[fx, fy, cx, cy] if cam.kind == "pinhole" else None,
+        camera_height_m=z_cam,
         camera_pitch_deg=cam.pitch_deg if cam.kind == "pinhole" else None,
-        extra={"city": str(Path(city_dir).resolve()), "style_name": city.meta.get("style_name", ""),
-               "city_seed": city.meta.get("seed"), "pairs_seed": int(seed), "preset": preset,
-               "offset_max_m": max_off, "split_fractions": list(SPLIT_FRACTIONS),
-               "look": {"jpeg_quality": look.jpeg_quality, "heading_error": look.heading_error, "offsets": look.offsets}},
+        extra={
+            "city": str(Path(city_dir).resolve()),
+            "style_name": city.meta.get("style_name", ""),
+            "city_seed": city.meta.get("seed"),
+            "pairs_seed": int(seed),
+            "preset": preset,
+            "offset_max_m": max_off,
+            "split_fractions": list(SPLIT_FRACTIONS),
+            "look": {"jpeg_quality": look.jpeg_quality, "heading_error": look.heading_error, "offsets": look.offsets},
+        },
     )
     frame = city.frame
     gt_lat, gt_lon, _ = frame.to_latlon(poses[:, 0], poses[:, 1], 0.0)
@@ -261,31 +295,51 @@ def make_pairs(city_dir: str | os.PathLike, out_dataset: str | os.PathLike, n: i
         for sub in ("ground", "aerial"):
             writer.path(sub).mkdir(exist_ok=True)
         ext = "png" if look.jpeg_quality is None else "jpg"
-        _JOB = _Job(renderer, builder, cam, z_cam, poses, ext, int(look.jpeg_quality or 95), c_lat, c_lon, int(seed), writer.tmp)
+        _JOB = _Job(
+            renderer, builder, cam, z_cam, poses, ext, int(look.jpeg_quality or 95), c_lat, c_lon, int(seed), writer.tmp
+        )
         pool = None
         try:
             if workers > 1 and n >= 4 * workers:
                 import multiprocessing
+
                 pool = multiprocessing.get_context("fork").Pool(workers)  # children share the world copy-on-write
                 done = pool.imap(_render_pair, range(n), chunksize=4)
             else:
                 done = map(_render_pair, range(n))
             if progress:
                 from tqdm import tqdm
+
                 done = tqdm(done, total=n, desc="pairs", unit="pair")
             for i in done:
                 pid = f"{i:06d}"
                 e, nn, _ = poses[i]
-                writer.add(PairRecord(
-                    id=pid, ground=f"ground/{pid}.{ext}", aerial=f"aerial/{pid}.png",
-                    center_lat=float(c_lat[i]), center_lon=float(c_lon[i]), mpp=mpp, size_px=p.patch_px,
-                    heading_deg=float(recorded_heading[i]), fix_lat=float(c_lat[i]), fix_lon=float(c_lon[i]),
-                    fix_std_m=float(max_off / math.sqrt(3.0)), gt_lat=float(gt_lat[i]), gt_lon=float(gt_lon[i]),
-                    stamp=float(i), source=f"synth:{meta.name}", split=splits[i],
-                    heading_source="synthetic-imu" if look.heading_error else "synthetic-truth",
-                    extra={"east_m": round(float(e), 3), "north_m": round(float(nn), 3),
-                           "true_heading_deg": round(float(poses[i, 2]), 3)},
-                ))
+                writer.add(
+                    PairRecord(
+                        id=pid,
+                        ground=f"ground/{pid}.{ext}",
+                        aerial=f"aerial/{pid}.png",
+                        center_lat=float(c_lat[i]),
+                        center_lon=float(c_lon[i]),
+                        mpp=mpp,
+                        size_px=p.patch_px,
+                        heading_deg=float(recorded_heading[i]),
+                        fix_lat=float(c_lat[i]),
+                        fix_lon=float(c_lon[i]),
+                        fix_std_m=float(max_off / math.sqrt(3.0)),
+                        gt_lat=float(gt_lat[i]),
+                        gt_lon=float(gt_lon[i]),
+                        stamp=float(i),
+                        source=f"synth:{meta.name}",
+                        split=splits[i],
+                        heading_source="synthetic-imu" if look.heading_error else "synthetic-truth",
+                        extra={
+                            "east_m": round(float(e), 3),
+                            "north_m": round(float(nn), 3),
+                            "true_heading_deg": round(float(poses[i, 2]), 3),
+                        },
+                    )
+                )
         finally:
             _JOB = None
             if pool is not None:

@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """One composite picture of a spot in a city: aerial patch (tile fetcher), panorama and pinhole view."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +18,13 @@ from xview_testbed.synth.pairs import sample_road_poses
 PATCH_PX, PATCH_MPP = 384, 0.2  # 77 m of aerial around the camera
 
 
-def render_spot(city_dir: str | os.PathLike, seed: int = 0, east: Optional[float] = None, north: Optional[float] = None,
-                heading_deg: Optional[float] = None) -> np.ndarray:
+def render_spot(
+    city_dir: str | os.PathLike,
+    seed: int = 0,
+    east: Optional[float] = None,
+    north: Optional[float] = None,
+    heading_deg: Optional[float] = None,
+) -> np.ndarray:
     """RGB uint8 composite: left the north-up aerial patch centred on the camera (red dot, heading line),
     right a 360° panorama (centre column = heading) above a 90° pinhole view along the heading."""
     city = load_city(city_dir)

@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """Export an ortho image (ENU raster at the city datum) as a Web Mercator tile pyramid: XYZ folder + MBTiles 1.3."""
+
 from __future__ import annotations
 
 import json
@@ -41,7 +43,7 @@ def _global_pixel_to_enu(frame: LocalENU, zoom: int, x0: float, y0: float, x1: f
 
     def design(x, y):
         u, v = (np.ravel(x) - cx) / sx, (np.ravel(y) - cy) / sy
-        return np.stack([u ** i * v ** j for i, j in powers], -1)
+        return np.stack([u**i * v**j for i, j in powers], -1)
 
     a = design(gx, gy)
     ce = np.linalg.lstsq(a, e.ravel(), rcond=None)[0]
@@ -56,7 +58,7 @@ def _global_pixel_to_enu(frame: LocalENU, zoom: int, x0: float, y0: float, x1: f
         e_out = np.zeros((len(y), len(x)))
         n_out = np.zeros((len(y), len(x)))
         for (i, j), c_e, c_n in zip(powers, ce, cn):
-            t = np.outer(v ** j, u ** i)
+            t = np.outer(v**j, u**i)
             e_out += c_e * t
             n_out += c_n * t
         return e_out, n_out
@@ -64,8 +66,16 @@ def _global_pixel_to_enu(frame: LocalENU, zoom: int, x0: float, y0: float, x1: f
     return f
 
 
-def export_pyramid(ortho: np.ndarray, res_m: float, frame: LocalENU, zooms: Iterable[int], out_dir: Path,
-                   mbtiles_path: Path, name: str = "synthetic city", jobs: int = 2) -> Dict[int, int]:
+def export_pyramid(
+    ortho: np.ndarray,
+    res_m: float,
+    frame: LocalENU,
+    zooms: Iterable[int],
+    out_dir: Path,
+    mbtiles_path: Path,
+    name: str = "synthetic city",
+    jobs: int = 2,
+) -> Dict[int, int]:
     """Write ``out_dir/{z}/{x}/{y}.png`` and an MBTiles file (TMS rows) of the ortho at each zoom.
 
     ``ortho`` is north-up, centred on the ``frame`` datum, ``res_m`` m/px. Tiles are resampled
@@ -121,13 +131,23 @@ def export_pyramid(ortho: np.ndarray, res_m: float, frame: LocalENU, zooms: Iter
             db.execute("CREATE TABLE tiles (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER, tile_data BLOB)")
             db.execute("CREATE UNIQUE INDEX tile_index ON tiles (zoom_level, tile_column, tile_row)")
             s, w, nn, e = bbox
-            meta = {"name": name, "format": "png", "type": "baselayer", "version": "1.0",
-                    "description": "xview_loc_ros synthetic city ortho", "bounds": f"{w:.7f},{s:.7f},{e:.7f},{nn:.7f}",
-                    "center": f"{frame.lon0:.7f},{frame.lat0:.7f},{zooms[-1]}", "minzoom": str(zooms[0]), "maxzoom": str(zooms[-1]),
-                    "json": json.dumps({"generator": "xview_testbed.synth"})}
+            meta = {
+                "name": name,
+                "format": "png",
+                "type": "baselayer",
+                "version": "1.0",
+                "description": "xview_loc_ros synthetic city ortho",
+                "bounds": f"{w:.7f},{s:.7f},{e:.7f},{nn:.7f}",
+                "center": f"{frame.lon0:.7f},{frame.lat0:.7f},{zooms[-1]}",
+                "minzoom": str(zooms[0]),
+                "maxzoom": str(zooms[-1]),
+                "json": json.dumps({"generator": "xview_testbed.synth"}),
+            }
             db.executemany("INSERT INTO metadata VALUES (?, ?)", list(meta.items()))
             for z, tx, ty, data in pool.map(encode, tiles):
-                db.execute("INSERT INTO tiles VALUES (?, ?, ?, ?)", (z, tx, xyz_to_tms_row(ty, z), sqlite3.Binary(data)))
+                db.execute(
+                    "INSERT INTO tiles VALUES (?, ?, ?, ?)", (z, tx, xyz_to_tms_row(ty, z), sqlite3.Binary(data))
+                )
             db.commit()
         finally:
             db.close()

@@ -1,4 +1,6 @@
+# SPDX-License-Identifier: Apache-2.0
 """Sun lighting shared by the aerial and ground renderers, so both views of a city agree."""
+
 from __future__ import annotations
 
 import math

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """City styles: plain data (YAML file or dict) that sets layout, geometry, appearance and sensors.
 
 A style has four groups; every key is listed in :data:`SCHEMA` with its kind and limits:
@@ -12,6 +13,7 @@ Styles are loaded by preset name (``styles/NAME.yaml``) or file path; a file may
 preset with ``base: NAME`` and override single keys. :func:`blend_styles` interpolates two styles
 per group, so a benchmark can sweep the size and kind of the domain gap.
 """
+
 from __future__ import annotations
 
 import copy
@@ -193,7 +195,9 @@ def validate_style(style: Mapping[str, Any], name: str = "<dict>") -> Style:
         missing = set(SCHEMA[group]) - set(values)
         if missing:
             raise StyleError(f"style {name!r}: missing key(s) {sorted(f'{group}.{k}' for k in missing)}")
-        out[group] = {k: _check_value(kind, lim, values[k], _where(name, group, k)) for k, (kind, lim) in SCHEMA[group].items()}
+        out[group] = {
+            k: _check_value(kind, lim, values[k], _where(name, group, k)) for k, (kind, lim) in SCHEMA[group].items()
+        }
     return out
 
 

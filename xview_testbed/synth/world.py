@@ -1,9 +1,11 @@
+# SPDX-License-Identifier: Apache-2.0
 """The world raster of a synthetic city: what the aerial and ground renderers sample.
 
 Frame: local ENU metres with the origin at the city centre (the city datum of ``city.json``).
 The raster is square, north-up, ``res_m`` metres per pixel; pixel (row, col) covers
 east in [(col - N/2) * res, (col + 1 - N/2) * res) and north in ((N/2 - row - 1) * res, (N/2 - row) * res].
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -80,10 +82,18 @@ class World:
 
     def save(self, path: str | Path) -> None:
         """Write the world (compact dtypes, compressed) atomically."""
-        arrays = dict(res_m=np.float64(self.res_m), height=self.height.astype(np.float16), cls=self.cls,
-                      albedo=self.albedo, building=self.building.astype(np.uint16), normal=self.normal,
-                      caster=self.caster.astype(np.float16), crown_base=self.crown_base.astype(np.float16),
-                      facade_rgb=self.facade_rgb, facade=self.facade)
+        arrays = dict(
+            res_m=np.float64(self.res_m),
+            height=self.height.astype(np.float16),
+            cls=self.cls,
+            albedo=self.albedo,
+            building=self.building.astype(np.uint16),
+            normal=self.normal,
+            caster=self.caster.astype(np.float16),
+            crown_base=self.crown_base.astype(np.float16),
+            facade_rgb=self.facade_rgb,
+            facade=self.facade,
+        )
         with atomic_path(path) as tmp:
             # an .npz that np.load reads, deflated at level 1: ~3x faster to write than savez_compressed
             with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
@@ -99,7 +109,15 @@ class World:
             raise OSError(f"{path}: cannot read the city world raster ({e})") from e
         with z:
             return cls(
-                res_m=float(z["res_m"]), height=z["height"].astype(np.float32), cls=z["cls"], albedo=z["albedo"],
-                building=z["building"].astype(np.int32), normal=z["normal"], caster=z["caster"].astype(np.float32),
-                facade_rgb=z["facade_rgb"], facade=z["facade"], crown_base=z["crown_base"].astype(np.float32), roads=list(roads or []),
+                res_m=float(z["res_m"]),
+                height=z["height"].astype(np.float32),
+                cls=z["cls"],
+                albedo=z["albedo"],
+                building=z["building"].astype(np.int32),
+                normal=z["normal"],
+                caster=z["caster"].astype(np.float32),
+                facade_rgb=z["facade_rgb"],
+                facade=z["facade"],
+                crown_base=z["crown_base"].astype(np.float32),
+                roads=list(roads or []),
             )
