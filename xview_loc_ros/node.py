@@ -185,8 +185,10 @@ class LocalizerNode(Node):
                     self._cond.wait(0.2)
                 if self._stop.is_set():
                     return
-                msg, received = self._slot
-                self._slot = None
+                slot, self._slot = self._slot, None
+            if slot is None:  # woken by stop
+                return
+            msg, received = slot
             try:
                 self._handle(msg, received)
             except Exception as e:  # the node must outlive any one frame; the reason is counted
@@ -229,10 +231,11 @@ class LocalizerNode(Node):
         if self.pub_overlay is not None:
             img = heatmap_overlay(est.patch, est.logits, (est.fix_u, est.fix_v), (est.u, est.v))
             self.pub_overlay.publish(rm.image_from_rgb(img, Header(stamp=msg.header.stamp, frame_id="aerial_patch")))
-        if self.pub_grid is not None:
-            self.pub_grid.publish(rm.grid_msg(est, self.loc.datum, header))
-        if self.pub_marker is not None:
-            for marker in rm.marker_msgs(est, self.loc.datum, header):
+        datum = self.loc.datum  # set by the fix this frame was localized with
+        if self.pub_grid is not None and datum is not None:
+            self.pub_grid.publish(rm.grid_msg(est, datum, header))
+        if self.pub_marker is not None and datum is not None:
+            for marker in rm.marker_msgs(est, datum, header):
                 self.pub_marker.publish(marker)
         done = time.perf_counter()
         with self._lock:

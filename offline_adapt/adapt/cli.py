@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Optional
 
 from offline_adapt.adapt.options import PSEUDO_GT_MODES, SELECT_RULES, AdaptOptions, DistillOptions
 
@@ -95,7 +96,7 @@ def _keep_flag(p: argparse.ArgumentParser, help_text: str) -> None:
     p.add_argument("--keep", type=float, default=_A.keep_pct, help=f"{help_text} (default {_A.keep_pct:g})")
 
 
-def _split(name: str) -> str | None:
+def _split(name: Optional[str]) -> Optional[str]:
     return None if name == "all" else name
 
 

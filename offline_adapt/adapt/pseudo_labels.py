@@ -174,7 +174,9 @@ def load_pseudo_labels(
     """Load a cache and verify it (checksums always; inputs when ``teacher``/``data_dir`` are given).
     Raises CacheError naming what does not match."""
     known = teacher is not None and data_dir is not None
-    cache = _cache(cache_dir, _expected(teacher, data_dir, split, topk) if known else None)
+    cache = _cache(
+        cache_dir, _expected(teacher, data_dir, split, topk) if teacher is not None and data_dir is not None else None
+    )
     why = cache.why_not_done(check_inputs=known)
     if why is not None:
         raise CacheError(f"pseudo labels: {why}")

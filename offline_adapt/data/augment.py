@@ -62,10 +62,10 @@ class Photometric:
         s = self.strength
         if s == 0.0:
             return rgb.copy()
-        x = rgb.astype(np.float32) / 255.0
+        x: np.ndarray = rgb.astype(np.float32) / 255.0
         grey = x.mean(axis=2, keepdims=True)
         x = grey + (x - grey) * (1.0 + s * self.saturation * _uniform(-1, 1))
-        x = x * (1.0 + s * self.gain * _uniform(-1, 1, 3)) + s * self.brightness * _uniform(-1, 1)
+        x = x * (1.0 + s * self.gain * _uniform3(-1, 1)) + s * self.brightness * _uniform(-1, 1)
         g = 1.0 + s * self.gamma * _uniform(0, 1)
         x = np.clip(x, 0.0, 1.0) ** (g if _uniform(0, 1) < 0.5 else 1.0 / g)
         if _uniform(0, 1) < self.p_blur and s > 0:
@@ -79,13 +79,17 @@ class Photometric:
         if _uniform(0, 1) < self.p_jpeg:
             q = int(round(95 - (95 - self.jpeg_quality) * min(1.0, s) * _uniform(0, 1)))
             ok, buf = cv2.imencode(".jpg", out[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
-            if ok:
-                out = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1])
+            decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+            if decoded is not None:
+                out = np.ascontiguousarray(decoded[:, :, ::-1])
         return out
 
 
-def _uniform(lo: float, hi: float, n: int = 0) -> np.ndarray | float:
-    """Uniform draw(s) in [lo, hi) from torch's generator: one float, or an array of ``n``."""
-    if n:
-        return (lo + (hi - lo) * torch.rand(n)).numpy()
+def _uniform(lo: float, hi: float) -> float:
+    """A uniform draw in [lo, hi) from torch's generator."""
     return lo + (hi - lo) * float(torch.rand(()))
+
+
+def _uniform3(lo: float, hi: float) -> np.ndarray:
+    """Three uniform draws in [lo, hi) from torch's generator (one per colour channel)."""
+    return (lo + (hi - lo) * torch.rand(3)).numpy()

@@ -139,7 +139,7 @@ class PairRecord:
 
     def gt_pixel(self) -> tuple[float, float]:
         """True camera position as continuous patch pixel (u, v); raises if there is no GT."""
-        if not self.has_gt:
+        if self.gt_lat is None or self.gt_lon is None:
             raise DatasetError(f"pair {self.id!r} has no ground-truth position")
         u, v = self.georef.latlon_to_pixel(self.gt_lat, self.gt_lon)
         return float(u), float(v)

@@ -35,7 +35,7 @@ from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple, Type
 
 import cv2
 import numpy as np
@@ -378,9 +378,12 @@ def _plan_bag(bag: Bag, opts: ExtractOptions) -> BagPlan:
     """Find the topics and read fixes, IMU yaw, ground truth and camera info of an open bag."""
     image = bag.find_topic(IMAGE_TYPES, "camera image", opts.image_topic, flag="--image-topic")
     gt = bag.find_topic(FIX_TYPES, "ground-truth fix", opts.gt_topic, flag="--gt-topic") if opts.gt_topic else None
-    auto_excluded = {gt} | {t.topic for t in bag.topics if "ground_truth" in t.topic or "groundtruth" in t.topic}
+    auto_excluded = {t for t in (gt,) if t} | {
+        t.topic for t in bag.topics if "ground_truth" in t.topic or "groundtruth" in t.topic
+    }
     fix = bag.find_topic(FIX_TYPES, "GNSS fix", opts.fix_topic, exclude=auto_excluded, flag="--fix-topic")
     heading = bag.find_topic(IMU_TYPES, "heading (IMU)", opts.heading_topic, required=False, flag="--heading-topic")
+    assert image is not None and fix is not None  # required topics: find_topic raised when absent
     info = _camera_info_topic(bag, image, opts.camera_info_topic) if opts.ground_type == "pinhole" else None
 
     fix_samples: List[Tuple[float, float, float, float]] = []
@@ -452,6 +455,7 @@ def _pinhole_meta(
         sx, sy = w / info["width"], h / info["height"]
         intr = [info["fx"] * sx, info["fy"] * sy, info["cx"] * sx, info["cy"] * sy]
     else:
+        assert opts.fov_deg is not None  # pinhole runs without CameraInfo were refused without a FOV
         f = (w / 2.0) / math.tan(math.radians(float(opts.fov_deg)) / 2.0)
         intr = [f, f, w / 2.0, h / 2.0]
     fov = math.degrees(2.0 * math.atan((w / 2.0) / intr[0]))
@@ -599,7 +603,7 @@ def _walk_bag(
     heading_sources: Dict[str, int],
     size_hw: Tuple[int, int],
     progress: bool,
-    tile_skips: Tuple[type, ...],
+    tile_skips: Tuple[Type[BaseException], ...],
 ) -> None:
     from tqdm import tqdm
 

@@ -126,6 +126,7 @@ def vigor_labels(root: Path, protocol: str, part: str, labels: str = "splits_new
         raise PublicDatasetError(
             f"VIGOR: protocol must be one of {PROTOCOLS} and part train/test, got {protocol!r}/{part!r}"
         )
+    cities: Tuple[str, ...]
     if protocol == "same-area":
         cities, name = VIGOR_CITIES, f"same_area_balanced_{part}"
     else:

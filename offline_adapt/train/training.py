@@ -20,11 +20,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
 
 from xview_loc_ros.fsutil import OutputLock, atomic_write_json
 from xview_loc_ros.models import save_checkpoint
@@ -40,8 +41,8 @@ class FitResult:
     history: List[Dict[str, Any]] = field(default_factory=list)
     best_value: Optional[float] = None
     best_epoch: Optional[int] = None
-    last_path: Optional[Path] = None
-    best_path: Optional[Path] = None
+    last_path: Path = Path("last.pt")
+    best_path: Path = Path("best.pt")
 
 
 def seed_everything(seed: int) -> None:
@@ -68,10 +69,8 @@ def make_loader(
     rank, world, _ = dist_info()
     gen = torch.Generator()
     gen.manual_seed(seed)
-    sampler = None
+    sampler: Optional[DistributedSampler] = None
     if world > 1:
-        from torch.utils.data.distributed import DistributedSampler
-
         sampler = DistributedSampler(
             dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
         )
@@ -90,8 +89,8 @@ def make_loader(
 
 
 def _rng_state(loader: DataLoader) -> Dict[str, Any]:
-    np_state = np.random.get_state()
-    state = {
+    np_state: Any = np.random.get_state()
+    state: Dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": [
             np_state[0],
@@ -221,9 +220,11 @@ def fit(
         start_epoch = 0
         if resume and result.last_path.is_file():
             ckpt = read_checkpoint(result.last_path, map_location=device)
-            if ckpt["config"] != net.config:
+            # config is a CrossViewModel attribute, which nn.Module types as Tensor | Module
+            net_config = cast(Dict[str, Any], net.config)
+            if ckpt["config"] != net_config:
                 diff = sorted(
-                    k for k in set(ckpt["config"]) | set(net.config) if ckpt["config"].get(k) != net.config.get(k)
+                    k for k in set(ckpt["config"]) | set(net_config) if ckpt["config"].get(k) != net_config.get(k)
                 )
                 raise CheckpointError(f"{result.last_path}: cannot resume, its model config differs in {diff}")
             net.load_state_dict(ckpt["state_dict"])
@@ -249,7 +250,8 @@ def fit(
             for group in opt.param_groups:
                 group["lr"] = lr * _lr_factor(lr_schedule, epoch, epochs)
             train_net.train()
-            t0, pairs, loss_sum, parts_sum = time.perf_counter(), 0, 0.0, {}
+            t0, pairs, loss_sum = time.perf_counter(), 0, 0.0
+            parts_sum: Dict[str, float] = {}
             bar = _progress(n_batches, f"epoch {epoch + 1}/{epochs}", progress and rank == 0)
             for step, batch in enumerate(train_loader):
                 if step >= n_batches:
@@ -283,7 +285,7 @@ def fit(
                 "seconds": dt,
                 **{k: v / max(pairs, 1) for k, v in parts_sum.items()},
             }
-            rng = _rng_state(train_loader)
+            rng: Any = _rng_state(train_loader)
             if world > 1:
                 gathered: List[Any] = [None] * world
                 torch.distributed.all_gather_object(gathered, rng)

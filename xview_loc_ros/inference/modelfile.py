@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Literal, Optional, overload
 
 from xview_loc_ros.fsutil import atomic_write_json
 from xview_loc_ros.inference.base import ModelFileError, check_config
@@ -55,6 +55,14 @@ def write_sidecar(model_path: str | os.PathLike, config: Dict[str, Any], **extra
     out = sidecar_path(model_path)
     atomic_write_json(out, {"format": SIDECAR_FORMAT, "config": dict(config), **extra})
     return out
+
+
+@overload
+def read_sidecar(model_path: str | os.PathLike, required: Literal[True] = True) -> Dict[str, Any]: ...
+
+
+@overload
+def read_sidecar(model_path: str | os.PathLike, required: bool) -> Optional[Dict[str, Any]]: ...
 
 
 def read_sidecar(model_path: str | os.PathLike, required: bool = True) -> Optional[Dict[str, Any]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Tuple
 
 from xview_loc_ros.cli import latitude, longitude, positive_float, positive_int, zoom_level
 from xview_loc_ros.fsutil import atomic_write_bytes, atomic_write_json
@@ -103,7 +104,7 @@ def _patch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_bbox(text: str) -> tuple:
+def _parse_bbox(text: str) -> Tuple[float, float, float, float]:
     try:
         s, w, n, e = (float(v) for v in text.split(","))
     except ValueError:

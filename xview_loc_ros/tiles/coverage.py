@@ -25,8 +25,8 @@ def tiles_in_bbox(
     n = 1 << zoom
     px_w, py_n = latlon_to_global_pixel(north, west, zoom)
     px_e, py_s = latlon_to_global_pixel(south, east, zoom)
-    x0, x1 = int(px_w // TILE_PX), int(min(px_e, n * TILE_PX - 1e-6) // TILE_PX)
-    y0, y1 = int(py_n // TILE_PX), int(min(py_s, n * TILE_PX - 1e-6) // TILE_PX)
+    x0, x1 = int(px_w // TILE_PX), int(min(float(px_e), n * TILE_PX - 1e-6) // TILE_PX)
+    y0, y1 = int(py_n // TILE_PX), int(min(float(py_s), n * TILE_PX - 1e-6) // TILE_PX)
     xs = range(x0, x1 + 1) if west < east else [*range(x0, n), *range(0, x1 + 1)]
     count = len(xs) * (y1 - y0 + 1)
     if max_tiles is not None and count > max_tiles:

@@ -57,7 +57,7 @@ class _OriginSession(requests.Session):
 
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
         super().rebuild_auth(prepared_request, response)
-        if self.should_strip_auth(response.request.url, prepared_request.url):
+        if self.should_strip_auth(response.request.url or "", prepared_request.url or ""):
             for name in self._private:
                 prepared_request.headers.pop(name, None)
 
@@ -192,7 +192,7 @@ class HTTPTileSource(TileSource):
                 raise
             log.warning("%s; serving the stale cached copy %s", e, cached.path)
             return decode_tile(cached.path.read_bytes(), f"{where} (stale {cached.path})"), "cached"
-        if resp.status == 304 and cached is not None:
+        if resp.status == 304 and cached is not None and self.cache is not None:
             self.cache.refresh(cached, resp.headers)
             return decode_tile(cached.path.read_bytes(), f"{where} (cached {cached.path})"), "revalidated"
         tile = decode_tile(resp.body, f"{where} ({self.url_for(z, x, y)})")

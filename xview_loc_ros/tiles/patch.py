@@ -212,7 +212,7 @@ class AerialPatchBuilder:
                     slice((x - x0) * TILE_PX, (x - x0 + 1) * TILE_PX),
                 )
                 tile = (
-                    tiles.get(keys.get((x, y)))
+                    tiles[keys[(x, y)]]
                     if (x, y) in keys
                     else TileNotFound(
                         f"tile row {y} is outside Web Mercator at zoom {zoom} (patch at {georef.center_lat:.7f},{georef.center_lon:.7f})"
@@ -227,7 +227,7 @@ class AerialPatchBuilder:
                     if not self.allow_missing:
                         raise tile
                     log.debug("patch hole: %s", tile)
-                    tile_valid = False
+                    tile_valid = np.zeros((TILE_PX, TILE_PX), bool)
                 if valid is None:
                     valid = np.full(mosaic.shape[:2], 255, np.uint8)
                 valid[sl] = np.where(tile_valid, 255, 0)

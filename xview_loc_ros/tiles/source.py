@@ -59,7 +59,7 @@ def decode_tile(data: bytes, where: str) -> Tile:
         declared = image_size(data)
     except ImageHeaderError as e:
         raise TileDecodeError(f"{where}: {e}") from None
-    if declared != (TILE_PX, TILE_PX):
+    if declared is not None and declared != (TILE_PX, TILE_PX):
         raise TileDecodeError(f"{where}: tile is {declared[0]}x{declared[1]} px, expected {TILE_PX}x{TILE_PX}")
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
