@@ -231,3 +231,14 @@ def test_the_checker_sees_a_forbidden_import():
     assert why_forbidden("offline_adapt.data.extract", "xview_loc_ros.ros_msgs")
     assert why_forbidden("xview_testbed.demo", "offline_adapt.cli") is None
     assert why_forbidden("xview_loc_ros.node", "xview_loc_ros.localizer") is None
+
+
+def test_every_source_file_carries_the_spdx_licence_header():
+    files = [p for pkg in (*PACKAGES, "bench", "test", "launch") for p in sorted((ROOT / pkg).rglob("*.py"))]
+    files += [ROOT / "setup.py"]
+    missing = [
+        str(p.relative_to(ROOT))
+        for p in files
+        if "# SPDX-License-Identifier: Apache-2.0" not in p.read_text().split("\n", 3)[:2]
+    ]
+    assert not missing, missing
