@@ -86,37 +86,17 @@ def test_drive_plays_into_the_node_at_rate_and_geo_referenced(drive):
 def test_trained_model_beats_gnss_on_the_drive(drive):
     """A small model trained on pairs from the same city (or XVIEW_TEST_MODEL) with default gating:
     the published poses are closer to ground truth than the GNSS fixes of the same frames."""
-    import argparse
-
-    from offline_adapt.train.cli import train
+    from offline_adapt.train.options import SupervisedRun, TrainOptions
+    from offline_adapt.train.supervised import train_supervised
     from xview_testbed.synth import make_pairs
 
     model = os.environ.get("XVIEW_TEST_MODEL")
     if not model:
         pairs = make_pairs(drive["city"], drive["dir"] / "pairs", 400, 0)
         run = drive["dir"] / "run"
-        args = argparse.Namespace(
-            data=str(pairs),
-            config="small",
-            out=str(run),
-            seed=0,
-            epochs=15,
-            batch=8,
-            lr=1e-3,
-            init=None,
-            resume=False,
-            orientation=None,
-            no_augment=False,
-            steps_per_epoch=None,
-            workers=0,
-            threads=None,
-            device=None,
-            amp="auto",
-            w_ce=1.0,
-            w_infonce=1e4,
-            w_ori=10.0,
+        train_supervised(
+            SupervisedRun(data=[str(pairs)], arch="small", out=run, options=TrainOptions(epochs=15, lr=1e-3))
         )
-        train(args)
         model = str(run / "best.pt")
     h = Harness({"model_path": model, "tile_source": f"xyz:{drive['city'] / 'tiles'}", "backend": "torch"})
     try:

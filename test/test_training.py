@@ -11,8 +11,8 @@ from pairs_testdata import write_random_pairs
 from offline_adapt.cli import main as adapt_main
 from offline_adapt.data.dataset import PairDataset
 from offline_adapt.data.torch_data import PairTorchDataset
-from offline_adapt.train.cli import supervised_loss
 from offline_adapt.train.losses import LossWeights
+from offline_adapt.train.supervised import supervised_loss
 from offline_adapt.train.training import fit, make_loader, seed_everything
 from xview_loc_ros.models import CheckpointError, build_model, load_checkpoint
 
@@ -105,6 +105,71 @@ def test_train_cli_writes_checkpoints_and_refuses_mismatched_data(random_pairs, 
     err = capsys.readouterr().err
     assert rc == 2 and "disagree" in err and "aerial patch size: data 128 px, model 512 px" in err
     assert not (tmp_path / "bad" / "last.pt").exists()
+
+
+def test_train_on_several_data_sets_balanced_and_photometric(tmp_path, capsys):
+    """Several data sets train one model (their val splits validate it); balanced mixing draws each
+    data set equally often; a data set of another geometry is refused by name."""
+    from pairs_testdata import write_random_pairs
+
+    from offline_adapt.train.supervised import mix_weights
+
+    a = write_random_pairs(tmp_path / "a", n=12, seed=1)
+    b = write_random_pairs(tmp_path / "b", n=6, seed=2)
+    rc = adapt_main(
+        [
+            "train",
+            "--data",
+            str(a),
+            str(b),
+            "--config",
+            "small",
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--batch",
+            "4",
+            "--steps-per-epoch",
+            "2",
+            "--mix",
+            "balanced",
+            "--photometric",
+            "1",
+        ]
+    )
+    assert rc == 0
+    _, ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert ckpt["data"] == [str(a), str(b)] and ckpt["data_fingerprint"].startswith("multi:")
+    assert ckpt["train_options"]["mix"] == "balanced" and ckpt["train_options"]["photometric"] == 1.0
+    # resuming with the data sets in another order is other data
+    rc = adapt_main(
+        [
+            "train",
+            "--data",
+            str(b),
+            str(a),
+            "--config",
+            "small",
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "2",
+            "--resume",
+        ]
+    )
+    assert rc == 2 and "not the data the run" in capsys.readouterr().err
+
+    w = mix_weights([12, 6], "balanced")
+    assert len(w) == 18 and sum(w[:12]) == pytest.approx(sum(w[12:]))
+    assert mix_weights([12, 6], "proportional") is None
+    other = write_random_pairs(tmp_path / "c", n=6, seed=3, size_px=64)
+    rc = adapt_main(
+        ["train", "--data", str(a), str(other), "--config", "small", "--out", str(tmp_path / "x"), "--epochs", "1"]
+    )
+    assert rc == 2 and "aerial patch size" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse refuses an unknown --mix
+        adapt_main(["train", "--data", str(a), "--config", "small", "--out", str(tmp_path / "y"), "--mix", "random"])
 
 
 @pytest.mark.parametrize("turns,mirror", [(0, True), (1, False), (2, False), (3, True), (1, True)])

@@ -152,10 +152,13 @@ def summarize(preds: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def validator(tds: Any, batch_size: int = 16) -> Callable[[Any], Dict[str, float]]:
-    """validate_fn for training.fit: mean/median metres on ``tds`` (model already in eval mode)."""
+    """validate_fn for training.fit: mean/median metres on ``tds`` (a PairTorchDataset, or a list of
+    them scored as one set; model already in eval mode)."""
+    sets = list(tds) if isinstance(tds, (list, tuple)) else [tds]
 
     def validate(model: Any) -> Dict[str, float]:
-        preds, _ = predict(torch_runner(model), tds, batch_size)
+        run = torch_runner(model)
+        preds = [p for s in sets for p in predict(run, s, batch_size)[0]]
         m = summarize(preds)
         return {k: m[k] for k in ("mean_m", "median_m", "prior_mean_m", "mean_ori_err_deg") if k in m}
 

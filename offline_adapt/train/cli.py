@@ -1,73 +1,18 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``xview-adapt train``: supervised training of a localizer on a pair data set (teacher / oracle)."""
+"""``xview-adapt train``: supervised training of a localizer on one or several pair data sets
+(teacher, oracle, source model); the work is :func:`offline_adapt.train.supervised.train_supervised`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional
 
-from offline_adapt.data.dataset import PairDataset, dataset_fingerprint
-from offline_adapt.evaluation.evaluate import validator
-from offline_adapt.train.options import LR_SCHEDULES, TrainOptions
+from offline_adapt.train.options import LR_SCHEDULES, MIXES, SupervisedRun, TrainOptions
 
 log = logging.getLogger(__name__)
 
 _T = TrainOptions()  # the defaults shown and used by the flags below
-
-
-def model_overrides(arch: str, meta: Any, orientation: Optional[str]) -> Dict[str, Any]:
-    """Config overrides that fit a model to a data set: ``small`` adapts its input sizes, camera
-    type and m/px to the data; CCVPE configs are fixed (a mismatch is reported by check_pair_config)."""
-    known = None if orientation is None else orientation == "known"
-    if arch != "small":
-        return {} if known is None else {"known_orientation": known}
-    gh, gw = meta.ground_size
-    pano = meta.ground_type == "panorama"
-    width = 256 if pano else min(256, max(16, int(round(64 * gw / gh / 16)) * 16))
-    return {
-        "aerial_size": meta.patch_size_px,
-        "mpp": meta.mpp,
-        "ground_type": meta.ground_type,
-        "fov_deg": meta.fov_deg,
-        "ground_size": [64, width],
-        "known_orientation": pano if known is None else known,
-    }
-
-
-def supervised_loss(config: Dict[str, Any], weights: Any):
-    """loss_fn(out, batch) for fit(): CCVPE's total loss against the GT Gaussian."""
-    import torch
-
-    from offline_adapt.train.losses import ccvpe_total_loss
-    from offline_adapt.train.targets import gaussian_map
-
-    levels, size = config["levels"], int(config["aerial_size"])
-
-    def loss_fn(out, batch):
-        fine = gaussian_map(size, batch["gt_uv"], weights.sigma_px).to(out.heatmaps[-1].device)
-        heading = batch["heading_deg"]
-        heading = heading if bool(torch.isfinite(heading).all()) else None
-        return ccvpe_total_loss(out, fine, levels, heading, weights)
-
-    return loss_fn
-
-
-def build_initial_model(arch: str, overrides: Dict[str, Any], init: Optional[str]):
-    from xview_loc_ros.models import build_model, load_checkpoint
-    from xview_loc_ros.models.checkpoint import import_ccvpe_official
-
-    if init is None:
-        return build_model(arch, **overrides)
-    if init.startswith("ccvpe-official:"):
-        if arch == "small":
-            raise ValueError("--init ccvpe-official: needs --config ccvpe-vigor or ccvpe-kitti")
-        return import_ccvpe_official(init.split(":", 1)[1], arch, **overrides)
-    model, _ = load_checkpoint(init)
-    if model.config["arch"] != arch:
-        raise ValueError(f"--init {init}: checkpoint is {model.config['arch']}, not {arch}")
-    return model
 
 
 def options_from_args(args: argparse.Namespace) -> TrainOptions:
@@ -84,83 +29,28 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
         w_ce=args.w_ce,
         w_infonce=args.w_infonce,
         w_ori=args.w_ori,
+        photometric=args.photometric,
+        mix=args.mix,
     )
 
 
-def check_run_folder(out: Path, resume: bool, data: str, fingerprint: str) -> None:
-    """Refuse to overwrite a run without ``--resume``, and to resume a run on another data set than
-    the one it was trained on (its last.pt records the data set's fingerprint)."""
-    from xview_loc_ros.models.checkpoint import read_checkpoint
-
-    last = out / "last.pt"
-    if not resume:
-        if last.exists() or (out / "best.pt").exists():
-            raise ValueError(
-                f"--out {out}: holds a training run already; pass --resume to continue it, or choose another --out"
-            )
-        return
-    if not last.is_file():
-        return  # nothing to resume: a fresh run
-    ckpt = read_checkpoint(last, map_location="cpu")
-    stored = ckpt.get("data_fingerprint")
-    if stored is not None and stored != fingerprint:
-        raise ValueError(
-            f"--data {data}: not the data set the run in {out} was trained on ({ckpt.get('data')}); "
-            "resume with that --data, or start another --out"
-        )
-
-
-def train(args: argparse.Namespace) -> Dict[str, Any]:
-    o = options_from_args(args)  # first: a bad option fails before the torch import and any data loading
-    import torch
-
-    from offline_adapt.data.torch_data import PairTorchDataset
-    from offline_adapt.train.losses import LossWeights
-    from offline_adapt.train.training import fit, make_loader, seed_everything
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    data = PairDataset(args.data)
-    fingerprint = dataset_fingerprint(args.data)
-    check_run_folder(Path(args.out), args.resume, args.data, fingerprint)
-    seed_everything(o.seed)  # model initialisation depends on the seed too
-    model = build_initial_model(args.config, model_overrides(args.config, data.meta, args.orientation), args.init)
-    cfg = model.config
-    train_ds = PairTorchDataset(
-        data, data.split("train"), cfg, random_roll=not args.no_augment, dihedral=not args.no_augment
-    )
-    if len(train_ds) == 0:
-        raise ValueError(f"{args.data}: no pairs in split 'train'")
-    val_recs = [r for r in data.split("val") if r.has_gt]
-    validate = validator(PairTorchDataset(data, val_recs, cfg), o.batch) if val_recs else None
-    if validate is None:
-        log.warning("%s: no validation pairs with GT; best.pt = last epoch", args.data)
-    weights = LossWeights(ce=o.w_ce, infonce=o.w_infonce, ori=o.w_ori)
-    loader = make_loader(
-        train_ds, o.batch, shuffle=True, seed=o.seed, workers=o.workers, drop_last=len(train_ds) > o.batch
-    )
-    res = fit(
-        model,
-        loader,
-        supervised_loss(cfg, weights),
-        epochs=o.epochs,
-        out_dir=args.out,
-        lr=o.lr,
-        seed=o.seed,
-        validate_fn=validate,
+def run_from_args(args: argparse.Namespace) -> SupervisedRun:
+    """The training run of a parsed command line; options are checked first (before torch loads)."""
+    options = options_from_args(args)
+    return SupervisedRun(
+        data=list(args.data),
+        arch=args.config,
+        out=Path(args.out),
+        options=options,
+        init=args.init,
+        orientation=args.orientation,
         resume=args.resume,
+        geometric_augment=not args.no_augment,
+        device=args.device,
         amp=None if args.amp == "auto" else args.amp == "on",
-        device=torch.device(args.device) if args.device else None,
-        steps_per_epoch=o.steps_per_epoch,
-        lr_schedule=o.lr_schedule,
-        bn_reestimate_batches=o.bn_reestimate,
-        extra={
-            "data": str(args.data),
-            "data_fingerprint": fingerprint,
-            "train_args": {k: v for k, v in vars(args).items() if k != "func"},
-        },
+        threads=args.threads,
+        extra={"train_args": {k: v for k, v in vars(args).items() if k != "func"}},
     )
-    return {"best_value": res.best_value, "best_epoch": res.best_epoch, "history": res.history}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -173,7 +63,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         "'val' split), RUN/history.json. Multi-GPU: torchrun --nproc_per_node N -m offline_adapt train ...",
     )
     p.add_argument(
-        "--data", required=True, help="pair data set folder (train split for training, val split for selection)"
+        "--data",
+        required=True,
+        nargs="+",
+        metavar="DATASET",
+        help="pair data set folder(s) (train splits for training, val splits for selection); several must share "
+        "the model's input geometry",
+    )
+    p.add_argument(
+        "--mix",
+        choices=MIXES,
+        default=_T.mix,
+        help="with several --data: proportional (every pair equally likely) or balanced (every data set equally likely)",
+    )
+    p.add_argument(
+        "--photometric",
+        type=float,
+        default=_T.photometric,
+        metavar="STRENGTH",
+        help="photometric augmentation of both views (colour, gamma, blur, noise, JPEG; 1 = the documented ranges, "
+        f"0 = off; default {_T.photometric:g})",
     )
     p.add_argument("--config", required=True, choices=["small", "ccvpe-vigor", "ccvpe-kitti"], help="architecture")
     p.add_argument("--out", required=True, help="run folder (RUN/best.pt, RUN/last.pt)")
@@ -239,9 +148,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    run = run_from_args(args)  # first: a bad option fails before torch is imported
+    from offline_adapt.train.supervised import train_supervised
     from offline_adapt.train.training import dist_info
 
-    res = train(args)
+    res = train_supervised(run)
     if dist_info()[0] == 0:
         print(f"best epoch {res['best_epoch']}: {res['best_value']}" if res["best_value"] is not None else "done")
     return 0

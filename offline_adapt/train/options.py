@@ -7,12 +7,14 @@ No torch here: the command line builds (and so validates) these before importing
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
 
 from xview_loc_ros.cli import require_at_least, require_choice, require_positive
 
 SIGMA_PX = 4.0  # CCVPE and the adaptation paper: sigma = 4 px of the finest level
 LR_SCHEDULES = ("constant", "cosine")
+MIXES = ("proportional", "balanced")
 # CCVPE's total loss: CE(finest) + 1e4 x mean InfoNCE over levels + 10 x orientation loss
 CE_WEIGHT, INFONCE_WEIGHT, ORI_WEIGHT = 1.0, 1e4, 10.0
 
@@ -32,12 +34,20 @@ class TrainOptions:
     w_ce: float = CE_WEIGHT
     w_infonce: float = INFONCE_WEIGHT
     w_ori: float = ORI_WEIGHT
+    # photometric augmentation strength (offline_adapt.data.augment; 0 = off): off until its effect on
+    # held-out styles is measured (issue: source model)
+    photometric: float = 0.0
+    mix: str = "proportional"  # how several --data sets are sampled (offline_adapt.train.supervised)
 
     def __post_init__(self) -> None:
         require_at_least("--epochs", self.epochs, 1)
         require_at_least("--batch", self.batch, 1)
         require_positive("--lr", self.lr)
         require_choice("--lr-schedule", self.lr_schedule, LR_SCHEDULES)
+        require_choice("--mix", self.mix, MIXES)
+        require_at_least("--photometric", self.photometric, 0.0)
+        if self.photometric > 3.0:
+            raise ValueError(f"--photometric must be in [0, 3], got {self.photometric}")
         require_at_least("--bn-reestimate", self.bn_reestimate, 0)
         require_at_least("--steps-per-epoch", self.steps_per_epoch, 1, allow_none=True)
         require_at_least("--workers", self.workers, 0)
@@ -46,3 +56,28 @@ class TrainOptions:
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class SupervisedRun:
+    """One `xview-adapt train` run. ``data``: pair data-set folders (one or more); ``out``: the run
+    folder (RUN/last.pt, RUN/best.pt); ``init``: a checkpoint of this project or
+    ``ccvpe-official:PATH``; ``orientation``: "known" | "unknown" | None (the camera type's default);
+    ``geometric_augment``: random panorama roll (unknown orientation) and dihedral world turns."""
+
+    data: Sequence[str]
+    arch: str
+    out: Path
+    options: TrainOptions = TrainOptions()
+    init: Optional[str] = None
+    orientation: Optional[str] = None
+    resume: bool = False
+    geometric_augment: bool = True
+    device: Optional[str] = None
+    amp: Optional[bool] = None
+    threads: Optional[int] = None
+    extra: Optional[Dict[str, Any]] = None  # plain values stored in the checkpoints (e.g. the command line)
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ValueError("--data: at least one pair data set is needed")

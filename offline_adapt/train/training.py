@@ -20,11 +20,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
 from xview_loc_ros.fsutil import OutputLock, atomic_write_json
@@ -63,14 +63,32 @@ def default_device() -> torch.device:
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, workers: int = 0, drop_last: bool = False
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    workers: int = 0,
+    drop_last: bool = False,
+    sample_weights: Optional[Sequence[float]] = None,
 ) -> DataLoader:
-    """A DataLoader whose order depends only on ``seed`` (a DistributedSampler under torchrun)."""
+    """A DataLoader whose order depends only on ``seed`` (a DistributedSampler under torchrun).
+    ``sample_weights`` (one per item): draw len(dataset) items per epoch with replacement in
+    proportion to them (single process only)."""
     rank, world, _ = dist_info()
     gen = torch.Generator()
     gen.manual_seed(seed)
-    sampler: Optional[DistributedSampler] = None
-    if world > 1:
+    sampler: Optional[Sampler] = None
+    if sample_weights is not None:
+        if world > 1:
+            raise ValueError(
+                "weighted sampling (--mix balanced) runs in one process; use --mix proportional under torchrun"
+            )
+        if len(sample_weights) != len(dataset):  # type: ignore[arg-type]
+            raise ValueError(f"{len(sample_weights)} sample weights for {len(dataset)} items")  # type: ignore[arg-type]
+        sampler = WeightedRandomSampler(list(sample_weights), len(sample_weights), replacement=True, generator=gen)
+        shuffle = False
+    elif world > 1:
         sampler = DistributedSampler(
             dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
         )
