@@ -154,10 +154,12 @@ def heavy_modules() -> Set[str]:
     heavy: Set[str] = set()
     for path in source_files():
         mod = module_name(path)
-        imps = [i for i in imports_of(path) if not i.in_function]
-        if any(i.target.split(".")[0] in HEAVY_THIRD_PARTY for i in imps):
+        top[mod] = set()
+        if any(i.target.split(".")[0] in HEAVY_THIRD_PARTY for i in imports_of(path) if not i.in_function):
             heavy.add(mod)
-        top[mod] = {i.target for i in project_imports() if i.module == mod and not i.in_function}
+    for i in project_imports():
+        if not i.in_function:
+            top[i.module].add(i.target)
     changed = True
     while changed:
         changed = False
