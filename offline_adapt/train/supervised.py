@@ -144,7 +144,7 @@ def train_supervised(run: SupervisedRun) -> Dict[str, Any]:
         if len(tds) == 0:
             raise ValueError(f"{d}: no pairs in split 'train'")
         train_sets.append(tds)
-    train_ds = ConcatDataset(train_sets)
+    train_ds: ConcatDataset[Dict[str, Any]] = ConcatDataset(train_sets)
     val_sets = [PairTorchDataset(ds, [r for r in ds.split("val") if r.has_gt], cfg) for ds in sets]
     val_sets = [v for v in val_sets if len(v)]
     validate = validator(val_sets, o.batch) if val_sets else None
