@@ -17,6 +17,7 @@ from typing import Any, Iterable, Optional, Sequence
 from xview_testbed.synth.citydir import DEFAULT_LAT, DEFAULT_LON, DEFAULT_ZOOMS, City, build_city, load_city
 from xview_testbed.synth.drive import make_drive
 from xview_testbed.synth.pairs import make_pairs
+from xview_testbed.synth.randomize import randomize_style
 from xview_testbed.synth.style import PRESETS, StyleError, blend_styles, load_style
 
 
@@ -51,9 +52,13 @@ def make_city(
     amount: float = 0.0,
     blend_groups: Optional[Iterable[str]] = None,
     overwrite: bool = False,
+    randomize: float = 0.0,
 ) -> Path:
-    """Build a synthetic city of side ``size_m`` metres centred on (``lat``, ``lon``) degrees; returns its folder."""
+    """Build a synthetic city of side ``size_m`` metres centred on (``lat``, ``lon``) degrees; returns its folder.
+    ``randomize`` > 0 draws a variant of the style with the city's seed (:func:`randomize.randomize_style`)."""
     st = resolve_style(style, toward, amount, blend_groups)
+    if randomize:
+        st = randomize_style(st, seed, randomize)
     return build_city(
         st,
         seed,
@@ -63,7 +68,7 @@ def make_city(
         size_m=size_m,
         zooms=zooms,
         res_m=res_m,
-        style_name=style_label(style, toward, amount),
+        style_name=style_label(style, toward, amount) + (f" randomized {randomize:g}" if randomize else ""),
         overwrite=overwrite,
     )
 

@@ -54,6 +54,14 @@ def register(subparsers) -> None:
     )
     c.add_argument("--out", required=True, help="output city folder")
     c.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    c.add_argument(
+        "--randomize",
+        type=float,
+        default=0.0,
+        metavar="AMOUNT",
+        help="draw a variant of the style with --seed (palettes, sun, grading, layout, trees, heights within the "
+        "documented ranges of xview_testbed/synth/randomize.py; 1 = those ranges, 0 = off; season unchanged)",
+    )
     c.set_defaults(func=_city)
 
     d = sub.add_parser("drive", help="drive along the roads and record a rosbag2 (GNSS, IMU, camera, ground truth)")
@@ -175,6 +183,7 @@ def _city(args) -> int:
         amount=amount,
         blend_groups=groups,
         overwrite=args.overwrite,
+        randomize=args.randomize,
     )
     print(f"city written to {out}")
     return 0
