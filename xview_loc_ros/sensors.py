@@ -50,9 +50,8 @@ REASONS = {
 #: (a 631-byte JPEG can declare 20000 x 20000 px: 1.2 GB per copy). 50 Mpx holds an 8K equirectangular
 #: panorama (7680 x 3840 = 29.5 Mpx) and every automotive camera with room to spare.
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
-MAX_ALTITUDE_M = (
-    100_000.0  # |altitude| beyond 100 km of the ellipsoid is no vehicle's: the receiver's output is garbage
-)
+# |altitude| beyond 100 km of the ellipsoid is no vehicle's: the receiver's output is garbage
+MAX_ALTITUDE_M = 100_000.0
 
 NAVSAT_STATUS_FIX = 0  # sensor_msgs/NavSatStatus: NO_FIX = -1 (Jazzy adds UNKNOWN = -2), FIX = 0, SBAS, GBAS
 COVARIANCE_TYPE_UNKNOWN = 0
