@@ -36,16 +36,20 @@ INTRO = (
 )
 
 
-def prepare(arch: str, folder: Path) -> Tuple[Path, Path]:
-    """Random-initialised checkpoint and its ONNX export (latency does not depend on the weights)."""
+def prepare(spec: str, folder: Path) -> Tuple[Path, Path]:
+    """Random-initialised checkpoint and its ONNX export (latency does not depend on the weights).
+    ``spec``: a config name, optionally with integer overrides, e.g. ``small:width=2``."""
     import torch
 
     from offline_adapt.export.onnx_export import export_onnx
     from xview_loc_ros.models import build_model, save_checkpoint
 
+    arch, _, rest = spec.partition(":")
+    overrides = {k: int(v) for k, v in (kv.split("=", 1) for kv in rest.split(",") if kv)}
     torch.manual_seed(0)
-    model = build_model(arch)
-    ckpt, onnx_path = folder / f"{arch}.pt", folder / f"{arch}.onnx"
+    model = build_model(arch, **overrides)
+    name = spec.replace(":", "_").replace("=", "").replace(",", "_")
+    ckpt, onnx_path = folder / f"{name}.pt", folder / f"{name}.onnx"
     save_checkpoint(ckpt, model)
     export_onnx(model, onnx_path)
     return ckpt, onnx_path
@@ -128,7 +132,9 @@ def library_versions() -> List[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs="+", default=["small", "ccvpe-vigor"])
+    ap.add_argument(
+        "--models", nargs="+", default=["small", "ccvpe-vigor"], help="configs, e.g. small small:width=2 ccvpe-vigor"
+    )
     ap.add_argument("--runs", type=int, default=100, help="timed runs per backend (default 100)")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument(

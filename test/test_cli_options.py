@@ -75,6 +75,16 @@ def test_train_negative_epochs(bed, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("config,width", [("ccvpe-vigor", "2"), ("small", "4")])
+def test_train_width_outside_small_or_range(bed, tmp_path, capsys, config, width):
+    root, data, model = bed
+    argv = ["train", "--data", data, "--config", config, "--out", tmp_path / "run", "--width", width]
+    rc, err = run(adapt_main, argv, capsys)
+    assert rc == 2
+    one_line_naming(err, "--width")
+    assert not (tmp_path / "run").exists()
+
+
 def test_export_zero_max_batch(bed, tmp_path, capsys):
     """Before: exit 0."""
     root, data, model = bed

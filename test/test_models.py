@@ -88,6 +88,8 @@ def test_import_official_state_dict_and_reject_mismatch(tmp_path, vigor):
             True,
         ),
         ({"aerial_size": 256, "known_orientation": False, "n_ori": 8}, (64, 256), 8, True),
+        ({"width": 2}, (64, 256), 1, False),
+        ({"width": 3, "known_orientation": False}, (64, 256), 16, True),
     ],
 )
 def test_small_shapes_and_levels(overrides, ground, n_ori, has_ori):
@@ -123,11 +125,31 @@ def test_small_panorama_roll_permutes_orientation_bins():
         ({"aerial_size": 100}, "multiple of 64"),
         ({"ground_type": "fisheye"}, "panorama or pinhole"),
         ({"bogus": 1}, "unknown config keys"),
+        ({"width": 4}, "width must be 1, 2 or 3"),
+        ({"width": 0}, "width must be 1, 2 or 3"),
     ],
 )
 def test_small_bad_config_is_refused(overrides, match):
     with pytest.raises(ValueError, match=match):
         build_model("small", **overrides)
+
+
+def test_small_width_multiplies_channels_and_old_checkpoints_load_as_width_1(tmp_path):
+    def n_params(m):
+        return sum(p.numel() for p in m.parameters())
+
+    base, wide = build_model("small"), build_model("small", width=2)
+    assert base.config["width"] == 1 and wide.config["width"] == 2
+    assert n_params(wide) > 2 * n_params(base)
+    # a checkpoint written before the width key existed is the width-1 model
+    save_checkpoint(tmp_path / "w1.pt", base)
+    raw = torch.load(tmp_path / "w1.pt", weights_only=True)
+    del raw["config"]["width"]
+    torch.save(raw, tmp_path / "old.pt")
+    loaded, _ = load_checkpoint(tmp_path / "old.pt")
+    assert loaded.config["width"] == 1 and n_params(loaded) == n_params(base)
+    save_checkpoint(tmp_path / "w2.pt", wide)
+    assert load_checkpoint(tmp_path / "w2.pt")[0].config["width"] == 2
 
 
 def test_ccvpe_fixed_sizes_refused():

@@ -95,7 +95,12 @@ def test_trained_model_beats_gnss_on_the_drive(drive):
         pairs = make_pairs(drive["city"], drive["dir"] / "pairs", 400, 0)
         run = drive["dir"] / "run"
         train_supervised(
-            SupervisedRun(data=[str(pairs)], arch="small", out=run, options=TrainOptions(epochs=15, lr=1e-3))
+            SupervisedRun(
+                data=[str(pairs)],
+                arch="small",
+                out=run,
+                options=TrainOptions(epochs=15, lr_schedule="constant", photometric=0.0),
+            )
         )
         model = str(run / "best.pt")
     h = Harness({"model_path": model, "tile_source": f"xyz:{drive['city'] / 'tiles'}", "backend": "torch"})

@@ -18,44 +18,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from offline_adapt import cli as xview_adapt_cli
 from offline_adapt.adapt.options import AdaptOptions, DistillOptions
 from offline_adapt.evaluation.plots import error_cdf
 from xview_loc_ros.cli import build_parser, run
-from xview_loc_ros.fsutil import CommandSteps, atomic_path, atomic_write_bytes, atomic_write_json
+from xview_loc_ros.fsutil import atomic_path, atomic_write_bytes, atomic_write_json
 from xview_loc_ros.geo import LocalENU, PatchGeoref
 from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
-from xview_testbed import cli as xview_loc_cli
 from xview_testbed.replay import read_jsonl
+from xview_testbed.steps import StepRunner
+from xview_testbed.teacher import RECIPE as TEACHER
+from xview_testbed.teacher import train_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_TEACHER = REPO / "models" / "teacher_suburb_small.pt"
 PARAMS_FILE = REPO / "config" / "localizer.yaml"
-
-# how the bundled teacher was made (models/README.md quotes the same commands)
-# (the source side of bench/crossarea.yaml, profile quick)
-TEACHER_RECIPE = dict(
-    style="suburb",
-    city_seed=1,
-    size_m=600,
-    zooms="18-19",
-    pairs=800,
-    pairs_seed=1,
-    epochs=6,
-    batch=8,
-    lr=1e-3,
-    seed=0,
-    threads=1,
-)
 
 
 @dataclass
@@ -75,49 +59,25 @@ class DemoOptions:
     adapt_frac: float = 0.6
     teacher: Optional[Path] = None
     retrain_teacher: bool = False
-    teacher_pairs: int = TEACHER_RECIPE["pairs"]
-    teacher_epochs: int = TEACHER_RECIPE["epochs"]
+    teacher_epochs: int = TEACHER.epochs
     epochs: int = DistillOptions().epochs
     keep: float = AdaptOptions().keep_pct
     threads: int = 2
     progress: bool = True
 
 
-TOOLS: Dict[str, Callable[[List[str]], int]] = {"xview-loc": xview_loc_cli.main, "xview-adapt": xview_adapt_cli.main}
-
-
 class Demo:
     def __init__(self, opts: DemoOptions) -> None:
         self.o = opts
         self.out = Path(opts.out)
-        self.commands: List[str] = []
-        self.times: Dict[str, float] = {}
-        self.steps = CommandSteps(self.out)
+        self.runner = StepRunner(self.out)
+        self.run = self.runner.run
 
     def p(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
 
     def banner(self, step: int, title: str) -> None:
         print(f"\n=== [{step}/6] {title} " + "=" * max(0, 70 - len(title)), flush=True)
-
-    def run(self, output: Path, tool: str, *args: Any) -> Path:
-        """Run ``tool args`` (in this process, the same code as the console script) unless the step
-        that makes ``output`` is done (same command, same inputs; see CommandSteps)."""
-        argv = [str(a) for a in args]
-        line = f"{tool} {shlex.join(argv)}"
-        self.commands.append(line)
-
-        def execute() -> None:
-            print(f"$ {line}", flush=True)
-            t0 = time.monotonic()
-            rc = TOOLS[tool](argv)
-            self.times[line] = time.monotonic() - t0
-            if rc != 0:
-                raise RuntimeError(f"demo step failed (exit {rc}): {line}")
-
-        if not self.steps.run(output, [tool, *argv], execute):
-            print(f"  (exists, skipped) {line}", flush=True)
-        return output
 
     # -- steps ------------------------------------------------------------------------------------
     def target(self) -> tuple:
@@ -167,66 +127,11 @@ class Demo:
             return Path(o.teacher)
         if not o.retrain_teacher and BUNDLED_TEACHER.is_file():
             print(
-                f"  bundled teacher {BUNDLED_TEACHER.relative_to(REPO)} (style {TEACHER_RECIPE['style']!r}; "
-                "models/README.md has the commands that made it; --retrain-teacher re-runs them)"
+                f"  bundled teacher {BUNDLED_TEACHER.relative_to(REPO)} (source styles {', '.join(TEACHER.styles)}; "
+                "models/README.md has its recipe and errors; --retrain-teacher re-runs it)"
             )
             return BUNDLED_TEACHER
-        r = TEACHER_RECIPE
-        city = self.run(
-            self.p("teacher", "city"),
-            "xview-loc",
-            "synth",
-            "city",
-            "--style",
-            r["style"],
-            "--seed",
-            r["city_seed"],
-            "--size-m",
-            r["size_m"],
-            "--zooms",
-            r["zooms"],
-            "--out",
-            self.p("teacher", "city"),
-        )
-        pairs = self.run(
-            self.p("teacher", "pairs"),
-            "xview-loc",
-            "synth",
-            "pairs",
-            "--city",
-            city,
-            "--n",
-            o.teacher_pairs,
-            "--seed",
-            r["pairs_seed"],
-            "--out",
-            self.p("teacher", "pairs"),
-        )
-        # the run folder is the step's output: a redone step starts a fresh run (train refuses to overwrite one)
-        self.run(
-            self.p("teacher", "run"),
-            "xview-adapt",
-            "train",
-            "--data",
-            pairs,
-            "--config",
-            "small",
-            "--out",
-            self.p("teacher", "run"),
-            "--seed",
-            r["seed"],
-            "--epochs",
-            o.teacher_epochs,
-            "--batch",
-            r["batch"],
-            "--lr",
-            r["lr"],
-            "--threads",
-            r["threads"],
-            "--bn-reestimate",
-            "0",
-        )
-        return self.p("teacher", "run", "best.pt")
+        return train_teacher(self.runner, self.p("teacher"), epochs=o.teacher_epochs)
 
     def replay(self, name: str, model: Path, tiles: str, bag: Path, start: float, end: float, heatmaps: bool) -> Path:
         extra = ["--heatmap-dir", self.p("heatmaps", name)] if heatmaps else []
@@ -338,7 +243,7 @@ class Demo:
             target=f"{o.target_style}" + (f" -> {o.toward} @ {o.amount:g}" if o.toward else ""),
             teacher=str(teacher),
             student=str(student),
-            commands=self.commands,
+            commands=self.runner.commands,
         )
         table = format_table(results)
         print(table)
@@ -526,13 +431,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=d.adapt_frac,
         help="adapt on this first fraction of the drive; the rest is held out for the comparison",
     )
+    p.add_argument("--teacher", default=None, help="teacher checkpoint (default: the bundled models/teacher.pt)")
     p.add_argument(
-        "--teacher", default=None, help="teacher checkpoint (default: the bundled models/teacher_suburb_small.pt)"
+        "--retrain-teacher",
+        action="store_true",
+        help="train the teacher here with the bundled one's recipe (xview_testbed.teacher; about an hour on 2 CPU cores)",
     )
-    p.add_argument(
-        "--retrain-teacher", action="store_true", help="train the teacher here with the bundled one's recipe"
-    )
-    p.add_argument("--teacher-pairs", type=int, default=d.teacher_pairs, help="with --retrain-teacher: source pairs")
     p.add_argument("--teacher-epochs", type=int, default=d.teacher_epochs, help="with --retrain-teacher: epochs")
     p.add_argument("--epochs", type=int, default=d.epochs, help="student epochs (auxiliary and final)")
     p.add_argument("--keep", type=float, default=d.keep, help="T: %% of pseudo labels kept by the filter")
@@ -555,7 +459,6 @@ def options_from_args(args: argparse.Namespace) -> DemoOptions:
         adapt_frac=args.adapt_frac,
         teacher=Path(args.teacher) if args.teacher else None,
         retrain_teacher=args.retrain_teacher,
-        teacher_pairs=args.teacher_pairs,
         teacher_epochs=args.teacher_epochs,
         epochs=args.epochs,
         keep=args.keep,

@@ -44,6 +44,7 @@ def run_from_args(args: argparse.Namespace) -> SupervisedRun:
         options=options,
         init=args.init,
         orientation=args.orientation,
+        width=args.width,
         resume=args.resume,
         geometric_augment=not args.no_augment,
         device=args.device,
@@ -85,6 +86,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"0 = off; default {_T.photometric:g})",
     )
     p.add_argument("--config", required=True, choices=["small", "ccvpe-vigor", "ccvpe-kitti"], help="architecture")
+    p.add_argument(
+        "--width",
+        type=int,
+        default=None,
+        help="small only: channel multiplier of both encoders (1 = default, 2 or 3; inference cost in bench/RESULTS.md)",
+    )
     p.add_argument("--out", required=True, help="run folder (RUN/best.pt, RUN/last.pt)")
     p.add_argument("--seed", type=int, default=_T.seed)
     p.add_argument("--epochs", type=int, default=_T.epochs, help=f"default {_T.epochs}")

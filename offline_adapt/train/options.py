@@ -21,23 +21,25 @@ CE_WEIGHT, INFONCE_WEIGHT, ORI_WEIGHT = 1.0, 1e4, 10.0
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """``xview-adapt train`` flags (CCVPE's setting; the learning rate is Adam's)."""
+    """``xview-adapt train`` flags (CCVPE's losses; the learning rate is Adam's). The defaults are the bundled
+    teacher's recipe (``xview_testbed.teacher``, models/README.md): from scratch on a multi-city source set they
+    train the model we ship; fine-tuning from ``--init`` usually wants a lower ``--lr`` (CCVPE used 1e-4)."""
 
-    epochs: int = 10
+    epochs: int = 16
     batch: int = 8
-    lr: float = 1e-4
+    lr: float = 1e-3
     seed: int = 0
-    lr_schedule: str = "constant"
+    lr_schedule: str = "cosine"
     bn_reestimate: int = 16  # batches; 0 = off
     steps_per_epoch: Optional[int] = None
     workers: int = 0
     w_ce: float = CE_WEIGHT
     w_infonce: float = INFONCE_WEIGHT
     w_ori: float = ORI_WEIGHT
-    # photometric augmentation strength (offline_adapt.data.augment; 0 = off): off until its effect on
-    # held-out styles is measured (issue: source model)
-    photometric: float = 0.0
-    mix: str = "proportional"  # how several --data sets are sampled (offline_adapt.train.supervised)
+    # photometric augmentation strength of both views (offline_adapt.data.augment; 0 = off): on by default since
+    # it turned unseen styles from random gaps into moderate ones (bench/RESULTS.md, source model probes)
+    photometric: float = 1.0
+    mix: str = "balanced"  # how several --data sets are sampled (offline_adapt.train.supervised)
 
     def __post_init__(self) -> None:
         require_at_least("--epochs", self.epochs, 1)
@@ -63,7 +65,8 @@ class SupervisedRun:
     """One `xview-adapt train` run. ``data``: pair data-set folders (one or more); ``out``: the run
     folder (RUN/last.pt, RUN/best.pt); ``init``: a checkpoint of this project or
     ``ccvpe-official:PATH``; ``orientation``: "known" | "unknown" | None (the camera type's default);
-    ``geometric_augment``: random panorama roll (unknown orientation) and dihedral world turns."""
+    ``geometric_augment``: random panorama roll (unknown orientation) and dihedral world turns; ``width``:
+    the ``small`` model's channel multiplier (None = the architecture's default)."""
 
     data: Sequence[str]
     arch: str
@@ -71,6 +74,7 @@ class SupervisedRun:
     options: TrainOptions = TrainOptions()
     init: Optional[str] = None
     orientation: Optional[str] = None
+    width: Optional[int] = None
     resume: bool = False
     geometric_augment: bool = True
     device: Optional[str] = None
@@ -81,3 +85,5 @@ class SupervisedRun:
     def __post_init__(self) -> None:
         if not self.data:
             raise ValueError("--data: at least one pair data set is needed")
+        if self.width is not None and (self.arch != "small" or self.width not in (1, 2, 3)):
+            raise ValueError(f"--width: 1, 2 or 3 with --config small only, got {self.width} with {self.arch}")

@@ -33,22 +33,24 @@ from xview_loc_ros.models.checkpoint import import_ccvpe_official, read_checkpoi
 log = logging.getLogger(__name__)
 
 
-def model_overrides(arch: str, meta: Any, orientation: Optional[str]) -> Dict[str, Any]:
+def model_overrides(arch: str, meta: Any, orientation: Optional[str], width: Optional[int] = None) -> Dict[str, Any]:
     """Config overrides that fit a model to a data set: ``small`` adapts its input sizes, camera
-    type and m/px to the data; CCVPE configs are fixed (a mismatch is reported by check_pair_config)."""
+    type and m/px to the data (and takes ``width``); CCVPE configs are fixed (a mismatch is reported by
+    check_pair_config)."""
     known = None if orientation is None else orientation == "known"
     if arch != "small":
         return {} if known is None else {"known_orientation": known}
     gh, gw = meta.ground_size
     pano = meta.ground_type == "panorama"
-    width = 256 if pano else min(256, max(16, int(round(64 * gw / gh / 16)) * 16))
+    ground_w = 256 if pano else min(256, max(16, int(round(64 * gw / gh / 16)) * 16))
     return {
         "aerial_size": meta.patch_size_px,
         "mpp": meta.mpp,
         "ground_type": meta.ground_type,
         "fov_deg": meta.fov_deg,
-        "ground_size": [64, width],
+        "ground_size": [64, ground_w],
         "known_orientation": pano if known is None else known,
+        **({} if width is None else {"width": width}),
     }
 
 
@@ -128,7 +130,7 @@ def train_supervised(run: SupervisedRun) -> Dict[str, Any]:
     fingerprint = data_fingerprint(run.data)
     check_run_folder(Path(run.out), run.resume, label, fingerprint)
     seed_everything(o.seed)  # model initialisation depends on the seed too
-    model = build_initial_model(run.arch, model_overrides(run.arch, sets[0].meta, run.orientation), run.init)
+    model = build_initial_model(run.arch, model_overrides(run.arch, sets[0].meta, run.orientation, run.width), run.init)
     cfg = model.config
     photometric = Photometric(strength=o.photometric) if o.photometric > 0 else None
     train_sets = []

@@ -3,7 +3,7 @@
 
 Config keys (plain values): arch, aerial_size (S px), ground_size [H, W] px, ground_type
 ("panorama"|"pinhole"), fov_deg (horizontal), mpp (aerial metres per pixel), mean/std, known_orientation,
-n_ori, levels [[cells_per_side, n_ori], ...] coarse -> fine.
+n_ori, levels [[cells_per_side, n_ori], ...] coarse -> fine; ``small`` only: width (channel multiplier 1-3).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
         mpp=0.5,
         known_orientation=True,
         n_ori=16,
+        width=1,
     ),
     # VIGOR: 640 px aerial at ~0.11 m/px resized to 512 -> ~0.14 m/px
     "ccvpe-vigor": dict(
@@ -106,7 +107,9 @@ def _build_small(cfg: Dict[str, Any]) -> CrossViewModel:
     _check(n_ori == 1 or 16 % n_ori == 0, f"small: n_ori must divide 16, got {n_ori}")
     cfg["n_ori"] = n_ori
     cfg["levels"] = levels_for(s, s // 32, 5, n_ori)
-    spec = head_spec(w // 16, h // 16, n_ori, orientation=not cfg["known_orientation"])
+    width = cfg["width"] = int(cfg["width"])
+    _check(width in (1, 2, 3), f"small: width must be 1, 2 or 3, got {width}")
+    spec = head_spec(w // 16, h // 16, n_ori, orientation=not cfg["known_orientation"], width=width)
     return SmallCrossView(cfg, spec, circular=pano)
 
 

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """``small``: the CCVPE coarse-to-fine design on a light BatchNorm CNN, for CPU training in minutes.
 
-Both branches: four stride-2 stages (conv3x3-BN-ReLU x2) and a 1x1 head, total stride 16. The
+Both branches: four stride-2 stages (conv3x3-BN-ReLU x2) and a 1x1 head, total stride 16; config ``width``
+multiplies every encoder's channels (1: 16-24-32-64, head 128; 2: twice that, about 3.5x the encoder FLOPs). The
 aerial head is cut into 2x2 cells, so level 1 has S/32 cells per side; five matching levels double
 up to S/2, then the final S x S logits. The panorama branch pads horizontally with wrap-around.
 BatchNorm is kept on purpose: the adaptation benchmark re-estimates BN statistics as a control.
@@ -27,17 +28,23 @@ def _conv_bn_relu(cin: int, cout: int, stride: int, circular: bool) -> nn.Sequen
     return nn.Sequential(pad, nn.Conv2d(cin, cout, 3, stride, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+def widths(width: int) -> Tuple[Tuple[int, ...], int]:
+    """Stage and head channels for the ``width`` multiplier (1 = the original ``small``)."""
+    return tuple(c * width for c in STAGES), HEAD * width
+
+
 class Encoder(nn.Module):
     """Stride-16 CNN; returns the head feature and the stage outputs coarse -> fine."""
 
-    def __init__(self, circular: bool) -> None:
+    def __init__(self, circular: bool, width: int = 1) -> None:
         super().__init__()
+        stage_channels, head = widths(width)
         stages, cin = [], 3
-        for c in STAGES:
+        for c in stage_channels:
             stages.append(nn.Sequential(_conv_bn_relu(cin, c, 2, circular), _conv_bn_relu(c, c, 1, circular)))
             cin = c
         self.stages = nn.ModuleList(stages)
-        self.head = nn.Sequential(nn.Conv2d(cin, HEAD, 1, bias=False), nn.BatchNorm2d(HEAD), nn.ReLU(inplace=True))
+        self.head = nn.Sequential(nn.Conv2d(cin, head, 1, bias=False), nn.BatchNorm2d(head), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         outs = []
@@ -47,22 +54,23 @@ class Encoder(nn.Module):
         return self.head(x), outs[::-1]
 
 
-def head_spec(ground_cols: int, ground_rows: int, n_ori: int, orientation: bool) -> HeadSpec:
+def head_spec(ground_cols: int, ground_rows: int, n_ori: int, orientation: bool, width: int = 1) -> HeadSpec:
     if ground_cols > FULL_COLS:
         raise ValueError(
             f"small: ground feature width {ground_cols} columns exceeds {FULL_COLS} (ground width > 256 px)"
         )
     step = [c * FULL_COLS // n_ori for c in DESC] if n_ori > 1 else [0] * len(DESC)
+    stage_channels, head = widths(width)
     return HeadSpec(
-        ground_channels=HEAD,
+        ground_channels=head,
         ground_rows=ground_rows,
         ground_cols=ground_cols,
         desc_channels=DESC,
-        head_channels=HEAD,
+        head_channels=head,
         sat_desc_dim=FULL_COLS * DESC[0],
         dec_deconv=(64, 32, 16, 16, 8),
         dec_conv=tuple(FULL_COLS * c for c in DESC[1:]),
-        skip_channels=STAGES[::-1],
+        skip_channels=stage_channels[::-1],
         n_ori=n_ori,
         roll_steps=tuple(step),
         ori_deconv=(64, 32, 16, 16, 8) if orientation else None,
@@ -74,8 +82,9 @@ class SmallCrossView(CrossViewModel):
     def __init__(self, config: dict, head: HeadSpec, circular: bool) -> None:
         super().__init__()
         self.config = config
-        self.grd_backbone = Encoder(circular)
-        self.sat_backbone = Encoder(False)
+        width = int(config.get("width", 1))
+        self.grd_backbone = Encoder(circular, width)
+        self.sat_backbone = Encoder(False, width)
         self._build_ground_descriptors(head)
         self._build_head(head)
 
