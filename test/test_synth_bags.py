@@ -202,3 +202,32 @@ def test_bag_gnss_errors_follow_the_flags(city, tmp_path):
     d = np.concatenate([fe - ge, fn - gn])
     assert d.std() == pytest.approx(6.0, rel=0.3)
     assert abs(d.mean()) < 2.5
+
+
+def test_region_confines_the_route_and_bad_regions_are_refused(city, tmp_path):
+    from rosbags.highlevel import AnyReader
+
+    west = (-100.0, -100.0, 0.0, 100.0)  # the city is 260 m: +-100 m is the drivable square
+    bag = make_drive(city, tmp_path / "west", frames=30, seed=5, rate_hz=2.0, region=west)
+    frame = load_city(city).frame
+    with AnyReader([bag]) as r:
+        gts = [r.deserialize(raw, c.msgtype) for c, _, raw in r.messages() if c.topic == "/ground_truth/fix"]
+    east, north, _ = frame.to_enu(np.array([m.latitude for m in gts]), np.array([m.longitude for m in gts]), 0.0)
+    # the vehicle drives the right-hand lane of roads whose ends lie in the region: a lane's offset at most
+    assert east.max() < 0.0 + 8.0 and east.min() > -100.0 - 8.0
+    with pytest.raises(ValueError, match="region"):
+        make_drive(city, tmp_path / "bad", frames=2, region=(0.0, 0.0, 200.0, 50.0))  # beyond the drivable square
+    with pytest.raises(ValueError, match="no road lies inside the region"):
+        make_drive(city, tmp_path / "tiny", frames=2, region=(1.0, 1.0, 2.0, 2.0))
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "tiny").exists()
+
+
+def test_region_flag_is_parsed_and_checked(capsys):
+    from xview_testbed.cli import main
+
+    for value, problem in (("1,2,3", "four numbers"), ("5,0,1,4", "W < E")):
+        with pytest.raises(SystemExit) as e:
+            main(["synth", "drive", "--city", "c", "--out", "o", f"--region={value}"])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "--region" in err and problem in err

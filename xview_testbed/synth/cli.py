@@ -94,6 +94,15 @@ def register(subparsers) -> None:
         ("heading-bias-deg", "heading bias std, degrees"),
     ):
         d.add_argument(f"--{name}", type=float, default=None, help=f"{unit} (default: the style's sensor group)")
+    d.add_argument(
+        "--region",
+        type=region_arg,
+        default=None,
+        metavar="W,S,E,N",
+        help="drive only on roads inside this rectangle, metres west/south/east/north of the city centre "
+        "(default: the whole city less 30 m at each edge); write it with '=' when it starts with a minus, e.g. "
+        "--region=-200,-200,0,200 for the west half",
+    )
     d.add_argument("--overwrite", action="store_true", help="replace an existing bag")
     d.set_defaults(func=_drive)
 
@@ -151,6 +160,17 @@ def register(subparsers) -> None:
     s = sub.add_parser("style", help="print a resolved (validated, blended) style as YAML")
     _style_args(s)
     s.set_defaults(func=_style)
+
+
+def region_arg(text: str) -> tuple:
+    """``W,S,E,N`` in metres -> a tuple of four floats with W < E and S < N."""
+    try:
+        w, s, e, n = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected four numbers W,S,E,N (metres), got {text!r}") from None
+    if not (w < e and s < n):
+        raise argparse.ArgumentTypeError(f"needs W < E and S < N, got {text!r}")
+    return (w, s, e, n)
 
 
 def _style_args(p: argparse.ArgumentParser) -> None:
@@ -213,6 +233,7 @@ def _drive(args) -> int:
         gnss=gnss,
         overwrite=args.overwrite,
         progress=sys.stderr.isatty(),
+        region=args.region,
     )
     print(f"bag written to {out}")
     return 0

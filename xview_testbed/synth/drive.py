@@ -51,23 +51,27 @@ def _key(p: np.ndarray) -> Tuple[float, float]:
     return (round(float(p[0]), 2), round(float(p[1]), 2))
 
 
+Region = Tuple[float, float, float, float]  # west, south, east, north: metres east/north of the city centre
+
+
 def plan_route(
-    roads: List[Road], length_m: float, rng: np.random.Generator, inner_half_m: float
+    roads: List[Road], length_m: float, rng: np.random.Generator, region: Region
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """A random walk along the road graph, ``length_m`` long, staying within +-``inner_half_m`` of the
-    centre where it can (U-turn at dead ends and the edge). Returns centreline points every 0.5 m (M, 2)
-    and the road width at each."""
+    """A random walk along the road graph, ``length_m`` long, on roads whose ends lie inside ``region``
+    (U-turn at dead ends and at the region's edge). Returns centreline points every 0.5 m (M, 2) and the
+    road width at each."""
+    west, south, east, north = region
     ends: Dict[Tuple[float, float], List[Tuple[int, bool]]] = {}
     for i, r in enumerate(roads):
         ends.setdefault(_key(r.points[0]), []).append((i, False))
         ends.setdefault(_key(r.points[-1]), []).append((i, True))
 
     def inside(p):
-        return abs(p[0]) < inner_half_m and abs(p[1]) < inner_half_m
+        return west < p[0] < east and south < p[1] < north
 
     candidates = [i for i, r in enumerate(roads) if inside(r.points[0]) and inside(r.points[-1])]
     if not candidates:
-        raise ValueError("no road lies inside the city far enough from its edge to drive on")
+        raise ValueError(f"no road lies inside the region {region} (metres W, S, E, N of the city centre) to drive on")
     i = candidates[rng.integers(len(candidates))]
     rev = bool(rng.random() < 0.5)
     pts_list, widths, total = [], [], 0.0
@@ -221,10 +225,14 @@ def make_drive(
     overwrite: bool = False,
     gnss: Optional[Dict[str, float]] = None,
     progress: bool = False,
+    region: Optional[Region] = None,
 ) -> Path:
     """Drive ``frames`` camera frames at ``rate_hz`` through the city and write a rosbag2 at ``out_bag``.
 
     ``gnss`` overrides the style's GNSS/heading error settings (keys of :class:`GnssErrorModel`).
+    ``region`` (west, south, east, north; metres from the city centre) confines the route to the roads
+    inside that rectangle, so that drives can cover one district and tests another; default: the city
+    less 30 m at each edge.
     The bag is written under a temporary name and renamed into place. Returns the bag path.
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
@@ -247,7 +255,16 @@ def make_drive(
     rng = np.random.default_rng(seed)
     frames = int(frames)
     dt = 1.0 / rate_hz
-    route, widths = plan_route(city.roads, frames * speed * dt + 50.0, rng, city.size_m / 2 - 30.0)
+    inner = city.size_m / 2 - 30.0
+    if region is None:
+        region = (-inner, -inner, inner, inner)
+    w, s_, e, n = (float(x) for x in region)
+    if not (-inner <= w < e <= inner and -inner <= s_ < n <= inner):
+        raise ValueError(
+            f"region {region}: needs west < east and south < north within +-{inner:g} m of the city centre "
+            "(the city less 30 m at each edge)"
+        )
+    route, widths = plan_route(city.roads, frames * speed * dt + 50.0, rng, (w, s_, e, n))
     pos, heading = vehicle_track(route, widths, speed, rate_hz, frames)
     err, _ = model.position_errors(frames, dt, rng)
     herr = model.heading_errors(frames, dt, rng)
