@@ -345,19 +345,20 @@ def build_engine(
     # TF32 matmuls/convs (on by default on Ampere+) would break FP32 parity with ONNX Runtime and
     # only change what FP16 leaves in FP32
     bconf.clear_flag(trt.BuilderFlag.TF32)
-    if fp16 and major >= 11:
-        check_strongly_typed_fp16(trt, network, onnx_path)
-    elif fp16:
-        bconf.set_flag(trt.BuilderFlag.FP16)
-        # without it the per-layer precisions below are hints TensorRT may ignore
-        bconf.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        pinned = pin_sensitive_layers_fp32(trt, network)
-        if not pinned:
-            raise ModelFileError(
-                f"{onnx_path}: no layer of the matcher scope {MATCHER_ONNX_SCOPE!r} found; an FP16 engine "
-                "would run its cosine similarities in half precision (re-export with `xview-adapt export`)"
-            )
-        log.info("FP16 engine: %d matcher layers kept in FP32", len(pinned))
+    if fp16:
+        if major >= 11:
+            check_strongly_typed_fp16(trt, network, onnx_path)
+        else:
+            bconf.set_flag(trt.BuilderFlag.FP16)
+            # without it the per-layer precisions below are hints TensorRT may ignore
+            bconf.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+            pinned = pin_sensitive_layers_fp32(trt, network)
+            if not pinned:
+                raise ModelFileError(
+                    f"{onnx_path}: no layer of the matcher scope {MATCHER_ONNX_SCOPE!r} found; an FP16 engine "
+                    "would run its cosine similarities in half precision (re-export with `xview-adapt export`)"
+                )
+            log.info("FP16 engine: %d matcher layers kept in FP32", len(pinned))
     profile = builder.create_optimization_profile()
     for name, shape in zip((INPUT_GROUND, INPUT_AERIAL), input_shapes(config)):
         profile.set_shape(name, (1, *shape), (1, *shape), (int(max_batch), *shape))
