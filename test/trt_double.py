@@ -374,9 +374,14 @@ class FakeRuntime(Guarded):
 
     def deserialize_cuda_engine(self, data: bytes) -> Optional[FakeEngine]:
         d = self._double
-        ok = data.startswith(PLAN_MAGIC) and not d.refuse_every_plan
-        d.calls.append(("Runtime.deserialize_cuda_engine", ok))
-        return FakeEngine(d, json.loads(data[len(PLAN_MAGIC) :])) if ok else None
+        plan = None
+        if data.startswith(PLAN_MAGIC) and not d.refuse_every_plan:
+            try:
+                plan = json.loads(data[len(PLAN_MAGIC) :])
+            except ValueError:  # truncated or damaged: TensorRT logs and returns None
+                plan = None
+        d.calls.append(("Runtime.deserialize_cuda_engine", plan is not None))
+        return None if plan is None else FakeEngine(d, plan)
 
 
 class TensorRTTestDouble:

@@ -63,6 +63,12 @@ SUPPORTED_TENSORRT = "8.6, 9.x, 10.x (10.3+ tested), 11.x"
 # cosine similarities with clamp_min(1e-24), sums of squares and sqrt, which PyTorch keeps out of
 # autocast. In FP16, 1e-24 is 0 and the squares overflow, so NaN/inf would reach the heat map.
 MATCHER_ONNX_SCOPE = "/matchers."
+# ONNX ops that F.normalize exports to (ReduceL2 -> Clip(eps) -> Expand -> Div) in the decoder and
+# the orientation head: PyTorch's autocast runs norms in FP32 too; in FP16 the sum of squares
+# overflows and eps=1e-12 becomes 0 (0/0 = NaN). Matched on the node name's last segment, which the
+# exporter writes as "<Op>" or "<Op>_<n>".
+FP32_ONNX_OPS = ("ReduceL2", "Clip", "Sqrt", "Expand", "Div")
+FP32_OP_PATTERN = re.compile(r"/(?:" + "|".join(FP32_ONNX_OPS) + r")(?:_\d+)?(?:\]|$)")
 # TensorRT wheel distributions whose name says the CUDA major they were built for
 CUDA_BUILD_DISTRIBUTIONS = (
     "tensorrt-cu13",
@@ -128,10 +134,14 @@ def network_flags(trt: Any, major: int) -> int:
 
 
 def is_precision_sensitive(layer_name: str, metadata: str = "") -> bool:
-    """Whether a TensorRT layer comes from the matcher's ONNX scope. The parser names a layer after
-    its ONNX node, and (8.6+) writes the node name into ``metadata`` also for the helper layers one
-    node expands into, which keep generated names."""
-    return MATCHER_ONNX_SCOPE in layer_name or MATCHER_ONNX_SCOPE in (metadata or "")
+    """Whether a TensorRT layer must stay FP32 in an FP16 engine: it comes from the matcher's ONNX
+    scope, or from a norm's ops (``FP32_ONNX_OPS``). The parser names a layer after its ONNX node,
+    and (8.6+) writes the node name into ``metadata`` also for the helper layers one node expands
+    into, which keep generated names."""
+    for text in (layer_name, metadata or ""):
+        if MATCHER_ONNX_SCOPE in text or FP32_OP_PATTERN.search(text):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -242,7 +252,8 @@ def create_or_explain(trt: Any, factory: Callable[[Any], Any], what: str, logger
 
 
 def pin_sensitive_layers_fp32(trt: Any, network: Any) -> List[str]:
-    """Below 11: run the matcher's float layers in FP32 inside an FP16 engine (``precision`` and
+    """Below 11: run the sensitive float layers (:func:`is_precision_sensitive`) in FP32 inside an
+    FP16 engine (``precision`` and
     every output type; needs BuilderFlag.OBEY_PRECISION_CONSTRAINTS). Returns the pinned layer names.
 
     Layers with a non-float output (shape and index arithmetic) keep their types: forcing FLOAT on
@@ -281,8 +292,8 @@ def check_strongly_typed_fp16(trt: Any, network: Any, onnx_path: Path) -> None:
         )
     if sensitive_half:
         raise UnsupportedPrecision(
-            f"{onnx_path}: matcher layers {sensitive_half[:5]} are FP16 in this ONNX; they must stay FP32 "
-            "(clamp_min(1e-24) and sums of squares under- and overflow in half precision)"
+            f"{onnx_path}: matcher / norm layers {sensitive_half[:5]} are FP16 in this ONNX; they must stay "
+            "FP32 (clamp_min(1e-24) and sums of squares under- and overflow in half precision)"
         )
 
 
@@ -353,12 +364,12 @@ def build_engine(
             # without it the per-layer precisions below are hints TensorRT may ignore
             bconf.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
             pinned = pin_sensitive_layers_fp32(trt, network)
-            if not pinned:
+            if not any(MATCHER_ONNX_SCOPE in name for name in pinned):
                 raise ModelFileError(
                     f"{onnx_path}: no layer of the matcher scope {MATCHER_ONNX_SCOPE!r} found; an FP16 engine "
                     "would run its cosine similarities in half precision (re-export with `xview-adapt export`)"
                 )
-            log.info("FP16 engine: %d matcher layers kept in FP32", len(pinned))
+            log.info("FP16 engine: %d matcher and norm layers kept in FP32", len(pinned))
     profile = builder.create_optimization_profile()
     for name, shape in zip((INPUT_GROUND, INPUT_AERIAL), input_shapes(config)):
         profile.set_shape(name, (1, *shape), (1, *shape), (int(max_batch), *shape))
