@@ -179,7 +179,13 @@ def test_auto_with_a_plan_file_cannot_fall_back(onnx_file, tmp_path, monkeypatch
 
 
 def test_unsupported_versions_are_refused_and_reported(monkeypatch):
-    for version, ok in (("8.5.3.1", False), ("8.6.2.3", True), ("9.3.0.1", True), ("10.3.0.30", True), ("12.0.0", False)):
+    for version, ok in (
+        ("8.5.3.1", False),
+        ("8.6.2.3", True),
+        ("9.3.0.1", True),
+        ("10.3.0.30", True),
+        ("12.0.0", False),
+    ):
         if ok:
             assert tb.check_version(version)[0] == int(version.split(".")[0])
         else:

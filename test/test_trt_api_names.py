@@ -155,9 +155,15 @@ def test_the_checker_fails_an_ungated_name_and_respects_gates():
         "        x = trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH if major < 10 else 0\n"
     )
     assert missing_names(gated, FIXTURES) == []
-    wrong_gate = "def f(trt, major):\n    if major >= 10:\n        return trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED\n"
+    wrong_gate = (
+        "def f(trt, major):\n    if major >= 10:\n        return trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED\n"
+    )
     assert missing_names(wrong_gate, FIXTURES) == []  # 10.x has it too
-    too_wide = "def f(trt, major):\n    if major >= 8:\n        return trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED\n"
-    assert missing_names(too_wide, FIXTURES) == ["line 3: trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED missing in TensorRT 8.6.1"]
+    too_wide = (
+        "def f(trt, major):\n    if major >= 8:\n        return trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED\n"
+    )
+    assert missing_names(too_wide, FIXTURES) == [
+        "line 3: trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED missing in TensorRT 8.6.1"
+    ]
     typo = "def f(trt):\n    return trt.Logger.WARN\n"
     assert len(missing_names(typo, FIXTURES)) == len(FIXTURES)

@@ -8,7 +8,7 @@ raises AttributeError naming the version, so a call that would fail on 11.x fail
 the names it does the least that lets the backend's sequence run: the "parser" reads the real ONNX
 file (node names become layer names and metadata, as TensorRT's parser does), the "builder" returns
 a plan recording its flags and pinned layers, the "runtime" refuses bytes that are not such a plan,
-and the "execution context" writes ones into the output buffers it was given.
+and the "execution context" writes ``output_value`` into the output buffers it was given.
 
 Every call lands in ``double.calls`` as ``(what, detail)`` for order and content checks. Test-only:
 nothing here is imported by the packages.
@@ -30,9 +30,7 @@ from xview_loc_ros.inference.trt_backend import GpuInfo
 
 API_DIR = Path(__file__).resolve().parent / "data" / "trt_api"
 PLAN_MAGIC = b"TRT-TEST-DOUBLE-PLAN\n"
-NULLPTR = (
-    "__init__(): incompatible constructor arguments... pybind11::init(): factory function returned nullptr"
-)
+NULLPTR = "__init__(): incompatible constructor arguments... pybind11::init(): factory function returned nullptr"
 
 
 def api_versions() -> List[str]:
@@ -332,8 +330,8 @@ class FakeContext(Guarded):
     def execute_async_v3(self, stream: int) -> bool:
         self._double.calls.append(("IExecutionContext.execute_async_v3", stream))
         for name in self._engine._plan["outputs"]:
-            ones = np.ones(self.get_tensor_shape(name), np.float32)
-            ctypes.memmove(self._addresses[name], ones.ctypes.data, ones.nbytes)
+            values = np.full(self.get_tensor_shape(name), self._double.output_value, np.float32)
+            ctypes.memmove(self._addresses[name], values.ctypes.data, values.nbytes)
         return not self._double.execute_fails
 
 
@@ -400,13 +398,12 @@ class TensorRTTestDouble:
         self.no_context = False
         self.refuse_input_shape = False
         self.execute_fails = False
+        self.output_value = 1.0  # what the "kernel" writes into every output element (nan: a broken FP16 engine)
         for enum in ("BuilderFlag", "DataType", "MemoryPoolType", "NetworkDefinitionCreationFlag", "TensorIOMode"):
             members = sorted(n.split(".", 1)[1] for n in self.names if n.startswith(enum + "."))
             members = [m for m in members if m not in ("name", "value")]
             known = KNOWN_VALUES.get(enum, {})
-            ns = types.SimpleNamespace(
-                **{m: Member(enum, m, known.get(m, 100 + i)) for i, m in enumerate(members)}
-            )
+            ns = types.SimpleNamespace(**{m: Member(enum, m, known.get(m, 100 + i)) for i, m in enumerate(members)})
             setattr(self, enum, ns)
         self.module = self._module()
 
