@@ -66,7 +66,12 @@ setup(
         ],
         "pmtiles": ["pmtiles"],
         "geotiff": ["rasterio"],
-        "trt": ["tensorrt"],
+        # TensorRT per CUDA major (README, "TensorRT versions"): a bare "tensorrt" resolves to the
+        # newest release, a CUDA 13 build that needs a recent driver and has no FP16 builder flag.
+        # 10.3 is JetPack 6.1/6.2's; on Jetsons TensorRT comes from JetPack, not from these wheels.
+        "trt": ["tensorrt-cu12>=10.3,<11"],  # CUDA 12 driver (>= 525): FP32 and FP16 engines
+        "trt-cu13": ["tensorrt-cu13>=10.13,<11"],  # CUDA 13 driver (>= 580): FP32 and FP16 engines
+        "trt11": ["tensorrt-cu13>=11,<12"],  # strong typing only: FP32 engines from this project's ONNX
     },
     zip_safe=True,
     maintainer="xview_loc_ros maintainers",

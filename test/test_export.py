@@ -2,17 +2,20 @@
 """`xview-adapt export`: ONNX structure, embedded config + sidecar, parity report, errors."""
 
 import json
+import sys
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from trt_double import CpuCudaDouble, TensorRTTestDouble
 
 from offline_adapt.cli import main as adapt_main
 from offline_adapt.data.dataset import DatasetMeta, DatasetWriter, PairRecord, write_rgb
-from offline_adapt.export.onnx_export import compare_heatmaps
+from offline_adapt.export import cli as export_cli
+from offline_adapt.export.onnx_export import ParityReport, compare_heatmaps
 from xview_loc_ros.fsutil import file_sha256
-from xview_loc_ros.inference import backend_availability, open_backend
+from xview_loc_ros.inference import backend_availability, open_backend, trt_backend
 from xview_loc_ros.inference.modelfile import CONFIG_METADATA_KEY, sidecar_path
 from xview_loc_ros.models import build_model, save_checkpoint
 
@@ -152,3 +155,33 @@ def test_compare_heatmaps_scales_by_logit_range():
     assert compare_heatmaps(ref, got)[2] is False
     with pytest.raises(ValueError, match="shapes differ"):
         compare_heatmaps(ref, got[:1])
+
+
+def test_parity_report_judges_finiteness_peak_and_tolerance():
+    ok = ParityReport(2, "random", 1e-5, 1e-6, True, True, "TensorRT")
+    assert ok.problem(1e-3) is None and "parity TensorRT vs PyTorch" in ok.line()
+    assert "NaN/inf" in ParityReport(2, "random", float("inf"), float("inf"), False, False, "TensorRT").problem(1)
+    assert "NON-FINITE" in ParityReport(2, "random", float("inf"), float("inf"), False, False).line()
+    assert "peak" in ParityReport(2, "random", 1e-5, 1e-6, False).problem(1e-3)
+    assert "tolerance 0.001" in ParityReport(2, "random", 0.1, 0.01, True).problem(1e-3)
+
+
+@pytest.mark.parametrize("value, message", [(float("nan"), "produced NaN/inf"), (1.0, "peak elsewhere")])
+def test_export_engine_refused_when_it_disagrees_with_pytorch(
+    small_ckpt, pairs, tmp_path, capsys, monkeypatch, value, message
+):
+    """`--engine` checks the engine against PyTorch on the data set's pairs (here the TensorRT test
+    double, whose "kernel" writes NaN or a flat heat map) and removes an engine that disagrees."""
+    double = TensorRTTestDouble("10.3.0")
+    double.output_value = value
+    monkeypatch.setitem(sys.modules, "tensorrt", double.module)
+    monkeypatch.setattr(trt_backend, "cuda_ops", lambda: CpuCudaDouble(double))
+    monkeypatch.setattr(export_cli, "backend_availability", lambda: {"tensorrt": None})
+    onnx_out, plan = tmp_path / "m.onnx", tmp_path / "m.plan"
+    argv = ["export", "--model", str(small_ckpt), "--onnx", str(onnx_out), "--engine", str(plan), "--fp16"]
+    assert adapt_main([*argv, "--data", str(pairs), "--device", "cuda:0"]) == 1
+    out, err = capsys.readouterr()
+    assert "parity TensorRT vs PyTorch on 2 data-set" in out
+    assert message in err and f"{plan} removed (the ONNX is kept)" in err
+    assert onnx_out.is_file() and not plan.exists() and not sidecar_path(plan).exists()
+    assert double.called("IBuilderConfig.set_flag") == ["FP16", "OBEY_PRECISION_CONSTRAINTS"]

@@ -3,6 +3,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from xview_loc_ros.inference.engine_cache import (
     default_cache_dir,
     key_differences,
     store_engine,
+    timing_cache_path,
 )
 from xview_loc_ros.inference.modelfile import read_sidecar, sidecar_path
 
@@ -31,10 +33,21 @@ CONFIG = {
     "known_orientation": True,
     "levels": [[4, 1], [128, 1]],
 }
-KEY = EngineKey("NVIDIA H100 80GB HBM3", "9.0", "10.9.0.34", "ab" * 32, fp16=True, max_batch=1)
+KEY = EngineKey(
+    gpu_name="NVIDIA H100 80GB HBM3",
+    compute_capability="9.0",
+    sm_count=132,
+    cuda_runtime="CUDA 12.6, tensorrt-cu12 10.9.0.34",
+    trt_version="10.9.0.34",
+    onnx_sha256="ab" * 32,
+    fp16=True,
+    max_batch=1,
+)
 CHANGES = {
     "gpu_name": ("NVIDIA A100-SXM4-40GB", "GPU"),
     "compute_capability": ("8.0", "compute capability"),
+    "sm_count": (114, "multiprocessor count"),
+    "cuda_runtime": ("CUDA 13.0, tensorrt-cu13 10.9.0.34", "CUDA runtime / TensorRT build"),
     "trt_version": ("10.3.0.26", "TensorRT version"),
     "onnx_sha256": ("cd" * 32, "ONNX file"),
     "fp16": (False, "FP16"),
@@ -103,18 +116,51 @@ def test_engine_given_directly_must_fit_this_machine(engine):
         r"'NVIDIA H100 80GB HBM3', now 'Orin'; TensorRT version",
     ):
         check_engine_machine(engine, dataclasses.replace(KEY, gpu_name="Orin", trt_version="8.6.2"))
+    with pytest.raises(ModelFileError, match="multiprocessor count: built for 132, now 16"):
+        check_engine_machine(engine, dataclasses.replace(KEY, sm_count=16))
     sidecar_path(engine).unlink()
     with pytest.raises(ModelFileError, match="config sidecar m.fp16.b1.plan.json is missing"):
         check_engine_machine(engine, KEY)
 
 
 def test_cache_slots_and_location(tmp_path, monkeypatch):
-    paths = {cached_engine_path(tmp_path, "/x/model.onnx", fp16, b) for fp16 in (False, True) for b in (1, 8)}
-    assert len(paths) == 4 and all(p.parent == tmp_path and p.name.startswith("model.") for p in paths)
+    sha = "ab" * 32
+    paths = {cached_engine_path(tmp_path, "/x/model.onnx", sha, fp16, b) for fp16 in (False, True) for b in (1, 8)}
+    assert len(paths) == 4 and all(p.parent == tmp_path and p.name.startswith(f"model.{sha[:16]}.") for p in paths)
+    # two models sharing a file name get two slots: named by content, not by name
+    assert cached_engine_path(tmp_path, "/a/m.onnx", "cd" * 32, False, 1) != cached_engine_path(
+        tmp_path, "/b/m.onnx", "ef" * 32, False, 1
+    )
+    # one timing cache per machine, shared by every engine built there
+    assert timing_cache_path(tmp_path, KEY) == timing_cache_path(tmp_path, dataclasses.replace(KEY, fp16=False))
+    assert timing_cache_path(tmp_path, KEY) != timing_cache_path(tmp_path, dataclasses.replace(KEY, sm_count=16))
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "c"))
     assert default_cache_dir() == tmp_path / "c"
     monkeypatch.delenv(CACHE_ENV)
     assert default_cache_dir().parts[-2:] == ("xview_loc_ros", "engines")
+
+
+def test_engine_written_durably(tmp_path, monkeypatch):
+    """The engine's bytes reach the disk before its name does (fsync, rename, fsync the folder)."""
+    import os
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append("fsync") or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(f"rename {Path(b).name}") or real_replace(a, b))
+    store_engine(tmp_path / "m.plan", b"engine", KEY, CONFIG, tmp_path / "m.onnx")
+    i = events.index("rename m.plan")
+    assert events[i - 1] == "fsync" and events[i + 1] == "fsync"
+
+
+def test_old_sidecar_without_the_new_key_fields_is_rebuilt(engine):
+    side = sidecar_path(engine)
+    data = json.loads(side.read_text())
+    for f in ("sm_count", "cuda_runtime"):  # a sidecar written before these fields existed
+        del data["engine_key"][f]
+    side.write_text(json.dumps(data))
+    d = decide(engine, KEY)
+    assert d.rebuild and "lacks ['sm_count', 'cuda_runtime']" in d.reason
 
 
 def test_key_round_trip_and_incomplete_key():

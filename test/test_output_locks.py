@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from xview_loc_ros.fsutil import OutputLock, OutputLocked, lock_path_for
+from xview_loc_ros.fsutil import OutputLock, OutputLocked, file_sha256, lock_path_for
+from xview_loc_ros.inference.engine_cache import cached_engine_path
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -143,7 +144,7 @@ def _writers(city: Path, tmp_path: Path):
             ),
         ),
         "TensorRT engine cache slot": (
-            tmp_path / "engines" / "m.fp32.b1.plan",
+            cached_engine_path(tmp_path / "engines", onnx, file_sha256(onnx), False, 1),
             lambda: ensure_engine(onnx, tmp_path / "engines"),
         ),
     }

@@ -28,6 +28,7 @@ from xview_loc_ros.inference.base import (
     INPUT_GROUND,
     OUTPUT_FINEST,
     OUTPUT_ORIENTATION,
+    Backend,
     level_output_name,
     output_names,
 )
@@ -38,23 +39,43 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
 
 
+# Engine parity tolerances, relative to the logit range: FP32 TensorRT picks other kernels than
+# PyTorch (summation order), FP16 also rounds activations to 11 bits.
+ENGINE_TOLERANCE_FP32 = 1e-3
+ENGINE_TOLERANCE_FP16 = 2e-2
+
+
 @dataclass
 class ParityReport:
-    """ONNX Runtime vs PyTorch on the finest level. ``max_rel``: max abs error divided by the range
+    """A backend vs PyTorch on the finest level. ``max_rel``: max abs error divided by the range
     (max - min) of the PyTorch logits of the same sample (element-wise relative error is
-    meaningless for logits near zero). ``same_argmax``: every sample's peak cell agrees."""
+    meaningless for logits near zero). ``same_argmax``: every sample's peak cell agrees.
+    ``finite``: no NaN/inf in the backend's heat maps. ``backend``: what was compared."""
 
     n: int
     inputs: str
     max_abs: float
     max_rel: float
     same_argmax: bool
+    finite: bool = True
+    backend: str = "ONNX Runtime"
 
     def line(self) -> str:
+        finite = "" if self.finite else ", NON-FINITE values"
         return (
-            f"parity ONNX Runtime vs PyTorch on {self.n} {self.inputs} pair(s): max abs {self.max_abs:.3g}, "
-            f"max rel {self.max_rel:.3g} (of logit range), argmax {'same' if self.same_argmax else 'DIFFERS'}"
+            f"parity {self.backend} vs PyTorch on {self.n} {self.inputs} pair(s): max abs {self.max_abs:.3g}, "
+            f"max rel {self.max_rel:.3g} (of logit range), argmax {'same' if self.same_argmax else 'DIFFERS'}{finite}"
         )
+
+    def problem(self, tolerance: float) -> Optional[str]:
+        """Why this backend must not reach a vehicle, or None when it agrees within ``tolerance``."""
+        if not self.finite:
+            return f"{self.backend} produced NaN/inf in the heat map"
+        if not self.same_argmax:
+            return f"{self.backend} puts the heat-map peak elsewhere than PyTorch"
+        if self.max_rel > tolerance:
+            return f"{self.backend} differs from PyTorch by {self.max_rel:.3g} of the logit range (tolerance {tolerance:g})"
+        return None
 
 
 def compare_heatmaps(ref: np.ndarray, got: np.ndarray) -> Tuple[float, float, bool]:
@@ -182,10 +203,28 @@ def check_parity(
     threads: Optional[int] = None,
 ) -> ParityReport:
     """Run the same batch through PyTorch (fp32, CPU) and ONNX Runtime (CPU) and compare."""
+    return check_backend_parity(model, OrtBackend(onnx_path, device="cpu", threads=threads), ground, aerial, inputs)
+
+
+def reference_heatmaps(model: Any, ground: np.ndarray, aerial: np.ndarray) -> np.ndarray:
+    """PyTorch's finest-level logits (fp32, CPU) for the batch: the reference of every parity check."""
     import torch
 
     with torch.inference_mode():
-        ref = model.cpu().eval()(torch.from_numpy(ground), torch.from_numpy(aerial)).heatmaps[-1].numpy()
-    got = OrtBackend(onnx_path, device="cpu", threads=threads).infer(ground, aerial)
-    max_abs, max_rel, same = compare_heatmaps(ref, got)
-    return ParityReport(len(ground), inputs, max_abs, max_rel, same)
+        return model.cpu().eval()(torch.from_numpy(ground), torch.from_numpy(aerial)).heatmaps[-1].numpy()
+
+
+def check_backend_parity(
+    model: Any, backend: Backend, ground: np.ndarray, aerial: np.ndarray, inputs: str, label: Optional[str] = None
+) -> ParityReport:
+    """Compare ``backend`` with PyTorch on the batch, one pair at a time (an engine's max batch may
+    be 1). Non-finite outputs are reported as such (and as infinite errors)."""
+    ref = reference_heatmaps(model, ground, aerial)
+    got = np.concatenate([backend.infer(ground[i : i + 1], aerial[i : i + 1]) for i in range(len(ground))])
+    finite = bool(np.isfinite(got).all())
+    if finite:
+        max_abs, max_rel, same = compare_heatmaps(ref, got)
+    else:
+        max_abs, max_rel, same = float("inf"), float("inf"), False
+    name = label or {"onnxruntime": "ONNX Runtime", "tensorrt": "TensorRT"}.get(backend.name, backend.name)
+    return ParityReport(len(ground), inputs, max_abs, max_rel, same, finite, name)

@@ -111,6 +111,8 @@ class Backend(abc.ABC):
     """A loaded model ready to run. Subclasses implement :meth:`_run`."""
 
     name: str = "?"
+    # set when `open_backend(backend="auto")` fell back to this backend: why the preferred one failed
+    fallback_reason: Optional[str] = None
 
     def __init__(
         self, config: Mapping[str, Any], model_path: Path, outputs: Sequence[str], max_batch: Optional[int] = None

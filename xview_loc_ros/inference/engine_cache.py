@@ -1,14 +1,20 @@
 # SPDX-License-Identifier: Apache-2.0
 """TensorRT engine cache: keys, metadata sidecars and rebuild decisions (pure Python).
 
-A serialized engine only runs on the GPU model and TensorRT version it was built with, and only
-means the network it was built from. The cache therefore keys every engine by GPU name, compute
-capability, TensorRT version, the ONNX file's sha256 and the build options (FP16, max batch), keeps
-that key in the engine's sidecar (``X.plan.json``) and rebuilds when any part differs.
+A serialized engine only runs on the GPU model, TensorRT version and CUDA build it was built with,
+and only means the network it was built from. The cache therefore keys every engine by GPU name,
+compute capability, multiprocessor (SM) count (Jetson modules of one name differ in it), the CUDA
+runtime and TensorRT build (a CUDA 12 and a CUDA 13 build of one TensorRT version are different
+engines), TensorRT version, the ONNX file's sha256 and the build options (FP16, max batch), keeps that
+key in the engine's sidecar (``X.plan.json``) and rebuilds when any part differs. Slots are named by
+the ONNX content hash, so two models that share a file name never evict each other. A persistent
+TensorRT timing cache per machine key sits beside the engines, so a rebuild reuses earlier kernel
+timings instead of measuring every tactic again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -23,10 +29,14 @@ CACHE_ENV = "XVIEW_LOC_ENGINE_CACHE"
 
 @dataclass(frozen=True)
 class EngineKey:
-    """What an engine depends on. ``compute_capability`` as "major.minor" (e.g. "9.0")."""
+    """What an engine depends on. ``compute_capability`` as "major.minor" (e.g. "9.0");
+    ``sm_count``: the GPU's multiprocessor count; ``cuda_runtime``: the CUDA runtime and TensorRT
+    build in use (e.g. "CUDA 12.6, tensorrt-cu12")."""
 
     gpu_name: str
     compute_capability: str
+    sm_count: int
+    cuda_runtime: str
     trt_version: str
     onnx_sha256: str
     fp16: bool
@@ -45,10 +55,12 @@ class EngineKey:
 
 
 # Parts that tie an engine to a machine, versus parts that tie it to a network and build options.
-MACHINE_FIELDS = ("gpu_name", "compute_capability", "trt_version")
+MACHINE_FIELDS = ("gpu_name", "compute_capability", "sm_count", "cuda_runtime", "trt_version")
 _LABELS = {
     "gpu_name": "GPU",
     "compute_capability": "compute capability",
+    "sm_count": "multiprocessor count",
+    "cuda_runtime": "CUDA runtime / TensorRT build",
     "trt_version": "TensorRT version",
     "onnx_sha256": "ONNX file (sha256)",
     "fp16": "FP16",
@@ -91,14 +103,14 @@ def decide(engine_path: str | os.PathLike, current: EngineKey) -> CacheDecision:
         return CacheDecision(True, "cached engine is stale: " + "; ".join(diffs))
     return CacheDecision(
         False,
-        f"cached engine {engine_path.name} matches ({current.gpu_name}, "
-        f"sm {current.compute_capability}, TensorRT {current.trt_version})",
+        f"cached engine {engine_path.name} matches ({current.gpu_name}, {current.sm_count} SMs, "
+        f"sm {current.compute_capability}, {current.cuda_runtime}, TensorRT {current.trt_version})",
     )
 
 
 def check_engine_machine(engine_path: str | os.PathLike, current_machine: EngineKey) -> Dict[str, Any]:
     """For an engine given directly (no ONNX to rebuild from): its sidecar, after checking it was
-    built for this GPU and TensorRT version; ModelFileError naming the differences otherwise."""
+    built for this GPU, CUDA build and TensorRT version; ModelFileError naming the differences otherwise."""
     meta = read_sidecar(engine_path)
     stored = EngineKey.from_dict(meta.get("engine_key") or {}, str(sidecar_path(engine_path)))
     diffs = key_differences(stored, current_machine, only=MACHINE_FIELDS)
@@ -116,10 +128,26 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "xview_loc_ros" / "engines"
 
 
-def cached_engine_path(cache_dir: str | os.PathLike, onnx_path: str | os.PathLike, fp16: bool, max_batch: int) -> Path:
-    """One slot per (ONNX file name, build options); a stale engine in the slot is replaced."""
+def cached_engine_path(
+    cache_dir: str | os.PathLike, onnx_path: str | os.PathLike, onnx_sha256: str, fp16: bool, max_batch: int
+) -> Path:
+    """One slot per (ONNX content, build options), ``<stem>.<sha256[:16]>.<fp16|fp32>.b<N>.plan``: the
+    hash keeps two models with one file name apart, the stem is for people reading the folder. An
+    engine for another machine in the slot is replaced (its sidecar key says so)."""
     prec = "fp16" if fp16 else "fp32"
-    return Path(cache_dir) / f"{Path(onnx_path).stem}.{prec}.b{int(max_batch)}.plan"
+    return Path(cache_dir) / f"{Path(onnx_path).stem}.{onnx_sha256[:16]}.{prec}.b{int(max_batch)}.plan"
+
+
+def machine_fingerprint(key: EngineKey) -> str:
+    """12 hex digits of the key's machine fields: names per-machine files (the timing cache)."""
+    text = "|".join(str(getattr(key, f)) for f in MACHINE_FIELDS)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def timing_cache_path(cache_dir: str | os.PathLike, key: EngineKey) -> Path:
+    """The TensorRT timing cache for ``key``'s machine: timings are only valid on the GPU and
+    TensorRT build that measured them, so each machine key has its own file."""
+    return Path(cache_dir) / f"timing.{machine_fingerprint(key)}.cache"
 
 
 def store_engine(
@@ -131,6 +159,8 @@ def store_engine(
     side = sidecar_path(engine_path)
     if side.exists():
         side.unlink()
-    atomic_write_bytes(engine_path, bytes(engine))
+    # durable: fsync the data before the rename and the folder after it, so a power cut on a
+    # vehicle cannot leave a valid name on an empty or partial engine
+    atomic_write_bytes(engine_path, bytes(engine), durable=True)
     write_sidecar(engine_path, config, engine_key=key.to_dict(), onnx=str(onnx_path))
     return engine_path

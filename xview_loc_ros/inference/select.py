@@ -7,13 +7,14 @@ import importlib
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Mapping, Optional
 
 from xview_loc_ros.inference.base import Backend, ModelFileError
 from xview_loc_ros.inference.modelfile import model_kind, require_file
 from xview_loc_ros.inference.ort_backend import OrtBackend
 from xview_loc_ros.inference.torch_backend import TorchBackend
-from xview_loc_ros.inference.trt_backend import open_tensorrt
+from xview_loc_ros.inference.trt_backend import check_version, open_tensorrt
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
@@ -35,6 +36,8 @@ def backend_availability() -> Dict[str, Optional[str]]:
     avail: Dict[str, Optional[str]] = {"torch": _importable("torch"), "onnxruntime": _importable("onnxruntime")}
     trt = _importable("tensorrt")
     if trt is None:
+        trt = _supported_tensorrt()
+    if trt is None:
         if avail["torch"] is not None:
             trt = "TensorRT needs torch for its CUDA buffers, and torch does not import"
         else:
@@ -43,6 +46,17 @@ def backend_availability() -> Dict[str, Optional[str]]:
             trt = None if torch.cuda.is_available() else "no CUDA GPU visible to torch"
     avail["tensorrt"] = trt
     return avail
+
+
+def _supported_tensorrt() -> Optional[str]:
+    """None when the importable tensorrt is a supported version, else why not."""
+    import tensorrt
+
+    try:
+        check_version(str(getattr(tensorrt, "__version__", "?")))
+    except RuntimeError as e:
+        return str(e)
+    return None
 
 
 @dataclass(frozen=True)
@@ -96,9 +110,14 @@ def open_backend(
     FP16 build. ``threads``: CPU intra-op threads (torch, ONNX Runtime). ``cuda_graphs``: torch only.
     ``max_batch``/``cache_dir``: TensorRT engines built from an ONNX. ``availability`` overrides
     :func:`backend_availability` (tests, or to forbid a backend).
+
+    With ``auto``, an ONNX file whose TensorRT start fails (an import that breaks late, a driver
+    older than TensorRT's CUDA runtime, an unsupported version or precision, a failed build) runs
+    on ONNX Runtime instead; the warning log and the backend's ``fallback_reason`` say why.
     """
     path = require_file(model_path)
-    choice = choose_backend(path, backend, backend_availability() if availability is None else availability)
+    avail = backend_availability() if availability is None else availability
+    choice = choose_backend(path, backend, avail)
     if cuda_graphs and choice.backend != "torch":
         raise ValueError(f"cuda_graphs applies to the torch backend only, not {choice.backend}")
     log.info("inference backend %s for %s: %s", choice.backend, path.name, choice.reason)
@@ -106,8 +125,32 @@ def open_backend(
         return TorchBackend.from_checkpoint(path, device=device, fp16=fp16, cuda_graphs=cuda_graphs, threads=threads)
     if choice.backend == "onnxruntime":
         return OrtBackend(path, device=device, fp16=fp16, threads=threads)
+    try:
+        return open_tensorrt(path, device=device, fp16=fp16, max_batch=max_batch, cache_dir=cache_dir)
+    except Exception as e:  # anything TensorRT raises while starting; only `auto` on an ONNX may fall back
+        if backend != "auto" or model_kind(path) != "onnx" or avail.get("onnxruntime") is not None:
+            raise
+        why = f"{type(e).__name__}: {e}"
+    log.warning("inference backend: TensorRT could not start for %s (%s); falling back to onnxruntime", path.name, why)
+    fallback = _ort_fallback(path, device, threads, why)
+    fallback.fallback_reason = f"tensorrt could not start: {why}"
+    return fallback
 
-    return open_tensorrt(path, device=device, fp16=fp16, max_batch=max_batch, cache_dir=cache_dir)
+
+def _ort_fallback(path: Path, device: Optional[str], threads: Optional[int], why: str) -> Backend:
+    """ONNX Runtime in place of a TensorRT that did not start: FP32 (FP16 is a TensorRT build option
+    and ONNX Runtime's own FP16 needs its TensorRT provider, which shares TensorRT's fault), on the
+    requested device where this onnxruntime has a GPU provider, else on its default providers."""
+    try:
+        try:
+            return OrtBackend(path, device=device, threads=threads)
+        except ValueError as e:  # a CPU-only onnxruntime asked for a GPU: run anyway, and say so
+            if isinstance(e, ModelFileError) or device is None or device == "cpu":
+                raise
+            log.warning("onnxruntime fallback on its default providers instead of %s: %s", device, e)
+            return OrtBackend(path, device=None, threads=threads)
+    except Exception as e:
+        raise RuntimeError(f"{path}: TensorRT could not start ({why}), and neither could onnxruntime ({e})") from e
 
 
 __all__ = ["BACKENDS", "Choice", "ModelFileError", "backend_availability", "choose_backend", "open_backend"]
