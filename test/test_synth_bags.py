@@ -225,9 +225,32 @@ def test_region_confines_the_route_and_bad_regions_are_refused(city, tmp_path):
 def test_region_flag_is_parsed_and_checked(capsys):
     from xview_testbed.cli import main
 
-    for value, problem in (("1,2,3", "four numbers"), ("5,0,1,4", "W < E")):
+    for value, problem in (("1,2,3", "4 numbers"), ("5,0,1,4", "W < E")):
         with pytest.raises(SystemExit) as e:
             main(["synth", "drive", "--city", "c", "--out", "o", f"--region={value}"])
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert "--region" in err and problem in err
+
+
+def test_gnss_jump_offsets_the_fixes_in_its_window_only(city, tmp_path):
+    from rosbags.highlevel import AnyReader
+
+    kw = dict(frames=20, seed=6, rate_hz=2.0)
+    plain = make_drive(city, tmp_path / "plain", **kw)
+    jumped = make_drive(city, tmp_path / "jump", gnss_jump=(40.0, -10.0, 3.0, 6.0), **kw)
+    frame = load_city(city).frame
+
+    def fixes(bag):
+        with AnyReader([bag]) as r:
+            ms = [r.deserialize(raw, c.msgtype) for c, _, raw in r.messages() if c.topic == "/gnss/fix"]
+        e, n, _ = frame.to_enu(np.array([m.latitude for m in ms]), np.array([m.longitude for m in ms]), 0.0)
+        return np.stack([e, n], -1)
+
+    d = fixes(jumped) - fixes(plain)
+    t = np.arange(len(d)) * 0.5
+    inside = (t >= 3.0) & (t < 6.0)
+    np.testing.assert_allclose(d[inside], np.tile([40.0, -10.0], (inside.sum(), 1)), atol=0.05)
+    np.testing.assert_allclose(d[~inside], 0.0, atol=0.05)
+    with pytest.raises(ValueError, match="t0 < t1"):
+        make_drive(city, tmp_path / "bad", frames=2, gnss_jump=(1.0, 0.0, 5.0, 5.0))

@@ -103,6 +103,14 @@ def register(subparsers) -> None:
         "(default: the whole city less 30 m at each edge); write it with '=' when it starts with a minus, e.g. "
         "--region=-200,-200,0,200 for the west half",
     )
+    d.add_argument(
+        "--gnss-jump",
+        type=gnss_jump_arg,
+        default=None,
+        metavar="E,N,T0,T1",
+        help="controlled GNSS fault: add E metres east and N north to every fix from T0 to T1 seconds after the "
+        "first frame (e.g. 40,0,20,30); '=' form for a negative first number",
+    )
     d.add_argument("--overwrite", action="store_true", help="replace an existing bag")
     d.set_defaults(func=_drive)
 
@@ -162,12 +170,27 @@ def register(subparsers) -> None:
     s.set_defaults(func=_style)
 
 
+def _floats(text: str, n: int, what: str) -> tuple:
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != n:
+        raise argparse.ArgumentTypeError(f"expected {n} numbers {what}, got {text!r}")
+    return values
+
+
+def gnss_jump_arg(text: str) -> tuple:
+    """``E,N,T0,T1`` (metres, seconds) -> four floats with T0 < T1."""
+    e, n, t0, t1 = _floats(text, 4, "E,N,T0,T1 (metres, seconds)")
+    if not t0 < t1:
+        raise argparse.ArgumentTypeError(f"needs T0 < T1, got {text!r}")
+    return (e, n, t0, t1)
+
+
 def region_arg(text: str) -> tuple:
     """``W,S,E,N`` in metres -> a tuple of four floats with W < E and S < N."""
-    try:
-        w, s, e, n = (float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected four numbers W,S,E,N (metres), got {text!r}") from None
+    w, s, e, n = _floats(text, 4, "W,S,E,N (metres)")
     if not (w < e and s < n):
         raise argparse.ArgumentTypeError(f"needs W < E and S < N, got {text!r}")
     return (w, s, e, n)
@@ -234,6 +257,7 @@ def _drive(args) -> int:
         overwrite=args.overwrite,
         progress=sys.stderr.isatty(),
         region=args.region,
+        gnss_jump=args.gnss_jump,
     )
     print(f"bag written to {out}")
     return 0

@@ -226,13 +226,16 @@ def make_drive(
     gnss: Optional[Dict[str, float]] = None,
     progress: bool = False,
     region: Optional[Region] = None,
+    gnss_jump: Optional[Tuple[float, float, float, float]] = None,
 ) -> Path:
     """Drive ``frames`` camera frames at ``rate_hz`` through the city and write a rosbag2 at ``out_bag``.
 
     ``gnss`` overrides the style's GNSS/heading error settings (keys of :class:`GnssErrorModel`).
     ``region`` (west, south, east, north; metres from the city centre) confines the route to the roads
     inside that rectangle, so that drives can cover one district and tests another; default: the city
-    less 30 m at each edge.
+    less 30 m at each edge. ``gnss_jump`` (east m, north m, t0 s, t1 s) adds a constant offset to every fix
+    stamped in [t0, t1) seconds after the first frame: a controlled fault (multipath, tunnel exit) for
+    recovery tests; the ground truth is unchanged.
     The bag is written under a temporary name and renamed into place. Returns the bag path.
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
@@ -268,6 +271,12 @@ def make_drive(
     pos, heading = vehicle_track(route, widths, speed, rate_hz, frames)
     err, _ = model.position_errors(frames, dt, rng)
     herr = model.heading_errors(frames, dt, rng)
+    if gnss_jump is not None:
+        je, jn, t0, t1 = (float(x) for x in gnss_jump)
+        if not t0 < t1:
+            raise ValueError(f"gnss_jump {gnss_jump}: needs t0 < t1 (seconds after the first frame)")
+        t = np.arange(frames) * dt
+        err = err + np.where(((t >= t0) & (t < t1))[:, None], [je, jn], 0.0)
     frame = city.frame
     z_cam = float(sensor["camera_height_m"])
     gt_lat, gt_lon, _ = frame.to_latlon(pos[:, 0], pos[:, 1], z_cam)
