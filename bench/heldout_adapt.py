@@ -61,7 +61,7 @@ def nearest_m(test: np.ndarray, ref: np.ndarray) -> np.ndarray:
 class City:
     """One target city: its drives and data sets (made or reused)."""
 
-    def __init__(self, r: StepRunner, out: Path, name: str, style: str, seed: int, teacher: Path, args) -> None:
+    def __init__(self, r: StepRunner, out: Path, name: str, style: str, seed: int, args: argparse.Namespace) -> None:
         self.r, self.name = r, name
         self.dir = out / name
         d = self.dir
@@ -73,7 +73,9 @@ class City:
         bags = [
             self.drive(f"adapt{k}", WEST, k, args.adapt_frames) for k in range(1, args.adapt_drives + 1)
         ]  # fmt: skip
-        ex = ["--tiles", self.tiles, "--model", teacher, "--no-progress"]
+        # the patch geometry of the `small` configs (not --model: the data must not depend on which teacher)
+        ex = ["--tiles", self.tiles, "--size", 128, "--mpp", 0.5, "--ground-type", "panorama"]
+        ex += ["--ground-size", 64, 256, "--no-progress"]
         self.unlabelled = r.run(
             d / "adapt_pairs", "xview-adapt", "extract", "--bag", *bags, *ex, "--out", d / "adapt_pairs"
         )
@@ -158,13 +160,16 @@ def main(argv: List[str]) -> int:
     ap.add_argument("--test-frames", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--record", action="store_true")
+    ap.add_argument("--prepare-only", action="store_true", help="make the cities, drives and data sets, then stop")
     args = ap.parse_args(argv)
     teacher = args.teacher.resolve()
     r = StepRunner(args.out)
     text = []
     for spec in args.city:
         name, style, seed = spec.split(":")
-        c = City(r, args.out, name, style, int(seed), teacher, args)
+        c = City(r, args.out, name, style, int(seed), args)
+        if args.prepare_only:
+            continue
         near = nearest_m(positions(c.tests["held-out district"]), positions(c.labelled))
         lines = [
             f"**{name}** (`{style}` seed {seed}): held-out test frame to nearest adaptation frame: min "
