@@ -71,8 +71,14 @@ def _run(drive, **params):
 
 def _handled(h: Harness) -> int:
     d = h.node.diagnostics_values()
-    return int(d.get("count_poses", 0)) + int(d.get("count_gated", 0)) + sum(
-        int(v) for k, v in d.items() if k.startswith("reject_") and k[7:] not in ("low_confidence", "ambiguous", "gnss_gate")
+    return (
+        int(d.get("count_poses", 0))
+        + int(d.get("count_gated", 0))
+        + sum(
+            int(v)
+            for k, v in d.items()
+            if k.startswith("reject_") and k[7:] not in ("low_confidence", "ambiguous", "gnss_gate")
+        )
     )
 
 
@@ -122,7 +128,9 @@ def test_filter_mode_on_a_drive(drive):
 
     f_err = [err(poses[t].pose.pose.position.x, poses[t].pose.pose.position.y, t) for t in images]
     p_err = [err(m.pose.pose.position.x, m.pose.pose.position.y, t) for t, m in fp.items()]
-    g_err = [err(*(float(v) for v in datum.to_enu(gnss[t].latitude, gnss[t].longitude, datum.h0)[:2]), t) for t in images]
+    g_err = [
+        err(*(float(v) for v in datum.to_enu(gnss[t].latitude, gnss[t].longitude, datum.h0)[:2]), t) for t in images
+    ]
     print(
         f"filter: median error {np.median(f_err):.2f} m (last half {np.median(f_err[len(f_err) // 2 :]):.2f} m), "
         f"per frame {np.median(p_err):.2f} m on {len(p_err)} frames, GNSS {np.median(g_err):.2f} m; "

@@ -143,6 +143,7 @@ class DriveFilter:
         offs = (np.arange(self.n) + 0.5 - self.n / 2.0) * self.cell
         self._x = offs.astype(np.float64)  # east offset of column j
         self._y = -offs.astype(np.float64)  # north offset of row i
+        self._x1 = np.stack([np.ones(self.n), offs], axis=1).astype(np.float32)  # (n, 2) for row sums
 
     # -- state ------------------------------------------------------------------------------------
     @property
@@ -228,6 +229,8 @@ class DriveFilter:
         window re-centres on the mean by whole cells (an exact copy) when the mean drifts more than
         window/8 from the centre."""
         assert self.belief is not None
+        me, mn, _ = self._moments()  # the blur keeps the mean (up to the edges): no need to recompute
+        me, mn = me + de, mn + dn
         self.centre = (self.centre[0] + de, self.centre[1] + dn)
         self._cache = None
         k = _blur_kernel(var_m2 / self.cell**2)
@@ -235,7 +238,6 @@ class DriveFilter:
             self.belief = cv2.sepFilter2D(self.belief, cv2.CV_32F, k, k, borderType=cv2.BORDER_CONSTANT)
         if not self._normalise("predict"):
             return
-        me, mn, _ = self._moments()
         ce, cn = self.centre
         eighth = self.n * self.cell / 8.0
         if abs(me - ce) > eighth or abs(mn - cn) > eighth:
@@ -245,9 +247,10 @@ class DriveFilter:
             self.centre = (ce + ix * self.cell, cn + iy * self.cell)
             self._normalise("predict")
 
-    def _normalise(self, what: str) -> bool:
+    def _normalise(self, what: str, total: Optional[float] = None) -> bool:
+        """Scale the belief to sum 1 (``total``: its sum when the caller knows it)."""
         assert self.belief is not None
-        s = float(self.belief.sum())
+        s = float(self.belief.sum(dtype=np.float64)) if total is None else total
         if not (s > 0 and math.isfinite(s)):
             # nothing of the belief is left in the window: start again from the next fix
             self.counts[f"degenerate_{what}"] += 1
@@ -274,7 +277,9 @@ class DriveFilter:
                 return True
         me, mn, pc = self._moments()
         d2 = _mahalanobis2(np.array([east - me, north - mn]), pc + cov)
-        lr = self._gnss_lr(east, north, cov)
+        # log likelihood ratio of the fix under the (Gaussian-approximated) belief vs a flat one
+        s_ = pc + cov
+        lr = -0.5 * d2 - math.log(2 * math.pi * math.sqrt(_det(s_))) + 2 * math.log(self.n * self.cell)
         self.last_innovation = Innovation("gnss", stamp, math.sqrt(max(d2, 0.0)), lr)
         if d2 > self.p.lost_chi2:
             n, first = self._disagree
@@ -295,28 +300,28 @@ class DriveFilter:
         dt = stamp - last if last is not None else self.p.gnss_correlation_s
         inflate = max(1.0, self.p.gnss_correlation_s / max(dt, 1e-3))
         self._last_gnss_stamp = stamp
-        lik = self._gaussian(east, north, cov * inflate)
         # densities (1/m^2): the Gaussian part integrates to 1 - w over the plane, the flat part to w over
         # the window
-        lik *= np.float32(1.0 - self.p.gnss_outlier_weight)
+        lik = self._gaussian(east, north, cov * inflate, 1.0 - self.p.gnss_outlier_weight)
         lik += np.float32(self.p.gnss_outlier_weight / (self.n * self.cell) ** 2)
         self.belief *= lik
         self.counts["gnss_updates"] += 1
         return self._normalise("gnss")
 
-    def _gnss_lr(self, east: float, north: float, cov: np.ndarray) -> float:
-        """log( sum belief x N(fix, cov) / mean N over the window ): > 0 when the belief expected the fix."""
-        assert self.belief is not None
-        g = self._gaussian(east, north, cov)
-        # a flat belief over the window expects mean(g); the belief expects sum(belief g)
-        expected = float(np.vdot(self.belief, g))
-        return math.log(max(expected, 1e-300) * self.n**2 / max(float(g.sum()), 1e-300))
-
-    def update_heatmap(self, stamp: float, prob: np.ndarray, georef: PatchGeoref, datum: LocalENU) -> bool:
+    def update_heatmap(
+        self,
+        stamp: float,
+        prob: np.ndarray,
+        georef: PatchGeoref,
+        datum: LocalENU,
+        centre_en: Optional[Tuple[float, float]] = None,
+    ) -> bool:
         """Apply the model's position probabilities ``prob`` (S x S, row 0 north, over the north-up patch
         of ``georef``) as the likelihood, tempered by ``heatmap_temperature``. ``datum``: the ``map``
         frame. The patch centre is placed in ``map`` by the datum (the tangent-plane rotation between
-        the patch centre and the datum is ignored: < 0.01 deg within 1 km). False when dropped."""
+        the patch centre and the datum is ignored: < 0.01 deg within 1 km); ``centre_en``: that centre
+        in ``map`` metres when the caller has it already (a geodetic conversion is 0.1 ms of the
+        budget). False when dropped."""
         if not self._check_stamp(stamp, "heatmap"):
             return False
         if self.belief is None:
@@ -326,7 +331,10 @@ class DriveFilter:
             self.predict(stamp)
             if self.belief is None:
                 return False
-        pe, pn, _ = (float(x) for x in datum.to_enu(georef.center_lat, georef.center_lon, datum.h0))
+        if centre_en is None:
+            pe, pn, _ = (float(x) for x in datum.to_enu(georef.center_lat, georef.center_lon, datum.h0))
+        else:
+            pe, pn = (float(x) for x in centre_en)
         lik, flat, mode_en, mode_cov = self._heatmap_likelihood(prob, georef.size_px * georef.mpp, pe, pn)
         if lik is None:
             self.counts["heatmap_invalid"] += 1
@@ -335,14 +343,17 @@ class DriveFilter:
         me, mn, pc = self._moments()
         d2 = _mahalanobis2(np.array([mode_en[0] - me, mode_en[1] - mn]), pc + mode_cov)
         r0, r1, c0, c1 = lik[1]
-        sub = self.belief[r0:r1, c0:c1]
-        inside = float(sub.sum())
-        expected = (float((sub * lik[0]).sum()) + (1.0 - inside) * flat) / flat
+        sub = self.belief[r0:r1, c0:c1]  # a view: updated in place
+        inside = float(sub.sum(dtype=np.float64))
+        scaled = lik[0]
+        scaled *= np.float32(1.0 / flat)
+        # outside the patch the likelihood is flat (1 after scaling): the posterior's sum is the
+        # measurement's likelihood under the predicted belief relative to a flat one (the innovation)
+        expected = float(np.vdot(sub, scaled)) + (1.0 - inside)
         self.last_innovation = Innovation("heatmap", stamp, math.sqrt(max(d2, 0.0)), math.log(max(expected, 1e-300)))
-        # outside the patch the likelihood is flat: scale the inside by lik / flat, leave the rest
-        self.belief[r0:r1, c0:c1] = sub * (lik[0] * np.float32(1.0 / flat))
+        sub *= scaled
         self.counts["heatmap_updates"] += 1
-        if not self._normalise("heatmap"):
+        if not self._normalise("heatmap", expected):
             return False
         if self.state == FilterState.REINITIALISED:
             self.state = FilterState.TRACKING
@@ -355,20 +366,24 @@ class DriveFilter:
         outside, heat-map mode (east, north) in map, heat-map covariance m^2)."""
         p = np.asarray(prob, dtype=np.float32)
         none = (None, 1.0, (pe, pn), np.eye(2))
-        if p.ndim != 2 or p.shape[0] != p.shape[1] or not np.all(np.isfinite(p)) or float(p.max()) <= 0:
+        peak = float(p.max()) if p.ndim == 2 and p.size else math.nan  # NaN / inf anywhere shows here
+        if p.ndim != 2 or p.shape[0] != p.shape[1] or not (math.isfinite(peak) and peak > 0):
             return none
         s = p.shape[0]
         r = extent_m / s  # heat-map cell, metres
         # tempered, relative to its peak
-        lik = np.power(p * np.float32(1.0 / float(p.max())), np.float32(self.p.heatmap_temperature))
-        # mode and spread of the tempered heat map (for the innovation), before the floor
-        w = lik / float(lik.sum())
+        lik = np.power(p * np.float32(1.0 / peak), np.float32(self.p.heatmap_temperature))
+        # mode and spread of the tempered heat map (for the innovation), before the floor: one product
+        # gives the row sums, row-weighted east offsets and their squares
         xs = (np.arange(s) + 0.5 - s / 2.0) * r
-        we, wn = w.sum(axis=0, dtype=np.float64), w.sum(axis=1, dtype=np.float64)
-        me, mn = float(we @ xs), float(wn @ xs)
+        q = (lik @ np.stack([np.ones(s), xs, xs * xs], axis=1).astype(np.float32)).astype(np.float64)
+        total = float(q[:, 0].sum())
+        me, mn = float(q[:, 1].sum()) / total, float(q[:, 0] @ -xs) / total
+        vx = float(q[:, 2].sum()) / total - me * me
+        vy = float(q[:, 0] @ xs**2) / total - mn * mn
         k = int(np.argmax(p))
         mode = (pe + float(xs[k % s]), pn - float(xs[k // s]))
-        cov = np.diag([max(float(we @ xs**2) - me**2, r * r), max(float(wn @ xs**2) - mn**2, r * r)])
+        cov = np.diag([max(vx, r * r), max(vy, r * r)])
         # floored so that no heat map zeroes a cell; outside the patch: the mean, "no information"
         np.maximum(lik, np.float32(self.p.likelihood_floor), out=lik)
         flat = float(lik.mean())
@@ -406,16 +421,22 @@ class DriveFilter:
     # -- estimate ---------------------------------------------------------------------------------
     def _moments(self) -> Tuple[float, float, np.ndarray]:
         """Mean (east, north) and covariance (2x2 m^2) of the belief; the covariance is at least a
-        cell's own (cell^2 / 12 per axis). Cached until the belief changes."""
+        cell's own (cell^2 / 12 per axis). Cached until the belief changes. Two small matrix products
+        (BLAS): means first, then the central moments about them (no cancellation in float32)."""
         assert self.belief is not None
         if self._cache is None:
             b = self.belief
-            px, py = b.sum(axis=0, dtype=np.float64), b.sum(axis=1, dtype=np.float64)
-            mx, my = float(px @ self._x), float(py @ self._y)
-            dx, dy = self._x - mx, self._y - my
-            cxx = float(px @ dx**2) + self.cell**2 / 12.0
-            cyy = float(py @ dy**2) + self.cell**2 / 12.0
-            cxy = float(dy.astype(np.float32) @ (b @ dx.astype(np.float32)))
+            r = b @ self._x1  # (n, 2): row sums, row-weighted east offsets
+            py = r[:, 0].astype(np.float64)
+            total = float(py.sum())
+            mx = float(r[:, 1].sum(dtype=np.float64)) / total
+            my = float(py @ self._y) / total
+            dx = (self._x - mx).astype(np.float32)
+            dy = self._y - my
+            q = b @ np.stack([dx, dx * dx], axis=1)  # (n, 2): row-weighted dx, dx^2
+            cxx = float(q[:, 1].sum(dtype=np.float64)) / total + self.cell**2 / 12.0
+            cyy = float(py @ dy**2) / total + self.cell**2 / 12.0
+            cxy = float(q[:, 0].astype(np.float64) @ dy) / total
             self._cache = (self.centre[0] + mx, self.centre[1] + my, np.array([[cxx, cxy], [cxy, cyy]]))
         me, mn, cov = self._cache
         return me, mn, cov.copy()
@@ -438,27 +459,38 @@ class DriveFilter:
         half = self.n * self.cell / 2.0
         return self.belief.copy(), self.centre[0] - half, self.centre[1] - half, self.cell
 
-    def _gaussian(self, east: float, north: float, cov: np.ndarray) -> np.ndarray:
-        """N((east, north), cov) at the cell centres (densities, 1/m^2; float32 (n, n)), separable
-        unless the covariance has a cross term."""
-        inv = np.linalg.inv(cov)
+    def _gaussian(self, east: float, north: float, cov: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        """``scale`` x N((east, north), cov) at the cell centres (densities, 1/m^2; float32 (n, n)),
+        separable unless the covariance has a cross term."""
+        a, b, c = float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])
+        det = max(a * c - b * b, 1e-300)
+        ia, ib, ic = c / det, -b / det, a / det  # the inverse
         dx = (self.centre[0] + self._x - east).astype(np.float32)  # (n,) columns
         dy = (self.centre[1] + self._y - north).astype(np.float32)  # (n,) rows
-        ex = np.exp(np.float32(-0.5 * inv[0, 0]) * dx * dx)
-        ey = np.exp(np.float32(-0.5 * inv[1, 1]) * dy * dy)
+        ex = np.exp(np.float32(-0.5 * ia) * dx * dx)
+        ex *= np.float32(scale / (2 * math.pi * math.sqrt(det)))
+        ey = np.exp(np.float32(-0.5 * ic) * dy * dy)
         g = np.multiply.outer(ey, ex)
-        if abs(inv[0, 1]) > 1e-12:
-            g *= np.exp(np.multiply.outer(np.float32(-inv[0, 1]) * dy, dx))
-        g *= np.float32(1.0 / (2 * math.pi * math.sqrt(max(float(np.linalg.det(cov)), 1e-300))))
+        if abs(ib) > 1e-12:
+            g *= np.exp(np.multiply.outer(np.float32(-ib) * dy, dx))
         return g
 
 
 def _regular(cov_en: np.ndarray, cell: float) -> np.ndarray:
     """A symmetric 2x2 covariance with eigenvalues at least (cell/2)^2: finer than the grid is the grid."""
     c = np.asarray(cov_en, dtype=np.float64).reshape(2, 2)
-    c = 0.5 * (c + c.T)
-    evals, evecs = np.linalg.eigh(c)
-    return evecs @ np.diag(np.maximum(evals, (cell / 2.0) ** 2)) @ evecs.T
+    a, b, d = float(c[0, 0]), 0.5 * float(c[0, 1] + c[1, 0]), float(c[1, 1])
+    floor = (cell / 2.0) ** 2
+    half_tr, root = 0.5 * (a + d), math.hypot(0.5 * (a - d), b)
+    lo = half_tr - root
+    if lo >= floor:
+        return np.array([[a, b], [b, d]])
+    evals, evecs = np.linalg.eigh(np.array([[a, b], [b, d]]))
+    return evecs @ np.diag(np.maximum(evals, floor)) @ evecs.T
+
+
+def _det(c: np.ndarray) -> float:
+    return max(float(c[0, 0] * c[1, 1] - c[0, 1] * c[1, 0]), 1e-300)
 
 
 def _blur_kernel(var_cells: float) -> Optional[np.ndarray]:
@@ -489,7 +521,13 @@ def _shift_whole(a: np.ndarray, ix: int, iy: int) -> np.ndarray:
 
 
 def _mahalanobis2(delta: np.ndarray, cov: np.ndarray) -> float:
-    return float(delta @ np.linalg.solve(cov, delta))
+    """delta^T cov^-1 delta of a 2-vector (closed form: numpy's solve costs more than the arithmetic)."""
+    x, y = float(delta[0]), float(delta[1])
+    a, b, d = float(cov[0, 0]), float(cov[0, 1]), float(cov[1, 1])
+    det = a * d - b * b
+    if not det > 0:
+        return math.inf
+    return (d * x * x - 2 * b * x * y + a * y * y) / det
 
 
 # ---------------------------------------------------------------------------------------------

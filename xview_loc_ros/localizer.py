@@ -400,11 +400,16 @@ class Localizer:
         datum = self.datum
         if datum is None:
             return None
+        fix_en: Optional[Tuple[float, float]] = None
         if fix is not None:
             fe, fn, _ = (float(x) for x in datum.to_enu(fix.lat, fix.lon, datum.h0))
+            fix_en = (fe, fn)
             f.update_gnss(stamp, fe, fn, fix.cov_en)
         if est is not None:
-            f.update_heatmap(stamp, est.prob, est.georef, datum)
+            g = est.georef
+            # the patch is built around the frame's fix: its centre in map is the fix's (saves a conversion)
+            same = fix_en is not None and (g.center_lat, g.center_lon) == (est.fix.lat, est.fix.lon)
+            f.update_heatmap(stamp, est.prob, g, datum, fix_en if same else None)
         b = f.estimate()
         if b is None:
             return None
