@@ -59,10 +59,10 @@ def _run(drive, **params):
             sent[kind] += 1
             if kind == "jpeg":
                 n = sent["jpeg"]
-                assert h.wait_for(lambda: _handled(h) >= n, 20.0), h.node.diagnostics_values()
+                assert h.wait_for(lambda n=n: _handled(h) >= n, 20.0), h.node.diagnostics_values()
             elif kind != "odom" or base.get("fusion") == "filter":  # the frame's inputs are in before its image
                 n = sent[kind]
-                assert h.wait_for(lambda: h.node.counts.get(kind, 0) >= n, 5.0), kind
+                assert h.wait_for(lambda k=kind, n=n: h.node.counts.get(k, 0) >= n, 5.0), kind
         h.wait_for(lambda: False, 0.3)  # the last outputs cross DDS
         return dict(h.received), h.node.diagnostics_values()
     finally:
