@@ -80,7 +80,7 @@ class FilterParams:
     no_motion_noise_per_sqrt_s: float = 3.0  # m / sqrt(s): no motion source at all (vehicle may move ~3 m/s)
     gnss_outlier_weight: float = 0.05  # mixture weight of the flat (outlier) part of the GNSS likelihood
     gnss_correlation_s: float = 5.0  # GNSS error correlation time: fix covariance x max(1, this / dt)
-    heatmap_temperature: float = 0.5  # exponent on the heat map's probabilities
+    heatmap_temperature: float = 1.25  # exponent on the heat map's probabilities (calibrated: the small teacher)
     likelihood_floor: float = 1e-3  # heat-map likelihood floor, relative to its peak
     lost_chi2: float = 18.4  # d^2 of (belief mean - fix) beyond which they disagree; 18.4 = chi2(2) 99.99 %
     lost_updates: int = 10  # ... on this many consecutive GNSS updates
@@ -561,8 +561,13 @@ class OdometryBuffer:
         than ``max_gap_s`` from the sample that would hold there."""
         if t1 <= t0:
             return (0.0, 0.0)
-        with self._lock:
-            items = list(self._items)
+        with self._lock:  # only the samples that can hold within [t0, t1], newest first: no full copy
+            items = []
+            for it in reversed(self._items):
+                items.append(it)
+                if it[0] <= t0:
+                    break
+        items.reverse()
         if not items:
             return None
         stamps = [it[0] for it in items]

@@ -182,14 +182,23 @@ class HeadingBuffer:
         with self._lock:
             if self._items and stamp < self._items[-1][0] - 1.0:
                 self._items.clear()  # time jump backwards
-            self._items.append((stamp, heading))
+            if self._items and stamp < self._items[-1][0]:  # slightly late: keep the stamps sorted
+                items = list(self._items)
+                bisect.insort(items, (stamp, heading), key=lambda it: it[0])
+                self._items.clear()
+                self._items.extend(items)
+            else:
+                self._items.append((stamp, heading))
 
     def at(self, stamp: float) -> Heading:
         with self._lock:
             items = list(self._items)
         if not items:
             raise FrameRejected("no_heading", "no IMU orientation received yet")
-        t, h = min(items, key=lambda it: abs(it[0] - stamp))
+        # the samples are sorted by stamp: the nearest is one of the two around it (the earlier on a tie)
+        k = bisect.bisect_left(items, stamp, key=lambda it: it[0])
+        near = [it for it in items[max(k - 1, 0) : k + 1]]
+        t, h = min(near, key=lambda it: abs(it[0] - stamp))
         if abs(t - stamp) > self.max_age_s:
             raise FrameRejected(
                 "heading_too_old",
