@@ -169,7 +169,9 @@ def test_filtered_pose_messages_grid_and_ellipse():
     from xview_loc_ros.localizer import TrackedPose
 
     cov = np.array([[9.0, 0.0], [0.0, 1.0]])
-    tp = TrackedPose(1.5, 52.0, 4.0, math.nan, 3.0, -2.0, cov, 3.0, -2.0, 0.5, 0.01, None, "tracking", "odom", None, 0.001)
+    tp = TrackedPose(
+        1.5, 52.0, 4.0, math.nan, 3.0, -2.0, cov, 3.0, -2.0, 0.5, 0.01, None, "tracking", "odom", None, 0.001
+    )
     h = Header(frame_id="map")
     pose = rm.pose_msg(tp, h, 1e6)
     c = np.array(pose.pose.covariance).reshape(6, 6)
