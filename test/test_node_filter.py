@@ -31,7 +31,7 @@ def drive(tmp_path_factory):
     city = make_city("suburb", 1, d / "city", size_m=300.0, zooms=(18,))
     bag = make_drive(city, d / "drive", frames=FRAMES, seed=3, rate_hz=RATE_HZ)
     rclpy.init()
-    yield {"city": Path(city), "items": read_drive(bag)}
+    yield {"city": Path(city), "bag": bag, "items": read_drive(bag)}
     rclpy.shutdown()
 
 
@@ -136,3 +136,27 @@ def test_filter_mode_on_a_drive(drive):
         f"per frame {np.median(p_err):.2f} m on {len(p_err)} frames, GNSS {np.median(g_err):.2f} m; "
         f"std {[round(float(np.sqrt(x / 2)), 2) for x in traces]}"
     )
+
+
+def test_replay_records_the_filter_the_frame_and_gnss(drive, tmp_path):
+    """`xview-loc replay` in filter mode (the default parameters file): est_* is the filtered pose for
+    every frame, frame_* the gated per-frame estimate, and the summary compares both with GNSS."""
+    from xview_testbed.replay import read_jsonl, replay
+
+    s = replay(
+        drive["bag"],
+        ROOT / "config" / "localizer.yaml",
+        tmp_path / "r.jsonl",
+        model=str(MODEL),
+        tile_source=f"xyz:{drive['city'] / 'tiles'}",
+        ros_args=["-p", "threads:=1", "-p", "publish_overlay:=false", "-p", "device:=cpu", "-p", "backend:=torch"],
+        progress=False,
+    )
+    recs = read_jsonl(s.out)
+    assert s.fusion == "filter" and len(recs) == FRAMES
+    assert all(r["localized"] and r["est_err_m"] is not None and r["map_x"] is not None for r in recs)
+    framed = [r for r in recs if r["frame_localized"]]
+    assert framed and all(r["frame_err_m"] is not None and r["frame_std_m"] > 0 for r in framed)
+    assert any(abs(r["frame_err_m"] - r["est_err_m"]) > 0.01 for r in framed)  # two different estimates
+    assert s.errors["node"]["frames"] == FRAMES and s.errors["frame"]["frames"] == len(framed)
+    assert s.errors["gnss"]["frames"] == FRAMES and s.diagnostics["filter_predict_odom"] >= FRAMES - 2
