@@ -117,6 +117,10 @@ def test_filter_mode_on_a_drive(drive):
     assert diag["fusion"] == "filter" and diag["filter_state"] in ("tracking", "lost", "reinitialised")
     assert diag["filter_heatmap_updates"] >= len(fp) and diag["filter_predict_odom"] >= len(images) - 2
     assert diag["count_filtered"] == len(images) and "filter_innovation_sigmas" in diag
+    status = filt["diagnostics"][-1].status[0]
+    assert "; filter " in status.message
+    # gated frames fed the filter: they are no problem in filter mode (only a lost track is)
+    assert status.level == (b"\x01" if "filter lost" in status.message else b"\x00"), status.message
     # errors against ground truth (printed: a trained model is what makes them small; see bench_filter.py)
     datum = LocalENU(*_first_fix(drive["items"]))
     gt = {round(t, 6): m for tp, t, m in drive["items"] if tp == "/ground_truth/fix"}

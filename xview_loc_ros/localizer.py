@@ -35,6 +35,8 @@ from xview_loc_ros.preprocess import prepare_aerial, prepare_ground
 from xview_loc_ros.tiles import TileError
 
 STAGES = ("patch", "preprocess", "inference", "decode")
+#: reasons of :func:`gate`: the frame has an estimate (and a heat map), it is only not published alone
+GATE_REASONS = ("low_confidence", "ambiguous", "gnss_gate")
 
 
 class FrameRejected(Exception):

@@ -31,7 +31,15 @@ from visualization_msgs.msg import Marker
 
 from xview_loc_ros import ros_msgs as rm
 from xview_loc_ros.inference import open_backend
-from xview_loc_ros.localizer import STAGES, Estimate, FrameRejected, Localizer, TrackedPose, stage_summary
+from xview_loc_ros.localizer import (
+    GATE_REASONS,
+    STAGES,
+    Estimate,
+    FrameRejected,
+    Localizer,
+    TrackedPose,
+    stage_summary,
+)
 from xview_loc_ros.overlay import heatmap_overlay
 from xview_loc_ros.params import NODE_NAME, LocalizerParams, ParameterError
 from xview_loc_ros.sensors import SensorRejected, decode_image
@@ -356,7 +364,13 @@ class LocalizerNode(Node):
 
     def _publish_diagnostics(self) -> None:
         values = self.diagnostics_values()
-        problems = sum(v for k, v in values.items() if k.startswith(("reject_", "bad_input_")) and isinstance(v, int))
+        # with the filter, a gated frame is not lost: its heat map updated the belief
+        used = {f"reject_{r}" for r in GATE_REASONS} if self.loc.filter is not None else set()
+        problems = sum(
+            v
+            for k, v in values.items()
+            if k.startswith(("reject_", "bad_input_")) and k not in used and isinstance(v, int)
+        )
         published = values.get("count_filtered" if self.loc.filter is not None else "count_poses", 0)
         level, message = (
             (0, "localizing")
