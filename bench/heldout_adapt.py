@@ -86,7 +86,7 @@ class City:
         self.tests = {}
         for test, region, seed_ in (("held-out district", EAST, 11), ("same streets, new drive", WEST, 12)):
             key = "heldout" if region == EAST else "same"
-            bag = self.drive(f"test_{key}", region, seed_, args.test_frames)
+            bag = self.drive(f"drive_test_{key}", region, seed_, args.test_frames)
             self.tests[test] = r.run(
                 d / f"test_{key}", "xview-adapt", "extract", "--bag", bag, *ex, "--gt-topic", "/ground_truth/fix",
                 "--out", d / f"test_{key}",

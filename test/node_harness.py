@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
-from nav_msgs.msg import OccupancyGrid
+from nav_msgs.msg import OccupancyGrid, Odometry
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -26,6 +26,8 @@ from xview_loc_ros.ros_msgs import sec_to_stamp
 
 OUTPUTS = {
     "pose": PoseWithCovarianceStamped,
+    "frame_pose": PoseWithCovarianceStamped,
+    "belief_grid": OccupancyGrid,
     "fix": NavSatFix,
     "heatmap": Image,
     "heatmap_grid": OccupancyGrid,
@@ -87,7 +89,7 @@ class Harness:
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
         )
         for name, typ in OUTPUTS.items():
-            qos = latched if name == "heatmap_grid" else 10
+            qos = latched if name in ("heatmap_grid", "belief_grid") else 10
             self.tester.create_subscription(typ, f"/xview_localizer/{name}", self._recorder(name), qos)
         self.tester.create_subscription(DiagnosticArray, "/diagnostics", self._recorder("diagnostics"), 10)
         self.pub = {
@@ -95,6 +97,11 @@ class Harness:
             "imu": self.tester.create_publisher(Imu, "/imu/data", 10),
             "jpeg": self.tester.create_publisher(CompressedImage, "/camera/image/compressed", 10),
             "raw": self.tester.create_publisher(Image, "/camera/image", 10),
+            "odom": self.tester.create_publisher(Odometry, "/odom", 10),
+        }
+        listens = {
+            "imu": params.get("heading_source", "imu") == "imu",
+            "odom": params.get("fusion", "filter") == "filter" and params.get("odom_topic", "odom") != "",
         }
         self.executor = MultiThreadedExecutor(num_threads=2)
         self.executor.add_node(self.node)
@@ -102,11 +109,7 @@ class Harness:
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
         self.wait_for(
-            lambda: all(
-                p.get_subscription_count() > 0
-                for k, p in self.pub.items()
-                if k != "imu" or params.get("heading_source", "imu") == "imu"
-            ),
+            lambda: all(p.get_subscription_count() > 0 for k, p in self.pub.items() if listens.get(k, True)),
             10.0,
         )
 
@@ -182,6 +185,14 @@ def read_drive(bag) -> List[tuple]:
         out.orientation_covariance = [float(x) for x in m.orientation_covariance]
         return out
 
+    def odom(m):
+        out = header(Odometry(), m)
+        out.child_frame_id = m.child_frame_id
+        t, o = m.twist.twist, out.twist.twist
+        o.linear.x, o.linear.y, o.angular.z = float(t.linear.x), float(t.linear.y), float(t.angular.z)
+        out.twist.covariance = [float(x) for x in m.twist.covariance]
+        return out
+
     def compressed(m):
         out = header(CompressedImage(), m)
         out.format = m.format
@@ -192,6 +203,7 @@ def read_drive(bag) -> List[tuple]:
         "/gnss/fix": navsat,
         "/ground_truth/fix": navsat,
         "/imu/data": imu,
+        "/odom": odom,
         "/camera/image/compressed": compressed,
     }
     items = []
@@ -204,7 +216,7 @@ def read_drive(bag) -> List[tuple]:
 
 def play(h: "Harness", items: List[tuple], speed: float = 1.0) -> None:
     """Publish a drive's inputs at bag pace (``speed`` x real time)."""
-    kinds = {"/gnss/fix": "fix", "/imu/data": "imu", "/camera/image/compressed": "jpeg"}
+    kinds = {"/gnss/fix": "fix", "/imu/data": "imu", "/odom": "odom", "/camera/image/compressed": "jpeg"}
     t_bag0, t_wall0 = items[0][1], time.monotonic()
     for topic, t, msg in items:
         if topic not in kinds:

@@ -18,7 +18,7 @@ import pytest
 from pyproj import Geod
 
 from xview_testbed.demo import BUNDLED_TEACHER, Demo, DemoOptions
-from xview_testbed.replay import ReplayError, crop_bag, frame_window, read_jsonl
+from xview_testbed.replay import ReplayError, crop_bag, frame_window, read_jsonl, summarize_errors
 
 FRAMES = 30
 ADAPT_FRAC = 0.6
@@ -42,6 +42,28 @@ def demo(tmp_path_factory):
     return {"out": out, "opts": opts, "results": results, "stdout": buf.getvalue()}
 
 
+def test_error_summary_compares_node_frame_and_gnss():
+    recs = [
+        {
+            "est_err_m": e,
+            "localized": e is not None,
+            "frame_err_m": f,
+            "frame_localized": f is not None,
+            "gnss_err_m": g,
+        }
+        for e, f, g in [(1.0, 2.0, 4.0), (3.0, None, 6.0), (12.0, 20.0, 11.0), (None, None, 3.0)]
+    ]
+    s = summarize_errors(recs)
+    assert s["node"]["frames"] == 3 and s["node"]["coverage"] == 0.75 and s["node"]["median_m"] == 3.0
+    assert s["node"]["over_10m_pct"] == pytest.approx(100 / 3) and s["node"]["over_5m_pct"] == pytest.approx(100 / 3)
+    assert s["frame"]["frames"] == 2 and s["frame"]["mean_m"] == 11.0 and s["frame"]["over_5m_pct"] == 50.0
+    assert s["gnss"]["frames"] == 4 and s["gnss"]["p95_m"] == pytest.approx(np.percentile([4, 6, 11, 3], 95))
+    assert summarize_errors([{"est_err_m": None, "localized": False, "gnss_err_m": None}])["node"] == {
+        "frames": 0,
+        "coverage": 0.0,
+    }
+
+
 def test_bundled_teacher_is_a_small_checkpoint():
     from xview_loc_ros.models import load_checkpoint
 
@@ -59,7 +81,14 @@ def test_replays_cover_the_drive_and_its_held_out_part(demo):
         assert [r["frame"] for r in recs] == list(range(first, FRAMES))
         for r in recs:  # the node's overlay for every frame it handled, gated or not
             assert r["heatmap"] and (demo["out"] / r["heatmap"]).is_file()
+        # the demo replays per frame (fusion: frame): ~/fix and ~/frame_pose are the same estimate
+        for r in recs:
+            assert r["frame_localized"] == r["localized"]
+            if r["localized"] and r["gt_lat"] is not None:
+                assert r["frame_err_m"] == pytest.approx(r["est_err_m"], abs=0.01)
     summary = json.loads((demo["out"] / "replay_student.jsonl.json").read_text())
+    assert summary["fusion"] == "frame" and set(summary["errors"]) == {"node", "frame", "gnss"}
+    assert summary["errors"]["gnss"]["frames"] == len(recs)
     assert "onnxruntime" in summary["diagnostics"]["backend"]
     assert summary["diagnostics"]["frames_dropped"] == 0  # lock-step: every frame reached the model
     assert "torch" in json.loads((demo["out"] / "replay_teacher.jsonl.json").read_text())["diagnostics"]["backend"]

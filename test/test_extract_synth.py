@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from offline_adapt.data.bags import Bag, header_stamp_ns
+from offline_adapt.data.bags import Bag, TopicError, header_stamp_ns
 from offline_adapt.data.dataset import PairDataset
 from offline_adapt.data.extract import ExtractOptions, extract
 from xview_loc_ros.geo import LocalENU
@@ -77,3 +77,25 @@ def test_synth_pinhole_sqlite3(synth, tmp_path):
     assert (cx, cy) == pytest.approx((w / 2, h / 2), abs=1.0)
     assert ds.meta.fov_deg == pytest.approx(np.degrees(2 * np.arctan(w / 2 / fx)))
     assert ds.meta.extra["camera_info"]["width"] == w
+
+
+def test_wheel_odometry_is_ignored_unless_asked_for(synth, tmp_path, caplog):
+    """The drives record /odom (nav_msgs/Odometry): the extractor picks its topics by type, so odometry is
+    never taken for a fix, heading or image; naming it as one is refused with its type."""
+    bag = synth["panorama_mcap"]
+    with Bag(bag) as b:
+        assert b.topic_info("/odom").msgtype == "nav_msgs/msg/Odometry" and b.topic_info("/odom").count == 40
+    caplog.set_level("INFO")
+    opts = ExtractOptions(size_px=SIZE, mpp=MPP, min_spacing_m=SPACING)
+    summary = extract([bag], synth["tiles"], tmp_path / "ds", opts, progress=False)
+    assert summary.pairs >= 5 and summary.heading_sources == {"imu": summary.pairs}
+    plan = next(r.getMessage() for r in caplog.records if "heading" in r.getMessage())
+    assert "/odom" not in plan and "heading /imu/data" in plan and "fixes /gnss/fix" in plan
+    with pytest.raises(TopicError, match="nav_msgs/msg/Odometry"):
+        extract(
+            [bag],
+            synth["tiles"],
+            tmp_path / "ds2",
+            ExtractOptions(size_px=SIZE, mpp=MPP, heading_topic="/odom"),
+            progress=False,
+        )

@@ -97,9 +97,10 @@ def test_rviz_config_shows_the_node_outputs():
     vm = cfg["Visualization Manager"]
     assert vm["Global Options"]["Fixed Frame"] == "map"
     topics = {d["Class"]: d.get("Topic", {}).get("Value") for d in vm["Displays"]}
-    assert topics["rviz_default_plugins/Map"] == "/xview_localizer/heatmap_grid"
+    maps = {d["Topic"]["Value"]: d for d in vm["Displays"] if d["Class"] == "rviz_default_plugins/Map"}
+    assert set(maps) == {"/xview_localizer/heatmap_grid", "/xview_localizer/belief_grid"}
+    assert all(d["Topic"]["Durability Policy"] == "Transient Local" for d in maps.values())
     assert topics["rviz_default_plugins/PoseWithCovariance"] == "/xview_localizer/pose"
     assert topics["rviz_default_plugins/Marker"] == "/xview_localizer/marker"
     assert topics["rviz_default_plugins/Image"] == "/xview_localizer/heatmap"
-    grid = next(d for d in vm["Displays"] if d["Class"] == "rviz_default_plugins/Map")
-    assert grid["Topic"]["Durability Policy"] == "Transient Local"  # matches the latched grid publisher
+    # (transient local above: matches the latched grid publishers)

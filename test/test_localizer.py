@@ -64,6 +64,17 @@ def _valid(**kw):
         (dict(image_topic="", compressed_image_topic=""), "image_topic"),
         (dict(tile_zoom=30), "tile_zoom"),
         (dict(datum_from_first_fix=False, datum_lat=95.0), "datum_lat"),
+        (dict(fusion="kalman"), "fusion"),
+        (dict(filter_cell_m=0.0), "filter_cell_m"),
+        (dict(filter_window_m=2.0), "filter_window_m"),
+        (dict(filter_window_m=2000.0, filter_cell_m=0.5), "filter_window_m"),
+        (dict(filter_gnss_outlier_weight=0.0), "filter_gnss_outlier_weight"),
+        (dict(filter_heatmap_floor=1.0), "filter_heatmap_floor"),
+        (dict(heatmap_temperature=0.0), "heatmap_temperature"),
+        (dict(filter_odom_noise_m_per_sqrt_m=-0.1), "filter_odom_noise_m_per_sqrt_m"),
+        (dict(filter_lost_updates=0), "filter_lost_updates"),
+        (dict(filter_max_gap_s=float("inf")), "filter_max_gap_s"),
+        (dict(odom_max_age_s=0.0), "odom_max_age_s"),
     ],
 )
 def test_invalid_parameters_name_the_parameter(kw, name):
@@ -296,3 +307,62 @@ def test_overlay_marks_fix_and_estimate_and_grid_rows_run_south_to_north():
     prob[3, 0] = 0.25
     cells = occupancy_values(prob)
     assert cells.dtype == np.int8 and cells[3, 3] == 100 and cells[0, 0] == 50  # row 0 = south
+
+
+# -- over the drive (fusion: filter) --------------------------------------------------------------------
+class _NoBackend:
+    config = {"aerial_size": 128, "mpp": 0.5, "ground_size": [64, 256], "known_orientation": False}
+
+
+def _north_drive(loc, n=30, speed=5.0, dt=0.1, odom=True):
+    """Fixes every dt moving north at ``speed``; IMU heading north; odometry if ``odom``."""
+    frame = LocalENU(LAT, LON, 10.0)
+    for k in range(n):
+        lat, lon, _ = frame.to_latlon(0.0, speed * k * dt, 10.0)
+        loc.add_fix(_fix(k * dt, float(lat), float(lon), std=3.0))
+        loc.add_heading(k * dt, Heading(0.0, 1e-4))
+        if odom:
+            loc.add_odometry(k * dt, speed * 1.01, 0.0)
+
+
+def test_motion_prefers_odometry_then_fix_speed_then_fix_velocity():
+    loc = Localizer(_valid(prefetch_ahead_s=0.0), _NoBackend(), None)
+    _north_drive(loc)
+    (de, dn), src = loc.motion(1.0, 2.0)
+    assert src == "odom" and de == pytest.approx(0.0, abs=1e-9) and dn == pytest.approx(5.05, abs=1e-6)
+    loc = Localizer(_valid(prefetch_ahead_s=0.0), _NoBackend(), None)
+    _north_drive(loc, odom=False)
+    (de, dn), src = loc.motion(1.0, 2.0)
+    assert src == "fix_speed" and (de, dn) == pytest.approx((0.0, 5.0), abs=0.01)
+    loc = Localizer(_valid(heading_source="none", prefetch_ahead_s=0.0), _NoBackend(), None)
+    _north_drive(loc, odom=True)  # odometry needs a heading to integrate along: none here
+    (de, dn), src = loc.motion(1.0, 2.0)
+    assert src == "fix_velocity" and (de, dn) == pytest.approx((0.0, 5.0), abs=0.01)
+    empty = Localizer(_valid(heading_source="none", prefetch_ahead_s=0.0), _NoBackend(), None)
+    assert empty.motion(1.0, 2.0) == ((0.0, 0.0), "none")
+
+
+def test_one_multipath_fix_does_not_make_a_speed():
+    loc = Localizer(_valid(odom_topic="", prefetch_ahead_s=0.0), _NoBackend(), None)
+    _north_drive(loc, odom=False)
+    lat, lon, _ = LocalENU(LAT, LON, 10.0).to_latlon(30.0, 5.0 * 3.0, 10.0)
+    loc.add_fix(_fix(3.0, float(lat), float(lon)))  # 30 m east for one fix
+    (de, dn), src = loc.motion(2.5, 2.9)
+    assert src == "fix_speed" and dn == pytest.approx(2.0, abs=0.1)
+
+
+def test_track_follows_the_fixes_without_heat_maps_and_frame_mode_does_not_track():
+    loc = Localizer(_valid(prefetch_ahead_s=0.0), _NoBackend(), None)
+    _north_drive(loc)
+    out = [loc.track(0.5 + 0.1 * k, None) for k in range(20)]
+    assert all(o is not None for o in out)
+    last = out[-1]
+    assert last.motion == "odom" and last.state == "reinitialised" and last.fix is not None
+    assert last.north == pytest.approx(5.0 * 2.4, abs=3.0) and abs(last.east) < 3.0
+    assert np.all(np.linalg.eigvalsh(last.cov_en) >= 0.25**2 - 1e-12)
+    e, n, _ = LocalENU(LAT, LON, 10.0).to_enu(last.lat, last.lon, 10.0)
+    assert (float(e), float(n)) == pytest.approx((last.east, last.north), abs=1e-3)
+    assert last.yaw == pytest.approx(math.pi / 2)
+    frame = Localizer(_valid(fusion="frame", prefetch_ahead_s=0.0), _NoBackend(), None)
+    _north_drive(frame)
+    assert frame.filter is None and frame.track(1.0, None) is None

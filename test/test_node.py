@@ -33,9 +33,16 @@ def bed(tmp_path_factory):
 
 
 def _open(bed, **kw):
-    # an untrained model: gating off so that every frame publishes (gating has its own tests)
+    # an untrained model: gating off so that every frame publishes (gating has its own tests); the
+    # per-frame path (fusion: frame), whose ~/pose is the frame's estimate (the filter: test_node_filter.py)
     params = dict(
-        bed, gate_chi2=1e9, min_confidence=0.0, max_ambiguity=1e9, diagnostics_period_s=0.3, prefetch_ahead_s=0.0
+        bed,
+        gate_chi2=1e9,
+        min_confidence=0.0,
+        max_ambiguity=1e9,
+        diagnostics_period_s=0.3,
+        prefetch_ahead_s=0.0,
+        fusion="frame",
     )
     params.update(kw)
     return Harness(params)
@@ -228,6 +235,7 @@ def test_overload_bounded_latency_and_flat_memory(bed):
         diagnostics_period_s=0.5,
         prefetch_ahead_s=0.0,
         fix_max_age_s=100.0,
+        fusion="frame",
     )
     h = Harness(params, backend=slow)
     try:

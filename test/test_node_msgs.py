@@ -161,3 +161,33 @@ def test_output_messages():
     assert rm.marker_msgs(_estimate(False), datum, hdr)[0].color.r > 0.5
     img = rm.image_from_rgb(np.zeros((8, 8, 3), np.uint8), hdr)
     assert (img.encoding, img.step, len(img.data)) == ("rgb8", 24, 192)
+
+
+def test_filtered_pose_messages_grid_and_ellipse():
+    """The drive filter's TrackedPose through the same builders: ~/pose, ~/fix without a fix at the stamp,
+    the belief grid (rows north first -> OccupancyGrid rows south first) and the covariance ellipse."""
+    from xview_loc_ros.localizer import TrackedPose
+
+    cov = np.array([[9.0, 0.0], [0.0, 1.0]])
+    tp = TrackedPose(
+        1.5, 52.0, 4.0, math.nan, 3.0, -2.0, cov, 3.0, -2.0, 0.5, 0.01, None, "tracking", "odom", None, 0.001
+    )
+    h = Header(frame_id="map")
+    pose = rm.pose_msg(tp, h, 1e6)
+    c = np.array(pose.pose.covariance).reshape(6, 6)
+    assert (pose.pose.pose.position.x, pose.pose.pose.position.y) == (3.0, -2.0) and np.allclose(c[:2, :2], cov)
+    assert c[5, 5] == 0.01
+    fix = rm.fix_msg(tp, h)
+    assert (fix.latitude, fix.longitude) == (52.0, 4.0) and math.isnan(fix.altitude)
+    assert fix.position_covariance[8] == pytest.approx(36.0)  # 4 x the largest horizontal variance
+    prob = np.zeros((4, 6))
+    prob[0, 5] = 1.0  # north-east corner
+    grid = rm.occupancy_grid(prob, 0.5, 10.0, 20.0, h)
+    cells = np.array(grid.data, dtype=np.int8).reshape(4, 6)
+    assert (grid.info.width, grid.info.height, grid.info.resolution) == (6, 4, 0.5)
+    assert (grid.info.origin.position.x, grid.info.origin.position.y) == (10.0, 20.0)
+    assert cells[3, 5] == 100 and cells.sum() == 100  # the last OccupancyGrid row is the northern one
+    m = rm.ellipse_marker(3.0, -2.0, np.array([[1.0, 0.0], [0.0, 4.0]]), h, 2, (0.0, 0.0, 1.0, 0.5))
+    yaw = 2 * math.atan2(m.pose.orientation.z, m.pose.orientation.w)
+    assert m.id == 2 and (m.scale.x, m.scale.y) == (8.0, 4.0)  # 2 sigma: major 2 m std, minor 1 m
+    assert abs(math.cos(yaw)) < 1e-9  # the major axis points north

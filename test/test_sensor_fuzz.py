@@ -14,12 +14,19 @@ import numpy as np
 from hostile_images import jpeg_declaring, png_declaring
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, NavSatFix
 from test_sensor_parity import as_recorded
 
 from offline_adapt.data.extract import fix_sample, ground_image, imu_yaw_sample
 from xview_loc_ros import ros_msgs as rm
-from xview_loc_ros.sensors import SUPPORTED_ENCODINGS, SensorRejected, camera_intrinsics, decode_image
+from xview_loc_ros.sensors import (
+    SUPPORTED_ENCODINGS,
+    SensorRejected,
+    camera_intrinsics,
+    decode_image,
+    odometry_twist,
+)
 
 # Decoded frames stay below 3 MB whatever a header declares; the cap is what bounds memory.
 FUZZ_MAX_PIXELS = 1_000_000
@@ -91,6 +98,20 @@ def test_imu_fuzz(q: tuple, cov: list) -> None:
     msg.orientation.x, msg.orientation.y, msg.orientation.z, msg.orientation.w = q
     _survives(lambda: rm.heading_from_msg(msg, 0.01))
     imu_yaw_sample(as_recorded(msg), 0.0, {})
+
+
+@FUZZ
+@given(v=anything, lateral=anything, w=anything, child=text)
+def test_odometry_fuzz(v: float, lateral: float, w: float, child: str) -> None:
+    """What passes is finite and within the bounds the drive filter relies on."""
+    msg = Odometry(child_frame_id=child)
+    msg.twist.twist.linear.x, msg.twist.twist.linear.y, msg.twist.twist.angular.z = v, lateral, w
+    for parse in (lambda: rm.odometry_from_msg(msg)[1], lambda: odometry_twist(as_recorded(msg))):
+        try:
+            twist = parse()
+        except SensorRejected:
+            continue
+        assert abs(twist.speed_mps) <= 100.0 and abs(twist.yaw_rate_rps) <= 10.0
 
 
 @FUZZ

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 from hostile_images import jpeg_declaring, png_declaring
+from nav_msgs.msg import Odometry
 from rclpy.serialization import serialize_message
 from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, NavSatFix, NavSatStatus
@@ -23,7 +24,14 @@ from offline_adapt.data.dataset import read_rgb
 from offline_adapt.data.extract import fix_sample, ground_image, imu_yaw_sample
 from xview_loc_ros import ros_msgs as rm
 from xview_loc_ros.geo import enu_yaw_to_compass
-from xview_loc_ros.sensors import DEFAULT_MAX_IMAGE_PIXELS, REASONS, SensorRejected, camera_intrinsics, decode_image
+from xview_loc_ros.sensors import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    REASONS,
+    SensorRejected,
+    camera_intrinsics,
+    decode_image,
+    odometry_twist,
+)
 
 TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
 DEFAULT_STD_M = 10.0
@@ -182,6 +190,30 @@ IMUS = [
     ("NaN quaternion", _imu(math.nan, 0.0, 0.0, 1.0)),
     ("quaternion of norm 1.5", _imu(0.0, 0.0, 0.0, 1.5)),
 ]
+
+
+def _odom(v: float, w: float, lateral: float = 0.0) -> Odometry:
+    m = Odometry(child_frame_id="base_link")
+    m.header.frame_id = "odom"
+    m.header.stamp.sec, m.header.stamp.nanosec = 1_750_000_000, 500_000_000
+    m.twist.twist.linear.x, m.twist.twist.linear.y, m.twist.twist.angular.z = v, lateral, w
+    return m
+
+
+ODOMS = [
+    ("forward, turning left", _odom(12.5, 0.2)),
+    ("reversing, turning right", _odom(-1.5, -0.3, 0.1)),
+    ("standing", _odom(0.0, 0.0)),
+    ("sliding a little", _odom(0.0, 0.0, 0.9)),
+    ("NaN speed", _odom(math.nan, 0.0)),
+    ("infinite yaw rate", _odom(1.0, math.inf)),
+    ("NaN lateral speed", _odom(1.0, 0.0, math.nan)),
+    ("400 km/h", _odom(111.2, 0.0)),
+    ("reversing at 400 km/h", _odom(-111.2, 0.0)),
+    ("yaw rate 12 rad/s", _odom(1.0, 12.0)),
+    ("twist in the odom frame (driving north, heading east)", _odom(0.4, 0.0, 9.5)),
+]
+
 INFOS = [
     ("valid", _info()),
     ("zero width", _info(width=0)),
@@ -276,6 +308,19 @@ def test_imu_parity(name: str, msg: Imu) -> None:
         assert node[1][1].compass_deg == pytest.approx(float(enu_yaw_to_compass(extractor[1][1])), abs=1e-9)
 
 
+@pytest.mark.parametrize("name,msg", ODOMS, ids=[n for n, _ in ODOMS])
+def test_odometry_parity(name: str, msg: Odometry) -> None:
+    """The node parses the rclpy message; a tool reading a bag gets the rosbags one: same decision."""
+    node = outcome(lambda: rm.odometry_from_msg(msg))
+    recorded = outcome(lambda: odometry_twist(as_recorded(msg)))
+    _same_decision(node, recorded, name)
+    if node[0] == "ok":
+        stamp, twist = node[1]
+        assert stamp == pytest.approx(1_750_000_000.5)
+        assert twist == recorded[1]
+        assert (twist.speed_mps, twist.yaw_rate_rps) == (msg.twist.twist.linear.x, msg.twist.twist.angular.z)
+
+
 def test_imu_heading_is_compass() -> None:
     north = rm.heading_from_msg(IMUS[0][1], DEFAULT_VAR)[1]
     east = rm.heading_from_msg(IMUS[1][1], DEFAULT_VAR)[1]
@@ -350,6 +395,7 @@ def test_every_reason_is_exercised() -> None:
         (FIXES, lambda m: rm.fix_from_msg(m, 1.0)),
         (IMUS, lambda m: rm.heading_from_msg(m, 1.0)),
         (INFOS, rm.hfov_from_camera_info),
+        (ODOMS, rm.odometry_from_msg),
         (IMAGES, lambda m: ground_image(as_recorded(m), None, DEFAULT_MAX_IMAGE_PIXELS)),
     ):
         for _, msg in cases:

@@ -17,6 +17,7 @@ FRAMES = 24
 EXPECTED = {
     "/gnss/fix": "sensor_msgs/msg/NavSatFix",
     "/imu/data": "sensor_msgs/msg/Imu",
+    "/odom": "nav_msgs/msg/Odometry",
     "/camera/image/compressed": "sensor_msgs/msg/CompressedImage",
     "/ground_truth/fix": "sensor_msgs/msg/NavSatFix",
     "/ground_truth/pose": "geometry_msgs/msg/PoseStamped",
@@ -90,6 +91,27 @@ def test_mcap_bag_with_rosbags(city, mcap_bag):
     assert 0.3 * speed * dt < math.hypot(p1.x - p0.x, p1.y - p0.y) <= speed * dt + 0.5
 
 
+def test_wheel_odometry_is_in_the_child_frame_with_realistic_errors(city, mcap_bag):
+    """/odom: twist in base_link (forward speed, yaw rate) close to the truth but not equal to it (a
+    scale error per drive, yaw-rate bias and noise); its pose is that twist dead-reckoned in odom."""
+    _, msgs = _read_rosbags(mcap_bag)
+    odom, truth = msgs["/odom"], msgs["/ground_truth/pose"]
+    assert [_stamp(m) for _, m in odom] == [_stamp(m) for _, m in truth]  # at the IMU rate
+    assert all(m.header.frame_id == "odom" and m.child_frame_id == "base_link" for _, m in odom)
+    speed = load_city(city).style["sensor"]["speed_mps"]
+    v = np.array([m.twist.twist.linear.x for _, m in odom])
+    assert np.all(np.abs(v / speed - 1.0) < 0.05) and not np.allclose(v, speed)
+    assert all(m.twist.twist.linear.y == 0.0 for _, m in odom)
+    yaw = np.unwrap([yaw_from_quaternion(*(getattr(m.pose.orientation, k) for k in "xyzw")) for _, m in truth])
+    dt = np.diff([t for t, _ in truth]) / 1e9
+    w_true = np.gradient(yaw, dt[0])
+    w = np.array([m.twist.twist.angular.z for _, m in odom])
+    assert np.abs(w - w_true).max() < math.radians(3.0) and np.abs(w - w_true).max() > 0
+    # dead reckoning: the distance of the odom track is the integrated speed
+    xy = np.array([(m.pose.pose.position.x, m.pose.pose.position.y) for _, m in odom])
+    assert np.hypot(*np.diff(xy, axis=0).T).sum() == pytest.approx(float((v[:-1] * dt).sum()), rel=1e-3)
+
+
 def test_mcap_bag_with_mcap_ros2_support(mcap_bag):
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
@@ -121,7 +143,7 @@ def test_sqlite3_bag_pinhole_raw(city, tmp_path):
     counts = dict(
         db.execute("SELECT t.name, COUNT(*) FROM messages m JOIN topics t ON m.topic_id = t.id GROUP BY t.name")
     )
-    assert set(counts.values()) == {6} and len(counts) == 6
+    assert set(counts.values()) == {6} and len(counts) == 7  # fix, imu, odom, image, info, ground truth x 2
     stamps = [
         r[0]
         for r in db.execute(

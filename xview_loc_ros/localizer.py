@@ -6,6 +6,11 @@ Per frame: fix interpolated at the image stamp -> heading at the stamp -> aerial
 decode -> patch pixel -> ENU (``map`` frame at the datum) and WGS84 -> covariance px^2 -> m^2 ->
 gating. Every rejection raises :class:`FrameRejected` with a short reason key that the node counts.
 
+Over the drive (``fusion: filter``): :meth:`Localizer.track` moves the drive filter
+(:mod:`xview_loc_ros.drive_filter`) to each image stamp with the motion since the previous one
+(odometry + IMU heading, else fix speed + IMU heading, else fix velocity), applies the fix and the
+frame's heat map, and returns the belief as a :class:`TrackedPose`.
+
 Frames: ``map`` is local ENU (x east, y north, metres) at the datum; yaw is ENU (radians, 0 = east,
 counter-clockwise); headings at the edges are compass degrees (0 = north, clockwise).
 """
@@ -22,6 +27,7 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from xview_loc_ros.drive_filter import DriveFilter, Innovation, OdometryBuffer
 from xview_loc_ros.geo import LocalENU, PatchGeoref, compass_to_enu_yaw
 from xview_loc_ros.heatmap import HeatmapEstimate, decode_heatmap, heading_from_orientation, softmax_all
 from xview_loc_ros.params import LocalizerParams
@@ -29,6 +35,8 @@ from xview_loc_ros.preprocess import prepare_aerial, prepare_ground
 from xview_loc_ros.tiles import TileError
 
 STAGES = ("patch", "preprocess", "inference", "decode")
+#: reasons of :func:`gate`: the frame has an estimate (and a heat map), it is only not published alone
+GATE_REASONS = ("low_confidence", "ambiguous", "gnss_gate")
 
 
 class FrameRejected(Exception):
@@ -107,6 +115,25 @@ class FixBuffer:
         e, n, _ = LocalENU(first.lat, first.lon).to_enu(last.lat, last.lon, 0.0)
         return float(e) / dt, float(n) / dt
 
+    def motion_at(self, stamp: float, window_s: float = 2.0) -> Optional[Tuple[float, float, float]]:
+        """(speed m/s, east m/s, north m/s) over the fixes within ``window_s`` before ``stamp`` (and the
+        first after it): medians of the fix-to-fix values, so that one multipath jump does not make a
+        speed. None with fewer than three fixes there."""
+        with self._lock:
+            fixes = [f for f in self._fixes if stamp - window_s <= f.stamp]
+        k = next((i for i, f in enumerate(fixes) if f.stamp > stamp), len(fixes))
+        fixes = fixes[: k + 1]
+        if len(fixes) < 3:
+            return None
+        frame = LocalENU(fixes[0].lat, fixes[0].lon)
+        e, n, _ = frame.to_enu(np.array([f.lat for f in fixes]), np.array([f.lon for f in fixes]), 0.0)
+        dt = np.diff([f.stamp for f in fixes])
+        ok = dt > 1e-3
+        if ok.sum() < 2:
+            return None
+        ve, vn = np.diff(e)[ok] / dt[ok], np.diff(n)[ok] / dt[ok]
+        return float(np.median(np.hypot(ve, vn))), float(np.median(ve)), float(np.median(vn))
+
     def at(self, stamp: float) -> Fix:
         """The fix interpolated at ``stamp`` seconds; raises FrameRejected('no_fix'|'fix_too_old'|'fix_gap')."""
         with self._lock:
@@ -157,14 +184,23 @@ class HeadingBuffer:
         with self._lock:
             if self._items and stamp < self._items[-1][0] - 1.0:
                 self._items.clear()  # time jump backwards
-            self._items.append((stamp, heading))
+            if self._items and stamp < self._items[-1][0]:  # slightly late: keep the stamps sorted
+                items = list(self._items)
+                bisect.insort(items, (stamp, heading), key=lambda it: it[0])
+                self._items.clear()
+                self._items.extend(items)
+            else:
+                self._items.append((stamp, heading))
 
     def at(self, stamp: float) -> Heading:
         with self._lock:
             items = list(self._items)
         if not items:
             raise FrameRejected("no_heading", "no IMU orientation received yet")
-        t, h = min(items, key=lambda it: abs(it[0] - stamp))
+        # the samples are sorted by stamp: the nearest is one of the two around it (the earlier on a tie)
+        k = bisect.bisect_left(items, stamp, key=lambda it: it[0])
+        near = [it for it in items[max(k - 1, 0) : k + 1]]
+        t, h = min(near, key=lambda it: abs(it[0] - stamp))
         if abs(t - stamp) > self.max_age_s:
             raise FrameRejected(
                 "heading_too_old",
@@ -206,6 +242,33 @@ class Estimate:
     timings: Dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class TrackedPose:
+    """The drive filter's belief at an image stamp. ``lat``/``lon`` degrees, ``alt`` metres (the fix's,
+    NaN = unknown); ``east``/``north`` the belief's mean in ``map`` (metres) with ``cov_en`` (2x2 m^2,
+    from the belief, floored at min_std_m); ``map_east``/``map_north`` its most probable cell; ``yaw`` ENU
+    radians (None = unknown) with ``yaw_var``; ``fix`` the fix applied at this stamp (None = none);
+    ``state`` the filter state (xview_loc_ros.drive_filter.FilterState value); ``motion`` the source of
+    the prediction; ``innovation`` the last measurement's (or None); ``seconds`` the filter's run time."""
+
+    stamp: float
+    lat: float
+    lon: float
+    alt: float
+    east: float
+    north: float
+    cov_en: np.ndarray
+    map_east: float
+    map_north: float
+    yaw: Optional[float]
+    yaw_var: float
+    fix: Optional[Fix]
+    state: str
+    motion: str
+    innovation: Optional[Innovation]
+    seconds: float
+
+
 def pixel_cov_to_enu(cov_px: np.ndarray, mpp: float) -> np.ndarray:
     """Covariance of patch pixels (u east, v south; px^2) -> covariance of (east, north) in m^2."""
     j = np.array([[mpp, 0.0], [0.0, -mpp]])
@@ -238,6 +301,8 @@ class Localizer:
         if not params.datum_from_first_fix:
             self.datum = LocalENU(params.datum_lat, params.datum_lon, params.datum_alt)
         self.camera_hfov_deg: Optional[float] = None
+        self.odometry = OdometryBuffer(params.odom_max_age_s)
+        self.filter: Optional[DriveFilter] = DriveFilter(params.filter_params()) if params.fusion == "filter" else None
         self._clock = clock
         self._last_prefetch: Optional[Tuple[float, float]] = None
         self._prefetched: Counter = Counter()  # tiles loaded / missing / failed by background prefetch
@@ -253,6 +318,10 @@ class Localizer:
 
     def add_heading(self, stamp: float, heading: Heading) -> None:
         self.headings.add(stamp, heading)
+
+    def add_odometry(self, stamp: float, speed_mps: float, yaw_rate_rps: float) -> None:
+        """An odometry sample: forward speed (m/s) and yaw rate (rad/s, counter-clockwise) of the vehicle."""
+        self.odometry.add(stamp, speed_mps, yaw_rate_rps)
 
     def heading_at(self, stamp: float) -> Optional[Heading]:
         """The heading for a frame per ``heading_source``; None when the source is 'none'."""
@@ -292,6 +361,98 @@ class Localizer:
         """Tiles the background prefetch loaded / found missing / failed on, since start."""
         with self._prefetch_lock:
             return dict(self._prefetched)
+
+    # -- over the drive ---------------------------------------------------------------------------
+    def _yaw_at(self, stamp: float) -> Optional[Heading]:
+        try:
+            return self.heading_at(stamp)
+        except FrameRejected:
+            return None
+
+    def motion(self, t0: float, t1: float) -> Tuple[Tuple[float, float], str]:
+        """(east, north) metres driven from ``t0`` to ``t1`` and the source (drive_filter.MOTION_SOURCES):
+        odometry integrated from the IMU heading at ``t0``; else the median fix speed along the IMU
+        heading at the middle of the step; else the median fix velocity; else nothing."""
+        dt = t1 - t0
+        if dt <= 0:
+            return (0.0, 0.0), "none"
+        h0 = self._yaw_at(t0)
+        if self.params.odom_topic and h0 is not None:
+            d = self.odometry.displacement(t0, t1, float(compass_to_enu_yaw(h0.compass_deg)))
+            if d is not None:
+                return d, "odom"
+        m = self.fixes.motion_at(t1)
+        if m is None:
+            return (0.0, 0.0), "none"
+        speed, ve, vn = m
+        h = self._yaw_at(0.5 * (t0 + t1))
+        if h is not None:
+            yaw = float(compass_to_enu_yaw(h.compass_deg))
+            return (speed * dt * math.cos(yaw), speed * dt * math.sin(yaw)), "fix_speed"
+        return (ve * dt, vn * dt), "fix_velocity"
+
+    def track(self, stamp: float, est: Optional[Estimate]) -> Optional[TrackedPose]:
+        """Move the drive filter to the image ``stamp``, apply the fix there and the frame's heat map
+        (``est``: the per-frame estimate, gated or not; None when the frame gave none) and return the
+        belief; None in ``fusion: frame`` or while the filter has no belief (no fix yet)."""
+        f = self.filter
+        if f is None:
+            return None
+        t0 = self._clock()
+        prev = f.stamp
+        delta, source = self.motion(prev, stamp) if prev is not None else ((0.0, 0.0), "none")
+        f.predict(stamp, delta, source)
+        fix: Optional[Fix] = est.fix if est is not None else None
+        if fix is None:
+            try:
+                fix = self.fixes.at(stamp)
+            except FrameRejected:
+                fix = None
+        datum = self.datum
+        if datum is None:
+            return None
+        fix_en: Optional[Tuple[float, float]] = None
+        if fix is not None:
+            fe, fn, _ = (float(x) for x in datum.to_enu(fix.lat, fix.lon, datum.h0))
+            fix_en = (fe, fn)
+            f.update_gnss(stamp, fe, fn, fix.cov_en)
+        if est is not None:
+            g = est.georef
+            # the patch is built around the frame's fix: its centre in map is the fix's (saves a conversion)
+            same = fix_en is not None and (g.center_lat, g.center_lon) == (est.fix.lat, est.fix.lon)
+            f.update_heatmap(stamp, est.prob, g, datum, fix_en if same else None)
+        b = f.estimate()
+        if b is None:
+            return None
+        alt = fix.alt if fix is not None else math.nan
+        lat, lon, _ = (float(x) for x in datum.to_latlon(b.east, b.north, alt if math.isfinite(alt) else datum.h0))
+        evals, evecs = np.linalg.eigh(b.cov_en)
+        cov = evecs @ np.diag(np.maximum(evals, self.params.min_std_m**2)) @ evecs.T
+        yaw, yaw_var = None, self.params.unobserved_variance
+        if est is not None and est.yaw is not None:
+            yaw, yaw_var = est.yaw, est.yaw_var
+        else:
+            h = self._yaw_at(stamp)
+            if h is not None:
+                yaw, yaw_var = float(compass_to_enu_yaw(h.compass_deg)), h.var_rad2
+        return TrackedPose(
+            stamp,
+            lat,
+            lon,
+            alt,
+            b.east,
+            b.north,
+            cov,
+            b.map_east,
+            b.map_north,
+            yaw,
+            yaw_var,
+            fix,
+            b.state.value,
+            source,
+            f.last_innovation,
+            self._clock() - t0,
+        )
 
     # -- per frame --------------------------------------------------------------------------------
     def process(self, stamp: float, rgb: np.ndarray) -> Estimate:

@@ -16,10 +16,11 @@ import threading
 import time
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
-from nav_msgs.msg import OccupancyGrid
+from nav_msgs.msg import OccupancyGrid, Odometry
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -30,13 +31,22 @@ from visualization_msgs.msg import Marker
 
 from xview_loc_ros import ros_msgs as rm
 from xview_loc_ros.inference import open_backend
-from xview_loc_ros.localizer import STAGES, FrameRejected, Localizer, stage_summary
+from xview_loc_ros.localizer import (
+    GATE_REASONS,
+    STAGES,
+    Estimate,
+    FrameRejected,
+    Localizer,
+    TrackedPose,
+    stage_summary,
+)
 from xview_loc_ros.overlay import heatmap_overlay
 from xview_loc_ros.params import NODE_NAME, LocalizerParams, ParameterError
 from xview_loc_ros.sensors import SensorRejected, decode_image
 from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
 
 _WINDOW = 200  # frames kept for latency / stage statistics
+FILTERED_RGBA = (0.1, 0.4, 1.0, 0.6)  # the filtered pose's ellipse in ~/marker (id 2)
 
 
 class LocalizerNode(Node):
@@ -80,10 +90,11 @@ class LocalizerNode(Node):
         self._last_log: Dict[str, float] = {}
         self._latency: Deque[float] = collections.deque(maxlen=_WINDOW)
         self._stages: Dict[str, Deque[float]] = {
-            k: collections.deque(maxlen=_WINDOW) for k in ("image",) + STAGES + ("publish", "visualize")
+            k: collections.deque(maxlen=_WINDOW) for k in ("image",) + STAGES + ("filter", "publish", "visualize")
         }
         self._rate_mark: Tuple[float, Dict[str, int]] = (time.monotonic(), {})
 
+        self._tracked: Optional[TrackedPose] = None  # the filter's last output, for diagnostics
         self._slot: Optional[Tuple[Any, float]] = None
         self._ground_h, self._ground_w = (int(x) for x in backend.config["ground_size"])
         self._cond = threading.Condition()
@@ -94,10 +105,17 @@ class LocalizerNode(Node):
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
         )
         self.pub_pose = self.create_publisher(PoseWithCovarianceStamped, "~/pose", 10)
+        # the per-frame estimate (accepted by the gate), in both fusion modes: for debugging the filter
+        self.pub_frame_pose = self.create_publisher(PoseWithCovarianceStamped, "~/frame_pose", 10)
         self.pub_fix = self.create_publisher(NavSatFix, "~/fix", 10)
         self.pub_overlay = self.create_publisher(Image, "~/heatmap", 1) if p.publish_overlay else None
         self.pub_grid = self.create_publisher(OccupancyGrid, "~/heatmap_grid", latched) if p.publish_grid else None
         self.pub_marker = self.create_publisher(Marker, "~/marker", 10) if p.publish_marker else None
+        self.pub_belief = (
+            self.create_publisher(OccupancyGrid, "~/belief_grid", latched)
+            if p.publish_belief_grid and p.fusion == "filter"
+            else None
+        )
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         sensor = qos_profile_sensor_data
@@ -111,13 +129,17 @@ class LocalizerNode(Node):
             self.create_subscription(CompressedImage, p.compressed_image_topic, self._on_image, frames)
         if p.heading_source == "imu":
             self.create_subscription(Imu, p.imu_topic, self._on_imu, sensor)
+        if p.odom_topic and p.fusion == "filter":
+            self.create_subscription(Odometry, p.odom_topic, self._on_odom, sensor)
         if p.camera_info_topic:
             self.create_subscription(CameraInfo, p.camera_info_topic, self._on_camera_info, sensor)
         self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
 
         self._worker = threading.Thread(target=self._work, name="xview_localizer_worker", daemon=True)
         self._worker.start()
-        self.get_logger().info(f"ready: {self.backend.describe()}; tiles {p.tile_source}; heading {p.heading_source}")
+        self.get_logger().info(
+            f"ready: {self.backend.describe()}; tiles {p.tile_source}; heading {p.heading_source}; fusion {p.fusion}"
+        )
 
     # -- parameters -------------------------------------------------------------------------------
     def _read_params(self) -> LocalizerParams:
@@ -163,6 +185,15 @@ class LocalizerNode(Node):
             return
         self.loc.add_heading(stamp, heading)
 
+    def _on_odom(self, msg: Any) -> None:
+        self._bump("odom")
+        try:
+            stamp, twist = rm.odometry_from_msg(msg)
+        except SensorRejected as e:
+            self._count(self.bad, e.reason, str(e))
+            return
+        self.loc.add_odometry(stamp, twist.speed_mps, twist.yaw_rate_rps)
+
     def _on_camera_info(self, msg: Any) -> None:
         try:
             self.loc.camera_hfov_deg = rm.hfov_from_camera_info(msg)
@@ -206,46 +237,87 @@ class LocalizerNode(Node):
             return
         t_img = time.perf_counter() - t_img
         stamp = rm.stamp_to_sec(msg.header.stamp)
+        filtering = self.loc.filter is not None
+        est: Optional[Estimate] = None
         try:
             est = self.loc.process(stamp, rgb)
         except FrameRejected as e:
             self._count(self.rejects, e.reason, e.detail)
-            return
         except ValueError as e:  # preprocessing / decoding refused this input
             self._count(self.rejects, "bad_frame", str(e))
+        if est is None and not filtering:
             return
+        # Filter mode: every frame moves the filter to its stamp (prediction + the fix); a frame with a
+        # heat map updates it with that heat map even when the gate refused the frame: low confidence
+        # is a flat heat map (it tempers itself), a second mode is what the filter resolves with motion,
+        # and disagreement with the fix is the filter's to weigh. Frames without a heat map (no fix,
+        # tiles missing, NaN logits, wrong camera) only predict.
+        tracked = self.loc.track(stamp, est) if filtering else None
         t0 = time.perf_counter()
         header = Header(stamp=msg.header.stamp, frame_id=self.params.map_frame)
-        if est.accepted:
-            self.pub_pose.publish(rm.pose_msg(est, header, self.params.unobserved_variance))
-            fix_header = Header(stamp=msg.header.stamp, frame_id=self.params.fix_frame_id or est.fix.frame_id)
-            self.pub_fix.publish(rm.fix_msg(est, fix_header))
-        else:
+        if est is not None and est.accepted:
+            frame_pose = rm.pose_msg(est, header, self.params.unobserved_variance)
+            self.pub_frame_pose.publish(frame_pose)
+            if not filtering:
+                self.pub_pose.publish(frame_pose)
+                fix_header = Header(stamp=msg.header.stamp, frame_id=self.params.fix_frame_id or est.fix.frame_id)
+                self.pub_fix.publish(rm.fix_msg(est, fix_header))
+        elif est is not None:
             self._count(
                 self.rejects,
                 est.reject_reason,
                 f"confidence {est.confidence:.2f}, ambiguity {est.ambiguity:.2f}, d^2 vs GNSS {est.mahalanobis2:.1f}",
                 "gated",
             )
+        if tracked is not None:
+            self.pub_pose.publish(rm.pose_msg(tracked, header, self.params.unobserved_variance))
+            frame_id = self.params.fix_frame_id or (tracked.fix.frame_id if tracked.fix is not None else "")
+            self.pub_fix.publish(rm.fix_msg(tracked, Header(stamp=msg.header.stamp, frame_id=frame_id)))
         t1, pose_out = time.perf_counter(), time.monotonic()
-        if self.pub_overlay is not None:
-            img = heatmap_overlay(est.patch, est.logits, (est.fix_u, est.fix_v), (est.u, est.v))
-            self.pub_overlay.publish(rm.image_from_rgb(img, Header(stamp=msg.header.stamp, frame_id="aerial_patch")))
         datum = self.loc.datum  # set by the fix this frame was localized with
-        if self.pub_grid is not None and datum is not None:
-            self.pub_grid.publish(rm.grid_msg(est, datum, header))
-        if self.pub_marker is not None and datum is not None:
-            for marker in rm.marker_msgs(est, datum, header):
-                self.pub_marker.publish(marker)
+        if est is not None:
+            if self.pub_overlay is not None:
+                img = heatmap_overlay(est.patch, est.logits, (est.fix_u, est.fix_v), (est.u, est.v))
+                self.pub_overlay.publish(
+                    rm.image_from_rgb(img, Header(stamp=msg.header.stamp, frame_id="aerial_patch"))
+                )
+            if self.pub_grid is not None and datum is not None:
+                self.pub_grid.publish(rm.grid_msg(est, datum, header))
+            if self.pub_marker is not None and datum is not None:
+                for marker in rm.marker_msgs(est, datum, header):
+                    self.pub_marker.publish(marker)
+        if tracked is not None:
+            self._publish_belief(tracked, header)
         done = time.perf_counter()
         with self._lock:
-            self.counts["poses" if est.accepted else "gated"] += 1
+            if est is not None:
+                self.counts["poses" if est.accepted else "gated"] += 1
+                for k, v in est.timings.items():
+                    self._stages[k].append(v)
+            if tracked is not None:
+                self.counts["filtered"] += 1
+                self._stages["filter"].append(tracked.seconds)
+                self._tracked = tracked
             self._stages["image"].append(t_img)
-            for k, v in est.timings.items():
-                self._stages[k].append(v)
             self._stages["publish"].append(t1 - t0)
             self._stages["visualize"].append(done - t1)
-            self._latency.append(pose_out - received)  # receive -> pose and fix out
+            if est is not None or tracked is not None:
+                self._latency.append(pose_out - received)  # receive -> pose and fix out
+
+    def _publish_belief(self, tracked: TrackedPose, header: Header) -> None:
+        """The filtered pose's ellipse in ~/marker; the belief grid only while someone listens (the
+        grid is n x n cells of conversion on the pose path)."""
+        if self.pub_marker is not None:
+            self.pub_marker.publish(
+                rm.ellipse_marker(tracked.east, tracked.north, tracked.cov_en, header, 2, FILTERED_RGBA)
+            )
+        if self.pub_belief is None or self.pub_belief.get_subscription_count() == 0:
+            return
+        assert self.loc.filter is not None
+        grid = self.loc.filter.belief_grid()
+        if grid is not None:
+            prob, west, south, cell = grid
+            self.pub_belief.publish(rm.occupancy_grid(prob, cell, west, south, header))
 
     # -- diagnostics ------------------------------------------------------------------------------
     def diagnostics_values(self) -> Dict[str, object]:
@@ -258,11 +330,14 @@ class LocalizerNode(Node):
             lat = list(self._latency)
             stages = {k: list(v) for k, v in self._stages.items()}
             rejects, bad, tiles = dict(self.rejects), dict(self.bad), self.loc.prefetch_counts()
+            tracked = self._tracked
+            flt = self.loc.filter
+            filter_counts = dict(flt.counts) if flt is not None else {}
         dt = max(now - t_prev, 1e-6)
         values: Dict[str, object] = {"backend": self.backend.describe()}
-        for k in ("image", "fix", "imu"):
+        for k in ("image", "fix", "imu", "odom"):
             values[f"rate_{k}_hz"] = (counts.get(k, 0) - prev.get(k, 0)) / dt
-        for k in ("image", "fix", "imu", "frames_dropped", "poses", "gated"):
+        for k in ("image", "fix", "imu", "odom", "frames_dropped", "poses", "gated", "filtered"):
             values[k if k == "frames_dropped" else f"count_{k}"] = counts.get(k, 0)
         if lat:
             summary = stage_summary({"latency": lat})["latency"]
@@ -272,18 +347,40 @@ class LocalizerNode(Node):
         values.update(rm.counts_as_values("reject_", rejects))
         values.update(rm.counts_as_values("bad_input_", bad))
         values.update(rm.counts_as_values("tiles_prefetched_", tiles))
+        values["fusion"] = self.params.fusion
+        if flt is not None:
+            values["filter_state"] = tracked.state if tracked is not None else flt.state.value
+            values.update(rm.counts_as_values("filter_", filter_counts))
+            if tracked is not None:
+                values["filter_motion"] = tracked.motion
+                values["filter_std_m"] = math.sqrt(0.5 * float(np.trace(tracked.cov_en)))
+                if tracked.innovation is not None:
+                    values["filter_innovation_source"] = tracked.innovation.source
+                    values["filter_innovation_sigmas"] = tracked.innovation.sigmas
+                    values["filter_innovation_log_lr"] = tracked.innovation.log_lr
         if self._tile_source is not None:
             values.update(rm.counts_as_values("tile_cache_", self._tile_source.cache_stats()))
         return values
 
     def _publish_diagnostics(self) -> None:
         values = self.diagnostics_values()
-        problems = sum(v for k, v in values.items() if k.startswith(("reject_", "bad_input_")) and isinstance(v, int))
+        # with the filter, a gated frame is not lost: its heat map updated the belief
+        used = {f"reject_{r}" for r in GATE_REASONS} if self.loc.filter is not None else set()
+        problems = sum(
+            v
+            for k, v in values.items()
+            if k.startswith(("reject_", "bad_input_")) and k not in used and isinstance(v, int)
+        )
+        published = values.get("count_filtered" if self.loc.filter is not None else "count_poses", 0)
         level, message = (
             (0, "localizing")
-            if values.get("count_poses", 0) and not problems
+            if published and not problems
             else (1, f"{problems} frames/messages dropped" if problems else "no pose yet")
         )
+        if "filter_state" in values:
+            message += f"; filter {values['filter_state']}"
+            if values["filter_state"] == "lost":
+                level = max(level, 1)
         header = Header(stamp=self.get_clock().now().to_msg())
         self.pub_diag.publish(
             rm.diagnostics_msg(

@@ -13,11 +13,13 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Mapping
 
+from xview_loc_ros.drive_filter import FilterParams
 from xview_loc_ros.sensors import DEFAULT_MAX_IMAGE_PIXELS
 
 NODE_NAME = "xview_localizer"
 
 HEADING_SOURCES = ("imu", "fixed", "none")
+FUSIONS = ("filter", "frame")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
@@ -76,10 +78,30 @@ class LocalizerParams:
     max_ambiguity: float = 0.8  # second-mode mass / chosen-mode mass above this -> reject
     min_std_m: float = 0.25  # floor on the published position std
     unobserved_variance: float = 1.0e6  # variance published for z, roll, pitch (m^2, rad^2)
+    # --- fusion over the drive (xview_loc_ros.drive_filter; positions in map_frame, ENU metres)
+    fusion: str = "filter"  # filter: ~/pose is the drive filter's belief | frame: each frame alone, gated
+    odom_topic: str = "odom"  # nav_msgs/Odometry (twist in the child frame); "" = not subscribed
+    odom_max_age_s: float = 0.5  # an odometry sample holds this long; longer gaps fall back to fix speed
+    filter_cell_m: float = 0.5  # belief grid cell side
+    filter_window_m: float = 96.0  # belief grid side (re-centres on the belief by whole cells)
+    filter_odom_noise_m_per_sqrt_m: float = 0.15  # position std added per sqrt(metre) driven, odometry + IMU heading
+    filter_fix_speed_noise_m_per_sqrt_m: float = 0.4  # ... when the speed comes from successive fixes
+    filter_fix_velocity_noise_m_per_sqrt_m: float = 0.8  # ... fix velocity vector (no heading)
+    filter_time_noise_m_per_sqrt_s: float = 0.3  # position std added per sqrt(second) with any motion source
+    filter_no_motion_noise_m_per_sqrt_s: float = 3.0  # ... when no motion source is available
+    filter_gnss_outlier_weight: float = 0.05  # weight of the flat part of the GNSS likelihood (multipath)
+    filter_gnss_correlation_s: float = 5.0  # GNSS error correlation time: fix covariance x max(1, this / dt)
+    heatmap_temperature: float = 1.25  # exponent on the heat map's probabilities (bench/calibrate_temperature.py)
+    filter_heatmap_floor: float = 0.001  # heat-map likelihood floor relative to its peak
+    filter_lost_chi2: float = 18.4  # belief mean vs fix d^2 (both covariances) beyond this disagrees; chi2(2) 99.99 %
+    filter_lost_updates: int = 10  # re-initialise from the fix after this many consecutive disagreements ...
+    filter_lost_s: float = 3.0  # ... spanning at least this many seconds
+    filter_max_gap_s: float = 5.0  # a step longer than this, or a stamp this much older (restart), re-initialises
     # --- outputs
     publish_overlay: bool = True  # ~/heatmap Image (rgb8)
     publish_grid: bool = True  # ~/heatmap_grid OccupancyGrid in map_frame
-    publish_marker: bool = True  # ~/marker Markers: estimate (id 0) and GNSS fix (id 1)
+    publish_marker: bool = True  # ~/marker Markers: estimate (id 0), GNSS fix (id 1), filtered ellipse (id 2)
+    publish_belief_grid: bool = True  # ~/belief_grid OccupancyGrid in map_frame, built only while subscribed
     diagnostics_period_s: float = 1.0
     log_throttle_s: float = 5.0  # at most one log line per reason per this many seconds
 
@@ -127,6 +149,8 @@ class LocalizerParams:
             raise ParameterError(
                 "image_topic", "image_topic and compressed_image_topic are both empty: no camera input"
             )
+        if self.fusion not in FUSIONS:
+            raise ParameterError("fusion", f"must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
         if not self.fix_topic:
             raise ParameterError("fix_topic", "must not be empty")
         if self.heading_source == "imu" and not self.imu_topic:
@@ -143,12 +167,43 @@ class LocalizerParams:
             "min_std_m",
             "unobserved_variance",
             "diagnostics_period_s",
+            "odom_max_age_s",
+            "filter_cell_m",
+            "filter_window_m",
+            "filter_time_noise_m_per_sqrt_s",
+            "filter_no_motion_noise_m_per_sqrt_s",
+            "filter_gnss_correlation_s",
+            "heatmap_temperature",
+            "filter_lost_chi2",
+            "filter_max_gap_s",
         ):
             if not getattr(self, name) > 0:
                 raise ParameterError(name, f"must be > 0, got {getattr(self, name)!r}")
-        for name in ("prefetch_ahead_s", "log_throttle_s", "patch_mpp"):
+        for name in (
+            "prefetch_ahead_s",
+            "log_throttle_s",
+            "patch_mpp",
+            "filter_odom_noise_m_per_sqrt_m",
+            "filter_fix_speed_noise_m_per_sqrt_m",
+            "filter_fix_velocity_noise_m_per_sqrt_m",
+            "filter_lost_s",
+        ):
             if getattr(self, name) < 0:
                 raise ParameterError(name, f"must be >= 0, got {getattr(self, name)!r}")
+        if not self.filter_window_m >= 8 * self.filter_cell_m:
+            raise ParameterError(
+                "filter_window_m", f"must be at least 8 cells ({8 * self.filter_cell_m} m), got {self.filter_window_m}"
+            )
+        if not self.filter_window_m / self.filter_cell_m <= 1024:
+            raise ParameterError(
+                "filter_window_m",
+                f"{self.filter_window_m} m / {self.filter_cell_m} m cells is over 1024 cells a side (too slow)",
+            )
+        for name in ("filter_gnss_outlier_weight", "filter_heatmap_floor"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ParameterError(name, f"must be in (0, 1), got {getattr(self, name)}")
+        if self.filter_lost_updates < 1:
+            raise ParameterError("filter_lost_updates", f"must be >= 1, got {self.filter_lost_updates}")
         if self.max_image_pixels <= 0:
             raise ParameterError("max_image_pixels", f"must be > 0, got {self.max_image_pixels}")
         if self.threads < 0:
@@ -173,6 +228,26 @@ class LocalizerParams:
             if not (-180.0 <= self.datum_lon <= 180.0):
                 raise ParameterError("datum_lon", f"must be a longitude in [-180, 180] degrees, got {self.datum_lon}")
         return self
+
+    def filter_params(self) -> FilterParams:
+        """The drive filter's parameters (xview_loc_ros.drive_filter.FilterParams)."""
+        return FilterParams(
+            cell_m=self.filter_cell_m,
+            window_m=self.filter_window_m,
+            noise_odom_per_sqrt_m=self.filter_odom_noise_m_per_sqrt_m,
+            noise_fix_speed_per_sqrt_m=self.filter_fix_speed_noise_m_per_sqrt_m,
+            noise_fix_velocity_per_sqrt_m=self.filter_fix_velocity_noise_m_per_sqrt_m,
+            noise_per_sqrt_s=self.filter_time_noise_m_per_sqrt_s,
+            no_motion_noise_per_sqrt_s=self.filter_no_motion_noise_m_per_sqrt_s,
+            gnss_outlier_weight=self.filter_gnss_outlier_weight,
+            gnss_correlation_s=self.filter_gnss_correlation_s,
+            heatmap_temperature=self.heatmap_temperature,
+            likelihood_floor=self.filter_heatmap_floor,
+            lost_chi2=self.filter_lost_chi2,
+            lost_updates=self.filter_lost_updates,
+            lost_s=self.filter_lost_s,
+            max_gap_s=self.filter_max_gap_s,
+        )
 
     def check_model(self, config: Mapping[str, Any]) -> None:
         """Check the patch and heading parameters against the model's preprocessing config."""

@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import array
 import math
-from typing import Dict, Mapping, Tuple
+from typing import Dict, Mapping, Tuple, Union
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseWithCovarianceStamped
-from nav_msgs.msg import OccupancyGrid
+from nav_msgs.msg import OccupancyGrid, Odometry
 from sensor_msgs.msg import CameraInfo, Image, Imu, NavSatFix, NavSatStatus
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 
 from xview_loc_ros.geo import LocalENU, quaternion_from_yaw
-from xview_loc_ros.localizer import Estimate, Fix, Heading
+from xview_loc_ros.localizer import Estimate, Fix, Heading, TrackedPose
 from xview_loc_ros.overlay import occupancy_values
-from xview_loc_ros.sensors import camera_intrinsics, gnss_fix, imu_yaw
+from xview_loc_ros.sensors import OdometryTwist, camera_intrinsics, gnss_fix, imu_yaw, odometry_twist
+
+#: a pose to publish: one frame's estimate or the drive filter's belief
+Pose = Union[Estimate, TrackedPose]
 
 
 def stamp_to_sec(stamp: Time) -> float:
@@ -53,6 +56,12 @@ def heading_from_msg(msg: Imu, default_var: float) -> Tuple[float, Heading]:
     return stamp_to_sec(msg.header.stamp), Heading(y.compass_deg, y.var_rad2 if y.var_rad2 is not None else default_var)
 
 
+def odometry_from_msg(msg: Odometry) -> Tuple[float, OdometryTwist]:
+    """Odometry -> (stamp s, forward speed and yaw rate in the child frame). Refused messages raise
+    :class:`~xview_loc_ros.sensors.SensorRejected`."""
+    return stamp_to_sec(msg.header.stamp), odometry_twist(msg)
+
+
 def hfov_from_camera_info(msg: CameraInfo) -> float:
     """CameraInfo -> horizontal field of view (degrees)."""
     return camera_intrinsics(msg).hfov_deg
@@ -67,9 +76,10 @@ def image_from_rgb(rgb: np.ndarray, header: Header) -> Image:
     return msg
 
 
-def pose_msg(est: Estimate, header: Header, unobserved_variance: float) -> PoseWithCovarianceStamped:
-    """Estimate -> PoseWithCovarianceStamped in the map frame (x east, y north, z up; yaw ENU).
-    x/y covariance from the heat map; z, roll, pitch get ``unobserved_variance``; yaw its own."""
+def pose_msg(est: Pose, header: Header, unobserved_variance: float) -> PoseWithCovarianceStamped:
+    """Estimate or TrackedPose -> PoseWithCovarianceStamped in the map frame (x east, y north, z up; yaw
+    ENU). x/y covariance from the heat map or the belief; z, roll, pitch get ``unobserved_variance``; yaw
+    its own."""
     msg = PoseWithCovarianceStamped(header=header)
     p = msg.pose.pose
     p.position.x, p.position.y = est.east, est.north
@@ -84,17 +94,20 @@ def pose_msg(est: Estimate, header: Header, unobserved_variance: float) -> PoseW
     return msg
 
 
-def fix_msg(est: Estimate, header: Header) -> NavSatFix:
-    """Accepted Estimate -> NavSatFix (status FIX, service GPS, covariance KNOWN in ENU m^2)."""
+def fix_msg(est: Pose, header: Header) -> NavSatFix:
+    """Accepted Estimate or TrackedPose -> NavSatFix (status FIX, service GPS, covariance KNOWN in ENU
+    m^2)."""
     msg = NavSatFix(header=header)
     msg.status.status = NavSatStatus.STATUS_FIX
     msg.status.service = NavSatStatus.SERVICE_GPS
     msg.latitude, msg.longitude = est.lat, est.lon
-    msg.altitude = est.fix.alt if math.isfinite(est.fix.alt) else float("nan")
+    fix = est.fix
+    msg.altitude = fix.alt if fix is not None and math.isfinite(fix.alt) else float("nan")
     cov = np.zeros((3, 3))
     cov[:2, :2] = est.cov_en
     # altitude is not observed by the model: carry the GNSS one with a wide variance
-    cov[2, 2] = max(float(np.max(np.diag(est.fix.cov_en))), 1.0) * 4.0
+    horizontal = fix.cov_en if fix is not None else est.cov_en
+    cov[2, 2] = max(float(np.max(np.diag(horizontal))), 1.0) * 4.0
     msg.position_covariance = [float(x) for x in cov.ravel()]
     msg.position_covariance_type = NavSatFix.COVARIANCE_TYPE_KNOWN
     return msg
@@ -109,15 +122,48 @@ def grid_msg(est: Estimate, datum: LocalENU, header: Header) -> OccupancyGrid:
     res = g.mpp * g.size_px / w
     ce, cn, _ = (float(x) for x in datum.to_enu(g.center_lat, g.center_lon, datum.h0))
     half = g.size_px * g.mpp / 2.0
+    return occupancy_grid(est.prob, float(res), ce - half, cn - half, header)
+
+
+def occupancy_grid(
+    prob: np.ndarray, resolution_m: float, west_m: float, south_m: float, header: Header
+) -> OccupancyGrid:
+    """A probability map (rows north first, north-up) as an OccupancyGrid in the header's frame: cells
+    0..100 relative to the peak, origin at the south-west corner (``west_m``, ``south_m``), metres."""
+    h, w = prob.shape
     msg = OccupancyGrid(header=header)
     msg.info.map_load_time = header.stamp
-    msg.info.resolution = float(res)
+    msg.info.resolution = float(resolution_m)
     msg.info.width, msg.info.height = int(w), int(h)
-    msg.info.origin.position.x = ce - half
-    msg.info.origin.position.y = cn - half
+    msg.info.origin.position.x = float(west_m)
+    msg.info.origin.position.y = float(south_m)
     msg.info.origin.orientation.w = 1.0
-    msg.data = array.array("b", occupancy_values(est.prob).tobytes())
+    msg.data = array.array("b", occupancy_values(prob).tobytes())
     return msg
+
+
+def ellipse_marker(
+    east: float,
+    north: float,
+    cov_en: np.ndarray,
+    header: Header,
+    marker_id: int,
+    rgba: Tuple[float, float, float, float],
+    ns: str = "xview_localizer",
+) -> Marker:
+    """The 2-sigma covariance ellipse of a position in the map frame: a flat cylinder whose axes are
+    4 standard deviations (at least 0.5 m) along the covariance's eigenvectors."""
+    evals, evecs = np.linalg.eigh(np.asarray(cov_en, dtype=float))
+    yaw = math.atan2(float(evecs[1, 1]), float(evecs[0, 1]))  # major axis along the marker's x
+    m = Marker(header=header, ns=ns, id=marker_id, type=Marker.CYLINDER, action=Marker.ADD)
+    m.pose.position.x, m.pose.position.y, m.pose.position.z = float(east), float(north), 0.2
+    qx, qy, qz, qw = quaternion_from_yaw(yaw)
+    m.pose.orientation.x, m.pose.orientation.y, m.pose.orientation.z, m.pose.orientation.w = qx, qy, qz, qw
+    m.scale.x = max(4.0 * math.sqrt(max(float(evals[1]), 0.0)), 0.5)
+    m.scale.y = max(4.0 * math.sqrt(max(float(evals[0]), 0.0)), 0.5)
+    m.scale.z = 0.1
+    m.color.r, m.color.g, m.color.b, m.color.a = rgba
+    return m
 
 
 def marker_msgs(est: Estimate, datum: LocalENU, header: Header, ns: str = "xview_localizer") -> Tuple[Marker, Marker]:

@@ -2,7 +2,8 @@
 """Sensor messages -> plain values: the one set of accept/reject rules for the vehicle node and the extractor.
 
 A model adapted on what the extractor accepted runs on what the node accepts; both therefore parse
-``sensor_msgs`` NavSatFix, Imu, CameraInfo, Image and CompressedImage here. Messages are read by
+``sensor_msgs`` NavSatFix, Imu, CameraInfo, Image and CompressedImage here (and ``nav_msgs``
+Odometry, which only the node's drive filter reads). Messages are read by
 field name, so rclpy messages, ``rosbags`` messages (ROS 2) and ROS 1 spellings (``K``) go through
 the same code. Every refusal raises :class:`SensorRejected` with a short ``reason`` (see
 :data:`REASONS`): the node counts it as ``bad_input_<reason>`` in its diagnostics, the extractor in
@@ -12,7 +13,8 @@ Units and frames: latitude/longitude degrees WGS84, altitude metres above the WG
 (NaN = unknown, as NavSatFix defines it); position covariance m^2 in ENU (east, north, up);
 IMU orientation in ENU (REP-103, REP-145), turned into an ENU yaw in radians (0 = east,
 counter-clockwise); compass headings come only from :func:`xview_loc_ros.geo.enu_yaw_to_compass`;
-images are RGB uint8 (height, width, 3) arrays.
+images are RGB uint8 (height, width, 3) arrays; odometry is the twist in the child (vehicle) frame:
+forward speed m/s (x forward, REP-103) and yaw rate rad/s (counter-clockwise about z up).
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ REASONS = {
     "imu_no_orientation": "Imu orientation_covariance[0] = -1: the IMU reports no orientation",
     "imu_invalid": "Imu orientation is not a unit quaternion (zero, non-finite, norm off by >= 0.1)",
     "camera_info_invalid": "CameraInfo without a positive size and finite positive focal lengths",
+    "odom_invalid": "Odometry forward speed or yaw rate not finite",
+    "odom_bad_speed": "Odometry forward speed beyond 100 m/s either way",
+    "odom_bad_yaw_rate": "Odometry yaw rate beyond 10 rad/s either way",
+    "odom_lateral": "Odometry lateral speed larger than the forward speed plus 1 m/s (twist not in the vehicle frame)",
     "image_encoding": "Image encoding not supported, or CompressedImage holding depth",
     "image_empty": "an image with no pixels or no data",
     "image_size": "Image data/step too short for its declared height and width",
@@ -56,6 +62,10 @@ MAX_ALTITUDE_M = 100_000.0
 NAVSAT_STATUS_FIX = 0  # sensor_msgs/NavSatStatus: NO_FIX = -1 (Jazzy adds UNKNOWN = -2), FIX = 0, SBAS, GBAS
 COVARIANCE_TYPE_UNKNOWN = 0
 COVARIANCE_TYPE_DIAGONAL_KNOWN = 2  # APPROXIMATED (1) and DIAGONAL_KNOWN (2): off-diagonals carry nothing
+# |forward speed| beyond 100 m/s (360 km/h) or |yaw rate| beyond 10 rad/s (a full turn in 0.6 s) is no
+# road vehicle's: the odometry is garbage (or in the wrong units)
+MAX_ODOM_SPEED_MPS = 100.0
+MAX_ODOM_YAW_RATE_RPS = 10.0
 IMU_NO_ORIENTATION = -1.0  # orientation_covariance[0] of an IMU without orientation (sensor_msgs/Imu)
 
 
@@ -175,6 +185,39 @@ def imu_yaw(msg: Any) -> ImuYaw:
     return ImuYaw(
         yaw_from_quaternion(x / norm, y / norm, z / norm, w / norm), var if math.isfinite(var) and var > 0 else None
     )
+
+
+# -- odometry -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OdometryTwist:
+    """The motion an Odometry reports in its child (vehicle) frame: ``speed_mps`` forward (x, negative
+    when reversing) and ``yaw_rate_rps`` counter-clockwise about z (up)."""
+
+    speed_mps: float
+    yaw_rate_rps: float
+
+
+def odometry_twist(msg: Any) -> OdometryTwist:
+    """nav_msgs/Odometry -> :class:`OdometryTwist` (``twist`` is in ``child_frame_id``, the vehicle).
+    A non-finite forward speed, lateral speed or yaw rate (``odom_invalid``), an absurd speed
+    (``odom_bad_speed``) or yaw rate (``odom_bad_yaw_rate``), and a lateral speed larger than the
+    forward speed plus 1 m/s, which a wheeled vehicle does not drive and a twist published in the
+    ``odom`` frame instead of the child frame shows in every turn (``odom_lateral``), raise."""
+    lin, ang = msg.twist.twist.linear, msg.twist.twist.angular
+    v, lateral, w = float(lin.x), float(lin.y), float(ang.z)
+    if not (math.isfinite(v) and math.isfinite(lateral) and math.isfinite(w)):
+        raise SensorRejected("odom_invalid", f"twist linear.x {v}, linear.y {lateral}, angular.z {w} are not finite")
+    if not abs(v) <= MAX_ODOM_SPEED_MPS:
+        raise SensorRejected("odom_bad_speed", f"forward speed {v} m/s is beyond {MAX_ODOM_SPEED_MPS:.0f} m/s")
+    if not abs(w) <= MAX_ODOM_YAW_RATE_RPS:
+        raise SensorRejected("odom_bad_yaw_rate", f"yaw rate {w} rad/s is beyond {MAX_ODOM_YAW_RATE_RPS:.0f} rad/s")
+    if abs(lateral) > abs(v) + 1.0:
+        raise SensorRejected(
+            "odom_lateral",
+            f"lateral speed {lateral} m/s exceeds the forward speed {v} m/s: is the twist in the child frame "
+            f"({getattr(msg, 'child_frame_id', '?')!r})?",
+        )
+    return OdometryTwist(v, w)
 
 
 # -- camera info ----------------------------------------------------------------------------------

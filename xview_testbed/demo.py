@@ -159,6 +159,10 @@ class Demo:
             "--ros-args",
             "-p",
             f"threads:={self.o.threads}",
+            # the demo compares two MODELS frame by frame: the per-frame estimate, not the drive filter
+            # (which also weighs GNSS and motion); est_* / localized then keep their per-frame meaning
+            "-p",
+            "fusion:=frame",
         )
 
     def adapt(self, teacher: Path, tiles: str, bag: Path) -> Path:

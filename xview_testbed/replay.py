@@ -3,11 +3,16 @@
 
 The node is the same :class:`xview_loc_ros.node.LocalizerNode` that ``xview-loc node`` runs, started in
 this process from the same parameters YAML. A second node publishes the bag's GNSS, IMU, camera and
-CameraInfo messages (deserialised from the bag's CDR bytes, stamps untouched) on the node's input
-topics, either at the recorded pace times ``rate`` or, with ``rate`` 0, in lock-step (each camera frame
-is published once the node has finished the previous one, so no frame is dropped). It records the
-node's ``~/fix`` and ``~/pose`` and writes one JSON line per camera frame with the bag's ground truth
-and GNSS fix at that frame's stamp and the errors in metres.
+CameraInfo and odometry messages (deserialised from the bag's CDR bytes, stamps untouched) on the
+node's input topics, either at the recorded pace times ``rate`` or, with ``rate`` 0, in lock-step (each
+camera frame is published once the node has finished the previous one, so no frame is dropped). It
+records the node's ``~/fix``, ``~/pose`` and ``~/frame_pose`` and writes one JSON line per camera frame
+with the bag's ground truth and GNSS fix at that frame's stamp and the errors in metres.
+
+``est_*`` and ``localized`` are what the node publishes on ``~/fix``: the drive filter's belief with
+``fusion: filter`` (the default), the gated per-frame estimate with ``fusion: frame``. ``frame_*`` are
+always the per-frame estimate (``~/frame_pose``, the frames the gate accepted), so one replay compares
+filter, frame and GNSS (``summarize_errors``; in the summary's ``errors``).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ DEFAULT_TOPICS = {
     "compressed": "/camera/image/compressed",
     "raw": "/camera/image",
     "info": "/camera/camera_info",
+    "odom": "/odom",
     "gt": "/ground_truth/fix",
 }
 _STAMP_TOL_S = 0.02  # ground truth / GNSS sample taken as "at" a frame when this close to its stamp
@@ -75,6 +81,14 @@ class FrameRecord:
     est_std_m: Optional[float] = None
     map_x: Optional[float] = None
     map_y: Optional[float] = None
+    # the per-frame estimate (~/frame_pose: accepted by the gate) in both fusion modes
+    frame_localized: bool = False
+    frame_lat: Optional[float] = None
+    frame_lon: Optional[float] = None
+    frame_err_m: Optional[float] = None
+    frame_std_m: Optional[float] = None
+    frame_map_x: Optional[float] = None
+    frame_map_y: Optional[float] = None
     heatmap: Optional[str] = None  # PNG of the node's ~/heatmap overlay, relative to the JSONL's folder
 
 
@@ -85,6 +99,43 @@ class ReplaySummary:
     localized: int
     wall_s: float
     diagnostics: Dict[str, Any] = field(default_factory=dict)
+    fusion: str = ""
+    errors: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+
+
+#: the estimates a replay compares: record key of the error, key of "has one"
+ESTIMATES = {
+    "node": ("est_err_m", "localized"),  # ~/fix: the filter (fusion: filter) or the gated frame (fusion: frame)
+    "frame": ("frame_err_m", "frame_localized"),  # ~/frame_pose: the gated per-frame estimate
+    "gnss": ("gnss_err_m", None),
+}
+
+
+def error_stats(errors: Sequence[float], frames: int) -> Dict[str, Any]:
+    """mean, median, p95 (metres), % of frames above 5 m and 10 m (of those with an estimate), and
+    coverage (frames with an estimate / ``frames``)."""
+    a = np.asarray([e for e in errors if e is not None], dtype=float)
+    if a.size == 0:
+        return {"frames": 0, "coverage": 0.0}
+    return {
+        "frames": int(a.size),
+        "coverage": float(a.size / max(frames, 1)),
+        "mean_m": float(a.mean()),
+        "median_m": float(np.median(a)),
+        "p95_m": float(np.percentile(a, 95)),
+        "over_5m_pct": float(100.0 * (a > 5.0).mean()),
+        "over_10m_pct": float(100.0 * (a > 10.0).mean()),
+    }
+
+
+def summarize_errors(records: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """Error statistics of the node's output, the per-frame estimate and the GNSS fix over the frames of
+    a replay (records as in the JSONL; records without a key count as without that estimate)."""
+    n = len(records)
+    return {
+        name: error_stats([r.get(err) for r in records if r.get(err) is not None and (not has or r.get(has))], n)
+        for name, (err, has) in ESTIMATES.items()
+    }
 
 
 def _msg_class(msgtype: str) -> type:
@@ -218,9 +269,13 @@ class _Recorder:
         self.lock = threading.Lock()
         self.fix: Dict[float, Any] = {}
         self.pose: Dict[float, Any] = {}
+        self.frame_pose: Dict[float, Any] = {}
         self.heatmap: Dict[float, Any] = {}
         node.create_subscription(NavSatFix, f"{localizer_name}/fix", self._keep(self.fix), 50)
         node.create_subscription(PoseWithCovarianceStamped, f"{localizer_name}/pose", self._keep(self.pose), 50)
+        node.create_subscription(
+            PoseWithCovarianceStamped, f"{localizer_name}/frame_pose", self._keep(self.frame_pose), 50
+        )
         if keep_heatmaps:
             node.create_subscription(Image, f"{localizer_name}/heatmap", self._keep(self.heatmap), 50)
 
@@ -319,6 +374,8 @@ def replay(
     rclpy.init(args=argv, context=context)
     t_start = time.monotonic()
     loc = player = executor = thread = None
+    datum: Optional[LocalENU] = None
+    fusion = ""
     try:
         loc = LocalizerNode(context=context)
         player = Node("xview_replay", context=context)
@@ -330,6 +387,7 @@ def replay(
             "compressed": p.compressed_image_topic,
             "raw": p.image_topic,
             "info": p.camera_info_topic,
+            "odom": p.odom_topic if p.fusion == "filter" else "",
         }
         if not node_topic[cam_role]:
             raise ReplayError(
@@ -361,7 +419,7 @@ def replay(
 
             bar = tqdm(total=len(frames), desc="replay", unit="frame")
         sent = 0
-        given = {"fix": 0, "imu": 0}  # fix / IMU messages published so far
+        given = {k: 0 for k in ("fix", "imu", "odom") if k in pubs}  # messages published so far
         wall0, bag0 = time.monotonic(), window[0].stamp
         for m in window:
             if m.role not in pubs:
@@ -386,7 +444,9 @@ def replay(
                     bar.n = min(_frames_done(loc.diagnostics_values()), len(frames))
                     bar.refresh()
         _wait(lambda: _frames_done(loc.diagnostics_values()) >= sent, frame_timeout_s)
-        _wait(lambda: rec.count() >= int(loc.diagnostics_values().get("count_poses", 0)), 5.0)
+        published = "count_filtered" if p.fusion == "filter" else "count_poses"
+        _wait(lambda: rec.count() >= int(loc.diagnostics_values().get(published, 0)), 5.0)
+        _wait(lambda: len(rec.frame_pose) >= int(loc.diagnostics_values().get("count_poses", 0)), 5.0)
         if hm_dir is not None:
             _wait(
                 lambda: (
@@ -399,6 +459,8 @@ def replay(
             bar.n = len(frames)
             bar.close()
         diagnostics = loc.diagnostics_values()
+        datum = loc.loc.datum
+        fusion = p.fusion
     finally:
         if executor is not None:
             executor.shutdown(timeout_sec=2.0)
@@ -431,6 +493,16 @@ def replay(
                 f.est_err_m = horizontal_error_m(f.est_lat, f.est_lon, f.gt_lat, f.gt_lon)
         if pose is not None:
             f.map_x, f.map_y = float(pose.pose.pose.position.x), float(pose.pose.pose.position.y)
+        fp = rec.frame_pose.get(key)
+        if fp is not None and datum is not None:
+            f.frame_localized = True
+            f.frame_map_x, f.frame_map_y = float(fp.pose.pose.position.x), float(fp.pose.pose.position.y)
+            lat, lon, _ = datum.to_latlon(f.frame_map_x, f.frame_map_y, datum.h0)
+            f.frame_lat, f.frame_lon = float(lat), float(lon)
+            cov = fp.pose.covariance
+            f.frame_std_m = float(math.sqrt(max(cov[0], 0.0) + max(cov[7], 0.0)) / math.sqrt(2))
+            if g is not None:
+                f.frame_err_m = horizontal_error_m(f.frame_lat, f.frame_lon, f.gt_lat, f.gt_lon)
         if hm_dir is not None and key in rec.heatmap:
             import cv2
 
@@ -444,7 +516,9 @@ def replay(
     with atomic_path(out) as tmp:
         Path(tmp).write_text("".join(json.dumps(asdict(f)) + "\n" for f in frames))
     localized = sum(f.localized for f in frames)
-    summary = ReplaySummary(out, len(frames), localized, time.monotonic() - t_start, diagnostics)
+    records = [asdict(f) for f in frames]
+    errors = summarize_errors(records)
+    summary = ReplaySummary(out, len(frames), localized, time.monotonic() - t_start, diagnostics, fusion, errors)
     atomic_write_json(
         Path(f"{out}.json"),
         {
@@ -458,6 +532,8 @@ def replay(
             "frames": len(frames),
             "first_frame": first,
             "localized": localized,
+            "fusion": fusion,
+            "errors": errors,
             "wall_s": summary.wall_s,
             "diagnostics": diagnostics,
         },
@@ -471,10 +547,12 @@ def read_jsonl(path: str | Path) -> List[Dict[str, Any]]:
 
 
 HELP = """Play a recorded drive (rosbag2: GNSS NavSatFix, IMU, camera Image/CompressedImage, optional
-CameraInfo, ground truth NavSatFix) over real DDS into the localizer node (the same node as `xview-loc node`,
-started in this process from --params-file) and write one JSON line per camera frame: the node's estimate
-(~/fix, WGS84 degrees; ~/pose in the map frame, ENU metres at the datum), the bag's GNSS fix and ground truth at
-that stamp, and horizontal errors in metres. OUT.json gets a summary and the node's diagnostics."""
+CameraInfo and Odometry, ground truth NavSatFix) over real DDS into the localizer node (the same node as
+`xview-loc node`, started in this process from --params-file) and write one JSON line per camera frame: the
+node's estimate (est_*: ~/fix, WGS84 degrees, the drive filter with fusion: filter; ~/pose in the map frame, ENU
+metres at the datum), the per-frame estimate (frame_*: ~/frame_pose), the bag's GNSS fix and ground truth at
+that stamp, and horizontal errors in metres. OUT.json gets a summary (errors of node, frame and GNSS: mean,
+median, p95, % > 5 m, % > 10 m) and the node's diagnostics."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -548,7 +626,13 @@ def _run_replay(args: argparse.Namespace) -> int:
     )
     errs = [r["est_err_m"] for r in read_jsonl(s.out) if r["est_err_m"] is not None]
     med = f", median error {np.median(errs):.2f} m" if errs else ""
-    print(f"replay: {s.localized}/{s.frames} frames localized{med}; {s.out} ({s.wall_s:.1f} s)")
+    print(f"replay ({s.fusion}): {s.localized}/{s.frames} frames localized{med}; {s.out} ({s.wall_s:.1f} s)")
+    for name, st in s.errors.items():
+        if st.get("frames"):
+            print(
+                f"  {name:5s}: {st['frames']}/{s.frames} frames, mean {st['mean_m']:.2f} m, median {st['median_m']:.2f} m, "
+                f"p95 {st['p95_m']:.2f} m, > 5 m {st['over_5m_pct']:.0f} %, > 10 m {st['over_10m_pct']:.0f} %"
+            )
     return 0
 
 

@@ -7,6 +7,12 @@ Topics (all stamped with the camera exposure time of each frame, strictly increa
   explicitly, ENU position covariance (m^2), type APPROXIMATED.
 * ``/imu/data`` sensor_msgs/Imu, frame ``imu``: orientation in ENU (REP-103/145) with heading noise,
   yaw rate, body accelerations.
+* ``/odom`` nav_msgs/Odometry, frame ``odom``, child ``base_link``: wheel odometry at the IMU rate,
+  twist in the child frame (forward speed, yaw rate) with a scale error drawn per drive (std
+  :data:`ODOM_SCALE_STD`, 1 %), a Gauss-Markov yaw-rate bias (std :data:`ODOM_YAW_RATE_BIAS_DEG_S`,
+  correlation :data:`ODOM_YAW_RATE_BIAS_TAU_S`) and white noise; the pose is that twist dead-reckoned
+  from the origin of ``odom``. Drawn from its own random stream: the other topics of a seed are the same
+  as before odometry was recorded.
 * ``/camera/image/compressed`` sensor_msgs/CompressedImage (JPEG), or ``/camera/image`` Image rgb8 with
   ``raw``; frame ``camera`` (panorama) or ``camera_optical`` (pinhole).
 * ``/camera/camera_info`` sensor_msgs/CameraInfo (pinhole only).
@@ -27,7 +33,7 @@ import numpy as np
 
 from xview_loc_ros.geo import compass_to_enu_yaw, quaternion_from_yaw
 from xview_testbed.synth.citydir import City, load_city
-from xview_testbed.synth.gnss import GnssErrorModel
+from xview_testbed.synth.gnss import GnssErrorModel, gauss_markov
 from xview_testbed.synth.ground import GroundCamera, GroundRenderer
 from xview_testbed.synth.pairs import ground_camera
 from xview_testbed.synth.world import Road
@@ -35,6 +41,7 @@ from xview_testbed.synth.world import Road
 TOPICS = {
     "fix": ("/gnss/fix", "sensor_msgs/msg/NavSatFix"),
     "imu": ("/imu/data", "sensor_msgs/msg/Imu"),
+    "odom": ("/odom", "nav_msgs/msg/Odometry"),
     "jpeg": ("/camera/image/compressed", "sensor_msgs/msg/CompressedImage"),
     "raw": ("/camera/image", "sensor_msgs/msg/Image"),
     "info": ("/camera/camera_info", "sensor_msgs/msg/CameraInfo"),
@@ -42,6 +49,14 @@ TOPICS = {
     "gt_pose": ("/ground_truth/pose", "geometry_msgs/msg/PoseStamped"),
 }
 START_STAMP_NS = 1_750_000_000 * 10**9
+# Wheel odometry errors: tyre radius / load (scale, per drive), wheel-speed differences and a drifting
+# gyro (yaw-rate bias), encoder quantisation (white noise).
+ODOM_SCALE_STD = 0.01
+ODOM_YAW_RATE_BIAS_DEG_S = 0.2
+ODOM_YAW_RATE_BIAS_TAU_S = 60.0
+ODOM_YAW_RATE_NOISE_DEG_S = 0.5
+ODOM_SPEED_NOISE_MPS = 0.05
+ODOM_SEED_SALT = 0x0D0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,6 +174,32 @@ class _Msgs:
             linear_acceleration_covariance=np.diag([1e-2] * 3).ravel().astype(np.float64),
         )
 
+    def odom(self, stamp_ns: int, x: float, y: float, yaw: float, speed: float, yaw_rate: float):
+        """Odometry in ``odom`` (pose dead-reckoned) with the twist in ``base_link`` (x forward, z up)."""
+        q = quaternion_from_yaw(yaw)
+        V = self.T["geometry_msgs/msg/Vector3"]
+        pose_cov = np.diag([0.1, 0.1, 1e6, 1e6, 1e6, 0.01]).ravel().astype(np.float64)
+        twist_cov = np.diag(
+            [ODOM_SPEED_NOISE_MPS**2, 1e-4, 1e6, 1e6, 1e6, math.radians(ODOM_YAW_RATE_NOISE_DEG_S) ** 2]
+        ).ravel()
+        return self.T["nav_msgs/msg/Odometry"](
+            header=self.header(stamp_ns, "odom"),
+            child_frame_id="base_link",
+            pose=self.T["geometry_msgs/msg/PoseWithCovariance"](
+                pose=self.T["geometry_msgs/msg/Pose"](
+                    position=self.T["geometry_msgs/msg/Point"](x=float(x), y=float(y), z=0.0),
+                    orientation=self.T["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]),
+                ),
+                covariance=pose_cov,
+            ),
+            twist=self.T["geometry_msgs/msg/TwistWithCovariance"](
+                twist=self.T["geometry_msgs/msg/Twist"](
+                    linear=V(x=float(speed), y=0.0, z=0.0), angular=V(x=0.0, y=0.0, z=float(yaw_rate))
+                ),
+                covariance=twist_cov.astype(np.float64),
+            ),
+        )
+
     def jpeg(self, stamp_ns: int, frame: str, rgb: np.ndarray, quality: int):
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
@@ -208,6 +249,25 @@ class _Msgs:
                 orientation=self.T["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]),
             ),
         )
+
+
+def wheel_odometry(speed_mps: float, yaw_rate: np.ndarray, dt: float, rng: np.random.Generator) -> np.ndarray:
+    """(n, 5) odometry samples every ``dt`` s for a vehicle at ``speed_mps`` turning at ``yaw_rate``
+    (rad/s, ENU): dead-reckoned x, y (m) and yaw (rad) in ``odom``, measured forward speed (m/s) and yaw
+    rate (rad/s), with the errors of the module docstring."""
+    n = len(yaw_rate)
+    scale = 1.0 + rng.normal(0.0, ODOM_SCALE_STD)
+    bias = gauss_markov(n, dt, math.radians(ODOM_YAW_RATE_BIAS_DEG_S), ODOM_YAW_RATE_BIAS_TAU_S, rng)[:, 0]
+    w = yaw_rate + bias + rng.normal(0.0, math.radians(ODOM_YAW_RATE_NOISE_DEG_S), n)
+    v = speed_mps * scale + rng.normal(0.0, ODOM_SPEED_NOISE_MPS, n)
+    out = np.zeros((n, 5))
+    x = y = yaw = 0.0
+    for k in range(n):
+        out[k] = (x, y, yaw, v[k], w[k])
+        x += v[k] * dt * math.cos(yaw + 0.5 * w[k] * dt)
+        y += v[k] * dt * math.sin(yaw + 0.5 * w[k] * dt)
+        yaw += w[k] * dt
+    return out
 
 
 def make_drive(
@@ -284,6 +344,7 @@ def make_drive(
     yaw_true = compass_to_enu_yaw(heading)
     yaw_meas = compass_to_enu_yaw(heading + herr)
     yaw_rate = np.gradient(np.unwrap(yaw_true), dt) if frames > 1 else np.zeros(1)
+    odo = wheel_odometry(speed, yaw_rate, dt, np.random.default_rng([seed, ODOM_SEED_SALT]))
     renderer = GroundRenderer(city.world, city.style["appearance"])
     cam_frame = "camera" if cam.kind == "panorama" else "camera_optical"
     ts = get_typestore(Stores.ROS2_JAZZY)
@@ -320,6 +381,7 @@ def make_drive(
                         (0.0, speed * float(yaw_rate[k]), 9.80665),
                     ),
                 ),
+                ("odom", m.odom(stamp, *(float(v) for v in odo[k]))),
                 ("fix", m.fix(stamp, "gnss", fx_lat[k], fx_lon[k], z_cam, max(model.sigma_m, 0.01) ** 2, 1)),
                 ("raw", m.raw(stamp, cam_frame, img)) if raw else ("jpeg", m.jpeg(stamp, cam_frame, img, jpeg_quality)),
                 ("gt_fix", m.fix(stamp, "gnss", gt_lat[k], gt_lon[k], z_cam, 1e-4, 2)),
