@@ -31,6 +31,9 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
+        # the node's executable where ros2 run / ros2 launch look (<prefix>/lib/<package>), for colcon
+        # and pip alike: pip puts console scripts in bin/ and ignores setup.cfg's script_dir
+        (f"lib/{PACKAGE}", ["scripts/localizer_node"]),
         (f"share/{PACKAGE}/launch", glob("launch/*launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
     ],
@@ -83,7 +86,6 @@ setup(
         "console_scripts": [
             "xview-loc = xview_testbed.cli:main",
             "xview-adapt = offline_adapt.cli:main",
-            "localizer_node = xview_loc_ros.node:main",
         ],
     },
 )
