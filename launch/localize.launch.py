@@ -70,6 +70,9 @@ def generate_launch_description():
         "rviz": "false",  # vehicles run ros-base, without rviz2
     }
     return LaunchDescription(
-        [DeclareLaunchArgument(name, default_value=defaults[name], description=text) for name, text in ARGUMENTS.items()]
+        [
+            DeclareLaunchArgument(name, default_value=defaults[name], description=text)
+            for name, text in ARGUMENTS.items()
+        ]
         + [OpaqueFunction(function=_nodes)]
     )

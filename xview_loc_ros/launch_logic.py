@@ -58,7 +58,9 @@ def localizer_parameters(
     would only warn about a missing file and start the node on its built-in defaults. Raises
     :class:`LaunchArgumentError` naming ``params_file``."""
     if not params_file:
-        raise LaunchArgumentError("params_file: empty; give the parameters YAML (e.g. the package's config/localizer.yaml)")
+        raise LaunchArgumentError(
+            "params_file: empty; give the parameters YAML (e.g. the package's config/localizer.yaml)"
+        )
     try:
         check_params_file(params_file, NODE_NAME, what="params_file")
     except ParamsFileError as e:
