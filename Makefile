@@ -12,7 +12,7 @@ $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_CPU)
-	$(PY) -m pip install -q -e ".[ros,dev]"
+	$(PY) -m pip install -q -e ".[ros,torch,dev]"
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -31,12 +31,17 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
+        # the node's executable where ros2 run / ros2 launch look (<prefix>/lib/<package>), for colcon
+        # and pip alike: pip puts console scripts in bin/ and ignores setup.cfg's script_dir
+        (f"lib/{PACKAGE}", ["scripts/localizer_node"]),
         (f"share/{PACKAGE}/launch", glob("launch/*launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
     ],
     python_requires=">=3.10",
-    # torch is deliberately not listed: on ROS machines and Jetsons it comes from the vendor build,
-    # and a bare "torch" requirement makes pip pull a multi-GB CUDA wheel. The Makefile pins it.
+    # torch is deliberately not listed (nor efficientnet-pytorch, which requires it; both are the
+    # [torch] extra): on ROS machines and Jetsons it comes from the vendor build, a vehicle on ONNX
+    # Runtime or TensorRT needs none, and a bare "torch" requirement makes pip pull a multi-GB CUDA
+    # wheel. The Makefile pins the CPU build before installing the extra.
     install_requires=[
         "numpy",
         "opencv-python-headless",
@@ -49,10 +54,13 @@ setup(
         "simplejpeg",  # strict JPEG decoding of training frames (xview-adapt extract); the node never imports it
         "onnx",
         "onnxruntime",
-        "efficientnet-pytorch",
     ],
     extras_require={
         "ros": ROS_WHEELS,
+        # PyTorch models and training (workstation; a vehicle runs ONNX Runtime or TensorRT without it).
+        # efficientnet-pytorch (CCVPE's backbone) requires torch itself, so it lives here too: install
+        # your torch build first (CPU, CUDA, NVIDIA's Jetson wheel), then this extra finds it satisfied.
+        "torch": ["torch", "efficientnet-pytorch"],
         "dev": [
             "pytest",
             "pytest-timeout",
@@ -83,7 +91,6 @@ setup(
         "console_scripts": [
             "xview-loc = xview_testbed.cli:main",
             "xview-adapt = offline_adapt.cli:main",
-            "localizer_node = xview_loc_ros.node:main",
         ],
     },
 )

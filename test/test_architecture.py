@@ -237,7 +237,7 @@ def test_the_checker_sees_a_forbidden_import():
 
 def test_every_source_file_carries_the_spdx_licence_header():
     files = [p for pkg in (*PACKAGES, "bench", "test", "launch", "tools") for p in sorted((ROOT / pkg).rglob("*.py"))]
-    files += [ROOT / "setup.py"]
+    files += [ROOT / "setup.py"] + sorted((ROOT / "scripts").iterdir())  # scripts/: installed executables
     missing = [
         str(p.relative_to(ROOT))
         for p in files

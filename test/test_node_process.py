@@ -73,6 +73,26 @@ def test_invalid_parameter_fails_at_start_naming_it(tmp_path):
     assert r.returncode == 2 and "missing.yaml" in r.stderr
 
 
+def test_params_file_typos_fail_at_start_instead_of_being_ignored(tmp_path):
+    """rcl ignores an undeclared name and a section for another node; the node must not start on defaults."""
+    params = _params_file(tmp_path, model_path="m.pt", tile_source="xyz:/nowhere")
+    params.write_text(params.read_text().replace("gate_chi2:", "gate_chi:"))
+    r = subprocess.run(XVIEW + ["node", "--params-file", str(params)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "'gate_chi' (did you mean gate_chi2?)" in r.stderr and "Traceback" not in r.stderr
+    params.write_text(params.read_text().replace("xview_localizer:", "xview_localiser:"))
+    r = subprocess.run(XVIEW + ["node", "--params-file", str(params)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no section for node /xview_localizer" in r.stderr, r.stderr
+    # a remapped node reads its own section (and the check follows the remap)
+    r = subprocess.run(
+        XVIEW + ["node", "--params-file", str(params), "--ros-args", "-r", "__node:=xview_localiser"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "'gate_chi'" in r.stderr, r.stderr
+
+
 def test_cli_builds_the_ros_arguments():
     from xview_loc_ros.cli import VEHICLE_COMMANDS, build_parser
     from xview_loc_ros.node_cli import ros_argv

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import List
 
+from xview_loc_ros.params_file import check_ros_args
+
 HELP = """Run the ROS 2 localizer node (name xview_localizer) from a parameters YAML file (keyed by node
 name, then ros__parameters; see config/localizer.yaml). Inputs: gnss/fix (NavSatFix, WGS84 degrees),
 camera/image or camera/image/compressed, imu/data (orientation in ENU); outputs ~/pose (map frame:
@@ -52,10 +54,10 @@ def ros_argv(args: argparse.Namespace) -> List[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    if not Path(args.params_file).is_file():
-        raise FileNotFoundError(f"--params-file {args.params_file}: no such file")
+    argv = ros_argv(args)
+    # refused here, before rclpy loads: a missing file, a misspelt node key or parameter name
+    # (rcl would ignore the last two and run on defaults); ParamsFileError is a ValueError: one line
+    check_ros_args(argv)
     from xview_loc_ros.node import main
 
-    return main(ros_argv(args))
+    return main(argv)
