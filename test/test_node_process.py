@@ -93,6 +93,17 @@ def test_params_file_typos_fail_at_start_instead_of_being_ignored(tmp_path):
     assert r.returncode == 2 and "'gate_chi'" in r.stderr, r.stderr
 
 
+def test_localizer_node_entry_point_refuses_a_params_file_typo_and_a_missing_file(tmp_path):
+    """`ros2 run` / `ros2 launch` start node.main with --ros-args --params-file: the same refusals there."""
+    params = _params_file(tmp_path, model_path="m.pt", tile_source="xyz:/nowhere")
+    params.write_text(params.read_text().replace("gate_chi2:", "gate_chi:"))
+    node = [sys.executable, "-m", "xview_loc_ros.node", "--ros-args", "--params-file"]
+    r = subprocess.run(node + [str(params)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "'gate_chi' (did you mean gate_chi2?)" in r.stderr, r.stderr
+    r = subprocess.run(node + [str(tmp_path / "none.yaml")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "none.yaml" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_cli_builds_the_ros_arguments():
     from xview_loc_ros.cli import VEHICLE_COMMANDS, build_parser
     from xview_loc_ros.node_cli import ros_argv

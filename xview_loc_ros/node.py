@@ -42,6 +42,7 @@ from xview_loc_ros.localizer import (
 )
 from xview_loc_ros.overlay import heatmap_overlay
 from xview_loc_ros.params import NODE_NAME, LocalizerParams, ParameterError
+from xview_loc_ros.params_file import check_ros_args
 from xview_loc_ros.sensors import SensorRejected, decode_image
 from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
 
@@ -403,6 +404,13 @@ class LocalizerNode(Node):
 
 def main(args: Optional[List[str]] = None) -> int:
     """Entry point of ``localizer_node`` (ros2 run / launch) and ``xview-loc node``."""
+    # rclpy drops undeclared names, rcl fails on a missing file with a traceback and launch_ros only warns:
+    # refuse all three with one line, before rcl parses the arguments
+    try:
+        check_ros_args(sys.argv if args is None else args)
+    except ValueError as e:
+        print(f"{NODE_NAME}: error: {e}", file=sys.stderr)
+        return 2
     rclpy.init(args=args)
     node = None
     try:
