@@ -408,7 +408,11 @@ def test_fix_track_interpolation():
     )
     # the east/north covariance is interpolated like the node's fix buffer; unknown when either end lacks it
     cov = FixTrack.from_samples(
-        [(0.0, 52.0, 4.0, 1.0, 1.0, 0.5, 4.0), (1.0, 52.0001, 4.0, 2.0, 3.0, -0.5, 8.0), (2.0, 52.0002, 4.0, *[math.nan] * 4)],
+        [
+            (0.0, 52.0, 4.0, 1.0, 1.0, 0.5, 4.0),
+            (1.0, 52.0001, 4.0, 2.0, 3.0, -0.5, 8.0),
+            (2.0, 52.0002, 4.0, *[math.nan] * 4),
+        ],
         {},
     )
     assert np.allclose(cov.at(0.25, 2.0)[0]["cov_en"], [[1.5, 0.25], [0.25, 5.0]])

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 # the defaults shown and used by every flag below: the options dataclasses' own
 _D, _A = DistillOptions(), AdaptOptions()
 
+
 def _recipe_text(name: str) -> str:
     return ", ".join(f"{k} {v}" for k, v in RECIPE_SETTINGS[name].items()) or "the dataclass defaults"
 

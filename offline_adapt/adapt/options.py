@@ -96,7 +96,9 @@ class DistillOptions:
             require_positive("--sigma-m", self.sigma_m)
             # sigma_px cannot be told from its default here; the command line refuses both flags given
             if self.sigma_px != SIGMA_PX:
-                raise ValueError(f"--sigma and --sigma-m are mutually exclusive, got {self.sigma_px:g} px and {self.sigma_m:g} m")
+                raise ValueError(
+                    f"--sigma and --sigma-m are mutually exclusive, got {self.sigma_px:g} px and {self.sigma_m:g} m"
+                )
         require_choice("--bn", self.bn, BN_MODES)
         if self.fov_mask is not None:
             if len(self.fov_mask) != 2:
@@ -183,9 +185,7 @@ DISTILL_FIELDS = frozenset(f.name for f in fields(DistillOptions))
 ADAPT_FIELDS = frozenset(f.name for f in fields(AdaptOptions)) - {"distill"}
 
 
-def recipe_options(
-    recipe: str = DEFAULT_RECIPE, explicit: Optional[Mapping[str, Any]] = None
-) -> AdaptOptions:
+def recipe_options(recipe: str = DEFAULT_RECIPE, explicit: Optional[Mapping[str, Any]] = None) -> AdaptOptions:
     """The options of ``recipe`` (RECIPE_SETTINGS) with the ``explicit`` flags on top: a mapping of
     DistillOptions / AdaptOptions field names to the values the user gave (only those given). An
     explicit ``sigma_px`` replaces a recipe's ``sigma_m`` and vice versa; both explicit is refused."""
