@@ -194,6 +194,9 @@ def train_student(
     if not ids:
         raise ValueError("no pairs left to train the student on")
     log.info("student model selection: %s", SELECTION_TEXT[rule])
+    if opts.fov_mask is not None and opts.bn == "train":
+        # masked panoramas shift the ground branch's batch statistics; eval-mode inference sees full views
+        log.warning("--fov-mask with --bn train: the running statistics learn masked views; consider --bn frozen")
     recs = {r.id: r for r in data.split(None)}
     tds = PairTorchDataset(data, [recs[i] for i in ids], cfg, require_gt=False, fov_mask_deg=opts.fov_mask)
     rows = np.asarray([row[i] for i in ids], np.int64)
