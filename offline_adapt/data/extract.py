@@ -7,7 +7,9 @@ frames in recording order. For every frame:
 1. position = GNSS fix linearly interpolated at the image stamp; the frame is skipped when the
    bracketing fixes are further apart than ``max_fix_gap_s`` or the stamp is outside the fixes;
    fixes refused by :mod:`xview_loc_ros.sensors` (NO_FIX, non-WGS84 positions) are dropped before
-   interpolation, by the same rules as the vehicle node;
+   interpolation, by the same rules as the vehicle node; the pair keeps the fix's 1-sigma error and
+   east/north covariance (``fix_std_m``, ``fix_cov_en``: NavSatFix position_covariance as the node
+   reads it, interpolated like the node's fix buffer) for the adaptation's GNSS prior;
 2. thinning: kept only when the vehicle moved at least ``min_spacing_m`` metres since the last
    kept frame of the same bag (so a stationary vehicle adds nothing), measured on the fix track
    smoothed by a local straight-line fit over ±``smooth_s`` seconds (GNSS noise of a few metres
