@@ -4,6 +4,9 @@ and checked. Every command line, the demo and the benchmark take their defaults 
 
 No torch here: ``xview-adapt adapt --keep 150`` is refused when the options are built, before the
 teacher pass (or even the torch import) starts.
+
+The dataclass defaults are the paper's setting (recipe ``paper``); :func:`recipe_options` starts from a
+recipe of RECIPE_SETTINGS instead and lays the flags a user gave on top.
 """
 
 from __future__ import annotations
