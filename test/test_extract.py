@@ -65,6 +65,7 @@ def test_extract_every_storage(world, tmp_path, kind):
         assert u == pytest.approx(SIZE / 2 - 6.0 / MPP, abs=0.3) and v == pytest.approx(SIZE / 2 - 4.0 / MPP, abs=0.3)
         assert rec.heading_deg == pytest.approx(spec.heading_deg, abs=1e-6) and rec.heading_source == "imu"
         assert rec.fix_std_m == pytest.approx(3.0)
+        assert np.allclose(rec.fix_cov_en, [[9.0, 0.0], [0.0, 9.0]])  # NavSatFix position_covariance, m^2
         assert rec.extra["topic"] == "/camera/image/compressed" and rec.extra["bag"] == str(world[kind])
         assert ds.load_ground(rec).shape == (32, 64, 3) and ds.load_aerial(rec).shape == (SIZE, SIZE, 3)
     # Spacing rule: 5 m/s at 2 Hz = 2.5 m per frame, min spacing 4 m -> every second frame.
@@ -403,7 +404,19 @@ def test_fix_track_interpolation():
         f["lat"] == pytest.approx(52.000025)
         and f["north"] == pytest.approx(0.25 * 11.13, rel=1e-2)
         and f["std_m"] == 2.0
+        and f["cov_en"] is None  # samples without covariance entries: unknown
     )
+    # the east/north covariance is interpolated like the node's fix buffer; unknown when either end lacks it
+    cov = FixTrack.from_samples(
+        [
+            (0.0, 52.0, 4.0, 1.0, 1.0, 0.5, 4.0),
+            (1.0, 52.0001, 4.0, 2.0, 3.0, -0.5, 8.0),
+            (2.0, 52.0002, 4.0, *[math.nan] * 4),
+        ],
+        {},
+    )
+    assert np.allclose(cov.at(0.25, 2.0)[0]["cov_en"], [[1.5, 0.25], [0.25, 5.0]])
+    assert cov.at(1.5, 2.0)[0]["cov_en"] is None
     assert (
         tr.at(3.0, 2.0) == (None, "fix_gap")
         and tr.at(-1.0, 2.0) == (None, "no_fix")

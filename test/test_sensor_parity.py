@@ -289,14 +289,16 @@ def test_fix_parity(name: str, msg: NavSatFix) -> None:
     extractor = extractor_sample(fix_sample, msg)
     _same_decision(node, extractor, name)
     if node[0] == "ok":
-        fix, (_, lat, lon, std) = node[1], extractor[1]
+        fix, (_, lat, lon, std, ee, en, nn) = node[1], extractor[1]
         assert (fix.lat, fix.lon) == (lat, lon)
         if math.isnan(std):  # no usable covariance: the node falls back to its default
             assert np.allclose(fix.cov_en, np.eye(2) * DEFAULT_STD_M**2)
             assert msg.position_covariance_type == 0 or name.startswith("covariance"), name
+            assert math.isnan(ee) and math.isnan(en) and math.isnan(nn)
         else:
             assert std == pytest.approx(math.sqrt(0.5 * np.trace(fix.cov_en)))
             assert np.all(np.linalg.eigvalsh(fix.cov_en) > 0)
+            assert np.array_equal([[ee, en], [en, nn]], fix.cov_en)  # the pairs store the node's covariance
 
 
 @pytest.mark.parametrize("name,msg", IMUS, ids=[n for n, _ in IMUS])

@@ -7,12 +7,29 @@ import argparse
 import logging
 from typing import Optional
 
-from offline_adapt.adapt.options import PSEUDO_GT_MODES, SELECT_RULES, AdaptOptions, DistillOptions
+from offline_adapt.adapt.options import (
+    BN_MODES,
+    BN_SCOPES,
+    DEFAULT_RECIPE,
+    PSEUDO_GT_MODES,
+    RECIPE_SETTINGS,
+    RECIPES,
+    SELECT_RULES,
+    AdaptOptions,
+    DistillOptions,
+    parse_fov_mask,
+    recipe_options,
+)
 
 log = logging.getLogger(__name__)
 
 # the defaults shown and used by every flag below: the options dataclasses' own
 _D, _A = DistillOptions(), AdaptOptions()
+
+
+def _recipe_text(name: str) -> str:
+    return ", ".join(f"{k} {v}" for k, v in RECIPE_SETTINGS[name].items()) or "the dataclass defaults"
+
 
 UNITS = (
     "Units: positions in aerial-patch pixels of the finest level (sigma), distances and errors in metres on "
@@ -43,6 +60,39 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: best available)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    # the flags below shape the pseudo labels (and so every step's cache): the step commands take them too.
+    # Recipe-settable flags default to None ("not given") so that an explicit flag overrides the recipe.
+    p.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default=DEFAULT_RECIPE,
+        help=f"defaults to start from (default {DEFAULT_RECIPE}): paper = the paper's exact setting; vehicle "
+        f"(provisional until bench/heldout_adapt.py's validation pair decides) = {_recipe_text('vehicle')}. "
+        "Explicit flags override the recipe",
+    )
+    p.add_argument(
+        "--gnss-prior",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="pseudo label = mode of the teacher's heat map x the GNSS fix's Gaussian likelihood (the pair's fix "
+        "covariance in patch pixels, centred on the fix) instead of the heat map alone (default: off, the paper)",
+    )
+    p.add_argument(
+        "--gnss-std-m",
+        type=float,
+        default=None,
+        help=f"1-sigma GNSS error (m) for --gnss-prior on pairs that store no fix covariance or std "
+        f"(default {_A.gnss_std_m:g})",
+    )
+    p.add_argument(
+        "--bn",
+        choices=BN_MODES,
+        default=None,
+        help="batch norm: train = students update the running statistics (default, the paper); frozen = students "
+        "keep the teacher's statistics (BN in eval mode, affine weights still train); ground-reestimate = each "
+        "round's teacher first gets its ground branch's statistics re-estimated on the target pairs (no training), "
+        "then students train with frozen BN",
+    )
 
 
 def _student_flags(p: argparse.ArgumentParser) -> None:
@@ -52,11 +102,27 @@ def _student_flags(p: argparse.ArgumentParser) -> None:
         default=_D.pseudo_gt,
         help="mode: Gaussian at the teacher's heat-map mode (paper +M); heatmap: the teacher's heat map (-M)",
     )
-    p.add_argument(
+    sigma = p.add_mutually_exclusive_group()
+    sigma.add_argument(
         "--sigma",
         type=float,
-        default=_D.sigma_px,
-        help=f"Gaussian sigma of mode-based pseudo GT, finest-level pixels ({_D.sigma_px:g})",
+        default=None,
+        help=f"Gaussian sigma of mode-based pseudo GT, finest-level pixels (default {_D.sigma_px:g}, the paper's)",
+    )
+    sigma.add_argument(
+        "--sigma-m",
+        type=float,
+        default=None,
+        help="the same sigma in metres on the ground, converted with the model's m/px (the paper's 4 px are "
+        "0.55 m on VIGOR at 0.14 m/px, but 2 m on small at 0.5 m/px)",
+    )
+    p.add_argument(
+        "--fov-mask",
+        default=None,
+        metavar="MIN,MAX",
+        help="panoramas: the student sees one random contiguous azimuth window of MIN..MAX degrees per pair and "
+        "epoch (the rest filled with the normalisation mean, i.e. zero input); its pseudo label stays the "
+        "teacher's, from the full view (default: full view)",
     )
     p.add_argument(
         "--levels",
@@ -103,32 +169,42 @@ def _split(name: Optional[str]) -> Optional[str]:
 def options_from_args(args: argparse.Namespace) -> AdaptOptions:
     """The pipeline options of a parsed command line; raises ValueError naming a bad option. Built
     (and so checked) before anything expensive: no torch import, no teacher pass. Flags a command
-    does not have keep their defaults."""
-    d = DistillOptions(batch=args.batch, device=args.device)
+    does not have keep their defaults (or the recipe's)."""
+    given = dict(batch=args.batch, device=args.device, split=_split(args.split), topk=args.topk)
     if hasattr(args, "pseudo_gt"):
-        d = DistillOptions(
+        given.update(
             pseudo_gt=args.pseudo_gt,
-            sigma_px=args.sigma,
             levels=args.levels,
             epochs=args.epochs,
             lr=args.lr,
-            batch=args.batch,
             entropy_min=args.entropy_min,
             seed=args.seed,
             select=args.select,
             holdout_pct=args.holdout,
             steps_per_epoch=args.steps_per_epoch,
             workers=args.workers,
-            device=args.device,
         )
-    return AdaptOptions(
-        distill=d,
-        keep_pct=getattr(args, "keep", _A.keep_pct),
-        split=_split(args.split),
-        topk=args.topk,
-        eval_split=_split(getattr(args, "eval_split", _A.eval_split)),
-        bn_reestimate_only=getattr(args, "bn_reestimate_only", _A.bn_reestimate_only),
-    )
+    if hasattr(args, "keep"):
+        given["keep_pct"] = args.keep
+    if hasattr(args, "eval_split"):
+        given["eval_split"] = _split(args.eval_split)
+    scope = getattr(args, "bn_reestimate_only", None)
+    if scope is not None:
+        given.update(bn_reestimate_only=True, bn_reestimate_scope=scope)
+    # recipe-settable flags: only when given, so that they override the recipe and nothing else does
+    for flag, name in (
+        ("sigma", "sigma_px"),
+        ("sigma_m", "sigma_m"),
+        ("gnss_prior", "gnss_prior"),
+        ("gnss_std_m", "gnss_std_m"),
+        ("bn", "bn"),
+        ("rounds", "rounds"),
+    ):
+        if getattr(args, flag, None) is not None:
+            given[name] = getattr(args, flag)
+    if getattr(args, "fov_mask", None) is not None:
+        given["fov_mask"] = parse_fov_mask(args.fov_mask)
+    return recipe_options(args.recipe, given)
 
 
 def _run(args: argparse.Namespace):
@@ -235,8 +311,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"split reported in RUN/report (default {_A.eval_split}; all = every pair)",
     )
     p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help=f"self-distillation rounds (default {_A.rounds}): each round's final student is the next round's "
+        "teacher (pseudo labels, auxiliary student and filter redone); round k >= 2 lives in RUN/round<k>/",
+    )
+    p.add_argument(
         "--bn-reestimate-only",
-        action="store_true",
-        help="control: the teacher with batch-norm statistics re-estimated on the target pairs, no training",
+        nargs="?",
+        const="all",
+        default=None,
+        choices=BN_SCOPES,
+        help="control: the teacher with batch-norm statistics re-estimated on the target pairs, no training; "
+        "all (the default when no value is given) or ground (the ground branch's layers only)",
     )
     p.set_defaults(func=_adapt)

@@ -9,6 +9,11 @@ K' = K, uses temperature 1 (its values are already logits). No orientation loss:
 the models for localization only. ``entropy_min`` W adds W x the entropy (nats) of the student's
 finest heat map, the baseline the paper reports as failing.
 
+Vehicle knowledge and regularisers (DistillOptions): ``bn`` other than ``train`` keeps batch-norm
+layers in eval mode while the student trains (its running statistics stay its initial model's);
+``fov_mask`` shows the student a random azimuth window of each panorama while its pseudo label
+still comes from the teacher's full view; ``sigma_m`` sets the pseudo-GT width in metres.
+
 Model selection (the epoch kept as best.pt), announced in the log and stored in the checkpoint:
 - ``gt``: pairs of the target's ``val`` split that have GT: lowest mean error in metres;
 - ``pseudo`` (label-free): ``holdout_pct`` % of the training pairs (chosen by a hash of their id)
@@ -30,7 +35,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from offline_adapt.adapt.options import ARCH_LEVELS, SELECT_RULES, DistillOptions, default_levels  # noqa: F401 (re-exported)
+from offline_adapt.adapt.options import (  # noqa: F401 (ARCH_LEVELS, SELECT_RULES re-exported)
+    ARCH_LEVELS,
+    BN_SCOPES,
+    SELECT_RULES,
+    DistillOptions,
+    default_levels,
+)
 from offline_adapt.adapt.pseudo_labels import (
     PseudoLabels,
     pseudo_fine,
@@ -47,6 +58,7 @@ from offline_adapt.train.training import (
     make_loader,
     reestimate_batchnorm,
 )
+from xview_loc_ros.cli import require_choice
 from xview_loc_ros.models import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -64,10 +76,11 @@ def distill_loss(config: Dict[str, Any], labels: PseudoLabels, rows: np.ndarray,
     n_levels, kp = len(levels), opts.levels
     rows_t = torch.as_tensor(rows, dtype=torch.long)
     distributed = dist_info()[1] > 1
+    sigma_px = opts.sigma_px_for(config.get("mpp"))  # --sigma-m is converted with the model's m/px
 
     def loss_fn(out, batch):
         r = rows_t[batch["index"].cpu().long()].tolist()
-        fine = pseudo_fine(labels, r, opts.pseudo_gt, opts.sigma_px).to(out.heatmaps[-1].device)
+        fine = pseudo_fine(labels, r, opts.pseudo_gt, sigma_px).to(out.heatmaps[-1].device)
         targets = pseudo_levels(fine, levels[:kp], batch["heading_deg"])
         parts: Dict[str, float] = {}
         nces = []
@@ -181,8 +194,11 @@ def train_student(
     if not ids:
         raise ValueError("no pairs left to train the student on")
     log.info("student model selection: %s", SELECTION_TEXT[rule])
+    if opts.fov_mask is not None and opts.bn == "train":
+        # masked panoramas shift the ground branch's batch statistics; eval-mode inference sees full views
+        log.warning("--fov-mask with --bn train: the running statistics learn masked views; consider --bn frozen")
     recs = {r.id: r for r in data.split(None)}
-    tds = PairTorchDataset(data, [recs[i] for i in ids], cfg, require_gt=False)
+    tds = PairTorchDataset(data, [recs[i] for i in ids], cfg, require_gt=False, fov_mask_deg=opts.fov_mask)
     rows = np.asarray([row[i] for i in ids], np.int64)
     loader = make_loader(
         tds, opts.batch, shuffle=True, seed=opts.seed, workers=opts.workers, drop_last=len(tds) > opts.batch
@@ -192,6 +208,7 @@ def train_student(
         "selection": SELECTION_TEXT[rule],
         "trained_on": len(ids),
         "options": opts.to_dict(),
+        "sigma_px_used": opts.sigma_px_for(cfg.get("mpp")),
         **(extra or {}),
     }
     res = fit(
@@ -209,6 +226,7 @@ def train_student(
         steps_per_epoch=opts.steps_per_epoch,
         extra={"distill": info},
         progress=True,
+        frozen_bn=opts.bn != "train",
     )
     return {
         "best_path": str(res.best_path),
@@ -220,12 +238,22 @@ def train_student(
 
 
 def bn_reestimate(
-    teacher: str, data_dir: str, ids: Sequence[str], batch: int = 8, device: Optional[str] = None, seed: int = 0
+    teacher: str,
+    data_dir: str,
+    ids: Sequence[str],
+    batch: int = 8,
+    device: Optional[str] = None,
+    seed: int = 0,
+    scope: str = "all",
 ) -> Any:
-    """The control: the teacher with its batch-norm statistics recomputed on the target pairs
-    ``ids`` (cumulative average over shuffled batches, no gradient step). Shuffled because a
+    """The teacher with its batch-norm statistics recomputed on the target pairs ``ids``
+    (cumulative average over shuffled batches, no gradient step): the ``--bn-reestimate-only``
+    control, and (scope ``ground``) the first step of ``--bn ground-reestimate``. Shuffled because a
     running variance is the mean of within-batch variances: batches of neighbouring pairs (a data
-    set is stored in drive order) would understate it. Returns the model (eval mode)."""
+    set is stored in drive order) would understate it. ``scope``: ``all`` layers, or ``ground``: only
+    those of the ground branch (``CrossViewModel.ground_branch``), the aerial branch and the head
+    keep the teacher's statistics. Returns the model (eval mode)."""
+    require_choice("--bn-reestimate-only", scope, BN_SCOPES)
 
     model, _ = load_checkpoint(teacher, map_location="cpu")
     dev = torch.device(device) if device else default_device()
@@ -235,6 +263,8 @@ def bn_reestimate(
     tds = PairTorchDataset(data, [recs[i] for i in ids], model.config, require_gt=False)
     # a last batch of a single sample would give degenerate variances: drop it, and only it
     loader = make_loader(tds, batch, shuffle=True, seed=seed, drop_last=len(tds) % batch == 1 and len(tds) > 1)
-    if reestimate_batchnorm(model, loader, len(loader), dev) == 0:
-        raise ValueError(f"{teacher}: the model has no batch-norm layers to re-estimate")
+    within = model.ground_branch() if scope == "ground" else None
+    if reestimate_batchnorm(model, loader, len(loader), dev, within) == 0:
+        where = "in its ground branch " if scope == "ground" else ""
+        raise ValueError(f"{teacher}: the model has no batch-norm layers {where}to re-estimate")
     return model.eval()

@@ -10,10 +10,20 @@ RUN/report/   per-pair teacher / aux / student predictions, summary (teacher vs 
               where GT exists, Fig. 4-like (error vs teacher-student distance) and Fig. 7-like
               (histogram of the change in error) plots.
 
+RUN/teacher_bn/  (``--bn ground-reestimate`` only) the round's teacher with its ground branch's
+              batch-norm statistics re-estimated on the target pairs: the teacher that labels the
+              pairs and that the students start from
+RUN/round<k>/   rounds k >= 2 (``--rounds``): the same step folders, with round k-1's final student
+              as the teacher; RUN/student.pt is the last round's final student
+
 Every step records ``done.json`` (its inputs' fingerprint and its outputs' sha256) and is skipped
 when that verifies; a step whose inputs changed is redone from scratch; a killed training step
-resumes from its last epoch (training.fit's last.pt). T = 100 % skips the auxiliary student and the
-filter. ``bn_reestimate_only`` replaces the students by the batch-norm re-estimation control.
+resumes from its last epoch (training.fit's last.pt). A redone round redoes the rounds after it
+(their teacher's sha256 changed). T = 100 % skips the auxiliary student and the filter.
+``bn_reestimate_only`` replaces the students by the batch-norm re-estimation control (RUN/bn/).
+
+With ``--gnss-prior`` the filter compares the auxiliary student with the pseudo labels (the
+posterior of heat map and fix), not with the teacher's own predictions: what it filters are labels.
 """
 
 from __future__ import annotations
@@ -56,10 +66,14 @@ REUSABLE_STEPS = ("pseudo", "aux")
 
 @dataclass
 class AdaptRun:
+    """One round of an adaptation run: ``teacher`` adapted on ``data`` in the folder ``out``
+    (RUN for round 1, RUN/round<k> for round k of ``--rounds``)."""
+
     teacher: str
     data: str
     out: Path
     opts: AdaptOptions
+    round_index: int = 1
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -77,6 +91,18 @@ class AdaptRun:
     def dir(self, name: str) -> Path:
         return self.out / name
 
+    @property
+    def gnss_std_m(self) -> Optional[float]:
+        """The GNSS prior's fallback 1-sigma (m) when the prior is on, else None (heat map alone)."""
+        return self.opts.gnss_std_m if self.opts.gnss_prior else None
+
+
+def round_run(run: AdaptRun, k: int, teacher: str | Path) -> AdaptRun:
+    """Round ``k`` >= 2 of ``run`` (round 1 itself), taught by ``teacher`` (round k-1's final student)."""
+    if k == 1:
+        return run
+    return AdaptRun(str(teacher), run.data, run.out / f"round{k}", run.opts, round_index=k)
+
 
 def _begin(step: StepCache) -> None:
     """Begin (or continue) a step; under torchrun rank 0 alone prepares the folder."""
@@ -91,18 +117,65 @@ def _write_jsonl(path: Path, rows: List[Dict[str, Any]]) -> None:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+TEACHER_BN = "teacher_bn"
+
+
+def round_teacher(run: AdaptRun, build: bool = True) -> str:
+    """The checkpoint that labels the round's pairs and initialises its students: the round's teacher,
+    or with ``--bn ground-reestimate`` that teacher with its ground-branch batch-norm statistics
+    re-estimated on the target pairs (RUN/teacher_bn/teacher.pt, made here when ``build``)."""
+    if run.opts.distill.bn != "ground-reestimate":
+        return run.teacher
+    d = run.opts.distill
+    step = run.dir(TEACHER_BN)
+    cache = StepCache(
+        step,
+        {
+            "teacher_sha256": run.teacher_sha256,
+            "data": run.data_fingerprint,
+            "split": run.opts.split,
+            "batch": d.batch,
+            "seed": d.seed,
+            "scope": "ground",
+        },
+    )
+    path = step / "teacher.pt"
+    if cache.done():
+        return str(path)
+    if not build:
+        raise CacheError(f"{step}: no ground-branch batch-norm teacher yet; run `pseudo-label` first")
+    if dist_info()[0] == 0:
+        _begin(cache)
+        ids = [r.id for r in PairDataset(run.data).split(run.opts.split)]
+        model = bn_reestimate(run.teacher, run.data, ids, d.batch, d.device, d.seed, scope="ground")
+        save_checkpoint(path, model, lineage=dict(lineage_info(run, TEACHER_BN), trained_on=len(ids)))
+        cache.finish(["teacher.pt"])
+        log.info("teacher with ground-branch batch norm re-estimated on %d target pairs: %s", len(ids), path)
+    return str(path)
+
+
 def pseudo_label_step(run: AdaptRun) -> PseudoLabels:
     d = run.opts.distill
     return ensure_pseudo_labels(
-        run.teacher, run.data, run.dir("pseudo"), run.opts.split, d.batch, run.opts.topk, d.device
+        round_teacher(run),
+        run.data,
+        run.dir("pseudo"),
+        run.opts.split,
+        d.batch,
+        run.opts.topk,
+        d.device,
+        run.gnss_std_m,
     )
 
 
 def _labels(run: AdaptRun) -> PseudoLabels:
+    hint = "run `pseudo-label` first (same --teacher, --data, --split, --topk, --gnss-prior, --bn)"
     try:
-        return load_pseudo_labels(run.dir("pseudo"), run.teacher, run.data, run.opts.split, run.opts.topk)
+        return load_pseudo_labels(
+            run.dir("pseudo"), round_teacher(run, build=False), run.data, run.opts.split, run.opts.topk, run.gnss_std_m
+        )
     except CacheError as e:
-        raise CacheError(f"{e}; run `pseudo-label` first (same --teacher, --data, --split, --topk)") from e
+        raise CacheError(f"{e}; {hint}") from e
 
 
 def _predict_ids(
@@ -168,14 +241,15 @@ def student_step(run: AdaptRun, stage: str) -> Path:
             )
         ids, kept_sha = list(kept["ids"]), file_sha256(kept_path)
     step = run.dir(stage)
+    init = round_teacher(run)
     cache = StepCache(
         step,
         {
-            "teacher_sha256": run.teacher_sha256,
+            "teacher_sha256": run.teacher_sha256 if init == run.teacher else file_sha256(init),
             "labels_sha256": file_sha256(run.dir("pseudo") / "pseudo_labels.npz"),
             "data": run.data_fingerprint,
             "kept_sha256": kept_sha,
-            "options": run.opts.distill.to_dict(),
+            "options": run.opts.distill.fingerprint(),
         },
     )
     if cache.done():
@@ -183,9 +257,7 @@ def student_step(run: AdaptRun, stage: str) -> Path:
         return step / "student.pt"
     _begin(cache)
     lineage = lineage_info(run, stage)
-    res = train_student(
-        run.teacher, run.data, labels, ids, step, run.opts.distill, resume=True, extra={"lineage": lineage}
-    )
+    res = train_student(init, run.data, labels, ids, step, run.opts.distill, resume=True, extra={"lineage": lineage})
     if dist_info()[0] != 0:  # under torchrun rank 0 alone writes the step's outputs
         return step / "student.pt"
     model, ckpt = load_checkpoint(res["best_path"])
@@ -232,6 +304,9 @@ def filter_step(run: AdaptRun) -> List[str]:
         return json.loads((step / filtering.KEPT_NAME).read_text())["ids"]
     _begin(cache)
     teacher = read_predictions(run.dir("pseudo") / PREDICTIONS_NAME)
+    if labels.gnss_std_m is not None:  # the labels are the posterior: filter those, not the raw teacher
+        row = labels.row_of()
+        teacher = [dict(p, u=float(labels.uv[row[p["id"]], 0]), v=float(labels.uv[row[p["id"]], 1])) for p in teacher]
     mpp = {i: float(m) for i, m in zip(labels.ids, labels.mpp)}
     dist = filtering.prediction_distances_m(teacher, read_predictions(aux_pred), mpp)
     kept = filtering.select_kept(dist, run.opts.keep_pct)
@@ -249,12 +324,14 @@ def filter_step(run: AdaptRun) -> List[str]:
 
 
 def lineage_info(run: AdaptRun, stage: str) -> Dict[str, Any]:
+    """``teacher`` is the round's teacher (round k >= 2: round k-1's final student)."""
     return {
         "teacher": str(run.teacher),
         "teacher_sha256": run.teacher_sha256,
         "data": str(run.data),
         "data_fingerprint": run.data_fingerprint,
         "stage": stage,
+        "round": run.round_index,
         "flags": run.opts.to_dict(),
         "method": "bn-reestimate" if run.opts.bn_reestimate_only else "self-distillation",
     }
@@ -263,35 +340,42 @@ def lineage_info(run: AdaptRun, stage: str) -> Dict[str, Any]:
 def bn_step(run: AdaptRun) -> Path:
 
     step = run.dir("bn")
-    cache = StepCache(
-        step,
-        {
-            "teacher_sha256": run.teacher_sha256,
-            "data": run.data_fingerprint,
-            "split": run.opts.split,
-            "batch": run.opts.distill.batch,
-            "seed": run.opts.distill.seed,
-        },
-    )
+    inputs: Dict[str, Any] = {
+        "teacher_sha256": run.teacher_sha256,
+        "data": run.data_fingerprint,
+        "split": run.opts.split,
+        "batch": run.opts.distill.batch,
+        "seed": run.opts.distill.seed,
+    }
+    if run.opts.bn_reestimate_scope != "all":  # only then: controls made before scopes existed stay done
+        inputs["scope"] = run.opts.bn_reestimate_scope
+    cache = StepCache(step, inputs)
     if cache.done():
         return step / "student.pt"
     _begin(cache)
     ids = [r.id for r in PairDataset(run.data).split(run.opts.split)]
-    model = bn_reestimate(
-        run.teacher, run.data, ids, run.opts.distill.batch, run.opts.distill.device, run.opts.distill.seed
-    )
+    d = run.opts.distill
+    model = bn_reestimate(run.teacher, run.data, ids, d.batch, d.device, d.seed, run.opts.bn_reestimate_scope)
     save_checkpoint(step / "student.pt", model, lineage=dict(lineage_info(run, "bn"), trained_on=len(ids)))
     cache.finish(["student.pt"])
     return step / "student.pt"
 
 
-def report_step(run: AdaptRun, student: Path) -> Dict[str, Any]:
+def report_step(run: AdaptRun, student: Path, rounds: Sequence[AdaptRun] = ()) -> Dict[str, Any]:
     """Predictions of teacher / aux / student on the eval split (and the adaptation pairs), the
-    summary table and, with GT, the Fig. 4 / Fig. 7-like plots."""
+    summary table and, with GT, the Fig. 4 / Fig. 7-like plots. ``rounds``: every round's run of a
+    ``--rounds`` run (round 1 is ``run``): aux is then the last round's, and ``round<k>`` the final
+    student of each round before the last. With ``--bn ground-reestimate``, ``teacher_bn`` is round 1's
+    teacher after the re-estimation alone."""
     out = run.dir("report")
     models = {"teacher": run.teacher, "student": str(student)}
-    if (run.dir("aux") / "student.pt").is_file() and not run.opts.bn_reestimate_only:
-        models["aux"] = str(run.dir("aux") / "student.pt")
+    last = rounds[-1] if rounds else run
+    if (last.dir("aux") / "student.pt").is_file() and not run.opts.bn_reestimate_only:
+        models["aux"] = str(last.dir("aux") / "student.pt")
+    for r in rounds[:-1]:
+        models[f"round{r.round_index}"] = str(r.dir("final") / "student.pt")
+    if run.opts.distill.bn == "ground-reestimate" and not run.opts.bn_reestimate_only:
+        models["teacher_bn"] = round_teacher(run, build=False)  # round 1's: what re-estimation alone gives
     cache = StepCache(
         out,
         {
@@ -395,6 +479,17 @@ def _plot_fig7(change: np.ndarray, path: Path) -> None:
     plt.close(fig)
 
 
+def adapt_round(run: AdaptRun) -> Path:
+    """One round: pseudo labels -> auxiliary student -> filter -> final student; returns the latter."""
+    if run.round_index > 1:
+        log.info("round %d of %d: teacher %s", run.round_index, run.opts.rounds, run.teacher)
+    pseudo_label_step(run)
+    if run.opts.keep_pct < 100:
+        student_step(run, "aux")
+        filter_step(run)
+    return student_step(run, "final")
+
+
 def run_adapt(run: AdaptRun) -> Dict[str, Any]:
     """All steps; returns the summary (see report_step). The run folder is locked while they run: two
     runs resuming one folder would each take the other's half-written steps for done."""
@@ -403,19 +498,20 @@ def run_adapt(run: AdaptRun) -> Dict[str, Any]:
         atomic_write_json(
             run.out / "adapt_config.json", {"teacher": run.teacher, "data": run.data, **run.opts.to_dict()}
         )
+        rounds: List[AdaptRun] = []
         if run.opts.bn_reestimate_only:
             final = bn_step(run)
         else:
-            pseudo_label_step(run)
-            if run.opts.keep_pct < 100:
-                student_step(run, "aux")
-                filter_step(run)
-            final = student_step(run, "final")
+            final = Path(run.teacher)
+            for k in range(1, run.opts.rounds + 1):
+                r = round_run(run, k, final)  # round k's teacher: round k-1's final student
+                rounds.append(r)
+                final = adapt_round(r)
         student = run.out / "student.pt"
         if not student.is_file() or file_sha256(student) != file_sha256(final):
             with atomic_path(student) as tmp:
                 shutil.copyfile(final, tmp)
-        summary = report_step(run, student)
+        summary = report_step(run, student, rounds if len(rounds) > 1 else ())
     log.info("student: %s\n%s", student, summary_table(summary))
     return summary
 

@@ -14,6 +14,15 @@ outputs' sha256 and the pair ids). A cache whose manifest is missing, stale (ano
 set / split / top-k) or whose files do not match their checksums is rebuilt by
 :func:`ensure_pseudo_labels`.
 
+GNSS prior (``gnss_std_m`` given, ``--gnss-prior``): the vehicle knows where its fix put it. The
+labels are then those of the teacher's heat map multiplied by the fix's likelihood, a Gaussian
+centred on the fix (the patch centre of extracted pairs) with the fix's east/north covariance in
+patch pixels (:func:`fix_prior_px`; pairs without one: their ``fix_std_m``, else ``gnss_std_m``):
+``uv``, ``uv_argmax``, ``confidence`` and the top-k describe that posterior, so a decoy peak far
+from the fix loses to a peak near it. ``teacher_predictions.jsonl`` keeps the teacher's own
+predictions. The product is taken over the full heat map during the teacher pass, not over the
+cached top-k (a peak near the fix may lie outside the teacher's top-k).
+
 Pseudo ground truth from the cached labels (paper §3.2, eq. 3):
 
 X, the finest-resolution pseudo GT (B, S, S), is either mode-based (a Gaussian of ``sigma_px``
@@ -30,19 +39,20 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from offline_adapt.adapt.options import DEFAULT_TOPK, PSEUDO_GT_MODES
-from offline_adapt.data.dataset import dataset_fingerprint
+from offline_adapt.data.dataset import PairRecord, dataset_fingerprint
 from offline_adapt.data.torch_data import open_split
 from offline_adapt.evaluation.evaluate import predict, torch_runner
 from offline_adapt.train.options import SIGMA_PX
 from offline_adapt.train.targets import gaussian_map, level_targets
 from offline_adapt.train.training import default_device
 from xview_loc_ros.fsutil import StepCache, atomic_path, file_sha256
+from xview_loc_ros.heatmap import HeatmapEstimate, decode_heatmap
 from xview_loc_ros.models import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -69,6 +79,11 @@ class PseudoLabels:
     topk_prob: np.ndarray  # (N, k) float16 softmax probability
     mpp: np.ndarray  # (N,) float32
     size_px: int
+    # GNSS prior (None without): the fallback 1-sigma (m), each pair's fix as patch pixel (N, 2) and
+    # its covariance in patch pixels^2 (N, 2, 2); the fields above then describe the posterior
+    gnss_std_m: Optional[float] = None
+    prior_uv: Optional[np.ndarray] = None
+    prior_cov_px: Optional[np.ndarray] = None
 
     def row_of(self) -> Dict[str, int]:
         return {i: k for k, i in enumerate(self.ids)}
@@ -82,19 +97,25 @@ class PseudoLabels:
         return out.reshape(len(rows), s, s)
 
     def save(self, path: Path) -> None:
+        arrays: Dict[str, np.ndarray] = dict(
+            ids=np.asarray(self.ids, dtype=str),
+            uv=self.uv,
+            uv_argmax=self.uv_argmax,
+            confidence=self.confidence,
+            topk_index=self.topk_index,
+            topk_prob=self.topk_prob,
+            mpp=self.mpp,
+            size_px=np.asarray(self.size_px, np.int64),
+        )
+        if self.gnss_std_m is not None and self.prior_uv is not None and self.prior_cov_px is not None:
+            arrays.update(
+                gnss_std_m=np.asarray(self.gnss_std_m, np.float64),
+                prior_uv=self.prior_uv,
+                prior_cov_px=self.prior_cov_px,
+            )
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez_compressed(
-                    f,
-                    ids=np.asarray(self.ids, dtype=str),
-                    uv=self.uv,
-                    uv_argmax=self.uv_argmax,
-                    confidence=self.confidence,
-                    topk_index=self.topk_index,
-                    topk_prob=self.topk_prob,
-                    mpp=self.mpp,
-                    size_px=np.int64(self.size_px),
-                )
+                np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, path: Path) -> "PseudoLabels":
@@ -109,6 +130,9 @@ class PseudoLabels:
                     topk_prob=z["topk_prob"],
                     mpp=z["mpp"],
                     size_px=int(z["size_px"]),
+                    gnss_std_m=float(z["gnss_std_m"]) if "gnss_std_m" in z else None,
+                    prior_uv=z["prior_uv"] if "gnss_std_m" in z else None,
+                    prior_cov_px=z["prior_cov_px"] if "gnss_std_m" in z else None,
                 )
         except (OSError, ValueError, KeyError) as e:
             raise CacheError(f"{path}: unreadable pseudo-label file ({type(e).__name__}: {e})") from e
@@ -124,40 +148,84 @@ def _sparse_topk(logits: np.ndarray, k: int):
     return idx.astype(np.int32), np.take_along_axis(p, idx, axis=1).astype(np.float16)
 
 
-def teacher_pass(model: Any, tds: Any, batch_size: int = 8, topk: int = DEFAULT_TOPK):
+def fix_prior_px(rec: PairRecord, default_std_m: float) -> Tuple[np.ndarray, np.ndarray]:
+    """The GNSS fix of a pair as a Gaussian in its patch: (mean (u, v) pixels, 2x2 covariance in
+    pixels^2). East/north metres become u/v pixels by 1/mpp, with v growing south: the east/north
+    covariance's off-diagonal changes sign."""
+    cov_en = rec.fix_cov_en_or(default_std_m)
+    flip = np.diag([1.0, -1.0]) / float(rec.mpp)
+    return np.asarray(rec.fix_pixel(), float), flip @ cov_en @ flip.T
+
+
+def gnss_log_likelihood(size: int, mean_uv: np.ndarray, cov_px: np.ndarray) -> np.ndarray:
+    """(size, size) log of the fix's Gaussian likelihood at each cell centre of a size x size map,
+    up to a constant (0 at the fix): -d^T cov^-1 d / 2, d the offset in pixels from ``mean_uv``."""
+    c = np.arange(size, dtype=np.float64) + 0.5
+    du = c[None, :] - float(mean_uv[0])
+    dv = c[:, None] - float(mean_uv[1])
+    inv = np.linalg.inv(np.asarray(cov_px, dtype=np.float64))
+    return -0.5 * (inv[0, 0] * du * du + 2.0 * inv[0, 1] * du * dv + inv[1, 1] * dv * dv)
+
+
+def teacher_pass(
+    model: Any, tds: Any, batch_size: int = 8, topk: int = DEFAULT_TOPK, gnss_std_m: Optional[float] = None
+):
     """Run the teacher once over a PairTorchDataset -> (PseudoLabels, per-pair prediction dicts of
-    :func:`offline_adapt.evaluation.evaluate.predict`, with errors in metres where the pairs have GT)."""
+    :func:`offline_adapt.evaluation.evaluate.predict`, with errors in metres where the pairs have GT).
+    ``gnss_std_m`` given: the labels are of the heat map x the GNSS prior (module docstring; the
+    fallback 1-sigma in metres), the predictions stay the teacher's own."""
     base = torch_runner(model)
+    s = int(tds.config["aerial_size"])
     sparse: List[tuple] = []
+    decoded: List[HeatmapEstimate] = []
+    prior = (
+        None
+        if gnss_std_m is None
+        else [fix_prior_px(r, gnss_std_m) for r in tds.records]  # the pass walks tds.records in order
+    )
 
     def run(g: np.ndarray, a: np.ndarray):
         logits, ori = base(g, a)
-        sparse.append(_sparse_topk(logits[:, 0], topk))
+        label = logits[:, 0].astype(np.float64)
+        if prior is not None:
+            first = len(decoded)
+            # log posterior = log heat map + log likelihood (softmax normalises the product)
+            label = label + np.stack([gnss_log_likelihood(s, *prior[first + b]) for b in range(len(label))])
+        sparse.append(_sparse_topk(label, topk))
+        decoded.extend(decode_heatmap(x, s) for x in label)
         return logits, ori
 
     model.eval()
     preds, _ = predict(run, tds, batch_size)
     labels = PseudoLabels(
         ids=[p["id"] for p in preds],
-        uv=np.asarray([[p["u"], p["v"]] for p in preds], np.float32).reshape(-1, 2),
-        uv_argmax=np.asarray([[p["u_argmax"], p["v_argmax"]] for p in preds], np.float32).reshape(-1, 2),
-        confidence=np.asarray([p["confidence"] for p in preds], np.float32),
-        topk_index=np.concatenate([s[0] for s in sparse]) if sparse else np.zeros((0, topk), np.int32),
-        topk_prob=np.concatenate([s[1] for s in sparse]) if sparse else np.zeros((0, topk), np.float16),
+        uv=np.asarray([[e.u, e.v] for e in decoded], np.float32).reshape(-1, 2),
+        uv_argmax=np.asarray([[e.u_int, e.v_int] for e in decoded], np.float32).reshape(-1, 2),
+        confidence=np.asarray([e.confidence for e in decoded], np.float32),
+        topk_index=np.concatenate([x[0] for x in sparse]) if sparse else np.zeros((0, topk), np.int32),
+        topk_prob=np.concatenate([x[1] for x in sparse]) if sparse else np.zeros((0, topk), np.float16),
         mpp=np.asarray([r.mpp for r in tds.records], np.float32),
-        size_px=int(tds.config["aerial_size"]),
+        size_px=s,
+        gnss_std_m=gnss_std_m,
+        prior_uv=None if prior is None else np.asarray([m for m, _ in prior], np.float32).reshape(-1, 2),
+        prior_cov_px=None if prior is None else np.asarray([c for _, c in prior], np.float32).reshape(-1, 2, 2),
     )
     return labels, preds
 
 
-def _expected(teacher: str, data_dir: str, split: Optional[str], topk: int) -> Dict[str, Any]:
-    return {
+def _expected(
+    teacher: str, data_dir: str, split: Optional[str], topk: int, gnss_std_m: Optional[float]
+) -> Dict[str, Any]:
+    inputs: Dict[str, Any] = {
         "format": FORMAT,
         "teacher_sha256": file_sha256(teacher),
         "data_fingerprint": dataset_fingerprint(data_dir),
         "split": split,
         "topk": int(topk),
     }
+    if gnss_std_m is not None:  # only then: caches made before the prior existed stay valid
+        inputs["gnss_prior_std_m"] = float(gnss_std_m)
+    return inputs
 
 
 def _cache(cache_dir: str | os.PathLike, inputs: Optional[Dict[str, Any]]) -> StepCache:
@@ -170,12 +238,14 @@ def load_pseudo_labels(
     data_dir: Optional[str] = None,
     split: Optional[str] = "train",
     topk: int = DEFAULT_TOPK,
+    gnss_std_m: Optional[float] = None,
 ) -> PseudoLabels:
     """Load a cache and verify it (checksums always; inputs when ``teacher``/``data_dir`` are given).
     Raises CacheError naming what does not match."""
     known = teacher is not None and data_dir is not None
     cache = _cache(
-        cache_dir, _expected(teacher, data_dir, split, topk) if teacher is not None and data_dir is not None else None
+        cache_dir,
+        _expected(teacher, data_dir, split, topk, gnss_std_m) if teacher is not None and data_dir is not None else None,
     )
     why = cache.why_not_done(check_inputs=known)
     if why is not None:
@@ -195,18 +265,20 @@ def build_pseudo_labels(
     batch_size: int = 8,
     topk: int = DEFAULT_TOPK,
     device: Optional[str] = None,
+    gnss_std_m: Optional[float] = None,
 ) -> PseudoLabels:
     """Teacher pass over ``split`` of ``data_dir``; writes the npz, the teacher's per-pair
-    predictions (JSONL) and, last, the manifest (the step's record)."""
+    predictions (JSONL) and, last, the manifest (the step's record). ``gnss_std_m``: see
+    :func:`teacher_pass`."""
 
     if topk < 1:
         raise ValueError(f"topk must be >= 1, got {topk}")
-    cache = _cache(cache_dir, _expected(teacher, data_dir, split, topk))
+    cache = _cache(cache_dir, _expected(teacher, data_dir, split, topk, gnss_std_m))
     cache.start(outputs=[NPZ_NAME, PREDICTIONS_NAME])
     model, _ = load_checkpoint(teacher, map_location="cpu")
     model.to(torch.device(device) if device else default_device())
     tds = open_split(data_dir, split, model.config, require_gt=False)
-    labels, preds = teacher_pass(model, tds, batch_size, topk)
+    labels, preds = teacher_pass(model, tds, batch_size, topk, gnss_std_m)
     labels.save(cache.folder / NPZ_NAME)
     with atomic_path(cache.folder / PREDICTIONS_NAME) as tmp:
         tmp.write_text("".join(json.dumps(p) + "\n" for p in preds))
@@ -230,16 +302,17 @@ def ensure_pseudo_labels(
     batch_size: int = 8,
     topk: int = DEFAULT_TOPK,
     device: Optional[str] = None,
+    gnss_std_m: Optional[float] = None,
 ) -> PseudoLabels:
     """The verified cache when it fits these inputs, otherwise a rebuilt one (the reason is logged)."""
     try:
-        labels = load_pseudo_labels(cache_dir, teacher, data_dir, split, topk)
+        labels = load_pseudo_labels(cache_dir, teacher, data_dir, split, topk, gnss_std_m)
         log.info("pseudo labels: using cache %s (%d pairs)", cache_dir, len(labels.ids))
         return labels
     except CacheError as e:
         if (Path(cache_dir) / MANIFEST_NAME).exists() or (Path(cache_dir) / NPZ_NAME).exists():
             log.warning("rebuilding pseudo labels: %s", e)
-    return build_pseudo_labels(teacher, data_dir, cache_dir, split, batch_size, topk, device)
+    return build_pseudo_labels(teacher, data_dir, cache_dir, split, batch_size, topk, device, gnss_std_m)
 
 
 def read_predictions(path: str | os.PathLike) -> List[Dict[str, Any]]:

@@ -107,7 +107,10 @@ class PairRecord:
     ``heading_deg`` is the compass heading of the camera's forward direction (clockwise from
     north; None when unknown). ``center_*`` is the patch centre (the coarse position the patch was
     cut around); ``fix_*`` the coarse GNSS fix and its 1-sigma horizontal error in metres;
-    ``gt_*`` the true camera position (None when unknown: never used for training adaptation).
+    ``fix_cov_en`` the fix's 2x2 east/north covariance in m^2 (NavSatFix position_covariance as
+    :func:`xview_loc_ros.sensors.gnss_fix` reads it; None when unknown, and in data sets written
+    before it was recorded); ``gt_*`` the true camera position (None when unknown: never used for
+    training adaptation).
     """
 
     id: str
@@ -121,6 +124,7 @@ class PairRecord:
     fix_lat: Optional[float] = None
     fix_lon: Optional[float] = None
     fix_std_m: Optional[float] = None
+    fix_cov_en: Optional[List[List[float]]] = None
     gt_lat: Optional[float] = None
     gt_lon: Optional[float] = None
     stamp: Optional[float] = None
@@ -144,10 +148,28 @@ class PairRecord:
         u, v = self.georef.latlon_to_pixel(self.gt_lat, self.gt_lon)
         return float(u), float(v)
 
+    def fix_pixel(self) -> tuple[float, float]:
+        """The GNSS fix as continuous patch pixel (u, v); the patch centre when the pair has no fix
+        (extracted patches are cut centred on the fix)."""
+        if self.fix_lat is None or self.fix_lon is None:
+            return self.size_px / 2.0, self.size_px / 2.0
+        u, v = self.georef.latlon_to_pixel(self.fix_lat, self.fix_lon)
+        return float(u), float(v)
+
+    def fix_cov_en_or(self, default_std_m: float) -> np.ndarray:
+        """The fix's 2x2 east/north covariance (m^2): ``fix_cov_en``, else ``fix_std_m``^2 isotropic,
+        else ``default_std_m``^2 isotropic (pairs that record neither)."""
+        if self.fix_cov_en is not None:
+            return np.asarray(self.fix_cov_en, dtype=float)
+        std = self.fix_std_m if self.fix_std_m is not None else default_std_m
+        return np.eye(2) * float(std) ** 2
+
     def to_json(self) -> str:
         d = asdict(self)
         if not d["extra"]:
             del d["extra"]
+        if d["fix_cov_en"] is None:  # absent rather than null: sets without it stay byte-identical to before
+            del d["fix_cov_en"]
         return json.dumps(d, separators=(",", ":"))
 
     @classmethod
@@ -159,6 +181,16 @@ class PairRecord:
         rec = cls(**{k: v for k, v in d.items() if k in known})
         if rec.split not in SPLITS:
             raise DatasetError(f"{where}: split must be one of {SPLITS}, got {rec.split!r}")
+        if rec.fix_cov_en is not None:
+            try:
+                c = np.asarray(rec.fix_cov_en, dtype=float)
+            except (TypeError, ValueError):
+                c = np.zeros(0)
+            if c.shape != (2, 2) or not np.all(np.isfinite(c)) or np.linalg.eigvalsh(0.5 * (c + c.T))[0] <= 0:
+                raise DatasetError(
+                    f"{where}: fix_cov_en must be a positive-definite 2x2 east/north covariance in m^2, "
+                    f"got {rec.fix_cov_en!r}"
+                )
         return rec
 
 

@@ -7,7 +7,9 @@ frames in recording order. For every frame:
 1. position = GNSS fix linearly interpolated at the image stamp; the frame is skipped when the
    bracketing fixes are further apart than ``max_fix_gap_s`` or the stamp is outside the fixes;
    fixes refused by :mod:`xview_loc_ros.sensors` (NO_FIX, non-WGS84 positions) are dropped before
-   interpolation, by the same rules as the vehicle node;
+   interpolation, by the same rules as the vehicle node; the pair keeps the fix's 1-sigma error and
+   east/north covariance (``fix_std_m``, ``fix_cov_en``: NavSatFix position_covariance as the node
+   reads it, interpolated like the node's fix buffer) for the adaptation's GNSS prior;
 2. thinning: kept only when the vehicle moved at least ``min_spacing_m`` metres since the last
    kept frame of the same bag (so a stationary vehicle adds nothing), measured on the fix track
    smoothed by a local straight-line fit over ±``smooth_s`` seconds (GNSS noise of a few metres
@@ -156,7 +158,8 @@ def parse_split(spec: str | Sequence[float]) -> Tuple[float, float, float]:
 class FixTrack:
     """Usable GNSS fixes of one topic, sorted by stamp. ``t`` seconds; ``east``/``north`` metres in
     the ENU frame at the first fix, ``east_s``/``north_s`` the same smoothed (see :func:`smooth_track`);
-    ``std_m`` 1-sigma horizontal error (NaN when not reported)."""
+    ``std_m`` 1-sigma horizontal error (NaN when not reported); ``cov`` (N, 3) the east/north
+    covariance entries (ee, en, nn) in m^2 (NaN when not reported)."""
 
     t: np.ndarray
     lat: np.ndarray
@@ -166,24 +169,36 @@ class FixTrack:
     east_s: np.ndarray
     north_s: np.ndarray
     std_m: np.ndarray
+    cov: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     dropped: Dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_samples(
-        cls, samples: List[Tuple[float, float, float, float]], dropped: Dict[str, int], smooth_s: float = 1.0
+        cls, samples: Sequence[Tuple[float, ...]], dropped: Dict[str, int], smooth_s: float = 1.0
     ) -> "FixTrack":
-        """``samples``: (t s, lat deg, lon deg, std m or NaN) of usable fixes, any order."""
+        """``samples``: (t s, lat deg, lon deg, std m or NaN[, cov ee, en, nn m^2 or NaN]) of usable
+        fixes (:func:`fix_sample`), any order; without covariance entries the covariance is unknown."""
         if not samples:
             e = np.zeros(0)
-            return cls(e, e, e, e, e, e, e, e, dropped)
-        arr = np.array(sorted(samples, key=lambda s: s[0]), dtype=np.float64)
-        t, lat, lon, std = arr.T
-        keep = np.concatenate([[True], np.diff(t) > 0])  # duplicate stamps: first one wins
-        t, lat, lon, std = t[keep], lat[keep], lon[keep], std[keep]
+            return cls(e, e, e, e, e, e, e, e, np.zeros((0, 3)), dropped)
+        rows = [tuple(s) + (math.nan,) * (7 - len(s)) for s in samples]
+        arr = np.array(sorted(rows, key=lambda s: s[0]), dtype=np.float64)
+        keep = np.concatenate([[True], np.diff(arr[:, 0]) > 0])  # duplicate stamps: first one wins
+        arr = arr[keep]
+        t, lat, lon, std = arr[:, :4].T
         east, north, _ = LocalENU(float(lat[0]), float(lon[0])).to_enu(lat, lon, 0.0)
         east, north = np.asarray(east, float), np.asarray(north, float)
         return cls(
-            t, lat, lon, east, north, smooth_track(t, east, smooth_s), smooth_track(t, north, smooth_s), std, dropped
+            t,
+            lat,
+            lon,
+            east,
+            north,
+            smooth_track(t, east, smooth_s),
+            smooth_track(t, north, smooth_s),
+            std,
+            arr[:, 4:7],
+            dropped,
         )
 
     def __len__(self) -> int:
@@ -201,17 +216,22 @@ class FixTrack:
             return None, "fix_gap"
         return (i, j, float((t - self.t[i]) / (self.t[j] - self.t[i]))), ""
 
-    def at(self, t: float, max_gap_s: float) -> Tuple[Optional[Dict[str, float]], str]:
-        """Interpolated fix at time ``t`` s: dict(lat, lon, east, north, east_s, north_s, std_m) or (None, skip reason)."""
+    def at(self, t: float, max_gap_s: float) -> Tuple[Optional[Dict[str, Any]], str]:
+        """Interpolated fix at time ``t`` s: dict(lat, lon, east, north, east_s, north_s, std_m,
+        cov_en) or (None, skip reason). ``cov_en``: [[ee, en], [en, nn]] m^2 interpolated linearly
+        like the node's fix buffer (a convex mix of covariances is one), None when either bracketing
+        fix lacks it."""
         b, reason = self.bracket(t, max_gap_s)
         if b is None:
             return None, reason
         i, j, w = b
-        out = {
+        out: Dict[str, Any] = {
             k: float((1 - w) * getattr(self, k)[i] + w * getattr(self, k)[j])
             for k in ("lat", "lon", "east", "north", "east_s", "north_s")
         }
         out["std_m"] = float(max(self.std_m[i], self.std_m[j]))
+        c = (1 - w) * self.cov[i] + w * self.cov[j] if len(self.cov) else np.full(3, math.nan)
+        out["cov_en"] = [[float(c[0]), float(c[1])], [float(c[1]), float(c[2])]] if np.all(np.isfinite(c)) else None
         return out, ""
 
     def course_at(self, t: float, window_s: float, max_gap_s: float, min_speed: float) -> Optional[float]:
@@ -276,15 +296,18 @@ class YawTrack:
         return float(enu_yaw_to_compass((1 - w) * self.yaw[i] + w * self.yaw[j]))
 
 
-def fix_sample(msg: Any, t: float, dropped: Dict[str, int]) -> Optional[Tuple[float, float, float, float]]:
-    """(t, lat, lon, std_m) of a usable NavSatFix (std NaN when not reported); None, counted in
-    ``dropped`` under the :mod:`xview_loc_ros.sensors` reason, for a refused one."""
+def fix_sample(msg: Any, t: float, dropped: Dict[str, int]) -> Optional[Tuple[float, ...]]:
+    """(t, lat, lon, std_m, cov_ee, cov_en, cov_nn) of a usable NavSatFix: std in metres and the
+    east/north covariance in m^2 as :func:`xview_loc_ros.sensors.gnss_fix` reads position_covariance
+    (NaN when not reported); None, counted in ``dropped`` under the :mod:`xview_loc_ros.sensors`
+    reason, for a refused one."""
     try:
         f = gnss_fix(msg)
     except SensorRejected as e:
         dropped[e.reason] = dropped.get(e.reason, 0) + 1
         return None
-    return t, f.lat, f.lon, f.std_m
+    c = f.cov_en if f.cov_en is not None else np.full((2, 2), math.nan)
+    return t, f.lat, f.lon, f.std_m, float(c[0, 0]), float(c[0, 1]), float(c[1, 1])
 
 
 def imu_yaw_sample(msg: Any, t: float, dropped: Dict[str, int]) -> Optional[Tuple[float, float]]:
@@ -386,8 +409,8 @@ def _plan_bag(bag: Bag, opts: ExtractOptions) -> BagPlan:
     assert image is not None and fix is not None  # required topics: find_topic raised when absent
     info = _camera_info_topic(bag, image, opts.camera_info_topic) if opts.ground_type == "pinhole" else None
 
-    fix_samples: List[Tuple[float, float, float, float]] = []
-    gt_samples: List[Tuple[float, float, float, float]] = []
+    fix_samples: List[Tuple[float, ...]] = []
+    gt_samples: List[Tuple[float, ...]] = []
     yaw_samples: List[Tuple[float, float]] = []
     dropped: Dict[str, int] = {}
     gt_dropped: Dict[str, int] = {}
@@ -743,7 +766,7 @@ def _write_images(
 
 def _pair_record(
     pair_id: str,
-    fix: Dict[str, float],
+    fix: Dict[str, Any],
     heading: Optional[float],
     heading_source: str,
     plan: BagPlan,
@@ -769,6 +792,7 @@ def _pair_record(
         fix_lat=fix["lat"],
         fix_lon=fix["lon"],
         fix_std_m=std if math.isfinite(std) else None,
+        fix_cov_en=fix["cov_en"],
         gt_lat=gt_lat,
         gt_lon=gt_lon,
         stamp=t,

@@ -33,6 +33,10 @@ class PairTorchDataset(Dataset):
     horizontally about its centre column for a mirror).
     ``photometric``: colour, gamma, blur, noise and JPEG draws on each view (``augment.Photometric``);
     no pixel moves, so the labels stay exact.
+    ``fov_mask_deg`` (min, max) degrees, panoramas only: the model sees one random contiguous azimuth
+    window of the panorama (:func:`random_fov_window`) and nothing elsewhere
+    (:func:`mask_outside_window`); labels are unchanged, since they describe the camera's position,
+    which a narrower view does not move (self-distillation gives them from the teacher's full view).
     """
 
     def __init__(
@@ -44,8 +48,11 @@ class PairTorchDataset(Dataset):
         dihedral: bool = False,
         require_gt: bool = True,
         photometric: Optional[Photometric] = None,
+        fov_mask_deg: Optional[Tuple[float, float]] = None,
     ) -> None:
         check_pair_config(config, data.meta)
+        if fov_mask_deg is not None and config["ground_type"] != "panorama":
+            raise ValueError(f"--fov-mask needs panorama ground images; {data.root} has {config['ground_type']} ones")
         if require_gt:
             missing = [r.id for r in records if not r.has_gt]
             if missing:
@@ -57,6 +64,7 @@ class PairTorchDataset(Dataset):
         self.random_roll = random_roll and config["ground_type"] == "panorama" and not self.known
         self.dihedral = dihedral
         self.photometric = photometric
+        self.fov_mask_deg = fov_mask_deg
 
     def __len__(self) -> int:
         return len(self.records)
@@ -82,6 +90,8 @@ class PairTorchDataset(Dataset):
             g = np.roll(g, shift, axis=2)
             # content moved right by `shift` columns: the centre column now looks `shift` columns further left
             heading = None if heading is None else (heading - shift * 360.0 / w) % 360.0
+        if self.fov_mask_deg is not None:
+            g = mask_outside_window(g, *random_fov_window(g.shape[2], *self.fov_mask_deg))
         aerial = prepare_aerial(aerial, self.config)
         return {
             "ground": torch.from_numpy(np.ascontiguousarray(g)),
@@ -90,6 +100,30 @@ class PairTorchDataset(Dataset):
             "heading_deg": torch.tensor(math.nan if heading is None else float(heading), dtype=torch.float32),
             "index": i,
         }
+
+
+def random_fov_window(width: int, min_deg: float, max_deg: float) -> Tuple[int, int]:
+    """A random contiguous azimuth window of a ``width``-column 360-degree panorama: (first column,
+    number of columns). Its width is uniform in [``min_deg``, ``max_deg``] degrees (at least one
+    column), its first column uniform over all columns (the window wraps around the seam, since a
+    panorama is a cylinder). Draws from torch's RNG: reproducible under the trainer's seeding."""
+    fov = min_deg + (max_deg - min_deg) * float(torch.rand(()).item())
+    n = min(width, max(1, int(round(fov / 360.0 * width))))
+    return int(torch.randint(0, width, ()).item()), n
+
+
+def mask_outside_window(ground: np.ndarray, start: int, n: int) -> np.ndarray:
+    """A copy of a normalised (3, H, W) panorama with every column outside the cyclic window
+    [``start``, ``start + n``) set to 0. Zero in the normalised input is the normalisation mean
+    colour, i.e. mean-filling the hidden azimuths: black (about -2 after normalisation) would add a
+    hard edge and a dark "object" the model would try to match, while the mean is what the
+    networks' own zero padding already shows them at image borders."""
+    w = ground.shape[2]
+    keep = np.zeros(w, dtype=bool)
+    keep[(start + np.arange(n)) % w] = True
+    out = ground.copy()
+    out[:, :, ~keep] = 0.0
+    return out
 
 
 def dihedral_transform(

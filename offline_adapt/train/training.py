@@ -148,14 +148,36 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="batch", disable=not enabled or not sys.stderr.isatty(), leave=False)
 
 
-def reestimate_batchnorm(model: torch.nn.Module, loader: DataLoader, batches: int, device: torch.device) -> int:
-    """Reset every BatchNorm's running statistics and re-estimate them as the cumulative average
-    over up to ``batches`` batches of ``loader`` (train-mode forward, no gradients). The loader's
-    RNG state is saved and restored, so training (and exact resume) is unaffected. Returns the
-    number of batches used."""
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+def batchnorm_layers(module: torch.nn.Module) -> List[torch.nn.modules.batchnorm._BatchNorm]:
+    """Every batch-norm layer inside ``module`` (itself included)."""
+    return [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def freeze_batchnorm(model: torch.nn.Module) -> None:
+    """Put every batch-norm layer of ``model`` in eval mode: forward passes use, and no longer
+    update, the running statistics; the affine weights still get gradients. Call after
+    ``model.train()``, which sets them back to train mode."""
+    for m in batchnorm_layers(model):
+        m.eval()
+
+
+def reestimate_batchnorm(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    batches: int,
+    device: torch.device,
+    within: Optional[Sequence[torch.nn.Module]] = None,
+) -> int:
+    """Reset the BatchNorm running statistics and re-estimate them as the cumulative average
+    over up to ``batches`` batches of ``loader`` (train-mode forward, no gradients). ``within``:
+    only the BatchNorm layers inside these modules (e.g. a model's ground branch); the others stay
+    in eval mode during the pass, so their statistics are untouched. The loader's RNG state is
+    saved and restored, so training (and exact resume) is unaffected. Returns the number of
+    batches used (0 when there is no BatchNorm layer to re-estimate)."""
+    bns = batchnorm_layers(model) if within is None else [m for w in within for m in batchnorm_layers(w)]
     if not bns:
         return 0
+    chosen = {id(m) for m in bns}
     saved = [(m, m.momentum) for m in bns]
     gen_state = loader.generator.get_state() if loader.generator is not None else None
     cpu_state = torch.get_rng_state()
@@ -164,6 +186,9 @@ def reestimate_batchnorm(model: torch.nn.Module, loader: DataLoader, batches: in
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average
     model.train()
+    for m in batchnorm_layers(model):
+        if id(m) not in chosen:
+            m.eval()
     n = 0
     with torch.no_grad():
         for batch in loader:
@@ -205,6 +230,7 @@ def fit(
     progress: bool = True,
     lr_schedule: str = "constant",
     bn_reestimate_batches: int = 0,
+    frozen_bn: bool = False,
 ) -> FitResult:
     """Train ``model`` for ``epochs`` epochs; see the module docstring.
 
@@ -219,9 +245,13 @@ def fit(
     plain average over this many training batches with the epoch's final weights ("precise BN"),
     before validation and checkpointing. The exponential running averages lag behind fast weight
     changes; on the small model at lr 1e-3 they made eval-mode errors jump several-fold.
+    ``frozen_bn``: BatchNorm layers stay in eval mode while training (:func:`freeze_batchnorm`):
+    the running statistics stay those of the initial model, the affine weights still train.
     """
     if lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    if frozen_bn and bn_reestimate_batches:
+        raise ValueError("frozen_bn keeps the running statistics; re-estimating them each epoch contradicts it")
     out_dir = Path(out_dir)
     rank, world, _ = dist_info()
     # Rank 0 writes the run folder: a second run on it would interleave its checkpoints with ours.
@@ -268,6 +298,8 @@ def fit(
             for group in opt.param_groups:
                 group["lr"] = lr * _lr_factor(lr_schedule, epoch, epochs)
             train_net.train()
+            if frozen_bn:
+                freeze_batchnorm(net)
             t0, pairs, loss_sum = time.perf_counter(), 0, 0.0
             parts_sum: Dict[str, float] = {}
             bar = _progress(n_batches, f"epoch {epoch + 1}/{epochs}", progress and rank == 0)

@@ -179,6 +179,12 @@ class CrossViewModel(nn.Module):
     def levels(self) -> List[LevelSpec]:
         return [LevelSpec(int(c), int(n)) for c, n in self.config["levels"]]
 
+    def ground_branch(self) -> List[nn.Module]:
+        """The modules that see the ground image alone, before it meets the aerial view: the ground
+        backbone and the per-level ground descriptors (by convention their attribute names start
+        with ``grd_``). Adaptation re-estimates only their batch-norm statistics when asked to."""
+        return [m for name, m in self.named_children() if name.startswith("grd_")]
+
     def _build_ground_descriptors(self, spec: HeadSpec) -> None:
         for k, c in enumerate(spec.desc_channels, 1):
             setattr(self, f"grd_feature_to_descriptor{k}", ground_descriptor(spec.ground_channels, c, spec.ground_rows))
