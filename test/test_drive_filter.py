@@ -282,3 +282,23 @@ def test_one_update_is_cheap():
         f.update_heatmap(t, maps[k][0], maps[k][1], DATUM)
         times.append(time.perf_counter() - t0)
     assert np.median(times[5:]) < 3e-3, np.median(times[5:])
+
+
+def test_ablation_switches_ignore_heat_maps_or_gnss_after_initialisation():
+    """temperature 0: heat maps leave the belief alone (GNSS + motion); gnss_init_only: after the first
+    fix the belief follows heat maps and motion and a biased fix no longer pulls it."""
+    truth = straight(30)
+    fixes = noisy_fixes(truth, seed=3)
+    flat = DriveFilter(FilterParams(heatmap_temperature=0.0))
+    plain = DriveFilter(FilterParams(heatmap_temperature=0.0))
+    a = run(flat, truth, fixes, lambda k: [(truth[k] + np.array([6.0, 0.0]), 1.0)])  # heat maps 6 m off
+    b = run(plain, truth, fixes)  # no heat maps at all
+    np.testing.assert_allclose(a, b, atol=1e-9)
+    assert flat.counts["heatmap_ignored"] == len(truth)
+    biased = fixes + np.array([0.0, 8.0])  # every fix 8 m north of the truth
+    init_only = DriveFilter(FilterParams(gnss_init_only=True))
+    both = DriveFilter(FilterParams())
+    c = run(init_only, truth, biased, lambda k: [(truth[k], 1.0)])
+    d = run(both, truth, biased, lambda k: [(truth[k], 1.0)])
+    assert init_only.counts["gnss_ignored"] == len(truth) - 1
+    assert np.mean(c[10:]) < 0.5 * np.mean(d[10:]), (c, d)

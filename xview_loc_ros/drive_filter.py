@@ -80,7 +80,10 @@ class FilterParams:
     no_motion_noise_per_sqrt_s: float = 3.0  # m / sqrt(s): no motion source at all (vehicle may move ~3 m/s)
     gnss_outlier_weight: float = 0.05  # mixture weight of the flat (outlier) part of the GNSS likelihood
     gnss_correlation_s: float = 5.0  # GNSS error correlation time: fix covariance x max(1, this / dt)
-    heatmap_temperature: float = 1.25  # exponent on the heat map's probabilities (calibrated: the small teacher)
+    heatmap_temperature: float = (
+        1.25  # exponent on the heat map's probabilities (calibrated: the small teacher); 0 = ignored
+    )
+    gnss_init_only: bool = False  # ablation: fixes only (re-)initialise; afterwards heat maps and motion alone
     likelihood_floor: float = 1e-3  # heat-map likelihood floor, relative to its peak
     lost_chi2: float = 18.4  # d^2 of (belief mean - fix) beyond which they disagree; 18.4 = chi2(2) 99.99 %
     lost_updates: int = 10  # ... on this many consecutive GNSS updates
@@ -277,6 +280,10 @@ class DriveFilter:
                 return True
         me, mn, pc = self._moments()
         d2 = _mahalanobis2(np.array([east - me, north - mn]), pc + cov)
+        if self.p.gnss_init_only:  # the ablation "no GNSS after initialisation": seen, not applied
+            self.last_innovation = Innovation("gnss", stamp, math.sqrt(max(d2, 0.0)), math.nan)
+            self.counts["gnss_ignored"] += 1
+            return True
         # log likelihood ratio of the fix under the (Gaussian-approximated) belief vs a flat one
         s_ = pc + cov
         lr = -0.5 * d2 - math.log(2 * math.pi * math.sqrt(_det(s_))) + 2 * math.log(self.n * self.cell)
@@ -326,6 +333,9 @@ class DriveFilter:
             return False
         if self.belief is None:
             self.counts["heatmap_uninitialised"] += 1
+            return False
+        if self.p.heatmap_temperature == 0.0:  # the ablation "no heat map": a flat likelihood
+            self.counts["heatmap_ignored"] += 1
             return False
         if self.stamp is not None and stamp > self.stamp:
             self.predict(stamp)

@@ -91,7 +91,8 @@ class LocalizerParams:
     filter_no_motion_noise_m_per_sqrt_s: float = 3.0  # ... when no motion source is available
     filter_gnss_outlier_weight: float = 0.05  # weight of the flat part of the GNSS likelihood (multipath)
     filter_gnss_correlation_s: float = 5.0  # GNSS error correlation time: fix covariance x max(1, this / dt)
-    heatmap_temperature: float = 1.25  # exponent on the heat map's probabilities (bench/calibrate_temperature.py)
+    heatmap_temperature: float = 1.25  # exponent on the heat map's probabilities (bench/calibrate_temperature.py); 0 = heat maps ignored (ablation)
+    filter_gnss_init_only: bool = False  # ablation: fixes only (re-)initialise the belief; heat maps + motion track
     filter_heatmap_floor: float = 0.001  # heat-map likelihood floor relative to its peak
     filter_lost_chi2: float = 18.4  # belief mean vs fix d^2 (both covariances) beyond this disagrees; chi2(2) 99.99 %
     filter_lost_updates: int = 10  # re-initialise from the fix after this many consecutive disagreements ...
@@ -173,7 +174,6 @@ class LocalizerParams:
             "filter_time_noise_m_per_sqrt_s",
             "filter_no_motion_noise_m_per_sqrt_s",
             "filter_gnss_correlation_s",
-            "heatmap_temperature",
             "filter_lost_chi2",
             "filter_max_gap_s",
         ):
@@ -187,6 +187,7 @@ class LocalizerParams:
             "filter_fix_speed_noise_m_per_sqrt_m",
             "filter_fix_velocity_noise_m_per_sqrt_m",
             "filter_lost_s",
+            "heatmap_temperature",
         ):
             if getattr(self, name) < 0:
                 raise ParameterError(name, f"must be >= 0, got {getattr(self, name)!r}")
@@ -247,6 +248,7 @@ class LocalizerParams:
             lost_updates=self.filter_lost_updates,
             lost_s=self.filter_lost_s,
             max_gap_s=self.filter_max_gap_s,
+            gnss_init_only=self.filter_gnss_init_only,
         )
 
     def check_model(self, config: Mapping[str, Any]) -> None:
