@@ -70,7 +70,7 @@ def _valid(**kw):
         (dict(filter_window_m=2000.0, filter_cell_m=0.5), "filter_window_m"),
         (dict(filter_gnss_outlier_weight=0.0), "filter_gnss_outlier_weight"),
         (dict(filter_heatmap_floor=1.0), "filter_heatmap_floor"),
-        (dict(heatmap_temperature=0.0), "heatmap_temperature"),
+        (dict(heatmap_temperature=-0.5), "heatmap_temperature"),
         (dict(filter_odom_noise_m_per_sqrt_m=-0.1), "filter_odom_noise_m_per_sqrt_m"),
         (dict(filter_lost_updates=0), "filter_lost_updates"),
         (dict(filter_max_gap_s=float("inf")), "filter_max_gap_s"),
