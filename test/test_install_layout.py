@@ -43,7 +43,8 @@ def prefix(tmp_path_factory) -> Path:
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     _pip("wheel", ".", "-w", str(tmp / "dist"), cwd=src)
     (wheel,) = (tmp / "dist").glob("*.whl")
-    _pip("install", "--no-compile", "--prefix", str(tmp / "prefix"), str(wheel), cwd=tmp)
+    # --ignore-installed: without it pip uninstalls the editable install of the running environment first
+    _pip("install", "--no-compile", "--ignore-installed", "--prefix", str(tmp / "prefix"), str(wheel), cwd=tmp)
     return tmp / "prefix"
 
 
@@ -57,6 +58,14 @@ def test_pip_puts_the_node_where_ros2_looks(prefix, monkeypatch):
     assert (share / "config" / "localizer.yaml").is_file() and (share / "config" / "localize.rviz").is_file()
     scripts = {p.name for p in (prefix / "bin").iterdir()}
     assert {"xview-loc", "xview-adapt"} <= scripts and "localizer_node" not in scripts
+
+
+def test_the_prefix_install_leaves_the_running_environment_installed(prefix):
+    import importlib.metadata
+
+    importlib.invalidate_caches()
+    dist = importlib.metadata.distribution("xview_loc_ros")  # raises if pip uninstalled it from this env
+    assert not str(dist.locate_file("")).startswith(str(prefix))
 
 
 def test_the_installed_node_executable_runs_the_node(prefix):
