@@ -12,7 +12,7 @@ filter``; the replay records the filtered pose (``~/pose``) and the per-frame on
 median, p95, % > 5 m, % > 10 m). Without ``--bag`` a synthetic drive is made (``--style``, ``--frames``).
 
     .venv/bin/python bench/bench_filter.py --parts update
-    .venv/bin/python bench/bench_filter.py --parts replay --model models/teacher_suburb_small.pt \\
+    .venv/bin/python bench/bench_filter.py --parts replay --model models/teacher.pt \\
         --work /tmp/bench_filter [--bag BAG --tiles xyz:DIR] [--style suburb --frames 150]
 """
 

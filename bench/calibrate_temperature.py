@@ -9,7 +9,7 @@ scoring rule: the best tau makes the heat map's spread match its errors), over a
 
     xview-loc synth city --style suburb --seed 7 --size-m 400 --res-m 0.25 --zooms 18-19 --out city_val
     xview-loc synth pairs --city city_val --n 100 --seed 7 --like-drive --out pairs_val
-    .venv/bin/python bench/calibrate_temperature.py --model models/teacher_suburb_small.pt \\
+    .venv/bin/python bench/calibrate_temperature.py --model models/teacher.pt \\
         --pairs pairs_val --split all [--out cal.json]
 
 ``--split all`` uses every pair of a city the model never saw (a held-out city); a training data set's

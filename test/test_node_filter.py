@@ -17,7 +17,7 @@ from xview_loc_ros.geo import LocalENU
 from xview_loc_ros.ros_msgs import stamp_to_sec
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "models" / "teacher_suburb_small.pt"
+MODEL = ROOT / "models" / "teacher.pt"
 FRAMES = 16
 RATE_HZ = 5.0
 KINDS = {"/gnss/fix": "fix", "/imu/data": "imu", "/odom": "odom", "/camera/image/compressed": "jpeg"}

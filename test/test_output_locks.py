@@ -129,7 +129,7 @@ def _writers(city: Path, tmp_path: Path):
         "adaptation run": (
             tmp_path / "run",
             lambda: run_adapt(
-                AdaptRun(str(ROOT / "models" / "teacher_suburb_small.pt"), str(pairs), tmp_path / "run", AdaptOptions())
+                AdaptRun(str(ROOT / "models" / "teacher.pt"), str(pairs), tmp_path / "run", AdaptOptions())
             ),
         ),
         "training run": (

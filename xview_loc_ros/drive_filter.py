@@ -81,7 +81,7 @@ class FilterParams:
     gnss_outlier_weight: float = 0.05  # mixture weight of the flat (outlier) part of the GNSS likelihood
     gnss_correlation_s: float = 5.0  # GNSS error correlation time: fix covariance x max(1, this / dt)
     heatmap_temperature: float = (
-        1.25  # exponent on the heat map's probabilities (calibrated: the small teacher); 0 = ignored
+        2.5  # exponent on the heat map's probabilities (calibrated for models/teacher.pt); 0 = ignored
     )
     gnss_init_only: bool = False  # ablation: fixes only (re-)initialise; afterwards heat maps and motion alone
     likelihood_floor: float = 1e-3  # heat-map likelihood floor, relative to its peak

@@ -91,7 +91,7 @@ class LocalizerParams:
     filter_no_motion_noise_m_per_sqrt_s: float = 3.0  # ... when no motion source is available
     filter_gnss_outlier_weight: float = 0.05  # weight of the flat part of the GNSS likelihood (multipath)
     filter_gnss_correlation_s: float = 5.0  # GNSS error correlation time: fix covariance x max(1, this / dt)
-    heatmap_temperature: float = 1.25  # exponent on the heat map's probabilities (bench/calibrate_temperature.py); 0 = heat maps ignored (ablation)
+    heatmap_temperature: float = 2.5  # exponent on the heat map's probabilities (bench/calibrate_temperature.py); 0 = heat maps ignored (ablation)
     filter_gnss_init_only: bool = False  # ablation: fixes only (re-)initialise the belief; heat maps + motion track
     filter_heatmap_floor: float = 0.001  # heat-map likelihood floor relative to its peak
     filter_lost_chi2: float = 18.4  # belief mean vs fix d^2 (both covariances) beyond this disagrees; chi2(2) 99.99 %

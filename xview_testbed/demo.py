@@ -38,7 +38,7 @@ from xview_testbed.teacher import RECIPE as TEACHER
 from xview_testbed.teacher import train_teacher
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLED_TEACHER = REPO / "models" / "teacher_suburb_small.pt"
+BUNDLED_TEACHER = REPO / "models" / "teacher.pt"  # made by xview_testbed.teacher (models/README.md)
 PARAMS_FILE = REPO / "config" / "localizer.yaml"
 
 
