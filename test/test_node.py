@@ -251,9 +251,9 @@ class SlowBackend:
         return f"slow({self.delay_s}s) {self.backend.describe()}"
 
 
-# Timing-dependent: on this shared VM late in a session the node's per-frame time rose to 1-2 s (RViz
-# publishing under the burst) and the test failed at older commits too; kept for `make test-all`.
-@pytest.mark.slow
+# Timing bounds are ratios to the node's own per-frame times (which a loaded machine stretches too);
+# the RViz outputs, whose publishing once took 1-2 s per frame here under the burst, are off the pose
+# path (their own thread, viz_max_rate_hz) and not part of the bounds.
 def test_overload_bounded_latency_and_flat_memory(bed):
     from xview_loc_ros.inference import open_backend
 
@@ -286,16 +286,17 @@ def test_overload_bounded_latency_and_flat_memory(bed):
         burst(4.0)
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         d = h.node.diagnostics_values()
-        # the node's own time per frame (>= the 0.25 s backend; publishing the RViz messages varies a lot
-        # with the machine's load), so the checks hold on a busy machine and still catch a stall or a queue
-        frame_ms = sum(
-            d[f"stage_{k}_ms_median"]
-            for k in ("image", "patch", "preprocess", "inference", "decode", "publish", "visualize")
-        )
+        # the node's own time per frame on the pose path (>= the 0.25 s backend), so the checks hold on a
+        # busy machine and still catch a stall or a queue
+        path = ("image", "patch", "preprocess", "inference", "decode", "publish")
+        frame_ms = sum(d[f"stage_{k}_ms_median"] for k in path)
+        frame_p95_ms = sum(d[f"stage_{k}_ms_p95"] for k in path)  # >= the p95 of the sum
         assert frame_ms >= 250
         assert h.count("pose") - poses0 >= max(4, 0.5 * 4000 / frame_ms), d  # processing continues, the rest dropped
         assert d["frames_dropped"] > 100
-        assert d["latency_ms_p95"] < 2.5 * frame_ms + 100, d  # receive -> publish: one frame in service at most
+        # receive -> publish: at most one frame in service ahead of it, plus its own
+        assert d["latency_ms_p95"] < 2.0 * frame_p95_ms + 50, d
+        assert d["viz_published"] >= 1 and d["viz_published"] + d["viz_skipped_rate"] + d["viz_dropped_busy"] >= 4
         assert (rss1 - rss0) < 40_000, (rss0, rss1)  # KiB: no backlog grows
     finally:
         h.close()
