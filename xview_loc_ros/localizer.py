@@ -501,7 +501,7 @@ class Localizer:
         if not np.all(np.isfinite(logits)):
             raise FrameRejected("model_output", "the model returned NaN or infinite logits")
         est: HeatmapEstimate = decode_heatmap(logits, self.size_px)
-        prob = softmax_all(logits).sum(axis=0)
+        prob = est.prob if est.prob is not None else softmax_all(logits).sum(axis=0)  # computed once
         georef = patch.georef
         lat, lon = (float(x) for x in georef.pixel_to_latlon(est.u, est.v))
         assert self.datum is not None  # set by the first fix
