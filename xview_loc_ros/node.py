@@ -38,6 +38,11 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, NavSatFix
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 
+try:  # tf2_msgs is part of every ROS install but not of the PyPI wheels: then the mount comes from parameters
+    from tf2_msgs.msg import TFMessage
+except ImportError:  # pragma: no cover - depends on the install
+    TFMessage = None
+
 from xview_loc_ros import ros_msgs as rm
 from xview_loc_ros.geo import LocalENU
 from xview_loc_ros.inference import open_backend
@@ -50,6 +55,7 @@ from xview_loc_ros.localizer import (
     TrackedPose,
     stage_summary,
 )
+from xview_loc_ros.mount import mount_from_transforms
 from xview_loc_ros.overlay import heatmap_overlay
 from xview_loc_ros.params import NODE_NAME, LocalizerParams, ParameterError, ParamInfo, param_info
 from xview_loc_ros.params_file import check_ros_args
@@ -227,6 +233,11 @@ class LocalizerNode(Node):
             else None
         )
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # the origin of map_frame for consumers to check against their own datum (latched: late joiners get it)
+        self.pub_datum = self.create_publisher(NavSatFix, "~/datum", latched)
+        self._datum_sent: Optional[LocalENU] = None
+        self._static: Dict[Tuple[str, str], Any] = {}  # (parent, child) -> transform, from /tf_static
+        self._camera_frame = p.camera_frame  # "" until an image names it
 
         sensor = qos_profile_sensor_data
         frames = QoSProfile(
@@ -245,6 +256,14 @@ class LocalizerNode(Node):
             self.create_subscription(Odometry, p.odom_topic, self._on_odom, sensor)
         if p.camera_info_topic:
             self.create_subscription(CameraInfo, p.camera_info_topic, self._on_camera_info, sensor)
+        if TFMessage is not None:
+            # static_transform_publisher latches one message per publisher: transient local, and deep
+            # enough to hold every publisher's
+            tf_static = QoSProfile(
+                depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+            )
+            self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, tf_static)
+        self._publish_datum()
         self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
 
         self._visualizing = any(
@@ -325,6 +344,8 @@ class LocalizerNode(Node):
             self._count(self.bad, e.reason, str(e))
             return
         self.loc.add_fix(fix)
+        if self._datum_sent is None:
+            self._publish_datum()
 
     def _on_imu(self, msg: Any) -> None:
         self._bump("imu")
@@ -346,12 +367,47 @@ class LocalizerNode(Node):
 
     def _on_camera_info(self, msg: Any) -> None:
         try:
-            self.loc.camera_hfov_deg = rm.hfov_from_camera_info(msg)
+            self.loc.camera_hfov_deg, self.loc.camera_distorted = rm.camera_from_msg(msg)
         except SensorRejected as e:
             self._count(self.bad, e.reason, str(e))
 
+    def _on_tf_static(self, msg: Any) -> None:
+        try:
+            for t in rm.static_transforms(msg):
+                self._static[(t[0], t[1])] = t
+        except (AttributeError, TypeError, ValueError) as e:
+            self._count(self.bad, "tf_static_invalid", str(e))
+            return
+        self._update_mount()
+
+    def _update_mount(self) -> None:
+        """The camera's mount from /tf_static once base_frame -> camera frame is connected there."""
+        if not self._camera_frame or not self._static:
+            return
+        try:
+            mount = mount_from_transforms(self._static.values(), self.params.base_frame, self._camera_frame)
+        except ValueError as e:  # a quaternion that is not a rotation
+            self._count(self.bad, "tf_static_invalid", str(e))
+            return
+        if mount is not None and mount != self.loc.tf_mount:
+            self.loc.tf_mount = mount
+            self.get_logger().info(
+                f"camera mount from /tf_static {self.params.base_frame} -> {self._camera_frame}: lever arm "
+                f"{tuple(round(x, 3) for x in mount.lever_arm_m)} m, yaw {mount.yaw_offset_deg:.1f} deg"
+            )
+
+    def _publish_datum(self) -> None:
+        datum = self.loc.datum
+        if datum is not None and datum != self._datum_sent:
+            header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.params.map_frame)
+            self.pub_datum.publish(rm.datum_msg(datum, header))
+            self._datum_sent = datum
+
     def _on_image(self, msg: Any) -> None:
         self._bump("image")
+        if not self._camera_frame and msg.header.frame_id:  # the camera frame for /tf_static: the images' own
+            self._camera_frame = str(msg.header.frame_id)
+            self._update_mount()
         with self._cond:
             if self._slot is not None:
                 self._bump("frames_dropped")
@@ -533,6 +589,10 @@ class LocalizerNode(Node):
         values.update(rm.counts_as_values("bad_input_", bad))
         values.update(rm.counts_as_values("tiles_prefetched_", tiles))
         values["fusion"] = self.params.fusion
+        mount = self.loc.mount
+        values["camera_mount_source"] = mount.source
+        values["camera_lever_arm_m"] = " ".join(f"{x:.3f}" for x in mount.lever_arm_m)
+        values["camera_yaw_offset_deg"] = mount.yaw_offset_deg
         if flt is not None:
             values["filter_state"] = tracked.state if tracked is not None else flt.state.value
             values.update(rm.counts_as_values("filter_", filter_counts))

@@ -158,6 +158,43 @@ class LocalizerParams:
     datum_lon: float = _param(0.0, "degrees WGS84", unit="deg", lo=-180.0, hi=180.0)
     datum_alt: float = _param(0.0, "metres above the ellipsoid", unit="m")
     fix_frame_id: str = _param("", 'frame_id of ~/fix; "" = copy the input fix\'s frame (the antenna)', runtime=True)
+    base_frame: str = _param(
+        "base_link",
+        "the vehicle frame (REP-105) whose pose ~/pose and whose position ~/fix give; the camera's mount "
+        "is looked up from it on /tf_static",
+    )
+    camera_frame: str = _param("", 'the camera frame for the /tf_static lookup; "" = the images\' header frame_id')
+    camera_lever_arm_m: Tuple[float, float, float] = _param(
+        (0.0, 0.0, 0.0),
+        "camera position in base_frame: x forward, y left, z up (z is ignored); used until /tf_static "
+        "gives base_frame -> camera_frame",
+        unit="m",
+        runtime=True,
+    )
+    camera_yaw_offset_deg: float = _param(
+        0.0,
+        "camera forward (panorama centre column, optical axis) vs base_frame x, counter-clockwise; used "
+        "until /tf_static gives base_frame -> camera_frame",
+        unit="deg",
+        lo=-360.0,
+        hi=360.0,
+        runtime=True,
+    )
+    imu_yaw_offset_deg: float = _param(
+        0.0,
+        "added to the IMU's ENU yaw (counter-clockwise): minus the magnetic declination (east positive) "
+        "for an IMU referenced to magnetic north, plus any yaw of the IMU relative to base_frame",
+        unit="deg",
+        lo=-360.0,
+        hi=360.0,
+        runtime=True,
+    )
+    images_rectified: bool = _param(
+        False,
+        "pinhole models: the images are rectified, CameraInfo distortion is ignored; false: frames of a "
+        "camera with non-zero distortion coefficients are refused (camera_distorted)",
+        runtime=True,
+    )
     # --- gating
     gate_chi2: float = _param(
         13.8,
@@ -291,13 +328,26 @@ class LocalizerParams:
         return cls(**dict(values))
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        """name -> value; tuples as lists (what YAML and ROS array parameters hold)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     def validate(self) -> "LocalizerParams":
         """Check types and ranges; raise ParameterError naming the first bad parameter."""
         for f in fields(self):
             value = getattr(self, f.name)
             default = f.default
+            if isinstance(default, tuple):  # a fixed-length array of floats (ROS double array)
+                ok = (
+                    not isinstance(value, (str, bytes))
+                    and hasattr(value, "__len__")
+                    and len(value) == len(default)
+                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in value)
+                )
+                if ok:
+                    setattr(self, f.name, tuple(float(x) for x in value))
+                else:
+                    raise ParameterError(f.name, f"expected {len(default)} finite numbers, got {value!r}")
+                continue
             if isinstance(default, bool):
                 ok = isinstance(value, bool)
             elif isinstance(default, int):
@@ -403,6 +453,19 @@ class LocalizerParams:
             raise ParameterError("min_confidence", f"must be in [0, 1], got {self.min_confidence}")
         if not self.max_ambiguity > 0.0:
             raise ParameterError("max_ambiguity", f"must be > 0, got {self.max_ambiguity}")
+        if any(abs(x) > 100.0 for x in self.camera_lever_arm_m):
+            raise ParameterError(
+                "camera_lever_arm_m", f"must be within 100 m of base_frame, got {self.camera_lever_arm_m}"
+            )
+        if self.heading_source == "none" and any(self.camera_lever_arm_m[:2]):
+            raise ParameterError(
+                "camera_lever_arm_m", "a horizontal lever arm needs the vehicle's heading (heading_source imu or fixed)"
+            )
+        for name in ("camera_yaw_offset_deg", "imu_yaw_offset_deg"):
+            if not -360.0 <= getattr(self, name) <= 360.0:
+                raise ParameterError(name, f"must be in [-360, 360] degrees, got {getattr(self, name)}")
+        if not self.base_frame:
+            raise ParameterError("base_frame", "must not be empty")
         if not -360.0 <= self.fixed_heading_deg <= 360.0:
             raise ParameterError(
                 "fixed_heading_deg", f"must be a compass angle in [-360, 360], got {self.fixed_heading_deg}"
