@@ -236,8 +236,12 @@ def main() -> int:
     print("\n| stage | median ms | p95 ms |\n| --- | --- | --- |")
     for k in names:
         print(f"| {k} | {row[k][0]:.2f} | {row[k][1]:.2f} |")
-    print(f"| end to end (image publish -> pose receive) | {result['e2e_ms_median']:.1f} | {result['e2e_ms_p95']:.1f} |")
-    print(f"pose path but inference: {non_inf:.2f} ms = {100 * result['non_inference_over_inference']:.1f} % of inference")
+    print(
+        f"| end to end (image publish -> pose receive) | {result['e2e_ms_median']:.1f} | {result['e2e_ms_p95']:.1f} |"
+    )
+    print(
+        f"pose path but inference: {non_inf:.2f} ms = {100 * result['non_inference_over_inference']:.1f} % of inference"
+    )
     if args.record:
         cmd = "bench/bench_node.py " + " ".join(sys.argv[1:])
         lines = [

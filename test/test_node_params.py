@@ -59,7 +59,9 @@ def _call(h, srv_type, name, request):
 
 
 def _describe(h, *names):
-    return _call(h, DescribeParameters, "describe_parameters", DescribeParameters.Request(names=list(names))).descriptors
+    return _call(
+        h, DescribeParameters, "describe_parameters", DescribeParameters.Request(names=list(names))
+    ).descriptors
 
 
 def _set(h, **values):
