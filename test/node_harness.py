@@ -99,7 +99,10 @@ class Harness:
             "raw": self.tester.create_publisher(Image, "/camera/image", 10),
             "odom": self.tester.create_publisher(Odometry, "/odom", 10),
         }
+        raw = params.get("image_transport", "compressed") == "raw"
         listens = {
+            "jpeg": not raw,
+            "raw": raw,
             "imu": params.get("heading_source", "imu") == "imu",
             "odom": params.get("fusion", "filter") == "filter" and params.get("odom_topic", "odom") != "",
         }

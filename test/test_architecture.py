@@ -25,6 +25,7 @@ ROS_IMPORTS = (
     "builtin_interfaces",
     "rcl_interfaces",
     "lifecycle_msgs",
+    "tf2_msgs",
 )
 HEAVY_THIRD_PARTY = ("torch", "matplotlib", "tensorrt") + ROS_IMPORTS
 # offline_adapt stage -> the stages it may import (ARCHITECTURE.md, "offline_adapt, by stage")

@@ -147,8 +147,6 @@ def test_bad_input_is_counted_and_never_published(bed):
         h.publish("fix", fix_msg(T0, lat, lon))
         time.sleep(0.3)
         bad_images = [
-            ("raw", raw_msg(T0, good, encoding="yuv422")),
-            ("raw", raw_msg(T0, good[:0], encoding="rgb8")),
             ("jpeg", CompressedImage(format="jpeg", data=b"")),
             ("jpeg", CompressedImage(format="jpeg", data=jpeg_msg(T0, good).data[:40])),
             ("jpeg", CompressedImage(format="jpeg", data=jpeg_declaring(20_000, 20_000))),
@@ -163,8 +161,7 @@ def test_bad_input_is_counted_and_never_published(bed):
             "bad_input_fix_no_fix": 2,
             "bad_input_fix_bad_latitude": 1,
             "reject_no_fix": 1,
-            "bad_input_image_encoding": 1,
-            "bad_input_image_empty": 2,
+            "bad_input_image_empty": 1,
             "bad_input_image_corrupt": 1,
             "bad_input_image_too_many_pixels": 2,
         }
@@ -175,6 +172,40 @@ def test_bad_input_is_counted_and_never_published(bed):
         h.publish("jpeg", jpeg_msg(T0, good))  # the node survived: a good frame still localizes
         assert h.wait_for(lambda: h.count("pose") == 1, 15.0)
         assert h.received["diagnostics"][-1].status[0].level in (b"\x00", b"\x01")
+    finally:
+        h.close()
+
+
+def test_raw_transport_subscribes_the_image_topic_only(bed):
+    """image_transport: raw -> sensor_msgs/Image on image_topic, the compressed topic is not subscribed
+    (a camera republished by image_transport on both would otherwise lose every other frame)."""
+    h = _open(bed, image_transport="raw")
+    try:
+        assert h.pub["raw"].get_subscription_count() == 1 and h.pub["jpeg"].get_subscription_count() == 0
+        h.publish("fix", fix_msg(T0, LAT, LON))
+        h.publish("imu", imu_msg(T0, 0.0))
+        time.sleep(0.3)
+        good = panorama()
+        for m in (raw_msg(T0, good, encoding="yuv422"), raw_msg(T0, good[:0], encoding="rgb8")):
+            h.publish("raw", m)
+            time.sleep(0.5)  # one at a time: the latest-frame slot would otherwise merge them
+        expected = {"bad_input_image_encoding": 1, "bad_input_image_empty": 1}
+        assert h.wait_for(
+            lambda: all(int((h.last_diagnostics() or {}).get(k, 0)) >= v for k, v in expected.items()), 10.0
+        ), h.last_diagnostics()
+        h.publish("jpeg", jpeg_msg(T0, good))  # not subscribed
+        h.publish("raw", raw_msg(T0, good))
+        assert h.wait_for(lambda: h.count("pose") == 1, 15.0)
+        time.sleep(0.5)
+        assert h.count("pose") == 1 and h.node.diagnostics_values()["count_image"] == 3
+    finally:
+        h.close()
+
+
+def test_compressed_transport_is_the_default_and_ignores_raw_images(bed):
+    h = _open(bed)
+    try:
+        assert h.pub["jpeg"].get_subscription_count() == 1 and h.pub["raw"].get_subscription_count() == 0
     finally:
         h.close()
 
@@ -220,9 +251,9 @@ class SlowBackend:
         return f"slow({self.delay_s}s) {self.backend.describe()}"
 
 
-# Timing-dependent: on this shared VM late in a session the node's per-frame time rose to 1-2 s (RViz
-# publishing under the burst) and the test failed at older commits too; kept for `make test-all`.
-@pytest.mark.slow
+# Timing bounds are ratios to the node's own per-frame times (which a loaded machine stretches too);
+# the RViz outputs, whose publishing once took 1-2 s per frame here under the burst, are off the pose
+# path (their own thread, viz_max_rate_hz) and not part of the bounds.
 def test_overload_bounded_latency_and_flat_memory(bed):
     from xview_loc_ros.inference import open_backend
 
@@ -255,16 +286,17 @@ def test_overload_bounded_latency_and_flat_memory(bed):
         burst(4.0)
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         d = h.node.diagnostics_values()
-        # the node's own time per frame (>= the 0.25 s backend; publishing the RViz messages varies a lot
-        # with the machine's load), so the checks hold on a busy machine and still catch a stall or a queue
-        frame_ms = sum(
-            d[f"stage_{k}_ms_median"]
-            for k in ("image", "patch", "preprocess", "inference", "decode", "publish", "visualize")
-        )
+        # the node's own time per frame on the pose path (>= the 0.25 s backend), so the checks hold on a
+        # busy machine and still catch a stall or a queue
+        path = ("image", "patch", "preprocess", "inference", "decode", "publish")
+        frame_ms = sum(d[f"stage_{k}_ms_median"] for k in path)
+        frame_p95_ms = sum(d[f"stage_{k}_ms_p95"] for k in path)  # >= the p95 of the sum
         assert frame_ms >= 250
         assert h.count("pose") - poses0 >= max(4, 0.5 * 4000 / frame_ms), d  # processing continues, the rest dropped
         assert d["frames_dropped"] > 100
-        assert d["latency_ms_p95"] < 2.5 * frame_ms + 100, d  # receive -> publish: one frame in service at most
+        # receive -> publish: at most one frame in service ahead of it, plus its own
+        assert d["latency_ms_p95"] < 2.0 * frame_p95_ms + 50, d
+        assert d["viz_published"] >= 1 and d["viz_published"] + d["viz_skipped_rate"] + d["viz_dropped_busy"] >= 4
         assert (rss1 - rss0) < 40_000, (rss0, rss1)  # KiB: no backlog grows
     finally:
         h.close()

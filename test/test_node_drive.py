@@ -35,8 +35,6 @@ def _by_stamp(items, topic):
     return {round(t, 6): m for tp, t, m in items if tp == topic}
 
 
-# Timing-dependent like test_node.py's overload test (see there); kept for `make test-all`.
-@pytest.mark.slow
 def test_drive_plays_into_the_node_at_rate_and_geo_referenced(drive):
     """Untrained model, gating off: this checks the plumbing (rate, stamps, frames, geo-reference) on a
     real drive; accuracy needs a trained model (the slow test below)."""
@@ -54,10 +52,19 @@ def test_drive_plays_into_the_node_at_rate_and_geo_referenced(drive):
     }
     h = Harness(params)
     try:
-        # half the recorded pace: the node's one-frame slot drops frames it cannot keep up with (by design),
-        # and on a busy shared machine publishing the RViz messages alone can take ~0.3 s per frame
+        # half the recorded pace (0.4 s a frame): the node's one-frame slot drops frames it cannot keep up
+        # with (by design); the RViz outputs are off the pose path (their own thread)
         play(h, drive["items"], speed=0.5)
-        assert h.wait_for(lambda: h.count("pose") >= FRAMES - 1, 10.0), h.node.diagnostics_values()
+        period_ms = 1000.0 / (0.5 * RATE_HZ)
+        h.wait_for(lambda: h.count("pose") + h.node.diagnostics_values()["frames_dropped"] >= FRAMES, 10.0)
+        d = h.node.diagnostics_values()
+        # a bound from the node's own per-frame time on this machine, so a loaded machine is no failure:
+        # frames are dropped only while one is in service, about (1 - period / frame time) of them
+        frame_p95_ms = sum(d[f"stage_{k}_ms_p95"] for k in ("image", "patch", "preprocess", "inference", "decode"))
+        frame_p95_ms += d["stage_filter_ms_p95"] + d["stage_publish_ms_p95"]
+        allowed = 2 + int(FRAMES * max(0.0, 1.0 - period_ms / frame_p95_ms))
+        assert d["frames_dropped"] <= allowed and h.count("pose") >= FRAMES - 1 - d["frames_dropped"], (d, allowed)
+        assert h.count("pose") >= FRAMES // 2, d
         fixes = _by_stamp(drive["items"], "/gnss/fix")
         first = min(fixes)
         datum = LocalENU(fixes[first].latitude, fixes[first].longitude, fixes[first].altitude)
@@ -77,7 +84,7 @@ def test_drive_plays_into_the_node_at_rate_and_geo_referenced(drive):
             assert abs(pose.pose.pose.position.x - e) <= 32.5 and abs(pose.pose.pose.position.y - n) <= 32.5
         assert {(m.height, m.width) for m in h.received["heatmap"]} == {(128, 128)}
         d = h.node.diagnostics_values()
-        assert d["frames_dropped"] <= 2 and not any(k.startswith(("reject_", "bad_input_")) for k in d)
+        assert not any(k.startswith(("reject_", "bad_input_")) for k in d)
     finally:
         h.close()
 

@@ -164,3 +164,23 @@ def test_replay_records_the_filter_the_frame_and_gnss(drive, tmp_path):
     assert any(abs(r["frame_err_m"] - r["est_err_m"]) > 0.01 for r in framed)  # two different estimates
     assert s.errors["node"]["frames"] == FRAMES and s.errors["frame"]["frames"] == len(framed)
     assert s.errors["gnss"]["frames"] == FRAMES and s.diagnostics["filter_predict_odom"] >= FRAMES - 2
+
+
+def test_replay_of_a_raw_camera_bag_subscribes_the_raw_topic(drive, tmp_path):
+    """A bag with sensor_msgs/Image frames: replay sets image_transport raw, so the node (one image topic)
+    takes them although the parameters file says compressed."""
+    from xview_testbed.replay import read_jsonl, replay
+    from xview_testbed.synth import make_drive
+
+    bag = make_drive(drive["city"], tmp_path / "raw", frames=4, seed=3, rate_hz=RATE_HZ, raw=True)
+    s = replay(
+        bag,
+        ROOT / "config" / "localizer.yaml",
+        tmp_path / "r.jsonl",
+        model=str(MODEL),
+        tile_source=f"xyz:{drive['city'] / 'tiles'}",
+        ros_args=["-p", "threads:=1", "-p", "publish_overlay:=false", "-p", "device:=cpu", "-p", "backend:=torch"],
+        progress=False,
+    )
+    recs = read_jsonl(s.out)
+    assert len(recs) == 4 and all(r["localized"] for r in recs)

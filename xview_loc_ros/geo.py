@@ -55,6 +55,15 @@ def _enu_transformer(lat0: float, lon0: float, h0: float) -> Transformer:
 
 
 def _check_latlon(lat: ArrayLike, lon: ArrayLike) -> None:
+    if isinstance(lat, (float, int)) and isinstance(lon, (float, int)):
+        # one point (the node's per-frame conversions): plain floats, not four numpy reductions
+        if not (math.isfinite(lat) and math.isfinite(lon)):
+            raise ValueError(f"latitude/longitude must be finite, got lat={lat!r} lon={lon!r}")
+        if abs(lat) > 90.0:
+            raise ValueError(f"latitude must be within [-90, 90] degrees, got {lat!r}")
+        if abs(lon) > 180.0:
+            raise ValueError(f"longitude must be within [-180, 180] degrees, got {lon!r}")
+        return
     lat_a, lon_a = np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)
     if not (np.all(np.isfinite(lat_a)) and np.all(np.isfinite(lon_a))):
         raise ValueError(f"latitude/longitude must be finite, got lat={lat!r} lon={lon!r}")

@@ -45,6 +45,7 @@ class HeatmapEstimate:
     second_u: Optional[float] = None
     second_v: Optional[float] = None
     heading_deg: Optional[float] = None
+    prob: Optional[np.ndarray] = None  # position probabilities (h, w), summed over orientation bins
 
     @property
     def std_px(self) -> float:
@@ -151,6 +152,7 @@ def decode_heatmap(logits: np.ndarray, patch_size_px: float) -> HeatmapEstimate:
         second_u=(j2 + 0.5) * cu,
         second_v=(i2 + 0.5) * cv,
         heading_deg=heading,
+        prob=p,
     )
 
 

@@ -12,12 +12,17 @@ Over the drive (``fusion: filter``): :meth:`Localizer.track` moves the drive fil
 frame's heat map, and returns the belief as a :class:`TrackedPose`.
 
 Frames: ``map`` is local ENU (x east, y north, metres) at the datum; yaw is ENU (radians, 0 = east,
-counter-clockwise); headings at the edges are compass degrees (0 = north, clockwise).
+counter-clockwise); headings at the edges are compass degrees (0 = north, clockwise). Positions and
+yaw are those of ``base_frame``: the model localizes the camera, which sits ``mount`` (a
+:class:`~xview_loc_ros.mount.CameraMount`: parameters, or /tf_static through the node) from it; the
+heading sources give the vehicle's heading (the IMU's corrected by ``imu_yaw_offset_deg``), the camera
+looks ``camera_yaw_offset_deg`` counter-clockwise of it.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import threading
 import time
@@ -30,6 +35,7 @@ import numpy as np
 from xview_loc_ros.drive_filter import DriveFilter, Innovation, OdometryBuffer
 from xview_loc_ros.geo import LocalENU, PatchGeoref, compass_to_enu_yaw
 from xview_loc_ros.heatmap import HeatmapEstimate, decode_heatmap, heading_from_orientation, softmax_all
+from xview_loc_ros.mount import CameraMount
 from xview_loc_ros.params import LocalizerParams
 from xview_loc_ros.preprocess import prepare_aerial, prepare_ground
 from xview_loc_ros.tiles import TileError
@@ -112,20 +118,22 @@ class FixBuffer:
         dt = last.stamp - first.stamp
         if dt <= 0:
             return 0.0, 0.0
-        e, n, _ = LocalENU(first.lat, first.lon).to_enu(last.lat, last.lon, 0.0)
-        return float(e) / dt, float(n) / dt
+        e1, n1, _ = _velocity_frame(first).to_enu(np.array([first.lat, last.lat]), np.array([first.lon, last.lon]), 0.0)
+        return float(e1[1] - e1[0]) / dt, float(n1[1] - n1[0]) / dt
 
     def motion_at(self, stamp: float, window_s: float = 2.0) -> Optional[Tuple[float, float, float]]:
         """(speed m/s, east m/s, north m/s) over the fixes within ``window_s`` before ``stamp`` (and the
         first after it): medians of the fix-to-fix values, so that one multipath jump does not make a
         speed. None with fewer than three fixes there."""
         with self._lock:
-            fixes = [f for f in self._fixes if stamp - window_s <= f.stamp]
+            # newest first, back to the window's start: the buffer holds up to maxlen fixes
+            recent = list(itertools.takewhile(lambda f: stamp - window_s <= f.stamp, reversed(self._fixes)))
+        fixes = recent[::-1]
         k = next((i for i, f in enumerate(fixes) if f.stamp > stamp), len(fixes))
         fixes = fixes[: k + 1]
         if len(fixes) < 3:
             return None
-        frame = LocalENU(fixes[0].lat, fixes[0].lon)
+        frame = _velocity_frame(fixes[0])
         e, n, _ = frame.to_enu(np.array([f.lat for f in fixes]), np.array([f.lon for f in fixes]), 0.0)
         dt = np.diff([f.stamp for f in fixes])
         ok = dt > 1e-3
@@ -240,6 +248,7 @@ class Estimate:
     accepted: bool
     reject_reason: str = ""
     timings: Dict[str, float] = field(default_factory=dict)
+    camera_offset_en: Tuple[float, float] = (0.0, 0.0)  # camera minus base_frame position, ENU metres
 
 
 @dataclass
@@ -280,6 +289,13 @@ def mahalanobis2(delta: np.ndarray, cov: np.ndarray) -> float:
     return float(delta @ np.linalg.solve(cov, delta))
 
 
+def _velocity_frame(fix: Fix) -> LocalENU:
+    """A tangent frame for fix-to-fix velocities near ``fix``: its origin rounded to 0.01 degree (about
+    1 km), so the frame (a pyproj pipeline, ~0.4 ms to build) is reused from its cache instead of built
+    per fix; differences of positions a few metres apart in a plane 1 km off are exact to ~1e-4."""
+    return LocalENU(round(fix.lat, 2), round(fix.lon, 2))
+
+
 class Localizer:
     """Runs frames through patch -> model -> decode -> gating. ``backend``: an inference Backend
     (``.config``, ``.infer``); ``patch_builder``: an AerialPatchBuilder built at the model's size and
@@ -301,6 +317,8 @@ class Localizer:
         if not params.datum_from_first_fix:
             self.datum = LocalENU(params.datum_lat, params.datum_lon, params.datum_alt)
         self.camera_hfov_deg: Optional[float] = None
+        self.camera_distorted = False  # CameraInfo has non-zero distortion coefficients (pinhole models)
+        self.tf_mount: Optional[CameraMount] = None  # the camera's mount from /tf_static (the node sets it)
         self.odometry = OdometryBuffer(params.odom_max_age_s)
         self.filter: Optional[DriveFilter] = DriveFilter(params.filter_params()) if params.fusion == "filter" else None
         self._clock = clock
@@ -323,14 +341,24 @@ class Localizer:
         """An odometry sample: forward speed (m/s) and yaw rate (rad/s, counter-clockwise) of the vehicle."""
         self.odometry.add(stamp, speed_mps, yaw_rate_rps)
 
+    @property
+    def mount(self) -> CameraMount:
+        """The camera in base_frame: from /tf_static once the node found it there, else the parameters."""
+        if self.tf_mount is not None:
+            return self.tf_mount
+        return CameraMount(self.params.camera_lever_arm_m, self.params.camera_yaw_offset_deg, "parameters")
+
     def heading_at(self, stamp: float) -> Optional[Heading]:
-        """The heading for a frame per ``heading_source``; None when the source is 'none'."""
+        """The vehicle's (base_frame's) heading for a frame per ``heading_source``; None when the source
+        is 'none'. IMU headings get ``imu_yaw_offset_deg`` (ENU, counter-clockwise: compass minus)."""
         src = self.params.heading_source
         if src == "none":
             return None
         if src == "fixed":
             return Heading(self.params.fixed_heading_deg % 360.0, math.radians(self.params.heading_std_deg) ** 2)
-        return self.headings.at(stamp)
+        h = self.headings.at(stamp)
+        offset = self.params.imu_yaw_offset_deg
+        return h if offset == 0.0 else Heading((h.compass_deg - offset) % 360.0, h.var_rad2)
 
     def _maybe_prefetch(self, fix: Fix) -> None:
         ahead = self.params.prefetch_ahead_s
@@ -418,6 +446,10 @@ class Localizer:
             f.update_gnss(stamp, fe, fn, fix.cov_en)
         if est is not None:
             g = est.georef
+            oe, on = est.camera_offset_en
+            if oe or on:  # the heat map says where the camera is; the filter tracks base_frame
+                lat_c, lon_c, _ = g.frame.to_latlon(-oe, -on, 0.0)
+                g = PatchGeoref(float(lat_c), float(lon_c), g.mpp, g.size_px)
             # the patch is built around the frame's fix: its centre in map is the fix's (saves a conversion)
             same = fix_en is not None and (g.center_lat, g.center_lon) == (est.fix.lat, est.fix.lon)
             f.update_heatmap(stamp, est.prob, g, datum, fix_en if same else None)
@@ -466,8 +498,17 @@ class Localizer:
                     "camera_fov_mismatch",
                     f"camera_info gives {self.camera_hfov_deg:.1f} deg horizontal FOV, the model expects {model_fov:.1f} deg",
                 )
+        if self.camera_distorted and not p.images_rectified and self.config.get("ground_type") == "pinhole":
+            raise FrameRejected(
+                "camera_distorted",
+                "camera_info has non-zero distortion coefficients and the model was trained on undistorted "
+                "images: rectify them (image_proc) and set images_rectified: true",
+            )
         fix = self.fixes.at(stamp)
-        heading = self.heading_at(stamp)
+        heading = self.heading_at(stamp)  # the vehicle's
+        mount = self.mount
+        # the camera looks yaw_offset counter-clockwise of the vehicle: its compass heading is that much less
+        cam_heading = None if heading is None else (heading.compass_deg - mount.yaw_offset_deg) % 360.0
         timings: Dict[str, float] = {}
 
         t0 = self._clock()
@@ -483,7 +524,7 @@ class Localizer:
         t1 = self._clock()
         timings["patch"] = t1 - t0
 
-        ground = prepare_ground(rgb, heading.compass_deg if heading else None, self.config)
+        ground = prepare_ground(rgb, cam_heading, self.config)
         aerial = prepare_aerial(patch.image, self.config)
         t2 = self._clock()
         timings["preprocess"] = t2 - t1
@@ -501,24 +542,35 @@ class Localizer:
         if not np.all(np.isfinite(logits)):
             raise FrameRejected("model_output", "the model returned NaN or infinite logits")
         est: HeatmapEstimate = decode_heatmap(logits, self.size_px)
-        prob = softmax_all(logits).sum(axis=0)
+        prob = est.prob if est.prob is not None else softmax_all(logits).sum(axis=0)  # computed once
         georef = patch.georef
-        lat, lon = (float(x) for x in georef.pixel_to_latlon(est.u, est.v))
+        yaw, yaw_var = (None, p.unobserved_variance)
+        if heading is not None:
+            yaw, yaw_var = float(compass_to_enu_yaw(heading.compass_deg)), heading.var_rad2
+        elif orientation is not None:  # the camera's heading: the vehicle's is yaw_offset clockwise of it
+            cam = heading_from_orientation(orientation, est.u, est.v)
+            yaw = float(compass_to_enu_yaw((cam + mount.yaw_offset_deg) % 360.0))
+            yaw_var = math.radians(p.heading_std_deg) ** 2
+        try:
+            oe, on = mount.offset_en(yaw)  # camera minus base_frame, ENU metres
+        except ValueError as e:
+            raise FrameRejected("no_heading_for_lever_arm", str(e)) from e
         assert self.datum is not None  # set by the first fix
         alt = fix.alt if math.isfinite(fix.alt) else self.datum.h0
+        if oe or on:
+            ce, cn = (float(x) for x in georef.pixel_to_enu(est.u, est.v))  # the camera, from the patch centre
+            lat_b, lon_b, _ = georef.frame.to_latlon(ce - oe, cn - on, 0.0)
+            lat, lon = float(lat_b), float(lon_b)
+        else:
+            lat, lon = (float(x) for x in georef.pixel_to_latlon(est.u, est.v))
         east, north, _ = (float(x) for x in self.datum.to_enu(lat, lon, alt))
         cov = pixel_cov_to_enu(est.cov_px, georef.mpp)
         evals, evecs = np.linalg.eigh(cov)
         cov = evecs @ np.diag(np.maximum(evals, p.min_std_m**2)) @ evecs.T
         fix_u, fix_v = (float(x) for x in georef.latlon_to_pixel(fix.lat, fix.lon))
-        delta = np.array([(est.u - fix_u) * georef.mpp, (fix_v - est.v) * georef.mpp])
+        # base_frame vs the fix (the GNSS antenna's lever arm is not modelled: put the antenna near base_frame)
+        delta = np.array([(est.u - fix_u) * georef.mpp - oe, (fix_v - est.v) * georef.mpp - on])
         d2 = mahalanobis2(delta, cov + fix.cov_en)
-        yaw, yaw_var = (None, p.unobserved_variance)
-        if heading is not None:
-            yaw, yaw_var = float(compass_to_enu_yaw(heading.compass_deg)), heading.var_rad2
-        elif orientation is not None:
-            yaw = float(compass_to_enu_yaw(heading_from_orientation(orientation, est.u, est.v)))
-            yaw_var = math.radians(p.heading_std_deg) ** 2
 
         reason = gate(est.confidence, est.ambiguity, d2, p)
         timings["decode"] = self._clock() - t3
@@ -547,6 +599,7 @@ class Localizer:
             not reason,
             reason,
             timings,
+            (oe, on),
         )
 
 

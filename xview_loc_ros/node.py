@@ -3,33 +3,49 @@
 
 Subscriptions (sensor-data QoS) only store inputs; camera frames go to a latest-frame slot (a queue
 of one: an unprocessed frame is replaced and counted as dropped) that a worker thread drains, so
-inference never blocks the executor and diagnostics stay on time. Bad messages are logged
-(throttled per reason), counted and dropped. See README "The ROS 2 node" for topics and parameters.
+inference never blocks the executor and diagnostics stay on time. The worker publishes ``~/pose``,
+``~/fix`` and ``~/frame_pose`` and hands the RViz outputs (overlay image, heat-map grid, markers,
+belief grid) to a second thread through another slot of one, rate-limited by ``viz_max_rate_hz``:
+the pose path never waits on visualization (on a loaded 2-core machine drawing and publishing them took
+28 ms median, 60 ms p95 per frame of which about 4 ms was CPU: the rest was waiting for the GIL and
+the cores, and it delayed the next frame's pose). Bad messages are logged (throttled per
+reason), counted and dropped. Parameters carry descriptors (``ros2 param describe``); those marked
+runtime in :mod:`xview_loc_ros.params` apply when set, the others are read-only. See README "The ROS 2
+node" for topics and parameters.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import sys
 import threading
 import time
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from nav_msgs.msg import OccupancyGrid, Odometry
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, NavSatFix
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 
+try:  # tf2_msgs is part of every ROS install but not of the PyPI wheels: then the mount comes from parameters
+    from tf2_msgs.msg import TFMessage
+except ImportError:  # pragma: no cover - depends on the install
+    TFMessage = None
+
 from xview_loc_ros import ros_msgs as rm
+from xview_loc_ros.geo import LocalENU
 from xview_loc_ros.inference import open_backend
 from xview_loc_ros.localizer import (
     GATE_REASONS,
@@ -40,14 +56,110 @@ from xview_loc_ros.localizer import (
     TrackedPose,
     stage_summary,
 )
+from xview_loc_ros.mount import mount_from_transforms
 from xview_loc_ros.overlay import heatmap_overlay
-from xview_loc_ros.params import NODE_NAME, LocalizerParams, ParameterError
+from xview_loc_ros.params import NODE_NAME, LocalizerParams, ParameterError, ParamInfo, param_info
 from xview_loc_ros.params_file import check_ros_args
 from xview_loc_ros.sensors import SensorRejected, decode_image
 from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
 
 _WINDOW = 200  # frames kept for latency / stage statistics
 FILTERED_RGBA = (0.1, 0.4, 1.0, 0.6)  # the filtered pose's ellipse in ~/marker (id 2)
+_DOUBLE_MAX = sys.float_info.max  # an unbounded side of a documented range (rcl ranges are finite doubles)
+
+
+def parameter_descriptor(name: str, default: Any, info: ParamInfo) -> ParameterDescriptor:
+    """The ROS descriptor of a LocalizerParams field: description with its unit, the documented range
+    (validate() may be stricter, e.g. > 0), read-only unless the running node applies changes. Dynamic
+    typing: a YAML integer for a float parameter is accepted; validate() checks the types."""
+    unit = f" [{info.unit}]" if info.unit else ""
+    d = ParameterDescriptor(
+        name=name,
+        description=f"{info.description}{unit}",
+        read_only=not info.runtime,
+        dynamic_typing=True,
+        additional_constraints="" if info.runtime else "needs a restart",
+    )
+    rng = info.range
+    if rng is not None and isinstance(default, float):
+        lo, hi = (max(min(x, _DOUBLE_MAX), -_DOUBLE_MAX) for x in rng)
+        d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+    elif rng is not None and isinstance(default, int) and not isinstance(default, bool):
+        d.integer_range = [IntegerRange(from_value=int(rng[0]), to_value=int(rng[1]), step=1)]
+    return d
+
+
+class RateGate:
+    """Lets events through at ``rate_hz`` on average at most (0 = every event). An event up to a quarter
+    period early passes (camera and worker timing jitter), and the schedule then continues from it, so
+    a camera at exactly the limit is not halved by jitter."""
+
+    def __init__(self) -> None:
+        self._next = -math.inf  # monotonic seconds from which the next event passes
+
+    def allow(self, now: float, rate_hz: float) -> bool:
+        """True when an event at ``now`` (monotonic seconds) passes."""
+        if rate_hz <= 0:
+            return True
+        period = 1.0 / rate_hz
+        if now < self._next - 0.25 * period:
+            return False
+        self._next = max(self._next, now - 0.25 * period) + period
+        return True
+
+
+@dataclasses.dataclass
+class VizJob:
+    """What the visualization thread needs of one frame: taken on the worker after the pose is out
+    (``belief``: a copy of the filter's grid, since the worker moves on with the filter)."""
+
+    header: Header  # stamp of the image, frame_id map_frame
+    est: Optional[Estimate]
+    tracked: Optional[TrackedPose]
+    datum: Optional[LocalENU]
+    belief: Optional[Tuple[np.ndarray, float, float, float]]  # drive_filter.DriveFilter.belief_grid()
+
+
+def diagnostic_summary(
+    counts: Mapping[str, int], prev: Mapping[str, int], filtering: bool, period_s: float
+) -> Tuple[int, str]:
+    """Level (0 OK, 1 WARN) and message of the node's status from the counters now (``counts``) and at the
+    previous status (``prev``): ``frames_dropped`` (replaced in the one-frame slot while the worker was
+    busy), ``gated_<reason>`` (an estimate the gate refused; with the filter its heat map was still used),
+    ``rejected_<reason>`` (a frame that gave no estimate), ``bad_<reason>`` (a malformed input message),
+    ``published`` (poses out). WARN when nothing was published since the start, or when frames were
+    rejected or messages refused in the last period; drops and gating alone are reported, not warned."""
+
+    def new(prefix: str) -> Dict[str, int]:
+        out = {}
+        for k, v in counts.items():
+            if k.startswith(prefix) and v - prev.get(k, 0) > 0:
+                out[k[len(prefix) :]] = v - prev.get(k, 0)
+        return out
+
+    def listed(d: Dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(d.items()))
+
+    dropped = counts.get("frames_dropped", 0) - prev.get("frames_dropped", 0)
+    gated, rejected, bad = new("gated_"), new("rejected_"), new("bad_")
+    published = counts.get("published", 0)
+    parts = []
+    if rejected:
+        n = sum(rejected.values())
+        parts.append(f"{n} frame{'s' * (n != 1)} rejected, no estimate ({listed(rejected)})")
+    if bad:
+        n = sum(bad.values())
+        parts.append(f"{n} input message{'s' * (n != 1)} refused ({listed(bad)})")
+    if gated:
+        n = sum(gated.values())
+        use = "heat map still used by the filter" if filtering else "no pose published"
+        parts.append(f"{n} frame{'s' * (n != 1)} gated, {use} ({listed(gated)})")
+    if dropped > 0:
+        parts.append(f"{dropped} frame{'s' * (dropped != 1)} dropped while busy (queue of one)")
+    level = 1 if (not published or rejected or bad) else 0
+    head = "localizing" if published else "no pose yet"
+    window = f" in the last {period_s:g} s" if parts else ""
+    return level, head + (f"; {'; '.join(parts)}{window}" if parts else "")
 
 
 class LocalizerNode(Node):
@@ -94,12 +206,16 @@ class LocalizerNode(Node):
             k: collections.deque(maxlen=_WINDOW) for k in ("image",) + STAGES + ("filter", "publish", "visualize")
         }
         self._rate_mark: Tuple[float, Dict[str, int]] = (time.monotonic(), {})
+        self._status_mark: Dict[str, int] = {}  # diagnostic_summary's counters at the previous status
 
         self._tracked: Optional[TrackedPose] = None  # the filter's last output, for diagnostics
         self._slot: Optional[Tuple[Any, float]] = None
         self._ground_h, self._ground_w = (int(x) for x in backend.config["ground_size"])
         self._cond = threading.Condition()
         self._stop = threading.Event()
+        self._viz_gate = RateGate()
+        self._viz_slot: Optional[VizJob] = None
+        self._viz_cond = threading.Condition()
 
         p = self.params
         latched = QoSProfile(
@@ -118,15 +234,22 @@ class LocalizerNode(Node):
             else None
         )
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # the origin of map_frame for consumers to check against their own datum (latched: late joiners get it)
+        self.pub_datum = self.create_publisher(NavSatFix, "~/datum", latched)
+        self._datum_sent: Optional[LocalENU] = None
+        self._static: Dict[Tuple[str, str], Any] = {}  # (parent, child) -> transform, from /tf_static
+        self._camera_frame = p.camera_frame  # "" until an image names it
 
         sensor = qos_profile_sensor_data
         frames = QoSProfile(
             depth=1, reliability=sensor.reliability, durability=sensor.durability, history=sensor.history
         )
         self.create_subscription(NavSatFix, p.fix_topic, self._on_fix, sensor)
-        if p.image_topic:
+        # one image topic: image_transport republishes a camera on both, and two subscriptions feeding the
+        # one-frame slot would replace every other frame
+        if p.image_transport == "raw":
             self.create_subscription(Image, p.image_topic, self._on_image, frames)
-        if p.compressed_image_topic:
+        else:
             self.create_subscription(CompressedImage, p.compressed_image_topic, self._on_image, frames)
         if p.heading_source == "imu":
             self.create_subscription(Imu, p.imu_topic, self._on_imu, sensor)
@@ -134,10 +257,25 @@ class LocalizerNode(Node):
             self.create_subscription(Odometry, p.odom_topic, self._on_odom, sensor)
         if p.camera_info_topic:
             self.create_subscription(CameraInfo, p.camera_info_topic, self._on_camera_info, sensor)
+        if TFMessage is not None:
+            # static_transform_publisher latches one message per publisher: transient local, and deep
+            # enough to hold every publisher's
+            tf_static = QoSProfile(
+                depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+            )
+            self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, tf_static)
+        self._publish_datum()
         self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
 
+        self._visualizing = any(
+            x is not None for x in (self.pub_overlay, self.pub_grid, self.pub_marker, self.pub_belief)
+        )
         self._worker = threading.Thread(target=self._work, name="xview_localizer_worker", daemon=True)
         self._worker.start()
+        self._viz_worker = threading.Thread(target=self._visualize_loop, name="xview_localizer_viz", daemon=True)
+        self._viz_worker.start()
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
         self.get_logger().info(
             f"ready: {self.backend.describe()}; tiles {p.tile_source}; heading {p.heading_source}; fusion {p.fusion}"
         )
@@ -145,12 +283,43 @@ class LocalizerNode(Node):
     # -- parameters -------------------------------------------------------------------------------
     def _read_params(self) -> LocalizerParams:
         defaults = LocalizerParams().to_dict()
-        # dynamic typing: a YAML integer for a float parameter is accepted; validate() checks types
-        desc = ParameterDescriptor(dynamic_typing=True)
         for name, value in defaults.items():
-            self.declare_parameter(name, value, desc)
+            try:
+                self.declare_parameter(name, value, parameter_descriptor(name, value, param_info(name)))
+            except ParameterException as e:  # an override outside the documented range: rclpy's message
+                raise ParameterError(name, str(e)) from e
         values = {name: self.get_parameter(name).value for name in defaults}
         return LocalizerParams.from_mapping(values).validate()
+
+    def _changes(self, params: List[Parameter]) -> Dict[str, Any]:
+        fields = LocalizerParams.__dataclass_fields__
+        return {p.name: p.value for p in params if p.name in fields}
+
+    def _check_parameters(self, params: List[Parameter]) -> SetParametersResult:
+        """Validate a set request as a whole (rclpy has checked read-only and the ranges): the result
+        must pass LocalizerParams.validate(); the reason names the parameter."""
+        changes = self._changes(params)
+        for name in changes:
+            if not param_info(name).runtime:  # read-only descriptors refuse first; this guards the rest
+                return SetParametersResult(successful=False, reason=f"parameter '{name}': needs a restart")
+        try:
+            dataclasses.replace(self.params, **changes).validate()
+        except ParameterError as e:
+            return SetParametersResult(successful=False, reason=str(e))
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params: List[Parameter]) -> None:
+        """Apply accepted changes: the localizer and the filter read their parameters per frame, so
+        swapping the objects (one reference each) takes effect from the next frame."""
+        changes = self._changes(params)
+        if not changes:
+            return
+        new = dataclasses.replace(self.params, **changes).validate()
+        self.params = new
+        self.loc.params = new
+        if self.loc.filter is not None:
+            self.loc.filter.p = new.filter_params()  # cell_m and window_m, the grid's shape, are read-only
+        self.get_logger().info("parameters set: " + ", ".join(f"{k}={v!r}" for k, v in sorted(changes.items())))
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _count(self, table: Dict[str, int], reason: str, detail: str, what: str = "dropped") -> None:
@@ -176,6 +345,8 @@ class LocalizerNode(Node):
             self._count(self.bad, e.reason, str(e))
             return
         self.loc.add_fix(fix)
+        if self._datum_sent is None:
+            self._publish_datum()
 
     def _on_imu(self, msg: Any) -> None:
         self._bump("imu")
@@ -197,12 +368,47 @@ class LocalizerNode(Node):
 
     def _on_camera_info(self, msg: Any) -> None:
         try:
-            self.loc.camera_hfov_deg = rm.hfov_from_camera_info(msg)
+            self.loc.camera_hfov_deg, self.loc.camera_distorted = rm.camera_from_msg(msg)
         except SensorRejected as e:
             self._count(self.bad, e.reason, str(e))
 
+    def _on_tf_static(self, msg: Any) -> None:
+        try:
+            for t in rm.static_transforms(msg):
+                self._static[(t[0], t[1])] = t
+        except (AttributeError, TypeError, ValueError) as e:
+            self._count(self.bad, "tf_static_invalid", str(e))
+            return
+        self._update_mount()
+
+    def _update_mount(self) -> None:
+        """The camera's mount from /tf_static once base_frame -> camera frame is connected there."""
+        if not self._camera_frame or not self._static:
+            return
+        try:
+            mount = mount_from_transforms(self._static.values(), self.params.base_frame, self._camera_frame)
+        except ValueError as e:  # a quaternion that is not a rotation
+            self._count(self.bad, "tf_static_invalid", str(e))
+            return
+        if mount is not None and mount != self.loc.tf_mount:
+            self.loc.tf_mount = mount
+            self.get_logger().info(
+                f"camera mount from /tf_static {self.params.base_frame} -> {self._camera_frame}: lever arm "
+                f"{tuple(round(x, 3) for x in mount.lever_arm_m)} m, yaw {mount.yaw_offset_deg:.1f} deg"
+            )
+
+    def _publish_datum(self) -> None:
+        datum = self.loc.datum
+        if datum is not None and datum != self._datum_sent:
+            header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.params.map_frame)
+            self.pub_datum.publish(rm.datum_msg(datum, header))
+            self._datum_sent = datum
+
     def _on_image(self, msg: Any) -> None:
         self._bump("image")
+        if not self._camera_frame and msg.header.frame_id:  # the camera frame for /tf_static: the images' own
+            self._camera_frame = str(msg.header.frame_id)
+            self._update_mount()
         with self._cond:
             if self._slot is not None:
                 self._bump("frames_dropped")
@@ -255,41 +461,31 @@ class LocalizerNode(Node):
         # tiles missing, NaN logits, wrong camera) only predict.
         tracked = self.loc.track(stamp, est) if filtering else None
         t0 = time.perf_counter()
-        header = Header(stamp=msg.header.stamp, frame_id=self.params.map_frame)
-        if est is not None and est.accepted:
-            frame_pose = rm.pose_msg(est, header, self.params.unobserved_variance)
+        # consumers' outputs first (~/pose, ~/fix), then the debugging ~/frame_pose; RViz's come later,
+        # from another thread
+        p = self.params
+        header = Header(stamp=msg.header.stamp, frame_id=p.map_frame)
+        frame_pose = rm.pose_msg(est, header, p.unobserved_variance) if est is not None and est.accepted else None
+        if tracked is not None:
+            self.pub_pose.publish(rm.pose_msg(tracked, header, p.unobserved_variance))
+            frame_id = p.fix_frame_id or (tracked.fix.frame_id if tracked.fix is not None else "")
+            self.pub_fix.publish(rm.fix_msg(tracked, Header(stamp=msg.header.stamp, frame_id=frame_id)))
+        elif est is not None and frame_pose is not None and not filtering:
+            self.pub_pose.publish(frame_pose)
+            fix_header = Header(stamp=msg.header.stamp, frame_id=p.fix_frame_id or est.fix.frame_id)
+            self.pub_fix.publish(rm.fix_msg(est, fix_header))
+        if frame_pose is not None:
             self.pub_frame_pose.publish(frame_pose)
-            if not filtering:
-                self.pub_pose.publish(frame_pose)
-                fix_header = Header(stamp=msg.header.stamp, frame_id=self.params.fix_frame_id or est.fix.frame_id)
-                self.pub_fix.publish(rm.fix_msg(est, fix_header))
-        elif est is not None:
+        t1, pose_out = time.perf_counter(), time.monotonic()
+        if est is not None and not est.accepted:
             self._count(
                 self.rejects,
                 est.reject_reason,
                 f"confidence {est.confidence:.2f}, ambiguity {est.ambiguity:.2f}, d^2 vs GNSS {est.mahalanobis2:.1f}",
                 "gated",
             )
-        if tracked is not None:
-            self.pub_pose.publish(rm.pose_msg(tracked, header, self.params.unobserved_variance))
-            frame_id = self.params.fix_frame_id or (tracked.fix.frame_id if tracked.fix is not None else "")
-            self.pub_fix.publish(rm.fix_msg(tracked, Header(stamp=msg.header.stamp, frame_id=frame_id)))
-        t1, pose_out = time.perf_counter(), time.monotonic()
-        datum = self.loc.datum  # set by the fix this frame was localized with
-        if est is not None:
-            if self.pub_overlay is not None:
-                img = heatmap_overlay(est.patch, est.logits, (est.fix_u, est.fix_v), (est.u, est.v))
-                self.pub_overlay.publish(
-                    rm.image_from_rgb(img, Header(stamp=msg.header.stamp, frame_id="aerial_patch"))
-                )
-            if self.pub_grid is not None and datum is not None:
-                self.pub_grid.publish(rm.grid_msg(est, datum, header))
-            if self.pub_marker is not None and datum is not None:
-                for marker in rm.marker_msgs(est, datum, header):
-                    self.pub_marker.publish(marker)
-        if tracked is not None:
-            self._publish_belief(tracked, header)
-        done = time.perf_counter()
+        if self._visualizing:
+            self._hand_to_visualization(header, est, tracked, pose_out)
         with self._lock:
             if est is not None:
                 self.counts["poses" if est.accepted else "gated"] += 1
@@ -301,23 +497,66 @@ class LocalizerNode(Node):
                 self._tracked = tracked
             self._stages["image"].append(t_img)
             self._stages["publish"].append(t1 - t0)
-            self._stages["visualize"].append(done - t1)
             if est is not None or tracked is not None:
                 self._latency.append(pose_out - received)  # receive -> pose and fix out
 
-    def _publish_belief(self, tracked: TrackedPose, header: Header) -> None:
-        """The filtered pose's ellipse in ~/marker; the belief grid only while someone listens (the
-        grid is n x n cells of conversion on the pose path)."""
-        if self.pub_marker is not None:
+    # -- visualization (its own thread: the pose path never waits on it) ------------------------------
+    def _hand_to_visualization(
+        self, header: Header, est: Optional[Estimate], tracked: Optional[TrackedPose], now: float
+    ) -> None:
+        """Worker side: rate-limit, snapshot what the next frame would change (the datum, the belief),
+        and replace any job the visualization thread has not started (counted: it is behind)."""
+        if not self._viz_gate.allow(now, self.params.viz_max_rate_hz):
+            self._bump("viz_skipped_rate")
+            return
+        belief = None
+        # the belief grid only while someone listens: it is n x n cells of conversion
+        if tracked is not None and self.pub_belief is not None and self.pub_belief.get_subscription_count() > 0:
+            assert self.loc.filter is not None
+            belief = self.loc.filter.belief_grid()  # a copy: the worker's next frame moves the filter
+        job = VizJob(header, est, tracked, self.loc.datum, belief)
+        with self._viz_cond:
+            if self._viz_slot is not None:
+                self._bump("viz_dropped_busy")
+            self._viz_slot = job
+            self._viz_cond.notify()
+
+    def _visualize_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._viz_cond:
+                while self._viz_slot is None and not self._stop.is_set():
+                    self._viz_cond.wait(0.2)
+                job, self._viz_slot = self._viz_slot, None
+            if job is None:  # woken by stop
+                return
+            t0 = time.perf_counter()
+            try:
+                self._visualize(job)
+            except Exception as e:  # a drawing bug must not stop the pose path or this thread
+                self._count(self.counts, "viz_error", f"{type(e).__name__}: {e}", "visualization failed")
+                continue
+            with self._lock:
+                self._stages["visualize"].append(time.perf_counter() - t0)
+                self.counts["viz_published"] += 1
+
+    def _visualize(self, job: VizJob) -> None:
+        """Overlay image, heat-map grid, markers, belief grid of one frame (visualization thread)."""
+        est, tracked, datum, header = job.est, job.tracked, job.datum, job.header
+        if est is not None:
+            if self.pub_overlay is not None:
+                img = heatmap_overlay(est.patch, est.logits, (est.fix_u, est.fix_v), (est.u, est.v))
+                self.pub_overlay.publish(rm.image_from_rgb(img, Header(stamp=header.stamp, frame_id="aerial_patch")))
+            if self.pub_grid is not None and datum is not None:
+                self.pub_grid.publish(rm.grid_msg(est, datum, header))
+            if self.pub_marker is not None and datum is not None:
+                for marker in rm.marker_msgs(est, datum, header):
+                    self.pub_marker.publish(marker)
+        if tracked is not None and self.pub_marker is not None:
             self.pub_marker.publish(
                 rm.ellipse_marker(tracked.east, tracked.north, tracked.cov_en, header, 2, FILTERED_RGBA)
             )
-        if self.pub_belief is None or self.pub_belief.get_subscription_count() == 0:
-            return
-        assert self.loc.filter is not None
-        grid = self.loc.filter.belief_grid()
-        if grid is not None:
-            prob, west, south, cell = grid
+        if job.belief is not None and self.pub_belief is not None:
+            prob, west, south, cell = job.belief
             self.pub_belief.publish(rm.occupancy_grid(prob, cell, west, south, header))
 
     # -- diagnostics ------------------------------------------------------------------------------
@@ -340,6 +579,8 @@ class LocalizerNode(Node):
             values[f"rate_{k}_hz"] = (counts.get(k, 0) - prev.get(k, 0)) / dt
         for k in ("image", "fix", "imu", "odom", "frames_dropped", "poses", "gated", "filtered"):
             values[k if k == "frames_dropped" else f"count_{k}"] = counts.get(k, 0)
+        for k in ("viz_published", "viz_skipped_rate", "viz_dropped_busy", "viz_error"):
+            values[k] = counts.get(k, 0)
         if lat:
             summary = stage_summary({"latency": lat})["latency"]
             values["latency_ms_median"], values["latency_ms_p95"] = summary
@@ -349,6 +590,10 @@ class LocalizerNode(Node):
         values.update(rm.counts_as_values("bad_input_", bad))
         values.update(rm.counts_as_values("tiles_prefetched_", tiles))
         values["fusion"] = self.params.fusion
+        mount = self.loc.mount
+        values["camera_mount_source"] = mount.source
+        values["camera_lever_arm_m"] = " ".join(f"{x:.3f}" for x in mount.lever_arm_m)
+        values["camera_yaw_offset_deg"] = mount.yaw_offset_deg
         if flt is not None:
             values["filter_state"] = tracked.state if tracked is not None else flt.state.value
             values.update(rm.counts_as_values("filter_", filter_counts))
@@ -365,19 +610,24 @@ class LocalizerNode(Node):
 
     def _publish_diagnostics(self) -> None:
         values = self.diagnostics_values()
-        # with the filter, a gated frame is not lost: its heat map updated the belief
-        used = {f"reject_{r}" for r in GATE_REASONS} if self.loc.filter is not None else set()
-        problems = sum(
-            v
-            for k, v in values.items()
-            if k.startswith(("reject_", "bad_input_")) and k not in used and isinstance(v, int)
-        )
-        published = values.get("count_filtered" if self.loc.filter is not None else "count_poses", 0)
-        level, message = (
-            (0, "localizing")
-            if published and not problems
-            else (1, f"{problems} frames/messages dropped" if problems else "no pose yet")
-        )
+        filtering = self.loc.filter is not None
+        gate = {f"reject_{r}" for r in GATE_REASONS}
+        counts: Dict[str, int] = {}
+        for k, v in values.items():
+            if not isinstance(v, int):
+                continue
+            if k == "frames_dropped":
+                counts[k] = v
+            elif k == ("count_filtered" if filtering else "count_poses"):
+                counts["published"] = v
+            if k in gate:
+                counts["gated_" + k[len("reject_") :]] = v
+            elif k.startswith("reject_"):
+                counts["rejected_" + k[len("reject_") :]] = v
+            elif k.startswith("bad_input_"):
+                counts["bad_" + k[len("bad_input_") :]] = v
+        level, message = diagnostic_summary(counts, self._status_mark, filtering, self.params.diagnostics_period_s)
+        self._status_mark = counts
         if "filter_state" in values:
             message += f"; filter {values['filter_state']}"
             if values["filter_state"] == "lost":
@@ -394,7 +644,10 @@ class LocalizerNode(Node):
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
+        with self._viz_cond:
+            self._viz_cond.notify_all()
         self._worker.join(timeout=10.0)
+        self._viz_worker.join(timeout=10.0)
         close = getattr(self.builder, "close", None)
         if callable(close):
             close()

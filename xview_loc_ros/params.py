@@ -10,15 +10,17 @@ seconds (``_s``), metres (``_m``), degrees (``_deg``, compass: clockwise from no
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from xview_loc_ros.drive_filter import FilterParams
 from xview_loc_ros.sensors import DEFAULT_MAX_IMAGE_PIXELS
 
 NODE_NAME = "xview_localizer"
+INT_MAX = 2**31 - 1  # upper bound of the integer parameters' documented ranges
 
 HEADING_SOURCES = ("imu", "fixed", "none")
+IMAGE_TRANSPORTS = ("compressed", "raw")
 FUSIONS = ("filter", "frame")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
@@ -31,80 +33,293 @@ class ParameterError(ValueError):
         self.name = name
 
 
+@dataclass(frozen=True)
+class ParamInfo:
+    """What ``ros2 param describe`` shows for a parameter: ``description`` (the units are in ``unit``),
+    the documented range [``lo``, ``hi``] (None = no range; validate() may be stricter, e.g. > 0), and
+    ``runtime``: True when the running node applies a change (``ros2 param set``), False when a change
+    needs a restart (declared read-only)."""
+
+    description: str
+    unit: str = ""
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    runtime: bool = False
+
+    @property
+    def range(self) -> Optional[Tuple[float, float]]:
+        return None if self.lo is None or self.hi is None else (self.lo, self.hi)
+
+
+def _param(
+    default: Any,
+    description: str,
+    unit: str = "",
+    lo: Optional[float] = None,
+    hi: Optional[float] = None,
+    runtime: bool = False,
+) -> Any:
+    """A LocalizerParams field: its default and its :class:`ParamInfo` (in the field's metadata)."""
+    return field(default=default, metadata={"info": ParamInfo(description, unit, lo, hi, runtime)})
+
+
+def param_info(name: str) -> ParamInfo:
+    """The :class:`ParamInfo` of LocalizerParams field ``name`` (KeyError for an unknown name)."""
+    for f in fields(LocalizerParams):
+        if f.name == name:
+            return f.metadata["info"]
+    raise KeyError(name)
+
+
+def runtime_parameters() -> Tuple[str, ...]:
+    """Names of the parameters the running node applies when set (the others are read-only)."""
+    return tuple(f.name for f in fields(LocalizerParams) if f.metadata["info"].runtime)
+
+
 @dataclass
 class LocalizerParams:
     # --- model and inference
-    model_path: str = ""  # checkpoint (.pt), ONNX (.onnx) or TensorRT engine; required
-    backend: str = "auto"  # auto | torch | onnxruntime | tensorrt
-    device: str = ""  # "" = backend default (cuda if available), else e.g. "cpu", "cuda:0"
-    fp16: bool = False
-    threads: int = 0  # CPU inference threads; 0 = library default
+    model_path: str = _param("", "checkpoint (.pt), ONNX (.onnx) or TensorRT engine; required")
+    backend: str = _param("auto", "auto | torch | onnxruntime | tensorrt")
+    device: str = _param("", '"" = backend default (cuda if available), else e.g. "cpu", "cuda:0"')
+    fp16: bool = _param(False, "half-precision inference (CUDA / TensorRT backends)")
+    threads: int = _param(0, "CPU inference threads; 0 = library default", unit="threads", lo=0, hi=INT_MAX)
     # --- aerial tiles and patch
-    tile_source: str = (
-        ""  # xyz:DIR, tms:DIR, mbtiles:FILE, pmtiles:FILE, geotiff:FILE, http(s)://.../{z}/{x}/{y}.png; required
+    tile_source: str = _param(
+        "", "xyz:DIR, tms:DIR, mbtiles:FILE, pmtiles:FILE, geotiff:FILE, http(s)://.../{z}/{x}/{y}.png; required"
     )
-    tile_cache_dir: str = ""  # disk cache for HTTP tiles; "" = none
-    tile_zoom: int = -1  # -1 = finest zoom at least as fine as the patch m/px
-    patch_size_px: int = 0  # 0 = the model's aerial size; otherwise must equal it
-    patch_mpp: float = 0.0  # metres per pixel; 0 = the model's; otherwise must equal it
-    max_missing_fraction: float = 0.2  # reject a frame whose patch lacks more than this fraction of tiles
-    prefetch_ahead_s: float = 3.0  # prefetch patches this far ahead along the fix motion; 0 = off
+    tile_cache_dir: str = _param("", 'disk cache for HTTP tiles; "" = none')
+    tile_zoom: int = _param(-1, "-1 = finest zoom at least as fine as the patch m/px", unit="zoom level", lo=-1, hi=24)
+    patch_size_px: int = _param(0, "0 = the model's aerial size; otherwise must equal it", unit="px", lo=0, hi=INT_MAX)
+    patch_mpp: float = _param(
+        0.0, "metres per pixel; 0 = the model's; otherwise must equal it", unit="m/px", lo=0.0, hi=math.inf
+    )
+    max_missing_fraction: float = _param(
+        0.2, "reject a frame whose patch lacks more than this fraction of tiles", lo=0.0, hi=1.0, runtime=True
+    )
+    prefetch_ahead_s: float = _param(
+        3.0,
+        "prefetch patches this far ahead along the fix motion; 0 = off",
+        unit="s",
+        lo=0.0,
+        hi=math.inf,
+        runtime=True,
+    )
     # --- input topics (relative names resolve in the node's namespace; remap freely)
-    fix_topic: str = "gnss/fix"
-    image_topic: str = "camera/image"  # sensor_msgs/Image; "" = not subscribed
-    compressed_image_topic: str = "camera/image/compressed"  # sensor_msgs/CompressedImage; "" = not subscribed
-    imu_topic: str = "imu/data"  # orientation in ENU (REP-145)
-    camera_info_topic: str = "camera/camera_info"  # "" = not subscribed; checks a pinhole model's field of view
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # camera frames declaring more pixels are dropped before decoding
+    fix_topic: str = _param("gnss/fix", "sensor_msgs/NavSatFix input")
+    image_transport: str = _param("compressed", "compressed: compressed_image_topic is subscribed | raw: image_topic")
+    image_topic: str = _param("camera/image", "sensor_msgs/Image, subscribed when image_transport = raw")
+    compressed_image_topic: str = _param(
+        "camera/image/compressed",
+        "sensor_msgs/CompressedImage (JPEG, PNG), subscribed when image_transport = compressed",
+    )
+    imu_topic: str = _param("imu/data", "orientation in ENU (REP-145)")
+    camera_info_topic: str = _param(
+        "camera/camera_info", '"" = not subscribed; checks a pinhole model\'s field of view'
+    )
+    max_image_pixels: int = _param(
+        DEFAULT_MAX_IMAGE_PIXELS,
+        "camera frames declaring more pixels are dropped before decoding",
+        unit="px",
+        lo=1,
+        hi=INT_MAX,
+        runtime=True,
+    )
     # --- fix interpolation at the image stamp
-    fix_max_age_s: float = 1.0  # newest fix older than the image by more than this -> reject
-    fix_max_gap_s: float = 2.0  # the two fixes around the image stamp further apart than this -> reject
-    fix_default_std_m: float = 10.0  # GNSS std when the fix's covariance type is UNKNOWN
+    fix_max_age_s: float = _param(
+        1.0, "newest fix older than the image by more than this -> reject", unit="s", lo=0.0, hi=math.inf
+    )
+    fix_max_gap_s: float = _param(
+        2.0, "the two fixes around the image stamp further apart than this -> reject", unit="s", lo=0.0, hi=math.inf
+    )
+    fix_default_std_m: float = _param(
+        10.0, "GNSS std when the fix's covariance type is UNKNOWN", unit="m", lo=0.0, hi=math.inf, runtime=True
+    )
     # --- heading
-    heading_source: str = "imu"  # imu | fixed | none (unknown-orientation models only)
-    fixed_heading_deg: float = 0.0  # compass degrees, used when heading_source = fixed
-    heading_std_deg: float = 5.0  # heading std when the source gives none (fixed, or IMU covariance unknown)
-    imu_max_age_s: float = 0.5  # the nearest IMU sample further than this from the image stamp -> reject
+    heading_source: str = _param("imu", "imu | fixed | none (unknown-orientation models only)")
+    fixed_heading_deg: float = _param(
+        0.0, "compass degrees, used when heading_source = fixed", unit="deg", lo=-360.0, hi=360.0, runtime=True
+    )
+    heading_std_deg: float = _param(
+        5.0,
+        "heading std when the source gives none (fixed, or IMU covariance unknown)",
+        unit="deg",
+        lo=0.0,
+        hi=math.inf,
+        runtime=True,
+    )
+    imu_max_age_s: float = _param(
+        0.5, "the nearest IMU sample further than this from the image stamp -> reject", unit="s", lo=0.0, hi=math.inf
+    )
     # --- frames and datum
-    map_frame: str = "map"  # local ENU frame at the datum (REP-105)
-    datum_from_first_fix: bool = True  # anchor `map` at the first good fix; False = datum_lat/lon/alt
-    datum_lat: float = 0.0  # degrees WGS84
-    datum_lon: float = 0.0
-    datum_alt: float = 0.0  # metres above the ellipsoid
-    fix_frame_id: str = ""  # frame_id of ~/fix; "" = copy the input fix's frame (the antenna)
+    map_frame: str = _param("map", "local ENU frame at the datum (REP-105)")
+    datum_from_first_fix: bool = _param(True, "anchor `map` at the first good fix; False = datum_lat/lon/alt")
+    datum_lat: float = _param(0.0, "degrees WGS84", unit="deg", lo=-90.0, hi=90.0)
+    datum_lon: float = _param(0.0, "degrees WGS84", unit="deg", lo=-180.0, hi=180.0)
+    datum_alt: float = _param(0.0, "metres above the ellipsoid", unit="m")
+    fix_frame_id: str = _param("", 'frame_id of ~/fix; "" = copy the input fix\'s frame (the antenna)', runtime=True)
+    base_frame: str = _param(
+        "base_link",
+        "the vehicle frame (REP-105) whose pose ~/pose and whose position ~/fix give; the camera's mount "
+        "is looked up from it on /tf_static",
+    )
+    camera_frame: str = _param("", 'the camera frame for the /tf_static lookup; "" = the images\' header frame_id')
+    camera_lever_arm_m: Tuple[float, float, float] = _param(
+        (0.0, 0.0, 0.0),
+        "camera position in base_frame: x forward, y left, z up (z is ignored); used until /tf_static "
+        "gives base_frame -> camera_frame",
+        unit="m",
+        runtime=True,
+    )
+    camera_yaw_offset_deg: float = _param(
+        0.0,
+        "camera forward (panorama centre column, optical axis) vs base_frame x, counter-clockwise; used "
+        "until /tf_static gives base_frame -> camera_frame",
+        unit="deg",
+        lo=-360.0,
+        hi=360.0,
+        runtime=True,
+    )
+    imu_yaw_offset_deg: float = _param(
+        0.0,
+        "added to the IMU's ENU yaw (counter-clockwise): minus the magnetic declination (east positive) "
+        "for an IMU referenced to magnetic north, plus any yaw of the IMU relative to base_frame",
+        unit="deg",
+        lo=-360.0,
+        hi=360.0,
+        runtime=True,
+    )
+    images_rectified: bool = _param(
+        False,
+        "pinhole models: the images are rectified, CameraInfo distortion is ignored; false: frames of a "
+        "camera with non-zero distortion coefficients are refused (camera_distorted)",
+        runtime=True,
+    )
     # --- gating
-    gate_chi2: float = 13.8  # Mahalanobis d^2 of (estimate - fix) vs the summed covariances; 13.8 = chi2(2 dof) 99.9 %
-    min_confidence: float = 0.05  # heat-map confidence below this -> reject
-    max_ambiguity: float = 0.8  # second-mode mass / chosen-mode mass above this -> reject
-    min_std_m: float = 0.25  # floor on the published position std
-    unobserved_variance: float = 1.0e6  # variance published for z, roll, pitch (m^2, rad^2)
+    gate_chi2: float = _param(
+        13.8,
+        "Mahalanobis d^2 of (estimate - fix) vs the summed covariances; 13.8 = chi2(2 dof) 99.9 %",
+        lo=0.0,
+        hi=math.inf,
+        runtime=True,
+    )
+    min_confidence: float = _param(0.05, "heat-map confidence below this -> reject", lo=0.0, hi=1.0, runtime=True)
+    max_ambiguity: float = _param(
+        0.8, "second-mode mass / chosen-mode mass above this -> reject", lo=0.0, hi=math.inf, runtime=True
+    )
+    min_std_m: float = _param(0.25, "floor on the published position std", unit="m", lo=0.0, hi=math.inf, runtime=True)
+    unobserved_variance: float = _param(
+        1.0e6,
+        "variance published for z, roll, pitch (m^2, rad^2)",
+        unit="m^2, rad^2",
+        lo=0.0,
+        hi=math.inf,
+        runtime=True,
+    )
     # --- fusion over the drive (xview_loc_ros.drive_filter; positions in map_frame, ENU metres)
-    fusion: str = "filter"  # filter: ~/pose is the drive filter's belief | frame: each frame alone, gated
-    odom_topic: str = "odom"  # nav_msgs/Odometry (twist in the child frame); "" = not subscribed
-    odom_max_age_s: float = 0.5  # an odometry sample holds this long; longer gaps fall back to fix speed
-    filter_cell_m: float = 0.5  # belief grid cell side
-    filter_window_m: float = 96.0  # belief grid side (re-centres on the belief by whole cells)
-    filter_odom_noise_m_per_sqrt_m: float = 0.15  # position std added per sqrt(metre) driven, odometry + IMU heading
-    filter_fix_speed_noise_m_per_sqrt_m: float = 0.4  # ... when the speed comes from successive fixes
-    filter_fix_velocity_noise_m_per_sqrt_m: float = 0.8  # ... fix velocity vector (no heading)
-    filter_time_noise_m_per_sqrt_s: float = 0.3  # position std added per sqrt(second) with any motion source
-    filter_no_motion_noise_m_per_sqrt_s: float = 3.0  # ... when no motion source is available
-    filter_gnss_outlier_weight: float = 0.05  # weight of the flat part of the GNSS likelihood (multipath)
-    filter_gnss_correlation_s: float = 5.0  # GNSS error correlation time: fix covariance x max(1, this / dt)
-    heatmap_temperature: float = 2.5  # exponent on the heat map's probabilities (bench/calibrate_temperature.py); 0 = heat maps ignored (ablation)
-    filter_gnss_init_only: bool = False  # ablation: fixes only (re-)initialise the belief; heat maps + motion track
-    filter_heatmap_floor: float = 0.001  # heat-map likelihood floor relative to its peak
-    filter_lost_chi2: float = 18.4  # belief mean vs fix d^2 (both covariances) beyond this disagrees; chi2(2) 99.99 %
-    filter_lost_updates: int = 10  # re-initialise from the fix after this many consecutive disagreements ...
-    filter_lost_s: float = 3.0  # ... spanning at least this many seconds
-    filter_max_gap_s: float = 5.0  # a step longer than this, or a stamp this much older (restart), re-initialises
+    fusion: str = _param("filter", "filter: ~/pose is the drive filter's belief | frame: each frame alone, gated")
+    odom_topic: str = _param("odom", 'nav_msgs/Odometry (twist in the child frame); "" = not subscribed')
+    odom_max_age_s: float = _param(
+        0.5, "an odometry sample holds this long; longer gaps fall back to fix speed", unit="s", lo=0.0, hi=math.inf
+    )
+    filter_cell_m: float = _param(0.5, "belief grid cell side", unit="m", lo=0.0, hi=math.inf)
+    filter_window_m: float = _param(
+        96.0, "belief grid side (re-centres on the belief by whole cells)", unit="m", lo=0.0, hi=math.inf
+    )
+    filter_odom_noise_m_per_sqrt_m: float = _param(
+        0.15,
+        "position std added per sqrt(metre) driven, odometry + IMU heading",
+        unit="m/sqrt(m)",
+        lo=0.0,
+        hi=math.inf,
+        runtime=True,
+    )
+    filter_fix_speed_noise_m_per_sqrt_m: float = _param(
+        0.4, "... when the speed comes from successive fixes", unit="m/sqrt(m)", lo=0.0, hi=math.inf, runtime=True
+    )
+    filter_fix_velocity_noise_m_per_sqrt_m: float = _param(
+        0.8, "... fix velocity vector (no heading)", unit="m/sqrt(m)", lo=0.0, hi=math.inf, runtime=True
+    )
+    filter_time_noise_m_per_sqrt_s: float = _param(
+        0.3,
+        "position std added per sqrt(second) with any motion source",
+        unit="m/sqrt(s)",
+        lo=0.0,
+        hi=math.inf,
+        runtime=True,
+    )
+    filter_no_motion_noise_m_per_sqrt_s: float = _param(
+        3.0, "... when no motion source is available", unit="m/sqrt(s)", lo=0.0, hi=math.inf, runtime=True
+    )
+    filter_gnss_outlier_weight: float = _param(
+        0.05, "weight of the flat part of the GNSS likelihood (multipath)", lo=0.0, hi=1.0, runtime=True
+    )
+    filter_gnss_correlation_s: float = _param(
+        5.0,
+        "GNSS error correlation time: fix covariance x max(1, this / dt)",
+        unit="s",
+        lo=0.0,
+        hi=math.inf,
+        runtime=True,
+    )
+    heatmap_temperature: float = _param(
+        2.5,
+        "exponent on the heat map's probabilities (bench/calibrate_temperature.py); 0 = heat maps ignored (ablation)",
+        lo=0.0,
+        hi=math.inf,
+        runtime=True,
+    )
+    filter_gnss_init_only: bool = _param(
+        False, "ablation: fixes only (re-)initialise the belief; heat maps + motion track", runtime=True
+    )
+    filter_heatmap_floor: float = _param(
+        0.001, "heat-map likelihood floor relative to its peak", lo=0.0, hi=1.0, runtime=True
+    )
+    filter_lost_chi2: float = _param(
+        18.4,
+        "belief mean vs fix d^2 (both covariances) beyond this disagrees; chi2(2) 99.99 %",
+        lo=0.0,
+        hi=math.inf,
+        runtime=True,
+    )
+    filter_lost_updates: int = _param(
+        10,
+        "re-initialise from the fix after this many consecutive disagreements ...",
+        unit="fixes",
+        lo=1,
+        hi=INT_MAX,
+        runtime=True,
+    )
+    filter_lost_s: float = _param(
+        3.0, "... spanning at least this many seconds", unit="s", lo=0.0, hi=math.inf, runtime=True
+    )
+    filter_max_gap_s: float = _param(
+        5.0,
+        "a step longer than this, or a stamp this much older (restart), re-initialises",
+        unit="s",
+        lo=0.0,
+        hi=math.inf,
+        runtime=True,
+    )
     # --- outputs
-    publish_overlay: bool = True  # ~/heatmap Image (rgb8)
-    publish_grid: bool = True  # ~/heatmap_grid OccupancyGrid in map_frame
-    publish_marker: bool = True  # ~/marker Markers: estimate (id 0), GNSS fix (id 1), filtered ellipse (id 2)
-    publish_belief_grid: bool = True  # ~/belief_grid OccupancyGrid in map_frame, built only while subscribed
-    diagnostics_period_s: float = 1.0
-    log_throttle_s: float = 5.0  # at most one log line per reason per this many seconds
+    publish_overlay: bool = _param(True, "~/heatmap Image (rgb8)")
+    publish_grid: bool = _param(True, "~/heatmap_grid OccupancyGrid in map_frame")
+    publish_marker: bool = _param(True, "~/marker Markers: estimate (id 0), GNSS fix (id 1), filtered ellipse (id 2)")
+    publish_belief_grid: bool = _param(True, "~/belief_grid OccupancyGrid in map_frame, built only while subscribed")
+    viz_max_rate_hz: float = _param(
+        10.0,
+        "at most this many frames per second for ~/heatmap, ~/heatmap_grid, ~/marker, ~/belief_grid (built on "
+        "their own thread after the pose is out; frames arriving faster, or while it is busy, are skipped and "
+        "counted); 0 = no limit",
+        unit="Hz",
+        lo=0.0,
+        hi=1000.0,
+        runtime=True,
+    )
+    diagnostics_period_s: float = _param(1.0, "period of /diagnostics", unit="s", lo=0.0, hi=math.inf)
+    log_throttle_s: float = _param(
+        5.0, "at most one log line per reason per this many seconds", unit="s", lo=0.0, hi=math.inf, runtime=True
+    )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "LocalizerParams":
@@ -116,13 +331,26 @@ class LocalizerParams:
         return cls(**dict(values))
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        """name -> value; tuples as lists (what YAML and ROS array parameters hold)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     def validate(self) -> "LocalizerParams":
         """Check types and ranges; raise ParameterError naming the first bad parameter."""
         for f in fields(self):
             value = getattr(self, f.name)
             default = f.default
+            if isinstance(default, tuple):  # a fixed-length array of floats (ROS double array)
+                ok = (
+                    not isinstance(value, (str, bytes))
+                    and hasattr(value, "__len__")
+                    and len(value) == len(default)
+                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in value)
+                )
+                if ok:
+                    setattr(self, f.name, tuple(float(x) for x in value))
+                else:
+                    raise ParameterError(f.name, f"expected {len(default)} finite numbers, got {value!r}")
+                continue
             if isinstance(default, bool):
                 ok = isinstance(value, bool)
             elif isinstance(default, int):
@@ -146,9 +374,14 @@ class LocalizerParams:
             raise ParameterError(
                 "heading_source", f"must be one of {', '.join(HEADING_SOURCES)}, got {self.heading_source!r}"
             )
-        if not (self.image_topic or self.compressed_image_topic):
+        if self.image_transport not in IMAGE_TRANSPORTS:
             raise ParameterError(
-                "image_topic", "image_topic and compressed_image_topic are both empty: no camera input"
+                "image_transport", f"must be one of {', '.join(IMAGE_TRANSPORTS)}, got {self.image_transport!r}"
+            )
+        topic = "compressed_image_topic" if self.image_transport == "compressed" else "image_topic"
+        if not getattr(self, topic):
+            raise ParameterError(
+                topic, f"must not be empty with image_transport {self.image_transport!r}: no camera input"
             )
         if self.fusion not in FUSIONS:
             raise ParameterError("fusion", f"must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
@@ -215,10 +448,27 @@ class LocalizerParams:
             raise ParameterError("tile_zoom", f"must be -1 (auto) or 0..24, got {self.tile_zoom}")
         if not 0.0 <= self.max_missing_fraction <= 1.0:
             raise ParameterError("max_missing_fraction", f"must be in [0, 1], got {self.max_missing_fraction}")
+        if not 0.0 <= self.viz_max_rate_hz <= 1000.0:
+            raise ParameterError(
+                "viz_max_rate_hz", f"must be in [0, 1000] Hz (0 = no limit), got {self.viz_max_rate_hz}"
+            )
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ParameterError("min_confidence", f"must be in [0, 1], got {self.min_confidence}")
         if not self.max_ambiguity > 0.0:
             raise ParameterError("max_ambiguity", f"must be > 0, got {self.max_ambiguity}")
+        if any(abs(x) > 100.0 for x in self.camera_lever_arm_m):
+            raise ParameterError(
+                "camera_lever_arm_m", f"must be within 100 m of base_frame, got {self.camera_lever_arm_m}"
+            )
+        if self.heading_source == "none" and any(self.camera_lever_arm_m[:2]):
+            raise ParameterError(
+                "camera_lever_arm_m", "a horizontal lever arm needs the vehicle's heading (heading_source imu or fixed)"
+            )
+        for name in ("camera_yaw_offset_deg", "imu_yaw_offset_deg"):
+            if not -360.0 <= getattr(self, name) <= 360.0:
+                raise ParameterError(name, f"must be in [-360, 360] degrees, got {getattr(self, name)}")
+        if not self.base_frame:
+            raise ParameterError("base_frame", "must not be empty")
         if not -360.0 <= self.fixed_heading_deg <= 360.0:
             raise ParameterError(
                 "fixed_heading_deg", f"must be a compass angle in [-360, 360], got {self.fixed_heading_deg}"

@@ -32,9 +32,16 @@ def _resize(rgb: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def _normalise(rgb: np.ndarray, config: Mapping[str, Any]) -> np.ndarray:
-    mean = np.asarray(config["mean"], np.float32)[:, None, None]
-    std = np.asarray(config["std"], np.float32)[:, None, None]
-    return ((rgb.transpose(2, 0, 1).astype(np.float32) / 255.0) - mean) / std
+    """RGB uint8 HxWx3 -> float32 (3, H, W), (x / 255 - mean) / std, as x * a - b in one pass per
+    channel (the node's pose path: one allocation, no float temporaries of the whole image)."""
+    mean = np.asarray(config["mean"], np.float32)
+    std = np.asarray(config["std"], np.float32)
+    scale, offset = 1.0 / (255.0 * std), mean / std
+    out = np.empty((3,) + rgb.shape[:2], np.float32)
+    for c in range(3):
+        np.multiply(rgb[:, :, c], scale[c], out=out[c], casting="unsafe")
+        out[c] -= offset[c]
+    return out
 
 
 def north_align_shift(heading_deg: float, width: int) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import array
 import math
-from typing import Dict, Mapping, Tuple, Union
+from typing import Any, Dict, List, Mapping, Tuple, Union
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -24,6 +24,7 @@ from visualization_msgs.msg import Marker
 
 from xview_loc_ros.geo import LocalENU, quaternion_from_yaw
 from xview_loc_ros.localizer import Estimate, Fix, Heading, TrackedPose
+from xview_loc_ros.mount import StaticTransform
 from xview_loc_ros.overlay import occupancy_values
 from xview_loc_ros.sensors import OdometryTwist, camera_intrinsics, gnss_fix, imu_yaw, odometry_twist
 
@@ -67,6 +68,28 @@ def hfov_from_camera_info(msg: CameraInfo) -> float:
     return camera_intrinsics(msg).hfov_deg
 
 
+def camera_from_msg(msg: CameraInfo) -> Tuple[float, bool]:
+    """CameraInfo -> (horizontal field of view in degrees, whether any distortion coefficient is non-zero)."""
+    c = camera_intrinsics(msg)
+    return c.hfov_deg, c.distorted
+
+
+def static_transforms(msg: Any) -> List[StaticTransform]:
+    """tf2_msgs/TFMessage -> (parent, child, translation m, quaternion x y z w) per transform."""
+    out = []
+    for t in msg.transforms:
+        tr, q = t.transform.translation, t.transform.rotation
+        out.append(
+            (
+                str(t.header.frame_id),
+                str(t.child_frame_id),
+                (float(tr.x), float(tr.y), float(tr.z)),
+                (float(q.x), float(q.y), float(q.z), float(q.w)),
+            )
+        )
+    return out
+
+
 # -- outputs --------------------------------------------------------------------------------------
 def image_from_rgb(rgb: np.ndarray, header: Header) -> Image:
     """RGB uint8 HxWx3 -> Image rgb8."""
@@ -91,6 +114,18 @@ def pose_msg(est: Pose, header: Header, unobserved_variance: float) -> PoseWithC
     cov[2, 2] = cov[3, 3] = cov[4, 4] = unobserved_variance
     cov[5, 5] = est.yaw_var if est.yaw is not None else unobserved_variance
     msg.pose.covariance = [float(x) for x in cov.ravel()]
+    return msg
+
+
+def datum_msg(datum: LocalENU, header: Header) -> NavSatFix:
+    """The node's datum, the origin of ``map`` (ENU tangent plane, REP-105), as a NavSatFix: latitude,
+    longitude (degrees WGS84) and altitude (metres above the ellipsoid) of the origin, header frame_id
+    the map frame, status FIX, covariance UNKNOWN (a definition, not a measurement)."""
+    msg = NavSatFix(header=header)
+    msg.status.status = NavSatStatus.STATUS_FIX
+    msg.status.service = NavSatStatus.SERVICE_GPS
+    msg.latitude, msg.longitude, msg.altitude = float(datum.lat0), float(datum.lon0), float(datum.h0)
+    msg.position_covariance_type = NavSatFix.COVARIANCE_TYPE_UNKNOWN
     return msg
 
 

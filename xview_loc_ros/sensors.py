@@ -233,6 +233,12 @@ class CameraIntrinsics:
     cx: float
     cy: float
     distortion_model: str
+    distortion: Tuple[float, ...] = ()  # the D coefficients (plumb_bob: k1 k2 t1 t2 k3)
+
+    @property
+    def distorted(self) -> bool:
+        """Any non-zero distortion coefficient: the images are not rectified."""
+        return any(x != 0.0 for x in self.distortion)
 
     @property
     def hfov_deg(self) -> float:
@@ -249,8 +255,18 @@ def camera_intrinsics(msg: Any) -> CameraIntrinsics:
         raise SensorRejected(
             "camera_info_invalid", f"{width}x{height} px with K {k.tolist()}: size, fx and fy must be positive"
         )
+    d = np.asarray(msg.d if hasattr(msg, "d") else getattr(msg, "D", ()), dtype=float).ravel()
+    if not np.all(np.isfinite(d)):
+        raise SensorRejected("camera_info_invalid", f"distortion coefficients {d.tolist()} are not finite")
     return CameraIntrinsics(
-        width, height, float(k[0]), float(k[4]), float(k[2]), float(k[5]), str(msg.distortion_model)
+        width,
+        height,
+        float(k[0]),
+        float(k[4]),
+        float(k[2]),
+        float(k[5]),
+        str(msg.distortion_model),
+        tuple(float(x) for x in d),
     )
 
 

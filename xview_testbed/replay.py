@@ -370,6 +370,8 @@ def replay(
             params_file=str(params_file), model_path=model, tile_source=tile_source, ros_args=list(ros_args)
         )
     )
+    # the node subscribes one image topic (image_transport): the one this bag's camera is played on
+    argv += ["--ros-args", "-p", f"image_transport:={cam_role}"]
     context = rclpy.Context()
     rclpy.init(args=argv, context=context)
     t_start = time.monotonic()
