@@ -83,6 +83,7 @@ class FilterParams:
     heatmap_temperature: float = (
         2.5  # exponent on the heat map's probabilities (calibrated for models/teacher.pt); 0 = ignored
     )
+    uniform_mix: float = 1e-3  # share of the belief spread evenly over the window before each heat map (recovery)
     gnss_init_only: bool = False  # ablation: fixes only (re-)initialise; afterwards heat maps and motion alone
     likelihood_floor: float = 1e-3  # heat-map likelihood floor, relative to its peak
     lost_chi2: float = 18.4  # d^2 of (belief mean - fix) beyond which they disagree; 18.4 = chi2(2) 99.99 %
@@ -351,6 +352,12 @@ class DriveFilter:
             return False
         # innovation: the heat map's mode against the predicted belief
         me, mn, pc = self._moments()
+        if self.p.uniform_mix > 0:
+            # a little prior mass everywhere before each heat map, so that consistent heat maps elsewhere win
+            # against a confidently wrong belief (a wrong motion scale, a mode that looked right) within a few
+            # frames; applied with the measurement, not the prediction, so it never piles up without one
+            self.belief *= np.float32(1.0 - self.p.uniform_mix)
+            self.belief += np.float32(self.p.uniform_mix / self.belief.size)
         d2 = _mahalanobis2(np.array([mode_en[0] - me, mode_en[1] - mn]), pc + mode_cov)
         r0, r1, c0, c1 = lik[1]
         sub = self.belief[r0:r1, c0:c1]  # a view: updated in place

@@ -121,10 +121,12 @@ class FixBuffer:
         e1, n1, _ = _velocity_frame(first).to_enu(np.array([first.lat, last.lat]), np.array([first.lon, last.lon]), 0.0)
         return float(e1[1] - e1[0]) / dt, float(n1[1] - n1[0]) / dt
 
-    def motion_at(self, stamp: float, window_s: float = 2.0) -> Optional[Tuple[float, float, float]]:
+    def motion_at(self, stamp: float, window_s: float = 4.0) -> Optional[Tuple[float, float, float]]:
         """(speed m/s, east m/s, north m/s) over the fixes within ``window_s`` before ``stamp`` (and the
-        first after it): medians of the fix-to-fix values, so that one multipath jump does not make a
-        speed. None with fewer than three fixes there."""
+        first after it): medians over pairs of fixes at least half the window apart. The long baseline
+        matters: a fix's white noise (metres) over one 0.5 s step is a speed error of several m/s, and the
+        median of per-step speeds is biased upward by it; the median over pairs stays robust to one multipath
+        jump. None with fewer than three fixes there."""
         with self._lock:
             # newest first, back to the window's start: the buffer holds up to maxlen fixes
             recent = list(itertools.takewhile(lambda f: stamp - window_s <= f.stamp, reversed(self._fixes)))
@@ -135,11 +137,14 @@ class FixBuffer:
             return None
         frame = _velocity_frame(fixes[0])
         e, n, _ = frame.to_enu(np.array([f.lat for f in fixes]), np.array([f.lon for f in fixes]), 0.0)
-        dt = np.diff([f.stamp for f in fixes])
-        ok = dt > 1e-3
-        if ok.sum() < 2:
+        t = np.array([f.stamp for f in fixes])
+        i, j = np.triu_indices(len(fixes), 1)
+        span = t[j] - t[i]
+        ok = span >= 0.5 * (t[-1] - t[0])
+        if not ok.any() or not t[-1] - t[0] > 1e-3:
             return None
-        ve, vn = np.diff(e)[ok] / dt[ok], np.diff(n)[ok] / dt[ok]
+        i, j, span = i[ok], j[ok], span[ok]
+        ve, vn = (e[j] - e[i]) / span, (n[j] - n[i]) / span
         return float(np.median(np.hypot(ve, vn))), float(np.median(ve)), float(np.median(vn))
 
     def at(self, stamp: float) -> Fix:

@@ -269,6 +269,14 @@ class LocalizerParams:
         hi=math.inf,
         runtime=True,
     )
+    filter_uniform_mix: float = _param(
+        1e-3,
+        "share of the belief spread evenly over the window before each heat map, so that consistent heat maps "
+        "can pull a confidently wrong belief back within a few frames",
+        lo=0.0,
+        hi=0.5,
+        runtime=True,
+    )
     filter_gnss_init_only: bool = _param(
         False, "ablation: fixes only (re-)initialise the belief; heat maps + motion track", runtime=True
     )
@@ -499,6 +507,7 @@ class LocalizerParams:
             lost_s=self.filter_lost_s,
             max_gap_s=self.filter_max_gap_s,
             gnss_init_only=self.filter_gnss_init_only,
+            uniform_mix=self.filter_uniform_mix,
         )
 
     def check_model(self, config: Mapping[str, Any]) -> None:
