@@ -3,8 +3,8 @@
 
 For every test city (source styles and target styles/seasons, seeds outside the teacher's recipe): a city, a
 recorded drive (GNSS with the style's bias, noise and multipath) and a labelled pair set like the drive's frames.
-Each model is played through the real node over DDS (``xview-loc replay``, lock-step, ``fusion: frame`` when the
-node has that parameter) and evaluated on the pairs (``xview-adapt evaluate``). Errors: horizontal metres vs ground
+Each model is played through the real node over DDS (``xview-loc replay``, lock-step; the per-frame estimate,
+``~/frame_pose``, is what is scored, whatever the node's fusion mode) and evaluated on the pairs (``xview-adapt evaluate``). Errors: horizontal metres vs ground
 truth. The node publishes nothing for a gated frame; the "node or GNSS" columns count those frames at the fix's
 error (what a consumer that falls back to GNSS gets), the "localized" columns only the published frames.
 
@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import yaml
@@ -85,6 +85,14 @@ def stats(errors: Sequence[float]) -> Dict[str, float]:
     }
 
 
+def per_frame(rec: dict) -> Optional[float]:
+    """The per-frame estimate's error (the node's ~/frame_pose; with fusion: frame also its ~/pose), None when
+    gated: the source model is judged frame by frame, whatever the node's fusion mode."""
+    if "frame_err_m" in rec:
+        return rec["frame_err_m"] if rec.get("frame_localized") else None
+    return rec["est_err_m"] if rec["localized"] else None
+
+
 def measure(r: StepRunner, out: Path, models: Dict[str, Path], tests, threads: int) -> Dict[str, Dict[str, dict]]:
     table: Dict[str, Dict[str, dict]] = {}
     for name, (city, bag, data) in tests.items():
@@ -100,8 +108,8 @@ def measure(r: StepRunner, out: Path, models: Dict[str, Path], tests, threads: i
             recs = read_jsonl(rep)
             if "gnss" not in row:
                 row["gnss"] = stats([x["gnss_err_m"] for x in recs])
-            loc = [x["est_err_m"] for x in recs if x["localized"]]
-            fallback = [x["est_err_m"] if x["localized"] else x["gnss_err_m"] for x in recs]
+            loc = [per_frame(x) for x in recs if per_frame(x) is not None]
+            fallback = [x["gnss_err_m"] if per_frame(x) is None else per_frame(x) for x in recs]
             ev = out / f"eval_{label}_{key}"
             r.run(
                 ev, "xview-adapt", "evaluate", "--model", model, "--data", data, "--split", "all", "--out", ev,
