@@ -305,6 +305,11 @@ def _frames_done(values: Dict[str, Any]) -> int:
     )
 
 
+def _overlays_due(values: Dict[str, Any]) -> int:
+    """~/heatmap overlays the node owes: one per frame with a heat map (published or gated)."""
+    return sum(int(values.get(k, 0)) for k in ("count_poses", "count_gated"))
+
+
 def _wait(cond, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -372,6 +377,9 @@ def replay(
     )
     # the node subscribes one image topic (image_transport): the one this bag's camera is played on
     argv += ["--ros-args", "-p", f"image_transport:={cam_role}"]
+    if hm_dir is not None:
+        # every frame's overlay is wanted: no rate limit on the node's visualization thread
+        argv += ["-p", "viz_max_rate_hz:=0.0"]
     context = rclpy.Context()
     rclpy.init(args=argv, context=context)
     t_start = time.monotonic()
@@ -437,6 +445,8 @@ def replay(
                 _wait(
                     lambda: all(int(loc.diagnostics_values().get(f"count_{k}", 0)) >= n for k, n in given.items()), 2.0
                 )
+                if hm_dir is not None:  # ... and its overlay is out (visualization runs off the pose path)
+                    _wait(lambda: len(rec.heatmap) >= _overlays_due(loc.diagnostics_values()), 5.0)
             pubs[m.role].publish(m.msg)
             if m.role in given:
                 given[m.role] += 1
@@ -450,13 +460,7 @@ def replay(
         _wait(lambda: rec.count() >= int(loc.diagnostics_values().get(published, 0)), 5.0)
         _wait(lambda: len(rec.frame_pose) >= int(loc.diagnostics_values().get("count_poses", 0)), 5.0)
         if hm_dir is not None:
-            _wait(
-                lambda: (
-                    len(rec.heatmap)
-                    >= sum(int(loc.diagnostics_values().get(k, 0)) for k in ("count_poses", "count_gated"))
-                ),
-                5.0,
-            )
+            _wait(lambda: len(rec.heatmap) >= _overlays_due(loc.diagnostics_values()), 5.0)
         if bar is not None:
             bar.n = len(frames)
             bar.close()
