@@ -188,3 +188,13 @@ def test_bag_crop_keeps_the_window_of_frames(demo, tmp_path):
         crop_bag(demo["out"] / "drive", part, 0.0, 1.0)
     with pytest.raises(ReplayError, match="start-frac"):
         frame_window(FRAMES, 0.7, 0.2)
+
+
+def test_each_replay_process_gets_its_own_dds_domain():
+    """Two replays at once (two benchmarks, a demo beside a benchmark) must not read each other's topics: the
+    node and the player of a replay live in one process and talk on a domain private to that process."""
+    from xview_testbed.replay import private_domain_id
+
+    ids = {private_domain_id(pid) for pid in range(1000, 1100)}
+    assert len(ids) == 100 and min(ids) >= 101 and max(ids) <= 200  # ROS 2 domain ids are 0..232; 0..100 left free
+    assert private_domain_id() == private_domain_id(__import__("os").getpid())

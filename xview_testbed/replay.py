@@ -305,6 +305,12 @@ def _frames_done(values: Dict[str, Any]) -> int:
     )
 
 
+def private_domain_id(pid: Optional[int] = None) -> int:
+    """A ROS domain id for one replay process (101..200, from the process id): concurrent replays on one
+    machine do not discover each other; ids 0..100 stay free for live systems."""
+    return 101 + (os.getpid() if pid is None else pid) % 100
+
+
 def _overlays_due(values: Dict[str, Any]) -> int:
     """~/heatmap overlays the node owes: one per frame with a heat map (published or gated)."""
     return sum(int(values.get(k, 0)) for k in ("count_poses", "count_gated"))
@@ -333,12 +339,14 @@ def replay(
     ros_args: Sequence[str] = (),
     topics: Optional[Dict[str, str]] = None,
     progress: bool = True,
+    domain_id: Optional[int] = None,
 ) -> ReplaySummary:
     """Play the camera frames [start_frac, end_frac) of ``bag`` into a localizer node started from
     ``params_file`` (``model``/``tile_source`` override its parameters) and write ``out`` (JSONL, one line
     per frame, see :class:`FrameRecord`) and ``out``.json (summary, node diagnostics). ``rate``: multiple of
     the recorded pace (1 = real time); 0 = lock-step, as fast as the node keeps up. ``heatmap_dir``: also
-    save the node's ~/heatmap overlays there as PNG (paths in the JSONL relative to ``out``'s folder)."""
+    save the node's ~/heatmap overlays there as PNG (paths in the JSONL relative to ``out``'s folder).
+    ``domain_id``: the ROS domain of the replay (default: a private one, :func:`private_domain_id`)."""
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.node import Node
@@ -381,7 +389,9 @@ def replay(
         # every frame's overlay is wanted: no rate limit on the node's visualization thread
         argv += ["-p", "viz_max_rate_hz:=0.0"]
     context = rclpy.Context()
-    rclpy.init(args=argv, context=context)
+    # the node and the player live in this process: a DDS domain of their own keeps two replays (or a live
+    # system on the same network) from reading each other's topics
+    rclpy.init(args=argv, context=context, domain_id=private_domain_id() if domain_id is None else domain_id)
     t_start = time.monotonic()
     loc = player = executor = thread = None
     datum: Optional[LocalENU] = None
