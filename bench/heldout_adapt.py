@@ -116,10 +116,11 @@ def models_of(r: StepRunner, c: City, teacher: Path, args) -> Dict[str, List[Pat
         "--bn-reestimate-only", *th,
     )  # fmt: skip
     rows["BN re-estimation, all layers"] = [bn / "student.pt"]
-    variants = {"paper, label-free selection": ["--select", "pseudo"]}
+    # every student row states its recipe: variants are flags on top of the paper's setting
+    variants = {"paper, label-free selection": ["--recipe", "paper", "--select", "pseudo"]}
     for spec in args.variant:
         label, _, flags = spec.partition("=")
-        variants[label] = ["--select", "pseudo", *shlex.split(flags)]
+        variants[label] = ["--recipe", "paper", "--select", "pseudo", *shlex.split(flags)]
     for label, flags in variants.items():
         key = "".join(ch if ch.isalnum() else "_" for ch in label)
         rows[label] = []
@@ -131,7 +132,7 @@ def models_of(r: StepRunner, c: City, teacher: Path, args) -> Dict[str, List[Pat
             rows[label].append(run / "student.pt")
     gt = r.run(
         d / "paper_gtselect", "xview-adapt", "adapt", "--teacher", teacher, "--data", c.labelled, "--split",
-        "train", "--select", "gt", "--out", d / "paper_gtselect", *th,
+        "train", "--recipe", "paper", "--select", "gt", "--out", d / "paper_gtselect", *th,
     )  # fmt: skip
     rows["paper, GT selection (reference)"] = [gt / "student.pt"]
     oracle = r.run(

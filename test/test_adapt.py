@@ -25,6 +25,7 @@ from offline_adapt.adapt.distill import (
     holdout_ids,
     train_student,
 )
+from offline_adapt.adapt.options import recipe_options
 from offline_adapt.adapt.pipeline import (
     AdaptOptions,
     AdaptRun,
@@ -510,11 +511,12 @@ def test_every_command_takes_its_defaults_from_the_options():
     req = ["--teacher", "t.pt", "--data", "d", "--out", "o"]
     for command in ("adapt", "train-student", "filter", "pseudo-label"):
         extra = ["--stage", "aux"] if command == "train-student" else []
-        assert options_from_args(parser.parse_args([command, *req, *extra])) == AdaptOptions(), command
+        assert options_from_args(parser.parse_args([command, *req, *extra])) == recipe_options(), command
     assert (
         train_options(parser.parse_args(["train", "--data", "d", "--config", "small", "--out", "o"])) == TrainOptions()
     )
     assert (DemoOptions().keep, DemoOptions().epochs) == (AdaptOptions().keep_pct, DistillOptions().epochs)
+    assert recipe_options().distill.fov_mask == (90.0, 180.0)  # the command lines' default recipe: vehicle
 
 
 def test_run_results_and_reuse_steps_are_the_public_view_of_a_run(bed, adapted, tmp_path):

@@ -353,7 +353,8 @@ def _parse(*flags):
 
 def test_recipe_paper_reproduces_todays_options_exactly():
     paper = recipe_options("paper")
-    assert paper == AdaptOptions() == _parse() == _parse("--recipe", "paper")
+    assert paper == AdaptOptions() == _parse("--recipe", "paper")
+    assert _parse() == recipe_options("vehicle") != paper  # the command lines default to the vehicle recipe
     d = asdict(paper)
     assert {k: d["distill"][k] for k in TODAY_DISTILL} == TODAY_DISTILL
     assert {k: d[k] for k in TODAY_ADAPT} == TODAY_ADAPT
@@ -365,21 +366,16 @@ def test_recipe_paper_reproduces_todays_options_exactly():
 
 def test_recipe_vehicle_and_explicit_flags_override_it():
     v = _parse("--recipe", "vehicle")
-    assert (v.gnss_prior, v.distill.sigma_m, v.distill.bn, v.rounds) == (True, 1.0, "frozen", 1)
+    assert v.distill.fov_mask == (90.0, 180.0)
     assert replace_new(v) == replace_new(AdaptOptions())  # nothing else differs from the paper
-    o = _parse("--recipe", "vehicle", "--sigma", "3", "--no-gnss-prior", "--bn", "train", "--rounds", "2")
-    assert (o.distill.sigma_px, o.distill.sigma_m, o.gnss_prior, o.distill.bn, o.rounds) == (
-        3.0,
-        None,
-        False,
-        "train",
-        2,
-    )
+    o = _parse("--recipe", "vehicle", "--sigma", "3", "--fov-mask", "120,120", "--bn", "frozen", "--rounds", "2")
+    assert (o.distill.sigma_px, o.distill.fov_mask, o.distill.bn, o.rounds) == (3.0, (120.0, 120.0), "frozen", 2)
     assert _parse("--recipe", "vehicle", "--sigma-m", "0.5").distill.sigma_m == 0.5
     p = _parse("--gnss-prior", "--gnss-std-m", "3", "--fov-mask", "90,180", "--bn-reestimate-only", "ground")
     assert (p.gnss_prior, p.gnss_std_m, p.distill.fov_mask) == (True, 3.0, (90.0, 180.0))
     assert (p.bn_reestimate_only, p.bn_reestimate_scope) == (True, "ground")
     assert (_parse("--bn-reestimate-only").bn_reestimate_scope, _parse().bn_reestimate_only) == ("all", False)
+    assert _parse("--recipe", "paper").distill.fov_mask is None
     for flags, message in (
         (("--fov-mask", "90"), "^--fov-mask must be MIN,MAX"),
         (("--gnss-std-m", "0"), "^--gnss-std-m must be > 0"),
@@ -389,9 +385,10 @@ def test_recipe_vehicle_and_explicit_flags_override_it():
             _parse(*flags)
 
 
-def test_recipe_vehicle_runs_end_to_end_and_filters_the_posterior_labels(bed, tmp_path):
+def test_gnss_prior_run_end_to_end_filters_the_posterior_labels(bed, tmp_path):
     root, data, teacher = bed
-    opts = recipe_options("vehicle", dict(keep_pct=75.0, **QUICK))
+    flags = dict(gnss_prior=True, sigma_m=1.0, bn="frozen", keep_pct=75.0, **QUICK)
+    opts = recipe_options("paper", flags)
     run = AdaptRun(teacher, data, tmp_path / "run", opts)
     run_adapt(run)
     manifest = json.loads((run.dir("pseudo") / "manifest.json").read_text())
@@ -417,6 +414,6 @@ def replace_new(o: AdaptOptions) -> dict:
     d = asdict(o)
     for k in ("gnss_prior", "rounds"):
         d.pop(k)
-    for k in ("sigma_m", "bn"):
+    for k in ("sigma_m", "bn", "fov_mask"):
         d["distill"].pop(k)
     return d

@@ -67,7 +67,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         choices=RECIPES,
         default=DEFAULT_RECIPE,
         help=f"defaults to start from (default {DEFAULT_RECIPE}): paper = the paper's exact setting; vehicle "
-        f"(provisional until bench/heldout_adapt.py's validation pair decides) = {_recipe_text('vehicle')}. "
+        f"= the paper's plus {_recipe_text('vehicle')} (chosen on bench/heldout_adapt.py's validation city). "
         "Explicit flags override the recipe",
     )
     p.add_argument(
