@@ -369,3 +369,29 @@ def test_track_follows_the_fixes_without_heat_maps_and_frame_mode_does_not_track
     frame = Localizer(_valid(fusion="frame", prefetch_ahead_s=0.0), _NoBackend(), None)
     _north_drive(frame)
     assert frame.filter is None and frame.track(1.0, None) is None
+
+
+def test_patch_centre_follows_a_tracking_belief_not_a_jumped_fix():
+    """While the filter tracks (a tight belief), the patch is cut at its predicted position: a fix 40 m off does not
+    move the patch off the vehicle; with patch_centre: fix, an untracked or a wide belief, the fix is the centre."""
+    from xview_loc_ros.drive_filter import FilterState
+
+    loc = Localizer(_valid(prefetch_ahead_s=0.0), _NoBackend(), None)
+    _north_drive(loc)
+    for k in range(20):
+        loc.track(0.5 + 0.1 * k, None)
+    f = loc.filter
+    assert f is not None
+    frame = LocalENU(LAT, LON, 10.0)
+    jumped = _fix(2.5, *(float(x) for x in frame.to_latlon(40.0, 5.0 * 2.5, 10.0)[:2]))
+    assert loc.patch_centre(2.5, jumped) == (jumped.lat, jumped.lon)  # not tracking yet: no heat map applied
+    f.state = FilterState.TRACKING
+    lat, lon = loc.patch_centre(2.5, jumped)
+    e, n, _ = frame.to_enu(lat, lon, 10.0)
+    b = f.estimate()
+    assert abs(float(e) - b.east) < 1.0 and float(n) == pytest.approx(b.north + 5.0 * (2.5 - f.stamp), abs=1.5)
+    assert abs(float(e) - 40.0) > 30.0
+    loc.params = _valid(prefetch_ahead_s=0.0, patch_centre="fix")
+    assert loc.patch_centre(2.5, jumped) == (jumped.lat, jumped.lon)
+    loc.params = _valid(prefetch_ahead_s=0.0, patch_centre_max_std_m=0.01)
+    assert loc.patch_centre(2.5, jumped) == (jumped.lat, jumped.lon)

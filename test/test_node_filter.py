@@ -92,8 +92,10 @@ def _by_stamp(msgs):
 
 
 def test_filter_mode_on_a_drive(drive):
-    filt, diag = _run(drive, fusion="filter")
+    filt, diag = _run(drive, fusion="filter")  # patch_centre: belief (the default)
     frame, _ = _run(drive, fusion="frame")
+    # with the patch cut at the fix, the filter's per-frame path is exactly fusion: frame's
+    at_fix, _ = _run(drive, fusion="filter", patch_centre="fix")
     images = sorted(round(t, 6) for tp, t, _ in drive["items"] if tp == "/camera/image/compressed")
     # one filtered pose and fix per image, at its stamp
     poses = _by_stamp(filt["pose"])
@@ -101,8 +103,8 @@ def test_filter_mode_on_a_drive(drive):
     # the belief's covariance: from the GNSS prior down as heat maps and motion come in
     traces = [np.trace(np.array(poses[t].pose.covariance).reshape(6, 6)[:2, :2]) for t in images]
     assert np.median(traces[len(traces) // 2 :]) < 0.25 * traces[0], traces
-    # ~/frame_pose is exactly the per-frame ~/pose of fusion: frame
-    fp, ref = _by_stamp(filt["frame_pose"]), _by_stamp(frame["pose"])
+    # ~/frame_pose (patch at the fix) is exactly the per-frame ~/pose of fusion: frame
+    fp, ref = _by_stamp(at_fix["frame_pose"]), _by_stamp(frame["pose"])
     assert sorted(fp) == sorted(ref) and len(fp) >= len(images) // 2
     for t, m in fp.items():
         a, b = m.pose, ref[t].pose

@@ -370,6 +370,10 @@ class DriveFilter:
         self.last_innovation = Innovation("heatmap", stamp, math.sqrt(max(d2, 0.0)), math.log(max(expected, 1e-300)))
         sub *= scaled
         self.counts["heatmap_updates"] += 1
+        if d2 <= self.p.lost_chi2:
+            # the camera confirms the belief: fixes that disagree meanwhile are a GNSS fault (multipath, a jump),
+            # not a lost track
+            self._disagree = (0, math.nan)
         if not self._normalise("heatmap", expected):
             return False
         if self.state == FilterState.REINITIALISED:

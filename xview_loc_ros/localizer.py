@@ -32,7 +32,7 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from xview_loc_ros.drive_filter import DriveFilter, Innovation, OdometryBuffer
+from xview_loc_ros.drive_filter import DriveFilter, FilterState, Innovation, OdometryBuffer
 from xview_loc_ros.geo import LocalENU, PatchGeoref, compass_to_enu_yaw
 from xview_loc_ros.heatmap import HeatmapEstimate, decode_heatmap, heading_from_orientation, softmax_all
 from xview_loc_ros.mount import CameraMount
@@ -492,6 +492,23 @@ class Localizer:
         )
 
     # -- per frame --------------------------------------------------------------------------------
+    def patch_centre(self, stamp: float, fix: Fix) -> Tuple[float, float]:
+        """(lat, lon) where the frame's aerial patch is cut: with ``patch_centre: belief`` the drive filter's
+        position predicted to ``stamp`` while it tracks with a largest std under ``patch_centre_max_std_m``
+        (so a GNSS jump or a large bias does not move the patch off the vehicle: the heat map keeps seeing
+        it), else the fix."""
+        f, p = self.filter, self.params
+        if f is None or p.patch_centre != "belief" or self.datum is None or f.state != FilterState.TRACKING:
+            return fix.lat, fix.lon
+        est = f.estimate()
+        if est is None or float(np.linalg.eigvalsh(est.cov_en)[-1]) > p.patch_centre_max_std_m**2:
+            return fix.lat, fix.lon
+        de, dn = 0.0, 0.0
+        if f.stamp is not None and stamp > f.stamp:
+            (de, dn), _ = self.motion(f.stamp, stamp)
+        lat, lon, _ = self.datum.to_latlon(est.east + de, est.north + dn, self.datum.h0)
+        return float(lat), float(lon)
+
     def process(self, stamp: float, rgb: np.ndarray) -> Estimate:
         """Localize one camera frame (``stamp`` seconds, RGB uint8 HxWx3). Returns an Estimate whose
         ``accepted`` is False when gating rejected it; raises FrameRejected when no estimate exists."""
@@ -518,7 +535,7 @@ class Localizer:
 
         t0 = self._clock()
         try:
-            patch = self.builder.build(fix.lat, fix.lon)
+            patch = self.builder.build(*self.patch_centre(stamp, fix))
         except TileError as e:
             raise FrameRejected("tiles", str(e)) from e
         if patch.missing_fraction > p.max_missing_fraction:

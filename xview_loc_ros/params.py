@@ -22,6 +22,7 @@ INT_MAX = 2**31 - 1  # upper bound of the integer parameters' documented ranges
 HEADING_SOURCES = ("imu", "fixed", "none")
 IMAGE_TRANSPORTS = ("compressed", "raw")
 FUSIONS = ("filter", "frame")
+PATCH_CENTRES = ("belief", "fix")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
@@ -218,6 +219,21 @@ class LocalizerParams:
     )
     # --- fusion over the drive (xview_loc_ros.drive_filter; positions in map_frame, ENU metres)
     fusion: str = _param("filter", "filter: ~/pose is the drive filter's belief | frame: each frame alone, gated")
+    patch_centre: str = _param(
+        "belief",
+        "where the aerial patch is cut with fusion: filter: belief = the filter's predicted position while it tracks "
+        "with a std under patch_centre_max_std_m (a GNSS jump or bias then leaves the patch where the vehicle is), "
+        "else the fix | fix = always the fix",
+        runtime=True,
+    )
+    patch_centre_max_std_m: float = _param(
+        8.0,
+        "the belief's largest std (m) up to which it centres the patch",
+        unit="m",
+        lo=0.0,
+        hi=math.inf,
+        runtime=True,
+    )
     odom_topic: str = _param("odom", 'nav_msgs/Odometry (twist in the child frame); "" = not subscribed')
     odom_max_age_s: float = _param(
         0.5, "an odometry sample holds this long; longer gaps fall back to fix speed", unit="s", lo=0.0, hi=math.inf
@@ -393,6 +409,10 @@ class LocalizerParams:
             )
         if self.fusion not in FUSIONS:
             raise ParameterError("fusion", f"must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        if self.patch_centre not in PATCH_CENTRES:
+            raise ParameterError(
+                "patch_centre", f"must be one of {', '.join(PATCH_CENTRES)}, got {self.patch_centre!r}"
+            )
         if not self.fix_topic:
             raise ParameterError("fix_topic", "must not be empty")
         if self.heading_source == "imu" and not self.imu_topic:
