@@ -60,7 +60,7 @@ def test_engine_and_its_sidecar_are_flushed(disk_log, tmp_path):
     from xview_loc_ros.inference.engine_cache import EngineKey, store_engine
     from xview_loc_ros.inference.modelfile import sidecar_path
 
-    key = EngineKey("gpu", "8.6", "10.0", "ab" * 32, True, 1)
+    key = EngineKey("gpu", "8.6", 132, "CUDA 12.6, tensorrt-cu12", "10.0", "ab" * 32, True, 1)
     engine = store_engine(tmp_path / "m.plan", b"engine", key, {"arch": "small"}, tmp_path / "m.onnx")
     assert_durable(disk_log, engine)
     assert_durable(disk_log, sidecar_path(engine))
