@@ -74,10 +74,14 @@ def test_two_synth_pairs_runs_on_one_out(city, tmp_path):
     from offline_adapt.data.dataset import PairDataset
 
     out = tmp_path / "pairs"
-    first = _cli("synth", "pairs", "--city", str(city), "--n", "60", "--seed", "1", "--out", str(out))
+    first = _cli(
+        "synth", "pairs", "--city", str(city), "--n", "200", "--seed", "1", "--workers", "1", "--out", str(out)
+    )
+    # one rendering process and 200 pairs: the first run is still writing when the second starts (60 pairs on
+    # two processes could finish before the second's interpreter was up, which then saw a finished set)
     index = out.with_name("pairs.partial") / "index.jsonl"
     _wait_for(lambda: index.is_file() and index.stat().st_size > 0)
-    second = _cli("synth", "pairs", "--city", str(city), "--n", "60", "--seed", "2", "--out", str(out))
+    second = _cli("synth", "pairs", "--city", str(city), "--n", "200", "--seed", "2", "--out", str(out))
     second_err = second.communicate(timeout=120)[1]
     first_err = first.communicate(timeout=120)[1]
     assert first.returncode == 0, first_err
@@ -94,7 +98,7 @@ def test_two_synth_pairs_runs_on_one_out(city, tmp_path):
                 "--city",
                 str(city),
                 "--n",
-                "60",
+                "200",
                 "--seed",
                 "1",
                 "--out",
