@@ -73,6 +73,9 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "node"))
     ap.add_argument("--fusion", default="filter", choices=("filter", "frame"))
     ap.add_argument("--busy", type=int, default=0, help="busy-loop processes running meanwhile (load)")
+    ap.add_argument(
+        "--viz", choices=("on", "off"), default="on", help="RViz outputs (overlay, grids, markers) on or off"
+    )
     ap.add_argument("--record", action="store_true", help="append the result to bench/RESULTS.md")
     args = ap.parse_args()
 
@@ -104,6 +107,10 @@ def main() -> int:
             max_ambiguity=1e9,
             diagnostics_period_s=1.0,
             fusion=args.fusion,
+            publish_overlay=args.viz == "on",
+            publish_grid=args.viz == "on",
+            publish_marker=args.viz == "on",
+            publish_belief_grid=args.viz == "on",
         )
         .validate()
         .to_dict()
