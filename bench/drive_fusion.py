@@ -20,7 +20,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import results  # noqa: E402
-from xview_testbed.replay import read_jsonl  # noqa: E402
+from xview_testbed.replay import read_jsonl, summarize_errors  # noqa: E402
 from xview_testbed.steps import StepRunner  # noqa: E402
 
 SECTION = "## Drive filter on whole drives (issue 16)"
@@ -42,21 +42,6 @@ ABLATIONS = {
 }
 
 
-def stats(errors: Sequence[Optional[float]], n_frames: int) -> Dict[str, float]:
-    a = np.asarray([e for e in errors if e is not None], float)
-    if a.size == 0:
-        return {"n": 0, "coverage": 0.0}
-    return {
-        "n": int(a.size),
-        "coverage": a.size / max(1, n_frames),
-        "mean": float(a.mean()),
-        "median": float(np.median(a)),
-        "p95": float(np.percentile(a, 95)),
-        "gt5": float(100 * (a > 5).mean()),
-        "gt10": float(100 * (a > 10).mean()),
-    }
-
-
 def replay(r: StepRunner, out: Path, bag: Path, city: Path, model: Path, params: Sequence[str], threads: int) -> Path:
     extra: List[str] = []
     for p in ["fusion:=filter", f"threads:={threads}", *params]:
@@ -68,13 +53,11 @@ def replay(r: StepRunner, out: Path, bag: Path, city: Path, model: Path, params:
 
 
 def summarize(path: Path) -> Dict[str, Any]:
-    recs = read_jsonl(path)
+    """The replay's error statistics (node = filtered, frame, gnss: xview_testbed.replay.summarize_errors) and the
+    filter and inference stage times from its diagnostics."""
     diag = json.loads(Path(f"{path}.json").read_text())["diagnostics"]
-    n = len(recs)
     return {
-        "gnss": stats([x["gnss_err_m"] for x in recs], n),
-        "frame": stats([x["frame_err_m"] if x.get("frame_localized") else None for x in recs], n),
-        "filter": stats([x["est_err_m"] if x["localized"] else None for x in recs], n),
+        **summarize_errors(read_jsonl(path)),
         "filter_ms": (diag.get("stage_filter_ms_median"), diag.get("stage_filter_ms_p95")),
         "inference_ms": diag.get("stage_inference_ms_median"),
     }
@@ -105,11 +88,12 @@ def jump_summary(path: Path, start_s: float, length_s: float) -> Dict[str, Any]:
 
 
 def row(label: str, s: Dict[str, Any]) -> str:
-    if not s["n"]:
+    """A table row of xview_testbed.replay.error_stats."""
+    if not s["frames"]:
         return f"| {label} | none | | | | |"
     return (
-        f"| {label} | {s['coverage']:.0%} | {s['mean']:.2f} | {s['median']:.2f} | {s['p95']:.2f} | "
-        f"{s['gt5']:.0f} % / {s['gt10']:.0f} % |"
+        f"| {label} | {s['coverage']:.0%} | {s['mean_m']:.2f} | {s['median_m']:.2f} | {s['p95_m']:.2f} | "
+        f"{s['over_5m_pct']:.0f} % / {s['over_10m_pct']:.0f} % |"
     )
 
 
@@ -167,14 +151,14 @@ def main(argv: List[str]) -> int:
                 if label == "teacher":
                     gnss_rows.append(row(f"GNSS fix, drive {seed}", s["gnss"]))
                 lines.append(row(f"{label}, per frame, drive {seed}", s["frame"]))
-                lines.append(row(f"{label}, **filtered**, drive {seed}", s["filter"]))
+                lines.append(row(f"{label}, **filtered**, drive {seed}", s["node"]))
                 timing.append((name, label, seed, s["filter_ms"], s["inference_ms"]))
         lines[4:4] = gnss_rows
         for label, params in ABLATIONS.items():
             key = "".join(ch if ch.isalnum() else "_" for ch in label)[:40]
             s = summarize(replay(r, d / f"ablation_{key}.jsonl", drives[DRIVE_SEEDS[0]], city, teacher, params,
                                  args.threads))  # fmt: skip
-            lines.append(row(f"teacher, filtered, {label}, drive {DRIVE_SEEDS[0]}", s["filter"]))
+            lines.append(row(f"teacher, filtered, {label}, drive {DRIVE_SEEDS[0]}", s["node"]))
         for label, model in models.items():
             rep = replay(r, d / f"jump_{label.replace(' ', '_')}.jsonl", jump, city, model, [], args.threads)
             j = jump_summary(rep, args.jump_start_s, args.jump_s)

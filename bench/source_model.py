@@ -20,14 +20,13 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import results  # noqa: E402
-from xview_testbed.replay import read_jsonl  # noqa: E402
+from xview_testbed.replay import error_stats, read_jsonl  # noqa: E402
 from xview_testbed.steps import StepRunner  # noqa: E402
 
 PARAMS = ROOT / "config" / "localizer.yaml"
@@ -72,19 +71,6 @@ def build_tests(r: StepRunner, out: Path, frames: int, pairs: int) -> Dict[str, 
     return made
 
 
-def stats(errors: Sequence[float]) -> Dict[str, float]:
-    a = np.asarray(errors, float)
-    if a.size == 0:
-        return {"n": 0}
-    return {
-        "n": int(a.size),
-        "mean": float(a.mean()),
-        "median": float(np.median(a)),
-        "p95": float(np.percentile(a, 95)),
-        "gt10": float(100.0 * (a > 10.0).mean()),
-    }
-
-
 def per_frame(rec: dict) -> Optional[float]:
     """The per-frame estimate's error (the node's ~/frame_pose; with fusion: frame also its ~/pose), None when
     gated: the source model is judged frame by frame, whatever the node's fusion mode."""
@@ -107,7 +93,7 @@ def measure(r: StepRunner, out: Path, models: Dict[str, Path], tests, threads: i
             )  # fmt: skip
             recs = read_jsonl(rep)
             if "gnss" not in row:
-                row["gnss"] = stats([x["gnss_err_m"] for x in recs])
+                row["gnss"] = error_stats([x["gnss_err_m"] for x in recs], len(recs))
             loc = [per_frame(x) for x in recs if per_frame(x) is not None]
             fallback = [x["gnss_err_m"] if per_frame(x) is None else per_frame(x) for x in recs]
             ev = out / f"eval_{label}_{key}"
@@ -118,8 +104,8 @@ def measure(r: StepRunner, out: Path, models: Dict[str, Path], tests, threads: i
             m = json.loads((ev / "metrics.json").read_text())
             row[label] = {
                 "frames": len(recs),
-                "localized": stats(loc),
-                "fallback": stats(fallback),
+                "localized": error_stats(loc, len(recs)),
+                "fallback": error_stats(fallback, len(recs)),
                 "pairs": {"n": m["count"], "mean": m["mean_m"], "median": m["median_m"], "centre": m["prior_mean_m"]},
             }
         table[name] = row
@@ -136,16 +122,20 @@ def format_table(table: Dict[str, Dict[str, dict]], models: Sequence[str]) -> st
     for name, row in table.items():
         g = row["gnss"]
         lines.append(
-            f"| {name} | {split[name]} | GNSS fix | {g['mean']:.2f} / {g['median']:.2f} / {g['p95']:.2f} / "
-            f"{g['gt10']:.0f} % | {g['n']}/{g['n']} | | |"
+            f"| {name} | {split[name]} | GNSS fix | {g['mean_m']:.2f} / {g['median_m']:.2f} / {g['p95_m']:.2f} / "
+            f"{g['over_10m_pct']:.0f} % | {g['frames']}/{g['frames']} | | |"
         )
         for label in models:
             c = row[label]
             f, lo, p = c["fallback"], c["localized"], c["pairs"]
-            loc = f"{lo['mean']:.2f} / {lo['median']:.2f} / {lo['p95']:.2f} / {lo['gt10']:.0f} %" if lo["n"] else "none"
+            loc = (
+                f"{lo['mean_m']:.2f} / {lo['median_m']:.2f} / {lo['p95_m']:.2f} / {lo['over_10m_pct']:.0f} %"
+                if lo["frames"]
+                else "none"
+            )
             lines.append(
-                f"| {name} | {split[name]} | {label} | {f['mean']:.2f} / {f['median']:.2f} / {f['p95']:.2f} / "
-                f"{f['gt10']:.0f} % | {lo['n']}/{c['frames']} | {loc} | {p['mean']:.2f} / {p['median']:.2f} "
+                f"| {name} | {split[name]} | {label} | {f['mean_m']:.2f} / {f['median_m']:.2f} / {f['p95_m']:.2f} / "
+                f"{f['over_10m_pct']:.0f} % | {lo['frames']}/{c['frames']} | {loc} | {p['mean']:.2f} / {p['median']:.2f} "
                 f"({p['centre']:.2f}) |"
             )
     return "\n".join(lines)
