@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "offline_adapt.evaluation.cli",
     "offline_adapt.adapt.cli",
     "offline_adapt.export.cli",
+    "offline_adapt.retrieval.cli",
 ]
 
 

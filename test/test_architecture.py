@@ -35,7 +35,8 @@ STAGE_DEPS: Dict[str, Set[str]] = {
     "train": {"data", "evaluation", "train"},
     "adapt": {"data", "evaluation", "train", "adapt"},
     "export": {"data", "export"},
-    "": {"data", "evaluation", "train", "adapt", "export", ""},  # offline_adapt.cli / __main__
+    "retrieval": {"data", "retrieval"},
+    "": {"data", "evaluation", "train", "adapt", "export", "retrieval", ""},  # offline_adapt.cli / __main__
 }
 
 

@@ -168,6 +168,20 @@ class Backend(abc.ABC):
         out = self.infer_outputs(ground, aerial, names)
         return [out[k] for k in names]
 
+    def encode_aerial(self, aerial: np.ndarray) -> np.ndarray:
+        """Retrieval descriptors (B,D) of aerial patches alone. The full graph runs with a zero ground input
+        (the descriptor depends on the aerial input only); backends with a cheaper aerial-only path override it."""
+        g_shape, _ = input_shapes(self.config)
+        zeros = np.zeros((len(aerial), *g_shape), np.float32)
+        return self.infer_outputs(zeros, aerial, [OUTPUT_AERIAL_DESCRIPTOR])[OUTPUT_AERIAL_DESCRIPTOR]
+
+    def encode_ground(self, ground: np.ndarray) -> np.ndarray:
+        """Retrieval descriptors (B,D) of ground images alone (the full graph with a zero aerial input, unless
+        overridden)."""
+        _, a_shape = input_shapes(self.config)
+        zeros = np.zeros((len(ground), *a_shape), np.float32)
+        return self.infer_outputs(ground, zeros, [OUTPUT_GROUND_DESCRIPTOR])[OUTPUT_GROUND_DESCRIPTOR]
+
     def warmup(self, n: int = 3, batch: int = 1) -> float:
         """Run ``n`` times on zero inputs (allocations, autotuning, engine caches); returns the
         last run's seconds."""

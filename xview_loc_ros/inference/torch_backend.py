@@ -16,6 +16,8 @@ from xview_loc_ros.inference.base import (
     OUTPUT_ORIENTATION,
     Backend,
     ModelFileError,
+    check_inputs,
+    input_shapes,
     level_output_name,
     output_names,
 )
@@ -122,6 +124,29 @@ class TorchBackend(Backend):
             else:
                 out = self._forward(g, a)
             return {n: out[n].float().cpu().numpy() for n in names}
+
+    def _encode(self, x: np.ndarray, aerial: bool) -> np.ndarray:
+        name = OUTPUT_AERIAL_DESCRIPTOR if aerial else OUTPUT_GROUND_DESCRIPTOR
+        if name not in self.outputs:
+            raise ValueError(f"{self.model_path}: has no output {name!r}; it has {self.outputs}")
+        g_shape, a_shape = input_shapes(self.config)
+        other = np.zeros((1, *(g_shape if aerial else a_shape)), np.float32).repeat(len(x), axis=0)
+        g, a = check_inputs(other, x, self.config) if aerial else check_inputs(x, other, self.config)
+        t = self._torch
+        with t.inference_mode():
+            if aerial:
+                out = self.model.encode_aerial(t.from_numpy(a).to(self.device))
+            else:
+                out = self.model.encode_ground(t.from_numpy(g).to(self.device))
+            return out.float().cpu().numpy()
+
+    def encode_aerial(self, aerial: np.ndarray) -> np.ndarray:
+        """Aerial-only path (the ground branch and the decoder do not run)."""
+        return self._encode(aerial, aerial=True)
+
+    def encode_ground(self, ground: np.ndarray) -> np.ndarray:
+        """Ground-only path (the aerial branch and the decoder do not run)."""
+        return self._encode(ground, aerial=False)
 
     def describe(self) -> str:
         prec = "fp16 autocast" if self.fp16 else "fp32"
