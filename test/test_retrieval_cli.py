@@ -177,3 +177,14 @@ def test_train_retrieval_errors(city, tmp_path, capsys):
     assert "--tiles" in capsys.readouterr().err
     assert adapt_main([*argv, "--tiles", city["tiles"], "--candidate-radius-m", "50", "--candidate-step-m", "1"]) == 2
     assert "candidates" in capsys.readouterr().err
+
+
+def test_train_retrieval_on_several_data_sets(city, tmp_path, capsys):
+    out = tmp_path / "m2.pt"
+    data = [str(city["pairs"])] * 2
+    argv = ["train-retrieval", "--data", *data, "--model", str(TEACHER), "--out", str(out), "--labels", "gt"]
+    argv += ["--epochs", "1", "--batch", "8", "--retrieval-dim", "16", "--no-progress"]
+    assert adapt_main([*argv, "--tiles", city["tiles"], city["tiles"], city["tiles"]]) == 2
+    assert "one per --data" in capsys.readouterr().err
+    assert adapt_main([*argv, "--tiles", city["tiles"]]) == 0
+    assert load_checkpoint(out)[1]["retrieval_training"]["pairs"] == 32

@@ -145,11 +145,12 @@ class CityIndex:
         if near_en is not None and radius_m is not None:
             d = np.hypot(self.east_north[:, 0] - near_en[0], self.east_north[:, 1] - near_en[1])
             entries = np.flatnonzero(d <= radius_m)
-        else:
+            if entries.size == 0:
+                return []
+            scores = self.descriptors[entries] @ (q / norm)
+        else:  # no gather: a copy of every descriptor costs more than the product itself
             entries = np.arange(len(self))
-        if entries.size == 0:
-            return []
-        scores = self.descriptors[entries] @ (q / norm)
+            scores = self.descriptors @ (q / norm)
         kk = min(k, entries.size)
         top = np.argpartition(-scores, kk - 1)[:kk]
         top = top[np.argsort(-scores[top], kind="stable")]

@@ -79,14 +79,21 @@ def _train_handler(args: argparse.Namespace) -> int:
         retrieval_pool=args.retrieval_pool,
         threads=args.threads,
     )
-    tiles = args.tiles
-    if tiles is None:
-        tiles = ((PairDataset(args.data).meta.extra or {}).get("extract") or {}).get("tiles")
-        if not tiles:
-            raise ValueError(f"{args.data}: the data set does not record its tile source; pass --tiles SPEC")
-    source = _open_tiles(tiles)
-
-    summary = train_retrieval(args.model, args.data, source, args.out, opts, progress=not args.no_progress)
+    tiles = list(args.tiles or [])
+    if len(tiles) == 1:
+        tiles = tiles * len(args.data)
+    elif not tiles:
+        for d in args.data:
+            spec = ((PairDataset(d).meta.extra or {}).get("extract") or {}).get("tiles")
+            if not spec:
+                raise ValueError(f"{d}: the data set does not record its tile source; pass --tiles SPEC")
+            tiles.append(spec)
+    if len(tiles) != len(args.data):
+        raise ValueError(
+            f"--tiles: give one SPEC for all data sets or one per --data ({len(args.data)}), got {len(tiles)}"
+        )
+    sources = [_open_tiles(t) for t in tiles]
+    summary = train_retrieval(args.model, args.data, sources, args.out, opts, progress=not args.no_progress)
     print(json.dumps(summary["rounds"]))
     print(f"wrote {args.out}: retrieval head trained on {summary['pairs']} pairs in {summary['seconds']:.0f} s")
     return 0
@@ -136,11 +143,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "term when the backbones train. --labels gt is the supervised reference (and trains a source model's head "
         "on labelled source pairs). A model without a head gets one (--retrieval-dim).",
     )
-    t.add_argument("--data", required=True, help="pair data set (the extractor's output)")
+    t.add_argument("--data", required=True, nargs="+", help="pair data set(s) (the extractor's output)")
     t.add_argument("--model", required=True, help="checkpoint (.pt) to start from (with or without a retrieval head)")
     t.add_argument("--out", required=True, help="checkpoint to write (.pt)")
     t.add_argument(
-        "--tiles", help="tile source SPEC for the candidate patches (default: the one the data set was extracted with)"
+        "--tiles",
+        nargs="+",
+        help="tile source SPEC for the candidate patches: one for all data sets or one per --data "
+        "(default: the one each data set was extracted with)",
     )
     t.add_argument(
         "--labels",

@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -242,16 +242,38 @@ def mutual_nn(g: np.ndarray, a: np.ndarray, centres: np.ndarray, tol_m: float) -
     return (d1 <= tol_m) & (d2 <= tol_m)
 
 
+def concat_pairs(parts: Sequence[Pairs]) -> Pairs:
+    """Several data sets as one training set. Each set's positions are moved 1000 km apart (internally only), so
+    pairs of different cities are never taken for neighbours by the negative masking or the mutual-NN check."""
+
+    def shifted(x: np.ndarray, j: int) -> np.ndarray:
+        return x + np.array([j * 1e6, 0.0])
+
+    gts = [p.gt_en for p in parts]
+    gt_all: Optional[List[np.ndarray]] = [shifted(g, j) for j, g in enumerate(gts) if g is not None]
+    return Pairs(
+        records=[r for p in parts for r in p.records],
+        frame=parts[0].frame,
+        ground=np.concatenate([p.ground for p in parts]),
+        base_en=np.concatenate([shifted(p.base_en, j) for j, p in enumerate(parts)]),
+        cand_en=np.concatenate([shifted(p.cand_en, j) for j, p in enumerate(parts)]),
+        cand_rgb=np.concatenate([p.cand_rgb for p in parts]),
+        cand_ok=np.concatenate([p.cand_ok for p in parts]),
+        gt_en=np.concatenate(gt_all) if gt_all is not None and len(gt_all) == len(parts) else None,
+    )
+
+
 def train_retrieval(
     model_path: str | os.PathLike,
-    data: str | os.PathLike,
-    source: TileSource,
+    data: Sequence[str | os.PathLike],
+    sources: Sequence[TileSource],
     out: str | os.PathLike,
     opts: TrainRetrievalOptions,
     progress: bool = False,
 ) -> Dict[str, Any]:
-    """Train and write ``out`` (a checkpoint with the retrieval head); returns the run summary (also stored in
-    the checkpoint under ``retrieval_training``)."""
+    """Train on the pair data sets ``data`` (their candidate patches cut from ``sources``, one per data set) and
+    write ``out`` (a checkpoint with the retrieval head); returns the run summary (also stored in the checkpoint
+    under ``retrieval_training``)."""
     import torch
     import torch.nn.functional as F
 
@@ -264,7 +286,9 @@ def train_retrieval(
     t0 = time.monotonic()
     model, head_added = prepare_model(model_path, opts)
     model.eval()  # BN statistics stay as they are; gradients still flow
-    pairs = load_pairs(model, data, source, opts, progress)
+    if len(sources) != len(data):
+        raise ValueError(f"{len(data)} data sets but {len(sources)} tile sources; give one per data set")
+    pairs = concat_pairs([load_pairs(model, d, src, opts, progress) for d, src in zip(data, sources)])
     n, k = pairs.cand_ok.shape
     off = candidate_offsets(opts.candidate_radius_m, opts.candidate_step_m)
     near = [np.flatnonzero(np.hypot(*(off - off[j]).T) <= opts.jitter_m + 1e-9) for j in range(k)]
@@ -336,7 +360,7 @@ def train_retrieval(
     summary = {
         "options": opts.to_dict(),
         "model": str(model_path),
-        "data": str(data),
+        "data": [str(d) for d in data],
         "pairs": n,
         "candidates_per_pair": k,
         "head_added": head_added,
