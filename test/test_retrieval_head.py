@@ -122,6 +122,11 @@ def test_torch_and_onnxruntime_agree_on_every_output(exported):
         np.testing.assert_allclose(np.linalg.norm(got[n], axis=1), 1.0, rtol=1e-5)
         np.testing.assert_allclose(got[n], ref[n], atol=1e-5)
     np.testing.assert_allclose(ort_b.infer(g, a), ref_b.infer(g, a), rtol=1e-4, atol=1e-4)
+    # one view alone: the torch backend's branch-only path and the ONNX graph with a zero other input agree
+    np.testing.assert_allclose(ref_b.encode_ground(g), ref[OUTPUT_GROUND_DESCRIPTOR], atol=1e-5)
+    np.testing.assert_allclose(ort_b.encode_ground(g), ref[OUTPUT_GROUND_DESCRIPTOR], atol=1e-5)
+    np.testing.assert_allclose(ref_b.encode_aerial(a), ref[OUTPUT_AERIAL_DESCRIPTOR], atol=1e-5)
+    np.testing.assert_allclose(ort_b.encode_aerial(a), ref[OUTPUT_AERIAL_DESCRIPTOR], atol=1e-5)
     # the export declares the descriptor shape
     import onnx
 
