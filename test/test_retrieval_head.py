@@ -33,7 +33,7 @@ def _inputs(config, batch=3, seed=0):
     )
 
 
-@pytest.fixture(scope="module", params=["spatial", "gem"])
+@pytest.fixture(scope="module", params=["spatial", "gem", "matching"])
 def exported(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(f"retr_{request.param}")
     torch.manual_seed(0)
@@ -69,6 +69,7 @@ def test_config_key_and_outputs_present_or_absent():
         (dict(retrieval_dim=True), "retrieval_dim"),
         (dict(retrieval_dim=16, retrieval_pool="max"), "retrieval_pool"),
         (dict(retrieval_pool="gem"), "without a retrieval_dim"),
+        (dict(retrieval_dim=16, retrieval_pool="matching", known_orientation=False), "known orientation"),
     ],
 )
 def test_bad_retrieval_config_refused(overrides, match):
@@ -76,7 +77,7 @@ def test_bad_retrieval_config_refused(overrides, match):
         build_model("small", **overrides)
 
 
-@pytest.mark.parametrize("pool", ["spatial", "gem"])
+@pytest.mark.parametrize("pool", ["spatial", "gem", "matching"])
 def test_descriptors_unit_norm_and_each_from_its_own_view(pool):
     torch.manual_seed(1)
     model = build_model("small", retrieval_dim=48, retrieval_pool=pool).eval()
@@ -161,3 +162,18 @@ def test_old_checkpoint_loads_unchanged_without_the_head(tmp_path):
     assert ort_b.outputs == backend.outputs
     with pytest.raises(ValueError, match="has no output"):
         ort_b.infer_outputs(*_inputs(ort_b.config, 1), [OUTPUT_GROUND_DESCRIPTOR])
+
+
+def test_untrained_matching_head_scores_like_the_coarse_heat_map():
+    """``matching`` starts as the identity on the level-1 matching descriptors: the cosine of the two descriptors is
+    the coarse level's score at the patch centre: the mean of the four central cells' cosines
+    when those cells agree (here: a constant aerial input makes every cell the same)."""
+    torch.manual_seed(3)
+    model = build_model("small", retrieval_dim=128, retrieval_pool="matching").eval()
+    g = torch.randn(2, 3, 64, 256)
+    a = torch.full((2, 3, 128, 128), 0.3)
+    with torch.no_grad():
+        out = model(g, a)
+    cos = (out.ground_descriptor * out.aerial_descriptor).sum(dim=1)
+    coarse = out.heatmaps[0][:, 0]  # (B, 4, 4) cosine scores of level 1
+    torch.testing.assert_close(cos, coarse[:, 1:3, 1:3].mean(dim=(1, 2)), atol=1e-4, rtol=1e-4)

@@ -238,7 +238,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument(
         "--retrieval-pool",
-        choices=("gem", "spatial"),
+        choices=("gem", "spatial", "matching"),
         default=None,
         help="pooling of an added head (default: spatial for north-aligned panoramas, else gem)",
     )

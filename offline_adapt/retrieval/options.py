@@ -113,7 +113,7 @@ class TrainRetrievalOptions:
         require_positive("--temperature", self.temperature)
         require_at_least("--retrieval-dim", self.retrieval_dim, 1)
         if self.retrieval_pool is not None:
-            require_choice("--retrieval-pool", self.retrieval_pool, ("gem", "spatial"))
+            require_choice("--retrieval-pool", self.retrieval_pool, ("gem", "spatial", "matching"))
         require_at_least("--threads", self.threads, 1, allow_none=True)
         n = 2 * math.floor(self.candidate_radius_m / self.candidate_step_m) + 1
         if n * n > 121:

@@ -211,14 +211,16 @@ class _Encoder:
         n, k = self.pairs.cand_ok.shape
         with torch.inference_mode():
             g = [
-                self.model.grd_retrieval(self.ground_feat(np.arange(i, min(n, i + self.batch))))
+                self.model.ground_retrieval(self.ground_feat(np.arange(i, min(n, i + self.batch))))
                 for i in range(0, n, self.batch)
             ]
             flat_i, flat_k = np.divmod(np.arange(n * k), k)
             a = []
             for i in range(0, n * k, self.batch):
                 a.append(
-                    self.model.sat_retrieval(self.aerial_feat(flat_i[i : i + self.batch], flat_k[i : i + self.batch]))
+                    self.model.aerial_retrieval(
+                        self.aerial_feat(flat_i[i : i + self.batch], flat_k[i : i + self.batch])
+                    )
                 )
         return torch.cat(g).numpy(), torch.cat(a).numpy().reshape(n, k, -1)
 
@@ -335,7 +337,7 @@ def train_retrieval(
                     continue
                 cand = np.array([rng.choice([j for j in near[assign[i]] if pairs.cand_ok[i, j]]) for i in b])
                 gf, af = enc.ground_feat(b), enc.aerial_feat(b, cand)
-                gd, ad = model.grd_retrieval(gf), model.sat_retrieval(af)
+                gd, ad = model.ground_retrieval(gf), model.aerial_retrieval(af)
                 logits = gd @ ad.T / opts.temperature
                 c = torch.from_numpy(pairs.cand_en[b, cand])
                 close = torch.cdist(c, c) < opts.negative_exclude_m

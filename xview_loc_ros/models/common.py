@@ -140,7 +140,7 @@ class RollMatcher(nn.Module):
             return num / (den * gnorm)
 
 
-RETRIEVAL_POOLS = ("gem", "spatial")
+RETRIEVAL_POOLS = ("gem", "spatial", "matching")
 
 
 class RetrievalHead(nn.Module):
@@ -149,7 +149,11 @@ class RetrievalHead(nn.Module):
     ``pool="gem"``: generalised-mean pooling (p = 3) over all positions, then Linear(C, D): invariant to
     where things are in the view. ``pool="spatial"``: a 1x1 conv to ``reduce`` channels, the whole map (its
     size ``grid`` (rows, cols) is fixed by the config) flattened and mapped by Linear to D: keeps the layout, which a
-    north-aligned panorama and a north-up aerial patch share (CVM-Net-style). Weights are small either way.
+    north-aligned panorama and a north-up aerial patch share (CVM-Net-style). ``pool="matching"``: the input is
+    already a vector, the fine model's own level-1 matching descriptors (the ground descriptor, and the aerial
+    bottleneck descriptor at the patch centre, see :meth:`CrossViewModel.add_retrieval_head`), L2-normalised and
+    mapped by Linear to D, initialised to the identity (a truncated one when D differs): untrained, the cosine
+    of the two is the coarse heat map's score at the patch centre. Weights are small in every case.
     """
 
     def __init__(self, in_channels: int, dim: int, pool: str, grid: Tuple[int, int], reduce: int = 16) -> None:
@@ -158,9 +162,13 @@ class RetrievalHead(nn.Module):
             raise ValueError(f"retrieval pool must be one of {RETRIEVAL_POOLS}, got {pool!r}")
         self.pool = pool
         self.grid = (int(grid[0]), int(grid[1]))
-        if pool == "gem":
+        if pool in ("gem", "matching"):
             self.reduce: nn.Module = nn.Identity()
             self.fc = nn.Linear(in_channels, dim)
+            if pool == "matching":
+                with torch.no_grad():
+                    self.fc.weight.copy_(torch.eye(dim, in_channels))
+                    self.fc.bias.zero_()
         else:
             self.reduce = nn.Conv2d(in_channels, reduce, 1)
             self.fc = nn.Linear(reduce * self.grid[0] * self.grid[1], dim)
@@ -169,7 +177,9 @@ class RetrievalHead(nn.Module):
         # float32 even under autocast: powers and norms of fp16 values overflow
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = x.float()
-            if self.pool == "gem":
+            if self.pool == "matching":
+                v = F.normalize(x, dim=1)
+            elif self.pool == "gem":
                 v = x.clamp_min(1e-6).pow(3).mean(dim=(2, 3)).pow(1.0 / 3.0)
             else:
                 v = self.reduce(x).flatten(1)
@@ -230,20 +240,48 @@ class CrossViewModel(nn.Module):
         return getattr(self, "sat_retrieval", None) is not None
 
     def add_retrieval_head(self, dim: int, pool: str) -> None:
-        """Add the retrieval heads (``grd_retrieval`` on the ground feature, ``sat_retrieval`` on the aerial
-        head feature, whose map is twice the level-1 cells per side); call after :meth:`_build_head`."""
+        """Add the retrieval heads (``grd_retrieval`` for the ground view, ``sat_retrieval`` for the aerial one);
+        call after :meth:`_build_head`. ``gem``/``spatial`` read the backbones' head features (the aerial head map
+        has twice the level-1 cells per side); ``matching`` reads the level-1 matching descriptors: the ground
+        descriptor and the mean of the aerial bottleneck cells around the patch centre (needs one orientation
+        hypothesis: a north-aligned panorama)."""
         spec = self.head_spec
-        cells = 2 * int(self.config["levels"][0][0])
+        cells = int(self.config["levels"][0][0])
+        self.retrieval_pool = pool
+        if pool == "matching":
+            if self.n_ori != 1:
+                raise ValueError("retrieval_pool 'matching' needs known orientation (one orientation hypothesis)")
+            length = spec.ground_cols * spec.desc_channels[0]
+            lo = cells // 2 - 1 if cells % 2 == 0 else cells // 2
+            self.centre_cells = (lo, cells // 2 + 1)
+            self.grd_retrieval = RetrievalHead(length, dim, pool, (1, 1))
+            self.sat_retrieval = RetrievalHead(spec.sat_desc_dim, dim, pool, (1, 1))
+            return
         self.grd_retrieval = RetrievalHead(spec.ground_channels, dim, pool, (spec.ground_rows, spec.ground_cols))
-        self.sat_retrieval = RetrievalHead(spec.head_channels, dim, pool, (cells, cells))
+        self.sat_retrieval = RetrievalHead(spec.head_channels, dim, pool, (2 * cells, 2 * cells))
+
+    def ground_retrieval(self, g: torch.Tensor) -> torch.Tensor:
+        """Descriptor of the ground feature map ``g`` (the output of :meth:`ground_features`)."""
+        if self.retrieval_pool == "matching":
+            return self.grd_retrieval(self.grd_feature_to_descriptor1(g))
+        return self.grd_retrieval(g)
+
+    def aerial_retrieval(self, head: torch.Tensor, cells: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Descriptor of the aerial head map (``cells``: its bottleneck descriptors when already computed)."""
+        if self.retrieval_pool == "matching":
+            if cells is None:
+                cells = self.sat_feature_to_descriptors(head)
+            a, b = self.centre_cells
+            return self.sat_retrieval(cells[:, :, a:b, a:b].mean(dim=(2, 3)))
+        return self.sat_retrieval(head)
 
     def encode_ground(self, ground: torch.Tensor) -> torch.Tensor:
         """(B, D) unit retrieval descriptors of ground images alone (needs the retrieval head)."""
-        return self.grd_retrieval(self.ground_features(ground))
+        return self.ground_retrieval(self.ground_features(ground))
 
     def encode_aerial(self, aerial: torch.Tensor) -> torch.Tensor:
         """(B, D) unit retrieval descriptors of aerial patches alone (needs the retrieval head)."""
-        return self.sat_retrieval(self.aerial_features(aerial)[0])
+        return self.aerial_retrieval(self.aerial_features(aerial)[0])
 
     def _build_ground_descriptors(self, spec: HeadSpec) -> None:
         for k, c in enumerate(spec.desc_channels, 1):
@@ -309,8 +347,8 @@ class CrossViewModel(nn.Module):
             return ModelOutput(
                 heatmaps=heatmaps,
                 orientation=orientation,
-                ground_descriptor=self.grd_retrieval(g),
-                aerial_descriptor=self.sat_retrieval(head),
+                ground_descriptor=self.ground_retrieval(g),
+                aerial_descriptor=self.aerial_retrieval(head, bottleneck),
             )
         return ModelOutput(heatmaps=heatmaps, orientation=orientation)
 
