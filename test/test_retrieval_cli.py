@@ -144,6 +144,8 @@ def test_reassign_and_mutual_nn():
     pos[3] = pos[0]  # pair 3's positive is pair 0's patch: not mutual within 10 m
     keep = mutual_nn(g, pos, centres, 10.0)
     assert keep[1] and keep[2] and not keep[3]
+    # within a GNSS neighbourhood of 50 m every pair competes only with itself here: all kept
+    assert mutual_nn(g, pos, centres, 10.0, radius_m=50.0).all()
 
 
 @pytest.mark.parametrize(

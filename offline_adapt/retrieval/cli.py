@@ -63,6 +63,7 @@ def _train_handler(args: argparse.Namespace) -> int:
         positives=args.positives,
         mutual_nn=args.mutual_nn == "on",
         mutual_nn_m=args.mutual_nn_m,
+        mutual_nn_radius_m=args.mutual_nn_radius_m,
         rounds=args.rounds,
         epochs=args.epochs,
         candidate_radius_m=args.candidate_radius_m,
@@ -175,6 +176,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=positive_float,
         default=_T.mutual_nn_m,
         help=f"mutual-NN tolerance, metres (default {_T.mutual_nn_m:g})",
+    )
+    t.add_argument(
+        "--mutual-nn-radius-m",
+        type=non_negative_float,
+        default=_T.mutual_nn_radius_m,
+        help="mutual-NN among pairs centred within this of each other (GNSS neighbourhood); 0 = the whole set "
+        f"(default {_T.mutual_nn_radius_m:g})",
     )
     t.add_argument(
         "--rounds",

@@ -69,7 +69,8 @@ class TrainRetrievalOptions:
     fix-centred patch (``"heatmap"``); ``rounds`` EM rounds re-assign it among candidate centres on a grid
     (``candidate_step_m`` apart, ``candidate_radius_m`` around that centre) to the one the current model finds
     most similar; ``mutual_nn`` keeps only pairs whose ground and aerial descriptors are each other's nearest
-    neighbour (within ``mutual_nn_m`` metres) over the data set. ``labels="gt"`` centres positives on the true
+    neighbour (within ``mutual_nn_m`` metres) over the data set, or among pairs centred within
+    ``mutual_nn_radius_m`` of each other when > 0. ``labels="gt"`` centres positives on the true
     position instead (a supervised reference; no re-assignment, no cleaning). Loss: symmetric InfoNCE with
     in-batch negatives (negatives whose centres lie within ``negative_exclude_m`` of the anchor's are masked)
     plus ``consistency`` x the mean squared drift of the backbones' head features from the initial model's
@@ -81,6 +82,7 @@ class TrainRetrievalOptions:
     positives: str = "heatmap"
     mutual_nn: bool = True
     mutual_nn_m: float = 10.0
+    mutual_nn_radius_m: float = 0.0
     rounds: int = 2
     epochs: int = 6
     candidate_radius_m: float = 6.0
@@ -101,6 +103,7 @@ class TrainRetrievalOptions:
         require_choice("--labels", self.labels, LABELS)
         require_choice("--positives", self.positives, POSITIVES)
         require_positive("--mutual-nn-m", self.mutual_nn_m)
+        require_at_least("--mutual-nn-radius-m", self.mutual_nn_radius_m, 0.0)
         require_at_least("--rounds", self.rounds, 0)
         require_at_least("--epochs", self.epochs, 1)
         require_at_least("--candidate-radius-m", self.candidate_radius_m, 0.0)

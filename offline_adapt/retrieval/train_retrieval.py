@@ -232,10 +232,15 @@ def reassign(g: np.ndarray, cand: np.ndarray, ok: np.ndarray) -> np.ndarray:
     return np.argmax(sim, axis=1)
 
 
-def mutual_nn(g: np.ndarray, a: np.ndarray, centres: np.ndarray, tol_m: float) -> np.ndarray:
-    """Pairs whose ground's nearest aerial descriptor and whose aerial's nearest ground descriptor (over the whole
-    set) both belong to pairs centred within ``tol_m`` metres (consecutive frames see the same place)."""
+def mutual_nn(g: np.ndarray, a: np.ndarray, centres: np.ndarray, tol_m: float, radius_m: float = 0.0) -> np.ndarray:
+    """Pairs whose ground's nearest aerial descriptor and whose aerial's nearest ground descriptor both belong to
+    pairs centred within ``tol_m`` metres (consecutive frames see the same place). The neighbours compete over the
+    whole set, or (``radius_m`` > 0) only among pairs centred within ``radius_m`` of each other: the GNSS says
+    where the vehicle roughly is, the check asks the descriptors to agree within that neighbourhood."""
     sim = g @ a.T
+    if radius_m > 0:
+        far = np.hypot(centres[:, None, 0] - centres[None, :, 0], centres[:, None, 1] - centres[None, :, 1]) > radius_m
+        sim = np.where(far, -np.inf, sim)
     g2a = np.argmax(sim, axis=1)
     a2g = np.argmax(sim, axis=0)
     idx = np.arange(len(g))
@@ -318,7 +323,13 @@ def train_retrieval(
             if rnd > 0:
                 assign = reassign(g, cand, pairs.cand_ok)
             if opts.mutual_nn:
-                keep = mutual_nn(g, cand[np.arange(n), assign], pairs.cand_en[np.arange(n), assign], opts.mutual_nn_m)
+                keep = mutual_nn(
+                    g,
+                    cand[np.arange(n), assign],
+                    pairs.cand_en[np.arange(n), assign],
+                    opts.mutual_nn_m,
+                    opts.mutual_nn_radius_m,
+                )
                 if keep.sum() < max(opts.batch, n // 10):
                     log.warning("round %d: mutual-NN keeps %d of %d pairs; training on all", rnd, keep.sum(), n)
                     keep[:] = True
