@@ -52,7 +52,7 @@ def test_config_key_and_outputs_present_or_absent():
     names = output_names(plain.config, orientation=False)
     assert OUTPUT_GROUND_DESCRIPTOR not in names
     head = build_model("small", retrieval_dim=32)
-    assert head.config["retrieval_dim"] == 32 and head.config["retrieval_pool"] == "spatial"
+    assert head.config["retrieval_dim"] == 32 and head.config["retrieval_pool"] == "matching"
     assert build_model("small", known_orientation=False, ground_type="pinhole", fov_deg=90.0, ground_size=[64, 128],
                        retrieval_dim=8).config["retrieval_pool"] == "gem"  # fmt: skip
     assert has_retrieval(head.config)

@@ -248,7 +248,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--retrieval-pool",
         choices=("gem", "spatial", "matching"),
         default=None,
-        help="pooling of an added head (default: spatial for north-aligned panoramas, else gem)",
+        help="pooling of an added head (default: matching for north-aligned panoramas, else gem)",
     )
     t.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -6,7 +6,7 @@ Config keys (plain values): arch, aerial_size (S px), ground_size [H, W] px, gro
 n_ori, levels [[cells_per_side, n_ori], ...] coarse -> fine; ``small`` only: width (channel multiplier 1-3).
 Every architecture, optional: retrieval_dim (D of the retrieval head's global descriptors; absent or 0 = no
 head, and then neither key is stored, so configs of models without a head are unchanged) and retrieval_pool
-("gem" | "spatial" | "matching"; default "spatial" for known-orientation panoramas, else "gem").
+("gem" | "spatial" | "matching"; default "matching" for known-orientation panoramas, else "gem").
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def build_model(name: str, **overrides: Any) -> CrossViewModel:
     if retrieval_dim:
         if retrieval_pool is None:
             pano = cfg["ground_type"] == "panorama" and cfg["known_orientation"]
-            retrieval_pool = "spatial" if pano else "gem"
+            retrieval_pool = "matching" if pano else "gem"  # measured: bench/RESULTS.md, "Wide-area retrieval"
         _check(
             retrieval_pool in RETRIEVAL_POOLS,
             f"{name}: retrieval_pool must be one of {RETRIEVAL_POOLS}, got {retrieval_pool!r}",
