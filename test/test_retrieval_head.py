@@ -177,3 +177,16 @@ def test_untrained_matching_head_scores_like_the_coarse_heat_map():
     cos = (out.ground_descriptor * out.aerial_descriptor).sum(dim=1)
     coarse = out.heatmaps[0][:, 0]  # (B, 4, 4) cosine scores of level 1
     torch.testing.assert_close(cos, coarse[:, 1:3, 1:3].mean(dim=(1, 2)), atol=1e-4, rtol=1e-4)
+
+
+def test_export_checks_the_descriptors_too(exported, tmp_path, capsys):
+    from offline_adapt.cli import main as adapt_main
+    from offline_adapt.export.onnx_export import ParityReport
+
+    ckpt, _ = exported
+    assert adapt_main(["export", "--model", str(ckpt), "--onnx", str(tmp_path / "x.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "retrieval descriptors max abs" in out
+    bad = ParityReport(2, "random", 1e-5, 1e-6, True, True, "TensorRT", descriptor_max_abs=0.5)
+    assert "retrieval descriptors" in bad.problem(2e-2)
+    assert ParityReport(2, "random", 1e-5, 1e-6, True, True, "TensorRT", descriptor_max_abs=1e-4).problem(1e-4) is None

@@ -31,6 +31,7 @@ from xview_loc_ros.inference.base import (
     OUTPUT_ORIENTATION,
     RETRIEVAL_OUTPUTS,
     Backend,
+    has_retrieval,
     level_output_name,
     output_names,
 )
@@ -61,12 +62,18 @@ class ParityReport:
     same_argmax: bool
     finite: bool = True
     backend: str = "ONNX Runtime"
+    # models with a retrieval head: max abs difference of the unit descriptors (both views); None without a head
+    descriptor_max_abs: Optional[float] = None
 
     def line(self) -> str:
         finite = "" if self.finite else ", NON-FINITE values"
+        desc = (
+            "" if self.descriptor_max_abs is None else f"; retrieval descriptors max abs {self.descriptor_max_abs:.3g}"
+        )
         return (
             f"parity {self.backend} vs PyTorch on {self.n} {self.inputs} pair(s): max abs {self.max_abs:.3g}, "
             f"max rel {self.max_rel:.3g} (of logit range), argmax {'same' if self.same_argmax else 'DIFFERS'}{finite}"
+            f"{desc}"
         )
 
     def problem(self, tolerance: float) -> Optional[str]:
@@ -77,6 +84,12 @@ class ParityReport:
             return f"{self.backend} puts the heat-map peak elsewhere than PyTorch"
         if self.max_rel > tolerance:
             return f"{self.backend} differs from PyTorch by {self.max_rel:.3g} of the logit range (tolerance {tolerance:g})"
+        # unit vectors: the heat maps' relative tolerance, x10 (a cosine moves by about this much)
+        if self.descriptor_max_abs is not None and not self.descriptor_max_abs <= max(1e-3, 10 * tolerance):
+            return (
+                f"{self.backend}'s retrieval descriptors differ from PyTorch's by {self.descriptor_max_abs:.3g} "
+                f"(tolerance {max(1e-3, 10 * tolerance):g})"
+            )
         return None
 
 
@@ -232,4 +245,21 @@ def check_backend_parity(
     else:
         max_abs, max_rel, same = float("inf"), float("inf"), False
     name = label or {"onnxruntime": "ONNX Runtime", "tensorrt": "TensorRT"}.get(backend.name, backend.name)
-    return ParityReport(len(ground), inputs, max_abs, max_rel, same, finite, name)
+    desc_err = None
+    if has_retrieval(model.config) and all(n in backend.outputs for n in RETRIEVAL_OUTPUTS):
+        import torch
+
+        with torch.inference_mode():
+            out = model.cpu().eval()(torch.from_numpy(ground), torch.from_numpy(aerial))
+        want = np.concatenate([out.ground_descriptor.numpy(), out.aerial_descriptor.numpy()], axis=1)
+        have = np.concatenate(
+            [
+                np.concatenate(
+                    list(backend.infer_outputs(ground[i : i + 1], aerial[i : i + 1], RETRIEVAL_OUTPUTS).values()),
+                    axis=1,
+                )
+                for i in range(len(ground))
+            ]
+        )
+        desc_err = float(np.abs(want - have).max()) if np.isfinite(have).all() else float("inf")
+    return ParityReport(len(ground), inputs, max_abs, max_rel, same, finite, name, desc_err)
