@@ -32,12 +32,24 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from xview_loc_ros.drive_filter import DriveFilter, FilterState, Innovation, OdometryBuffer
+from xview_loc_ros.drive_filter import DriveFilter, FilterEstimate, FilterState, Innovation, OdometryBuffer
 from xview_loc_ros.geo import LocalENU, PatchGeoref, compass_to_enu_yaw
 from xview_loc_ros.heatmap import HeatmapEstimate, decode_heatmap, heading_from_orientation, softmax_all
+from xview_loc_ros.inference.base import OUTPUT_FINEST
 from xview_loc_ros.mount import CameraMount
 from xview_loc_ros.params import LocalizerParams
 from xview_loc_ros.preprocess import prepare_aerial, prepare_ground
+from xview_loc_ros.relocalize import (
+    GROUND_DESCRIPTOR,
+    RelocOutcome,
+    RelocParams,
+    RelocTrigger,
+    candidates,
+    choose,
+    fix_std_m,
+    search_centre,
+)
+from xview_loc_ros.retrieval import CityIndex
 from xview_loc_ros.tiles import TileError
 
 STAGES = ("patch", "preprocess", "inference", "decode")
@@ -254,6 +266,7 @@ class Estimate:
     reject_reason: str = ""
     timings: Dict[str, float] = field(default_factory=dict)
     camera_offset_en: Tuple[float, float] = (0.0, 0.0)  # camera minus base_frame position, ENU metres
+    descriptor: Optional[np.ndarray] = None  # the ground image's retrieval descriptor (D,) while re-localizing
 
 
 @dataclass
@@ -330,6 +343,13 @@ class Localizer:
         self._last_prefetch: Optional[Tuple[float, float]] = None
         self._prefetched: Counter = Counter()  # tiles loaded / missing / failed by background prefetch
         self._prefetch_lock = threading.Lock()
+        # re-localization (xview_loc_ros.relocalize): off until the node hands an index over
+        self.reloc_index: Optional[CityIndex] = None
+        self.reloc_trigger = RelocTrigger(params.reloc_params())
+        self.reloc_counts: Counter = Counter()  # searches, candidates, reason_*, outcome_*, rate_limited
+        self.last_reloc: Optional[RelocOutcome] = None
+        self._last_good: Optional[Tuple[float, float, float, float]] = None  # stamp, dead-reckoned to, east, north
+        self._lost_seen = 0  # the filter's lost re-initialisations already acted on
 
     # -- inputs -----------------------------------------------------------------------------------
     def add_fix(self, fix: Fix) -> None:
@@ -461,6 +481,15 @@ class Localizer:
         b = f.estimate()
         if b is None:
             return None
+        return self._tracked_pose(stamp, b, fix, est, source, self._clock() - t0)
+
+    def _tracked_pose(
+        self, stamp: float, b: FilterEstimate, fix: Optional[Fix], est: Optional[Estimate], source: str, seconds: float
+    ) -> TrackedPose:
+        """The filter's belief ``b`` as a TrackedPose (yaw from the frame's estimate, else the heading source)."""
+        f = self.filter
+        datum = self.datum
+        assert f is not None and datum is not None
         alt = fix.alt if fix is not None else math.nan
         lat, lon, _ = (float(x) for x in datum.to_latlon(b.east, b.north, alt if math.isfinite(alt) else datum.h0))
         evals, evecs = np.linalg.eigh(b.cov_en)
@@ -488,7 +517,7 @@ class Localizer:
             b.state.value,
             source,
             f.last_innovation,
-            self._clock() - t0,
+            seconds,
         )
 
     # -- per frame --------------------------------------------------------------------------------
@@ -498,7 +527,16 @@ class Localizer:
         (so a GNSS jump or a large bias does not move the patch off the vehicle: the heat map keeps seeing
         it), else the fix."""
         f, p = self.filter, self.params
-        if f is None or p.patch_centre != "belief" or self.datum is None or f.state != FilterState.TRACKING:
+        if f is None or p.patch_centre != "belief" or self.datum is None:
+            return fix.lat, fix.lon
+        states = {FilterState.TRACKING}
+        if self.reloc_index is not None:
+            # re-localization recovers a wrong belief, so the fix is no longer the fallback while the two disagree;
+            # a belief just set by a search is one
+            states.add(FilterState.LOST)
+            if f.last_reinit_reason == "reloc":
+                states.add(FilterState.REINITIALISED)
+        if f.state not in states:
             return fix.lat, fix.lon
         est = f.estimate()
         if est is None or float(np.linalg.eigvalsh(est.cov_en)[-1]) > p.patch_centre_max_std_m**2:
@@ -551,21 +589,54 @@ class Localizer:
         t2 = self._clock()
         timings["preprocess"] = t2 - t1
 
-        orientation = None
-        if heading is None and "orientation" in getattr(self.backend, "outputs", ()):
-            # unknown-orientation model: its orientation field gives the yaw at the estimate
-            out = self.backend.infer_outputs(ground[None], aerial[None], ["heatmap", "orientation"])
-            logits, orientation = np.asarray(out["heatmap"])[0], np.asarray(out["orientation"])[0]
-        else:
+        names = self._output_names(heading)
+        if names == [OUTPUT_FINEST]:
             logits = np.asarray(self.backend.infer(ground[None], aerial[None]))[0]
+            out: Dict[str, Any] = {}
+        else:
+            out = self.backend.infer_outputs(ground[None], aerial[None], names)
+            logits = np.asarray(out[OUTPUT_FINEST])[0]
         t3 = self._clock()
         timings["inference"] = t3 - t2
+        orientation = np.asarray(out["orientation"])[0] if "orientation" in out else None
+        descriptor = np.asarray(out[GROUND_DESCRIPTOR])[0] if GROUND_DESCRIPTOR in out else None
+        est = self._decode(stamp, fix, heading, mount, patch.georef, patch.image, logits, orientation, True)
+        est.descriptor = descriptor
+        timings["decode"] = self._clock() - t3
+        est.timings = timings
+        return est
 
+    def _output_names(self, heading: Optional[Heading]) -> List[str]:
+        """The outputs a frame needs: the finest heat map; the orientation field for an unknown-orientation
+        model without a heading; the ground descriptor while re-localization is on (the model computes it in
+        the same pass)."""
+        outputs = getattr(self.backend, "outputs", ())
+        names = [OUTPUT_FINEST]
+        if heading is None and "orientation" in outputs:
+            names.append("orientation")  # unknown-orientation model: its orientation field gives the yaw
+        if self.reloc_index is not None and GROUND_DESCRIPTOR in outputs:
+            names.append(GROUND_DESCRIPTOR)
+        return names
+
+    def _decode(
+        self,
+        stamp: float,
+        fix: Fix,
+        heading: Optional[Heading],
+        mount: CameraMount,
+        georef: PatchGeoref,
+        patch_image: np.ndarray,
+        logits: np.ndarray,
+        orientation: Optional[np.ndarray],
+        gnss_gate: bool,
+    ) -> Estimate:
+        """Logits of the patch at ``georef`` -> an Estimate (gated; without the GNSS part when ``gnss_gate`` is
+        False: re-localization candidates disagree with the fix by design)."""
+        p = self.params
         if not np.all(np.isfinite(logits)):
             raise FrameRejected("model_output", "the model returned NaN or infinite logits")
         est: HeatmapEstimate = decode_heatmap(logits, self.size_px)
         prob = est.prob if est.prob is not None else softmax_all(logits).sum(axis=0)  # computed once
-        georef = patch.georef
         yaw, yaw_var = (None, p.unobserved_variance)
         if heading is not None:
             yaw, yaw_var = float(compass_to_enu_yaw(heading.compass_deg)), heading.var_rad2
@@ -594,8 +665,7 @@ class Localizer:
         delta = np.array([(est.u - fix_u) * georef.mpp - oe, (fix_v - est.v) * georef.mpp - on])
         d2 = mahalanobis2(delta, cov + fix.cov_en)
 
-        reason = gate(est.confidence, est.ambiguity, d2, p)
-        timings["decode"] = self._clock() - t3
+        reason = gate(est.confidence, est.ambiguity, d2 if gnss_gate else 0.0, p)
         return Estimate(
             stamp,
             lat,
@@ -615,14 +685,235 @@ class Localizer:
             fix_u,
             fix_v,
             georef,
-            patch.image,
+            patch_image,
             logits,
             prob,
             not reason,
             reason,
-            timings,
+            {},
             (oe, on),
         )
+
+    # -- re-localization (xview_loc_ros.relocalize) -----------------------------------------------
+    def enable_relocalization(self, index: CityIndex) -> None:
+        """Search ``index`` when a trigger fires (the caller has checked the model's head and the index's hash)."""
+        self.reloc_trigger = RelocTrigger(self.params.reloc_params())
+        self.reloc_index = index
+
+    def disable_relocalization(self) -> None:
+        self.reloc_index = None
+
+    def _advance_last_good(self, stamp: float) -> None:
+        """Dead-reckon the last good position to ``stamp`` with the motion since its last update."""
+        g = self._last_good
+        if g is None:
+            return
+        t_good, t_dr, e, n = g
+        if stamp > t_dr:
+            (de, dn), _ = self.motion(t_dr, stamp)
+            self._last_good = (t_good, stamp, e + de, n + dn)
+        elif stamp < t_good:  # time went backwards (a bag restarted)
+            self._last_good = None
+
+    def _set_last_good(self, stamp: float, east: float, north: float) -> None:
+        self._last_good = (stamp, stamp, east, north)
+
+    def _note_frame(self, stamp: float, est: Optional[Estimate], tracked: Optional[TrackedPose]) -> None:
+        """Keep the last good position: the filter's belief while it tracks with a small std and the frame's heat
+        map is confident (``fusion: filter``); an accepted, confident per-frame estimate (``fusion: frame``)."""
+        self._advance_last_good(stamp)
+        p = self.params
+        if est is None or est.confidence < p.reloc_min_confidence:
+            return
+        if self.filter is not None:
+            if tracked is not None and tracked.state == FilterState.TRACKING.value:
+                if float(np.linalg.eigvalsh(tracked.cov_en)[-1]) <= p.patch_centre_max_std_m**2:
+                    self._set_last_good(stamp, tracked.east, tracked.north)
+        elif est.accepted:
+            self._set_last_good(stamp, est.east, est.north)
+
+    def relocalize(
+        self, stamp: float, rgb: Optional[np.ndarray], est: Optional[Estimate], tracked: Optional[TrackedPose]
+    ) -> Optional[RelocOutcome]:
+        """After a frame (``est`` its estimate or None, ``tracked`` the filter's pose or None): search the city
+        index when a trigger fires (None when re-localization is off or nothing fired). A kept candidate
+        re-initialises the drive filter (``fusion: filter``; the outcome's ``tracked`` is the new pose) or is
+        the outcome's ``estimate`` to publish (``fusion: frame``). Never raises for a frame's content: a
+        failure is the outcome ``failed``."""
+        index = self.reloc_index
+        if index is None:
+            return None
+        rp = self.params.reloc_params()
+        trigger = self.reloc_trigger
+        trigger.p = rp
+        self._note_frame(stamp, est, tracked)
+        fix: Optional[Fix] = est.fix if est is not None else None
+        if fix is None:
+            try:
+                fix = self.fixes.at(stamp)
+            except FrameRejected:
+                fix = None
+        f = self.filter
+        lost = False
+        if f is not None:
+            lost = f.state == FilterState.LOST or f.counts["lost"] > self._lost_seen
+            self._lost_seen = f.counts["lost"]
+        last_good = None
+        g = self._last_good
+        if g is not None and self.datum is not None and stamp - g[0] <= rp.last_good_max_age_s:
+            la, lo, _ = self.datum.to_latlon(g[2], g[3], self.datum.h0)
+            last_good = (float(la), float(lo))
+        reason = trigger.observe(
+            stamp,
+            have_position=fix is not None or last_good is not None,
+            lost=lost,
+            fix_std_m=fix_std_m(fix.cov_en) if fix is not None else None,
+            confidence=est.confidence if est is not None else None,
+        )
+        self.reloc_counts["rate_limited"] = trigger.counts["rate_limited"]
+        if not reason:
+            return None
+        trigger.searched(stamp)
+        centre = search_centre(last_good, (fix.lat, fix.lon) if fix is not None else None)
+        t0 = self._clock()
+        try:
+            out = self._search(stamp, rgb, est, fix, tracked, reason, centre, index, rp)
+        except (FrameRejected, TileError, ValueError) as e:
+            out = RelocOutcome(stamp, reason, "failed", centre, detail=f"{type(e).__name__}: {e}")
+        out.seconds = self._clock() - t0
+        c = self.reloc_counts
+        c["searches"] += 1
+        c[f"reason_{reason}"] += 1
+        c[f"outcome_{out.outcome}"] += 1
+        c["candidates"] += len(out.confidences)
+        self.last_reloc = out
+        return out
+
+    def _search(
+        self,
+        stamp: float,
+        rgb: Optional[np.ndarray],
+        est: Optional[Estimate],
+        fix: Optional[Fix],
+        tracked: Optional[TrackedPose],
+        reason: str,
+        centre: Optional[Tuple[float, float]],
+        index: CityIndex,
+        rp: RelocParams,
+    ) -> RelocOutcome:
+        if rgb is None:
+            raise FrameRejected("no_image", "no decoded camera frame to search with")
+        heading = self.heading_at(stamp)
+        mount = self.mount
+        cam_heading = None if heading is None else (heading.compass_deg - mount.yaw_offset_deg) % 360.0
+        ground = prepare_ground(rgb, cam_heading, self.config)
+        desc = est.descriptor if est is not None else None
+        if desc is None:  # the frame gave no estimate: the ground branch alone (the aerial input is a blank patch)
+            blank = np.zeros((1, 3, self.size_px, self.size_px), np.float32)
+            desc = np.asarray(self.backend.infer_outputs(ground[None], blank, [GROUND_DESCRIPTOR])[GROUND_DESCRIPTOR])[
+                0
+            ]
+        cands = candidates(index, desc, rp, centre)
+        where = "the whole index" if centre is None else f"{rp.radius_m:g} m around {centre[0]:.6f}, {centre[1]:.6f}"
+        if not cands:
+            return RelocOutcome(stamp, reason, "no_candidates", centre, detail=f"no index entry within {where}")
+        if self.datum is None:  # a cold start before any fix: map is anchored at the best-ranked candidate
+            self.datum = LocalENU(cands[0].lat, cands[0].lon, 0.0)
+        scored = self.score_centres(stamp, ground, heading, mount, [(c.lat, c.lon) for c in cands], fix)
+        kept = [(i, e) for i, e in enumerate(scored) if e is not None]
+        confs = [e.confidence for _, e in kept]
+        k = choose(confs, [e.ambiguity for _, e in kept], rp)
+        out = RelocOutcome(stamp, reason, "rejected", centre, cands, confs)
+        best_conf = max(confs) if confs else math.nan
+        if k is None:
+            out.detail = (
+                f"{len(kept)} of {len(cands)} candidates within {where} scored, best confidence {best_conf:.2f} "
+                f"(needs {rp.accept_confidence:g})"
+            )
+            return out
+        i, best = kept[k]
+        best.accepted, best.reject_reason = True, ""
+        out.chosen, out.estimate, out.outcome = i, best, "relocalized"
+        before = self._position_before(est, tracked, fix)
+        if before is not None:
+            out.moved_m = math.hypot(best.east - before[0], best.north - before[1])
+        self._set_last_good(stamp, best.east, best.north)
+        f = self.filter
+        if f is not None:
+            f.initialise(stamp, best.east, best.north, best.cov_en, "reloc")
+            b = f.estimate()
+            if b is not None:
+                motion = tracked.motion if tracked is not None else "none"
+                out.tracked = self._tracked_pose(stamp, b, fix, best, motion, 0.0)
+        out.detail = (
+            f"candidate {i + 1} of {len(cands)} within {where} (index score {cands[i].score:.2f}, heat-map confidence "
+            f"{best.confidence:.2f}); moved {out.moved_m:.1f} m"
+        )
+        return out
+
+    def _position_before(
+        self, est: Optional[Estimate], tracked: Optional[TrackedPose], fix: Optional[Fix]
+    ) -> Optional[Tuple[float, float]]:
+        if tracked is not None:
+            return tracked.east, tracked.north
+        if est is not None:
+            return est.east, est.north
+        if fix is not None and self.datum is not None:
+            e, n, _ = self.datum.to_enu(fix.lat, fix.lon, self.datum.h0)
+            return float(e), float(n)
+        return None
+
+    def score_centres(
+        self,
+        stamp: float,
+        ground: np.ndarray,
+        heading: Optional[Heading],
+        mount: CameraMount,
+        centres: List[Tuple[float, float]],
+        fix: Optional[Fix],
+    ) -> List[Optional[Estimate]]:
+        """Run the fine model on the patches around ``centres`` (lat, lon) with the prepared ``ground`` (C,H,W),
+        batched (at most the backend's batch size at once): one Estimate per centre, gated without the GNSS part;
+        None where the patch lacks more than ``max_missing_fraction`` of imagery or its tiles fail. ``fix``: the
+        frame's (None on a cold start: a stand-in at each centre with an unbounded covariance)."""
+        p = self.params
+        patches: List[Any] = []
+        for c in centres:
+            try:
+                patch = self.builder.build(*c)
+            except TileError:
+                patch = None
+            patches.append(patch if patch is not None and patch.missing_fraction <= p.max_missing_fraction else None)
+        todo = [i for i, x in enumerate(patches) if x is not None]
+        out: List[Optional[Estimate]] = [None] * len(centres)
+        if not todo:
+            return out
+        names = [OUTPUT_FINEST] + (["orientation"] if heading is None and "orientation" in self.backend.outputs else [])
+        step = int(getattr(self.backend, "max_batch", None) or len(todo))
+        for s in range(0, len(todo), step):
+            chunk = todo[s : s + step]
+            aerial = np.stack([prepare_aerial(patches[i].image, self.config) for i in chunk])
+            res = self.backend.infer_outputs(np.repeat(ground[None], len(chunk), axis=0), aerial, names)
+            for j, i in enumerate(chunk):
+                orientation = np.asarray(res["orientation"])[j] if "orientation" in res else None
+                f = fix
+                if f is None:
+                    f = Fix(stamp, centres[i][0], centres[i][1], math.nan, np.eye(2) * 1e12, "")
+                try:
+                    out[i] = self._decode(
+                        stamp,
+                        f,
+                        heading,
+                        mount,
+                        patches[i].georef,
+                        patches[i].image,
+                        np.asarray(res[OUTPUT_FINEST])[j],
+                        orientation,
+                        False,
+                    )
+                except FrameRejected:
+                    out[i] = None
+        return out
 
 
 def gate(confidence: float, ambiguity: float, d2: float, p: LocalizerParams) -> str:
