@@ -50,9 +50,12 @@ def test_trigger_reasons_in_order():
     assert _observe(t, 0.2, lost=True, std=100.0) == "lost"  # lost before a wide fix
     assert _observe(t, 0.3, std=30.0) == "fix_covariance"
     assert _observe(t, 0.4, std=25.0) == ""  # at the threshold: not above
-    assert RelocTrigger(RelocParams(on_lost=False, interval_s=0.0)).observe(
-        0.0, have_position=True, lost=True, fix_std_m=1.0, confidence=0.9
-    ) == ""  # lost-track searches can be switched off
+    assert (
+        RelocTrigger(RelocParams(on_lost=False, interval_s=0.0)).observe(
+            0.0, have_position=True, lost=True, fix_std_m=1.0, confidence=0.9
+        )
+        == ""
+    )  # lost-track searches can be switched off
 
 
 def test_low_confidence_needs_n_consecutive_frames():

@@ -720,10 +720,11 @@ class Localizer:
 
     def _note_frame(self, stamp: float, est: Optional[Estimate], tracked: Optional[TrackedPose]) -> None:
         """Keep the last good position: the filter's belief while it tracks with a small std and the frame's heat
-        map is confident (``fusion: filter``); an accepted, confident per-frame estimate (``fusion: frame``)."""
+        map is confident (``fusion: filter``); an accepted, confident per-frame estimate (``fusion: frame``); never
+        from a frame whose fix is wider than ``reloc_fix_std_m`` (a frame that triggers a search is not good)."""
         self._advance_last_good(stamp)
         p = self.params
-        if est is None or est.confidence < p.reloc_min_confidence:
+        if est is None or est.confidence < p.reloc_min_confidence or fix_std_m(est.fix.cov_en) > p.reloc_fix_std_m:
             return
         if self.filter is not None:
             if tracked is not None and tracked.state == FilterState.TRACKING.value:
