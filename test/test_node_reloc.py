@@ -17,8 +17,7 @@ from rclpy.parameter import Parameter
 
 from xview_loc_ros.fsutil import file_sha256
 from xview_loc_ros.geo import LocalENU
-from xview_loc_ros.inference import open_backend
-from xview_loc_ros.inference import base
+from xview_loc_ros.inference import base, open_backend
 
 if not hasattr(base, "has_retrieval"):  # until the retrieval head (branch retr) is merged
     pytest.skip("needs models with a retrieval head", allow_module_level=True)
