@@ -816,11 +816,14 @@ class Localizer:
             ]
         cands = candidates(index, desc, rp, centre)
         where = "the whole index" if centre is None else f"{rp.radius_m:g} m around {centre[0]:.6f}, {centre[1]:.6f}"
-        if not cands:
+        # the search centre (the last good position, else the fix) competes too: when the belief was right all
+        # along, its own patch confirms it instead of a look-alike elsewhere replacing it
+        centres = [(c.lat, c.lon) for c in cands] + ([centre] if centre is not None else [])
+        if not centres:
             return RelocOutcome(stamp, reason, "no_candidates", centre, detail=f"no index entry within {where}")
         if self.datum is None:  # a cold start before any fix: map is anchored at the best-ranked candidate
-            self.datum = LocalENU(cands[0].lat, cands[0].lon, 0.0)
-        scored = self.score_centres(stamp, ground, heading, mount, [(c.lat, c.lon) for c in cands], fix)
+            self.datum = LocalENU(centres[0][0], centres[0][1], 0.0)
+        scored = self.score_centres(stamp, ground, heading, mount, centres, fix)
         kept = [(i, e) for i, e in enumerate(scored) if e is not None]
         confs = [e.confidence for _, e in kept]
         k = choose(confs, [e.ambiguity for _, e in kept], rp)
@@ -828,27 +831,35 @@ class Localizer:
         best_conf = max(confs) if confs else math.nan
         if k is None:
             out.detail = (
-                f"{len(kept)} of {len(cands)} candidates within {where} scored, best confidence {best_conf:.2f} "
-                f"(needs {rp.accept_confidence:g})"
+                f"{len(kept)} of {len(centres)} patches ({len(cands)} index candidates within {where}, and the centre) "
+                f"scored, best confidence {best_conf:.2f} (needs {rp.accept_confidence:g})"
             )
             return out
         i, best = kept[k]
         best.accepted, best.reject_reason = True, ""
         out.chosen, out.estimate, out.outcome = i, best, "relocalized"
+        which = "the search centre" if i == len(cands) else f"candidate {i + 1} of {len(cands)}"
+        score = "" if i == len(cands) else f"index score {cands[i].score:.2f}, "
         before = self._position_before(est, tracked, fix)
         if before is not None:
             out.moved_m = math.hypot(best.east - before[0], best.north - before[1])
         self._set_last_good(stamp, best.east, best.north)
         f = self.filter
         if f is not None:
-            f.initialise(stamp, best.east, best.north, best.cov_en, "reloc")
-            b = f.estimate()
-            if b is not None:
-                motion = tracked.motion if tracked is not None else "none"
-                out.tracked = self._tracked_pose(stamp, b, fix, best, motion, 0.0)
+            b0 = f.estimate()
+            if b0 is not None and tracked is not None and b0.state != FilterState.REINITIALISED:
+                d2 = mahalanobis2(np.array([best.east - b0.east, best.north - b0.north]), b0.cov_en + best.cov_en)
+                if d2 <= self.params.filter_lost_chi2:  # the belief was right: keep it (and what it has learnt)
+                    out.outcome = "confirmed"
+            if out.outcome == "relocalized":
+                f.initialise(stamp, best.east, best.north, best.cov_en, "reloc")
+                b = f.estimate()
+                if b is not None:
+                    motion = tracked.motion if tracked is not None else "none"
+                    out.tracked = self._tracked_pose(stamp, b, fix, best, motion, 0.0)
         out.detail = (
-            f"candidate {i + 1} of {len(cands)} within {where} (index score {cands[i].score:.2f}, heat-map confidence "
-            f"{best.confidence:.2f}); moved {out.moved_m:.1f} m"
+            f"{which} within {where} ({score}heat-map confidence {best.confidence:.2f}); "
+            f"{out.outcome}, {out.moved_m:.1f} m from the position before"
         )
         return out
 

@@ -364,8 +364,12 @@ class LocalizerNode(Node):
             return None
         with self._lock:
             self._stages["reloc"].append(out.seconds)
-        log = self.get_logger().info if out.outcome == "relocalized" else self.get_logger().warning
-        log(f"re-localization ({out.reason}): {out.outcome}, {out.seconds * 1e3:.0f} ms; {out.detail}")
+        line = f"re-localization ({out.reason}): {out.outcome}, {out.seconds * 1e3:.0f} ms; {out.detail}"
+        # one call site per severity: rclpy refuses a call site whose severity changes
+        if out.outcome in ("relocalized", "confirmed"):
+            self.get_logger().info(line)
+        else:
+            self.get_logger().warning(line)
         return out
 
     # -- bookkeeping ------------------------------------------------------------------------------

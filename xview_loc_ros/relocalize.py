@@ -22,8 +22,9 @@ a cold start without any fix) the heat map cannot see it. Re-localization then:
    ``rejected`` and nothing changes. The GNSS gate is not applied to candidates: disagreeing with the fix is
    what re-localization is for.
 4. **Outcome**: with ``fusion: filter`` the drive filter is re-initialised at the chosen position with the
-   heat map's covariance (reason ``reloc``); with ``fusion: frame`` the chosen estimate is published as the
-   frame's pose.
+   heat map's covariance (reason ``reloc``; ``relocalized``), unless that position agrees with the belief
+   within ``filter_lost_chi2`` (``confirmed``: the belief is kept); with ``fusion: frame`` the chosen estimate
+   is published as the frame's pose.
 
 ROS-free; the index, the backend and the patches come from the caller (:class:`xview_loc_ros.localizer.Localizer`).
 """
@@ -45,7 +46,7 @@ GROUND_DESCRIPTOR = "ground_descriptor"
 #: why a search ran, in the order :class:`RelocTrigger` checks them
 REASONS = ("cold_start", "lost", "fix_covariance", "low_confidence")
 #: what a search ended with
-OUTCOMES = ("relocalized", "rejected", "no_candidates", "failed")
+OUTCOMES = ("relocalized", "confirmed", "rejected", "no_candidates", "failed")
 
 
 class RelocUnavailable(ValueError):
@@ -158,7 +159,8 @@ class RelocOutcome:
     """One search. ``reason`` (:data:`REASONS`), ``outcome`` (:data:`OUTCOMES`), ``centre`` (lat, lon) searched
     around (None = the whole index), ``candidates`` the index's answers, ``confidences`` the fine model's per
     scored candidate (same order; patches without imagery are not scored), ``chosen`` the index into
-    ``candidates`` (None = nothing kept), ``estimate`` the chosen candidate's per-frame estimate
+    ``candidates`` + [the search centre] (None = nothing kept; ``len(candidates)`` = the search centre itself,
+    which is scored with the candidates), ``estimate`` the chosen candidate's per-frame estimate
     (:class:`xview_loc_ros.localizer.Estimate`), ``tracked`` the filter's pose after re-initialisation
     (``fusion: filter``), ``moved_m`` how far the kept position is from the position before (NaN = none
     before), ``seconds`` the search's run time, ``detail`` a line for the log."""
