@@ -86,7 +86,7 @@ class Demo:
     # -- steps ------------------------------------------------------------------------------------
     def target(self) -> tuple:
         o = self.o
-        self.banner(1, "synthetic target city and a recorded drive (rosbag2, urban-canyon GNSS)")
+        self.banner(1, "synthetic target city and drives in two districts (rosbag2, urban-canyon GNSS)")
         blend = ["--toward", o.toward, "--amount", o.amount, "--blend-groups", o.blend_groups] if o.toward else []
         city = self.run(
             self.p("city"),
