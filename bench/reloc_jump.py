@@ -45,6 +45,7 @@ def build_index(model: Path, city: Path, out: Path, stride_m: float, threads: in
         return out
     from xview_loc_ros.fsutil import file_sha256
     from xview_loc_ros.inference import open_backend
+    from xview_loc_ros.inference.base import OUTPUT_AERIAL_DESCRIPTOR
     from xview_loc_ros.preprocess import prepare_aerial
     from xview_loc_ros.retrieval import CityIndex, IndexGrid, save_index
     from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
@@ -77,7 +78,7 @@ def build_index(model: Path, city: Path, out: Path, stride_m: float, threads: in
                 ]
             )
             ground = np.zeros((len(aerial), 3, h, w), np.float32)  # the aerial descriptor depends on the aerial only
-            descs.append(backend.infer_outputs(ground, aerial, ["aerial_descriptor"])["aerial_descriptor"])
+            descs.append(backend.infer_outputs(ground, aerial, [OUTPUT_AERIAL_DESCRIPTOR])[OUTPUT_AERIAL_DESCRIPTOR])
     finally:
         builder.close()
         source.close()

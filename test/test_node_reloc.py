@@ -17,11 +17,8 @@ from rclpy.parameter import Parameter
 
 from xview_loc_ros.fsutil import file_sha256
 from xview_loc_ros.geo import LocalENU
-from xview_loc_ros.inference import base, open_backend
-
-if not hasattr(base, "has_retrieval"):  # until the retrieval head (branch retr) is merged
-    pytest.skip("needs models with a retrieval head", allow_module_level=True)
-from xview_loc_ros.inference.base import OUTPUT_AERIAL_DESCRIPTOR, has_retrieval  # noqa: E402
+from xview_loc_ros.inference import open_backend
+from xview_loc_ros.inference.base import OUTPUT_AERIAL_DESCRIPTOR, has_retrieval
 from xview_loc_ros.node import LocalizerNode
 from xview_loc_ros.preprocess import prepare_aerial
 from xview_loc_ros.relocalize import RelocUnavailable

@@ -39,10 +39,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from xview_loc_ros.fsutil import file_sha256
+from xview_loc_ros.inference.base import OUTPUT_GROUND_DESCRIPTOR, has_retrieval
 from xview_loc_ros.retrieval import Candidate, CityIndex, IndexFileError, load_index
 
 #: the backends' output name of the ground image's retrieval descriptor (B, D), unit rows
-GROUND_DESCRIPTOR = "ground_descriptor"
+GROUND_DESCRIPTOR = OUTPUT_GROUND_DESCRIPTOR
 #: why a search ran, in the order :class:`RelocTrigger` checks them
 REASONS = ("cold_start", "lost", "fix_covariance", "low_confidence")
 #: what a search ended with
@@ -181,7 +182,7 @@ class RelocOutcome:
 
 def check_model(config: Mapping[str, Any], outputs: Sequence[str], model_path: str) -> None:
     """Raise :class:`RelocUnavailable` when the model has no retrieval head (no ground descriptor output)."""
-    if GROUND_DESCRIPTOR not in outputs:
+    if not has_retrieval(config) or GROUND_DESCRIPTOR not in outputs:
         raise RelocUnavailable(
             f"reloc_index is set but the model {model_path} has no retrieval head (outputs {list(outputs)}; "
             "train or export one with retrieval_dim > 0, or set reloc_index to '')"
