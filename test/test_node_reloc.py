@@ -10,65 +10,34 @@ import time
 import numpy as np
 import pytest
 import rclpy
-from localizer_testbed import LAT, LON, panorama, write_small_checkpoint, write_tiles
+from localizer_testbed import (
+    LAT,
+    LON,
+    panorama,
+    write_city_index,
+    write_head_checkpoint,
+    write_small_checkpoint,
+    write_tiles,
+)
 from node_harness import Harness, fix_msg, imu_msg, jpeg_msg
 from rcl_interfaces.srv import SetParameters
 from rclpy.parameter import Parameter
 
-from xview_loc_ros.fsutil import file_sha256
 from xview_loc_ros.geo import LocalENU
-from xview_loc_ros.inference import open_backend
-from xview_loc_ros.inference.base import OUTPUT_AERIAL_DESCRIPTOR, has_retrieval
 from xview_loc_ros.node import LocalizerNode
-from xview_loc_ros.preprocess import prepare_aerial
 from xview_loc_ros.relocalize import RelocUnavailable
-from xview_loc_ros.retrieval import CityIndex, IndexGrid, save_index
-from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
 
 T0 = 1_700_000_000.0
 ENU = LocalENU(LAT, LON, 10.0)
 DIM = 32
 
 
-def _head_checkpoint(path):
-    import torch
-
-    from xview_loc_ros.models import build_model, save_checkpoint
-
-    torch.manual_seed(0)
-    save_checkpoint(path, build_model("small", retrieval_dim=DIM))
-    return path
-
-
-def _build_index(model, tiles, out, radius_m=96.0, stride_m=16.0, sha=None):
-    """The city index of ``model`` over the test tiles: the model's aerial descriptors of patches on a grid."""
-    backend = open_backend(model, "torch", device="cpu", threads=1)
-    assert has_retrieval(backend.config)
-    source = open_tile_source(f"xyz:{tiles}")
-    builder = AerialPatchBuilder(source, backend.config["aerial_size"], backend.config["mpp"], allow_missing=True)
-    try:
-        grid = IndexGrid(LAT, LON, radius_m, stride_m, float(backend.config["mpp"]), int(backend.config["aerial_size"]))
-        en = grid.centres_en()
-        lat, lon, _ = grid.frame.to_latlon(en[:, 0], en[:, 1], 0.0)
-        aerial = np.stack(
-            [prepare_aerial(builder.build(float(a), float(b)).image, backend.config) for a, b in zip(lat, lon)]
-        )
-        h, w = backend.config["ground_size"]
-        ground = np.zeros((len(en), 3, h, w), np.float32)  # the aerial descriptor depends on the aerial input only
-        desc = backend.infer_outputs(ground, aerial, [OUTPUT_AERIAL_DESCRIPTOR])[OUTPUT_AERIAL_DESCRIPTOR]
-    finally:
-        builder.close()
-        source.close()
-    save_index(out, CityIndex(grid, sha or file_sha256(model), f"xyz:{tiles}", en, desc))
-    return out
-
-
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory):
     d = tmp_path_factory.mktemp("node_reloc")
-    model = _head_checkpoint(d / "head.pt")
+    model = write_head_checkpoint(d / "head.pt", DIM)
     tiles = write_tiles(d / "tiles", radius=2)
-    index = _build_index(model, tiles, d / "city.npz")
+    index = write_city_index(model, tiles, d / "city.npz")
     rclpy.init()
     yield {
         "dir": d,
@@ -210,7 +179,7 @@ def test_a_lost_track_searches_and_reinitialises_the_filter(bed):
 
 
 def test_start_refused_for_another_models_index_or_no_head(bed):
-    other = _build_index(bed["params"]["model_path"], bed["tiles"], bed["dir"] / "other.npz", sha="e" * 64)
+    other = write_city_index(bed["params"]["model_path"], bed["tiles"], bed["dir"] / "other.npz", sha="e" * 64)
     with pytest.raises(RelocUnavailable, match="rebuild the index with this model"):
         LocalizerNode(
             parameter_overrides=[Parameter(k, value=v) for k, v in dict(bed["params"], reloc_index=str(other)).items()]

@@ -8,7 +8,15 @@ import math
 
 import numpy as np
 import pytest
-from localizer_testbed import LAT, LON, panorama, write_small_checkpoint, write_tiles
+from localizer_testbed import (
+    LAT,
+    LON,
+    panorama,
+    write_city_index,
+    write_head_checkpoint,
+    write_small_checkpoint,
+    write_tiles,
+)
 
 from xview_loc_ros.drive_filter import FilterState
 from xview_loc_ros.fsutil import file_sha256
@@ -251,3 +259,85 @@ def test_with_reloc_the_patch_stays_on_the_belief_while_lost(stack):
     assert loc.patch_centre(1.0, far) == (far.lat, far.lon)  # re-initialised from the fix: the fix
     f.initialise(1.0, 0.0, 0.0, np.eye(2) * 4.0, "reloc")
     assert loc.patch_centre(1.0, far) == pytest.approx((LAT, LON), abs=1e-7)  # set by a search: the belief
+
+
+# -- the localizer's search with a model that has a retrieval head ---------------------------------------------
+@pytest.fixture(scope="module")
+def head_stack(tmp_path_factory):
+    from xview_loc_ros.inference import open_backend
+    from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
+
+    d = tmp_path_factory.mktemp("reloc_head")
+    model = write_head_checkpoint(d / "head.pt", 32)
+    tiles = write_tiles(d / "tiles", radius=2)
+    index = write_city_index(model, tiles, d / "city.npz", radius_m=64.0)
+    backend = open_backend(model, "torch", device="cpu", threads=1)
+    source = open_tile_source(f"xyz:{tiles}")
+    builder = AerialPatchBuilder(source, backend.config["aerial_size"], backend.config["mpp"], allow_missing=True)
+    yield backend, builder, open_index(str(index), str(model), backend.config, backend.outputs)
+    builder.close()
+    source.close()
+
+
+def _reloc_params(**kw):
+    base = dict(heading_source="fixed", reloc_accept_confidence=0.0, reloc_top_k=3, reloc_interval_s=1.0)
+    base.update(kw)
+    return _params(**base).validate()
+
+
+def test_the_frame_carries_its_descriptor_only_while_relocalizing(head_stack):
+    backend, builder, index = head_stack
+    loc = Localizer(_reloc_params(fusion="frame"), backend, builder)
+    loc.add_fix(Fix(1.0, LAT, LON, 10.0, np.eye(2) * 4.0, "gnss"))
+    assert loc.process(1.0, panorama()).descriptor is None
+    loc.enable_relocalization(index)
+    d = loc.process(1.0, panorama()).descriptor
+    assert d.shape == (32,) and np.linalg.norm(d) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_cold_start_searches_the_whole_index_anchors_map_and_starts_the_filter(head_stack):
+    backend, builder, index = head_stack
+    loc = Localizer(_reloc_params(fusion="filter"), backend, builder)
+    loc.enable_relocalization(index)
+    assert loc.datum is None and loc.filter is not None and loc.filter.belief is None
+    out = loc.relocalize(1.0, panorama(), None, None)  # no fix ever: the frame gave no estimate
+    assert out is not None and out.reason == "cold_start" and out.centre is None
+    assert len(out.candidates) == 3 and out.outcome == "relocalized" and out.chosen in range(3)
+    best = out.estimate
+    assert loc.datum is not None and (loc.datum.lat0, loc.datum.lon0) == (out.candidates[0].lat, out.candidates[0].lon)
+    assert out.tracked is not None and out.tracked.state == "reinitialised" and out.tracked.fix is None
+    assert (out.tracked.east, out.tracked.north) == pytest.approx((best.east, best.north), abs=0.5)
+    assert loc.filter.last_reinit_reason == "reloc" and loc.filter.counts["reinit_reloc"] == 1
+    c = loc.reloc_counts
+    assert (c["searches"], c["reason_cold_start"], c["outcome_relocalized"], c["candidates"]) == (1, 1, 1, 3)
+    # the next frame has a position (the search's): no cold start again; frames without a heat map count as
+    # low confidence, but 2 of 5 do not trigger
+    assert loc.relocalize(1.5, panorama(), None, None) is None
+    assert loc.relocalize(2.0, panorama(), None, None) is None
+
+
+def test_a_search_that_cannot_run_is_a_failed_outcome(head_stack):
+    backend, builder, index = head_stack
+    loc = Localizer(_reloc_params(fusion="frame", heading_source="imu"), backend, builder)
+    loc.enable_relocalization(index)
+    loc.add_fix(Fix(1.0, LAT, LON, 10.0, np.eye(2) * 900.0, "gnss"))  # 30 m std: triggers
+    out = loc.relocalize(1.0, panorama(), None, None)  # no IMU heading for the ground image
+    assert out.reason == "fix_covariance" and out.outcome == "failed" and "no_heading" in out.detail
+    assert loc.reloc_counts["outcome_failed"] == 1 and loc.reloc_counts["candidates"] == 0
+    assert loc.relocalize(1.5, panorama(), None, None) is None  # rate limited: the interval counts failures too
+    assert loc.reloc_counts["rate_limited"] == 1
+
+
+def test_frame_mode_search_around_the_fix_scores_candidates_and_the_centre(head_stack):
+    backend, builder, index = head_stack
+    loc = Localizer(_reloc_params(fusion="frame", reloc_radius_m=30.0), backend, builder)
+    loc.enable_relocalization(index)
+    jumped = ENU.to_latlon(20.0, 0.0, 0.0)
+    loc.add_fix(Fix(1.0, float(jumped[0]), float(jumped[1]), 10.0, np.eye(2) * 900.0, "gnss"))
+    est = loc.process(1.0, panorama())
+    out = loc.relocalize(1.0, panorama(), est, None)
+    assert out.reason == "fix_covariance" and out.centre == pytest.approx((float(jumped[0]), float(jumped[1])))
+    assert 1 <= len(out.candidates) <= 3 and len(out.confidences) == len(out.candidates) + 1  # and the centre
+    assert out.outcome == "relocalized" and out.estimate.accepted and out.tracked is None
+    assert out.confidences[min(out.chosen, len(out.confidences) - 1)] == max(out.confidences)
+    assert out.moved_m == pytest.approx(math.hypot(out.estimate.east - est.east, out.estimate.north - est.north))
