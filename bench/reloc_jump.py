@@ -10,7 +10,8 @@ it, else built here with the same :mod:`xview_loc_ros.retrieval` code). Errors: 
 ``~/fix`` vs ground truth, per camera frame.
 
 Reported per run: share of the frames during the jump within 10 m; frames to recover (from the jump's first frame
-to the first of 3 consecutive frames within 10 m; 0 when it never left); the same after the jump ends; search
+until, after the error first exceeds 10 m, 3 consecutive frames are within 10 m again; 0 when it never exceeded 10 m
+during the jump); the same from the jump's end; search
 latency (the node's ``stage_reloc`` median / p95 over its last 200 searches, on this machine, ``--threads``
 inference threads) and the searches' reasons and outcomes.
 
@@ -96,12 +97,13 @@ def replay(r: StepRunner, out: Path, bag: Path, city: Path, model: Path, params:
     )  # fmt: skip
 
 
-def recover_frames(err: np.ndarray, start: int, within_m: float = 10.0, hold: int = 3) -> Any:
-    """Frames from ``start`` to the first of ``hold`` consecutive frames within ``within_m`` (0: never left;
-    None: not within the drive)."""
-    if np.all(err[start : start + hold] <= within_m):
+def recover_frames(err: np.ndarray, start: int, stop: int, within_m: float = 10.0, hold: int = 3) -> Any:
+    """Frames from ``start`` until the error is back within ``within_m`` for ``hold`` consecutive frames after it
+    first left (0: it never left between ``start`` and ``stop``; None: not back within the drive)."""
+    out = np.flatnonzero(err[start:stop] > within_m)
+    if out.size == 0:
         return 0
-    for k in range(start, len(err) - hold + 1):
+    for k in range(start + int(out[0]), len(err) - hold + 1):
         if np.all(err[k : k + hold] <= within_m):
             return k - start
     return None
@@ -122,8 +124,8 @@ def jump_metrics(path: Path, start_s: float, length_s: float) -> Dict[str, Any]:
         "median_during_m": float(np.median(err[during])),
         "median_before_m": float(np.median(err[t < start_s])),
         "gnss_median_during_m": float(np.nanmedian(gnss[during])),
-        "recover_frames": recover_frames(err, first),
-        "recover_after_end_frames": recover_frames(err, after) if after < len(t) else None,
+        "recover_frames": recover_frames(err, first, after),
+        "recover_after_end_frames": recover_frames(err, after, len(t)) if after < len(t) else None,
         "searches": diag.get("reloc_searches"),
         "reasons": {k[len("reloc_reason_") :]: v for k, v in diag.items() if k.startswith("reloc_reason_") and v},
         "outcomes": {k[len("reloc_outcome_") :]: v for k, v in diag.items() if k.startswith("reloc_outcome_") and v},

@@ -129,6 +129,10 @@ def test_choose_the_most_confident_acceptable_candidate():
     assert choose([0.1, 0.15], [0.0, 0.0], p) is None
     assert choose([], [], p) is None
     assert choose([float("nan"), 0.3], [0.0, 0.0], p) == 1
+    # the search centre's own patch is kept when it qualifies, whatever the others say
+    assert choose([0.9, 0.3], [0.0, 0.0], p, prefer=1) == 1
+    assert choose([0.9, 0.1], [0.0, 0.0], p, prefer=1) == 0  # it does not: the best candidate
+    assert choose([0.9, 0.3], [0.0, 0.9], p, prefer=1) == 0  # ambiguous: neither
 
 
 def test_summary_values():
@@ -330,7 +334,7 @@ def test_a_search_that_cannot_run_is_a_failed_outcome(head_stack):
 
 def test_frame_mode_search_around_the_fix_scores_candidates_and_the_centre(head_stack):
     backend, builder, index = head_stack
-    loc = Localizer(_reloc_params(fusion="frame", reloc_radius_m=30.0), backend, builder)
+    loc = Localizer(_reloc_params(fusion="frame", reloc_radius_m=30.0, max_ambiguity=1e9), backend, builder)
     loc.enable_relocalization(index)
     jumped = ENU.to_latlon(20.0, 0.0, 0.0)
     loc.add_fix(Fix(1.0, float(jumped[0]), float(jumped[1]), 10.0, np.eye(2) * 900.0, "gnss"))
@@ -339,5 +343,7 @@ def test_frame_mode_search_around_the_fix_scores_candidates_and_the_centre(head_
     assert out.reason == "fix_covariance" and out.centre == pytest.approx((float(jumped[0]), float(jumped[1])))
     assert 1 <= len(out.candidates) <= 3 and len(out.confidences) == len(out.candidates) + 1  # and the centre
     assert out.outcome == "relocalized" and out.estimate.accepted and out.tracked is None
-    assert out.confidences[min(out.chosen, len(out.confidences) - 1)] == max(out.confidences)
+    # the centre's own patch qualifies (no thresholds here): it is kept, whatever the candidates scored
+    assert out.chosen == len(out.candidates)
+    assert (out.estimate.georef.center_lat, out.estimate.georef.center_lon) == out.centre
     assert out.moved_m == pytest.approx(math.hypot(out.estimate.east - est.east, out.estimate.north - est.north))

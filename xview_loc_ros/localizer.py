@@ -826,7 +826,8 @@ class Localizer:
         scored = self.score_centres(stamp, ground, heading, mount, centres, fix)
         kept = [(i, e) for i, e in enumerate(scored) if e is not None]
         confs = [e.confidence for _, e in kept]
-        k = choose(confs, [e.ambiguity for _, e in kept], rp)
+        at_centre = [j for j, (i, _) in enumerate(kept) if i == len(cands)]  # the centre's patch, when scored
+        k = choose(confs, [e.ambiguity for _, e in kept], rp, at_centre[0] if at_centre else None)
         out = RelocOutcome(stamp, reason, "rejected", centre, cands, confs)
         best_conf = max(confs) if confs else math.nan
         if k is None:

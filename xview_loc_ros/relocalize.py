@@ -17,9 +17,10 @@ a cold start without any fix) the heat map cannot see it. Re-localization then:
    position (dead-reckoned to the frame by the caller), else of the fix, else (cold start) all entries; the
    ``top_k`` most similar patch centres.
 3. **Scoring** (the localizer runs the fine model on the candidates' patches as one batch) and **decision**
-   (:func:`choose`): the candidate whose heat map has the highest confidence, if that confidence reaches
-   ``accept_confidence`` and its ambiguity is within the gate's ``max_ambiguity``; otherwise the search is
-   ``rejected`` and nothing changes. The GNSS gate is not applied to candidates: disagreeing with the fix is
+   (:func:`choose`): a patch qualifies when its heat map's confidence reaches ``accept_confidence`` and its
+   ambiguity is within the gate's ``max_ambiguity``; the search centre's own patch is kept when it qualifies
+   (look-alike patches elsewhere can be as confident as the true one), else the most confident qualifying
+   candidate; none qualifying: the search is ``rejected`` and nothing changes. The GNSS gate is not applied to candidates: disagreeing with the fix is
    what re-localization is for.
 4. **Outcome**: with ``fusion: filter`` the drive filter is re-initialised at the chosen position with the
    heat map's covariance (reason ``reloc``; ``relocalized``), unless that position agrees with the belief
@@ -143,12 +144,23 @@ def candidates(
     return index.search(descriptor, params.top_k, near_en=index.to_en(*centre), radius_m=params.radius_m)
 
 
-def choose(confidences: Sequence[float], ambiguities: Sequence[float], params: RelocParams) -> Optional[int]:
-    """Index of the chosen candidate: the highest heat-map confidence among those with confidence >=
-    ``accept_confidence`` and ambiguity <= ``max_ambiguity``; None when none qualifies."""
+def choose(
+    confidences: Sequence[float], ambiguities: Sequence[float], params: RelocParams, prefer: Optional[int] = None
+) -> Optional[int]:
+    """Index of the chosen candidate: ``prefer`` (the search centre's own patch) when it qualifies, else the highest
+    heat-map confidence among the qualifying ones; qualifying = confidence >= ``accept_confidence`` and ambiguity
+    <= ``max_ambiguity``. None when none qualifies. Heat-map confidences of look-alike patches elsewhere can be as
+    high as the true one's (a model is sure of the best match within whatever patch it is shown), so a confident
+    centre is kept rather than compared: a search moves the position only when its own patch fails."""
+
+    def ok(i: int) -> bool:
+        return bool(confidences[i] >= params.accept_confidence and ambiguities[i] <= params.max_ambiguity)
+
+    if prefer is not None and 0 <= prefer < len(confidences) and ok(prefer):
+        return prefer
     best: Optional[int] = None
-    for i, (c, a) in enumerate(zip(confidences, ambiguities)):
-        if not (c >= params.accept_confidence and a <= params.max_ambiguity):
+    for i, c in enumerate(confidences):
+        if not ok(i):
             continue
         if best is None or c > confidences[best]:
             best = i
