@@ -349,7 +349,10 @@ class Localizer:
         self.reloc_counts: Counter = Counter()  # searches, candidates, reason_*, outcome_*, rate_limited
         self.last_reloc: Optional[RelocOutcome] = None
         self._last_good: Optional[Tuple[float, float, float, float]] = None  # stamp, dead-reckoned to, east, north
-        self._lost_seen = 0  # the filter's lost re-initialisations already acted on
+        self._lost_seen = 0  # the filter's lost re-initialisations already seen
+        self._lost_pending = False  # one of them has not been searched for yet
+        self._gnss_hold_until: Optional[float] = None  # fixes disagreeing with the belief are held out until then
+        self._fix_disagrees = False  # the last fix was held out
 
     # -- inputs -----------------------------------------------------------------------------------
     def add_fix(self, fix: Fix) -> None:
@@ -468,7 +471,8 @@ class Localizer:
         if fix is not None:
             fe, fn, _ = (float(x) for x in datum.to_enu(fix.lat, fix.lon, datum.h0))
             fix_en = (fe, fn)
-            f.update_gnss(stamp, fe, fn, fix.cov_en)
+            if not self._hold_out_fix(stamp, fe, fn, fix.cov_en):
+                f.update_gnss(stamp, fe, fn, fix.cov_en)
         if est is not None:
             g = est.georef
             oe, on = est.camera_offset_en
@@ -520,12 +524,38 @@ class Localizer:
             seconds,
         )
 
+    def _gnss_held(self, stamp: float) -> bool:
+        """Whether fixes that disagree with the belief are held out at ``stamp`` (see :meth:`_hold_out_fix`)."""
+        until = self._gnss_hold_until
+        return self.reloc_index is not None and until is not None and stamp <= until
+
+    def _hold_out_fix(self, stamp: float, east: float, north: float, cov_en: np.ndarray) -> bool:
+        """True when this fix must not reach the filter: a search has just kept a position the fixes disagreed
+        with (``reloc_gnss_hold_s`` ago at most; each such search renews it) and this fix still disagrees with the
+        belief beyond ``filter_lost_chi2``. A fix that agrees ends the hold. Counted as the filter's
+        ``gnss_held_out``; the disagreement keeps triggering searches (reason ``lost``)."""
+        self._fix_disagrees = False
+        f = self.filter
+        if f is None or not self._gnss_held(stamp):
+            return False
+        b = f.estimate()
+        if b is None:
+            return False
+        d2 = mahalanobis2(np.array([east - b.east, north - b.north]), b.cov_en + np.asarray(cov_en, dtype=float))
+        if d2 <= self.params.filter_lost_chi2:
+            self._gnss_hold_until = None  # GNSS agrees again: the hold is over
+            return False
+        self._fix_disagrees = True
+        f.counts["gnss_held_out"] += 1
+        return True
+
     # -- per frame --------------------------------------------------------------------------------
     def patch_centre(self, stamp: float, fix: Fix) -> Tuple[float, float]:
         """(lat, lon) where the frame's aerial patch is cut: with ``patch_centre: belief`` the drive filter's
         position predicted to ``stamp`` while it tracks with a largest std under ``patch_centre_max_std_m``
         (so a GNSS jump or a large bias does not move the patch off the vehicle: the heat map keeps seeing
-        it), else the fix."""
+        it), else the fix. With re-localization on, also while the filter reports a lost track (std up to half
+        the patch side) and right after a search set the belief."""
         f, p = self.filter, self.params
         if f is None or p.patch_centre != "belief" or self.datum is None:
             return fix.lat, fix.lon
@@ -539,7 +569,12 @@ class Localizer:
         if f.state not in states:
             return fix.lat, fix.lon
         est = f.estimate()
-        if est is None or float(np.linalg.eigvalsh(est.cov_en)[-1]) > p.patch_centre_max_std_m**2:
+        max_std = p.patch_centre_max_std_m
+        if self.reloc_index is not None and (f.state == FilterState.LOST or self._gnss_held(stamp)):
+            # the fix is the one known to be off: the belief centres the patch while the patch still covers its
+            # spread (half the patch side), and the searches meanwhile check it
+            max_std = max(max_std, 0.5 * self.size_px * self.mpp)
+        if est is None or float(np.linalg.eigvalsh(est.cov_en)[-1]) > max_std**2:
             return fix.lat, fix.lon
         de, dn = 0.0, 0.0
         if f.stamp is not None and stamp > f.stamp:
@@ -757,8 +792,11 @@ class Localizer:
         f = self.filter
         lost = False
         if f is not None:
-            lost = f.state == FilterState.LOST or f.counts["lost"] > self._lost_seen
+            # a restart at the fix because of a lost track stays a reason until a search has run (a rate-limited
+            # frame must not swallow it: the filter then tracks the fix and reports nothing lost)
+            self._lost_pending = self._lost_pending or f.counts["lost"] > self._lost_seen
             self._lost_seen = f.counts["lost"]
+            lost = f.state == FilterState.LOST or self._lost_pending or (self._fix_disagrees and self._gnss_held(stamp))
         last_good = None
         g = self._last_good
         if g is not None and self.datum is not None and stamp - g[0] <= rp.last_good_max_age_s:
@@ -775,6 +813,7 @@ class Localizer:
         if not reason:
             return None
         trigger.searched(stamp)
+        self._lost_pending = False
         centre = search_centre(last_good, (fix.lat, fix.lon) if fix is not None else None)
         t0 = self._clock()
         try:
@@ -852,6 +891,11 @@ class Localizer:
                 d2 = mahalanobis2(np.array([best.east - b0.east, best.north - b0.north]), b0.cov_en + best.cov_en)
                 if d2 <= self.params.filter_lost_chi2:  # the belief was right: keep it (and what it has learnt)
                     out.outcome = "confirmed"
+            if fix is not None and self.datum is not None and rp.gnss_hold_s > 0:
+                fe, fn, _ = (float(x) for x in self.datum.to_enu(fix.lat, fix.lon, self.datum.h0))
+                d2_fix = mahalanobis2(np.array([fe - best.east, fn - best.north]), best.cov_en + fix.cov_en)
+                if d2_fix > self.params.filter_lost_chi2:  # the camera contradicts the fix: hold such fixes out
+                    self._gnss_hold_until = stamp + rp.gnss_hold_s
             if out.outcome == "relocalized":
                 f.initialise(stamp, best.east, best.north, best.cov_en, "reloc")
                 b = f.estimate()

@@ -392,6 +392,16 @@ class LocalizerParams:
         hi=math.inf,
         runtime=True,
     )
+    reloc_gnss_hold_s: float = _param(
+        10.0,
+        "with fusion: filter, after a search kept a position the fix disagrees with, fixes that disagree with the "
+        "belief are held out of the filter this long (renewed by each such search, ended by a fix that agrees); "
+        "0 = never: a jumped fix keeps its weight",
+        unit="s",
+        lo=0.0,
+        hi=math.inf,
+        runtime=True,
+    )
     # --- outputs
     publish_overlay: bool = _param(True, "~/heatmap Image (rgb8)")
     publish_grid: bool = _param(True, "~/heatmap_grid OccupancyGrid in map_frame")
@@ -534,7 +544,7 @@ class LocalizerParams:
         for name in ("reloc_radius_m", "reloc_fix_std_m"):
             if not getattr(self, name) > 0:
                 raise ParameterError(name, f"must be > 0, got {getattr(self, name)!r}")
-        for name in ("reloc_interval_s", "reloc_last_good_max_age_s"):
+        for name in ("reloc_interval_s", "reloc_last_good_max_age_s", "reloc_gnss_hold_s"):
             if getattr(self, name) < 0:
                 raise ParameterError(name, f"must be >= 0, got {getattr(self, name)!r}")
         for name in ("reloc_min_confidence", "reloc_accept_confidence"):
@@ -623,6 +633,7 @@ class LocalizerParams:
             accept_confidence=self.reloc_accept_confidence,
             max_ambiguity=self.max_ambiguity,
             last_good_max_age_s=self.reloc_last_good_max_age_s,
+            gnss_hold_s=self.reloc_gnss_hold_s,
         )
 
     def check_model(self, config: Mapping[str, Any]) -> None:

@@ -25,7 +25,10 @@ a cold start without any fix) the heat map cannot see it. Re-localization then:
 4. **Outcome**: with ``fusion: filter`` the drive filter is re-initialised at the chosen position with the
    heat map's covariance (reason ``reloc``; ``relocalized``), unless that position agrees with the belief
    within ``filter_lost_chi2`` (``confirmed``: the belief is kept); with ``fusion: frame`` the chosen estimate
-   is published as the frame's pose.
+   is published as the frame's pose. With the filter, a kept position that the fix disagrees with (beyond
+   ``filter_lost_chi2``) also holds such fixes out of the filter for ``gnss_hold_s`` seconds (renewed by every
+   search that keeps a position against the fix; ended by the first fix that agrees with the belief): a fix
+   tens of metres off with a 15 m std is otherwise weighed and drags the belief off the vehicle.
 
 ROS-free; the index, the backend and the patches come from the caller (:class:`xview_loc_ros.localizer.Localizer`).
 """
@@ -69,6 +72,7 @@ class RelocParams:
     accept_confidence: float = 0.2
     max_ambiguity: float = 0.8
     last_good_max_age_s: float = 60.0
+    gnss_hold_s: float = 10.0
 
 
 class RelocTrigger:
