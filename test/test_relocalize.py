@@ -347,3 +347,39 @@ def test_frame_mode_search_around_the_fix_scores_candidates_and_the_centre(head_
     assert out.chosen == len(out.candidates)
     assert (out.estimate.georef.center_lat, out.estimate.georef.center_lon) == out.centre
     assert out.moved_m == pytest.approx(math.hypot(out.estimate.east - est.east, out.estimate.north - est.north))
+
+
+def test_fixes_against_a_kept_position_are_held_out_until_one_agrees(head_stack):
+    backend, builder, index = head_stack
+    p = _reloc_params(
+        fusion="filter", reloc_min_confidence=0.0, max_ambiguity=1e9, reloc_interval_s=0.0, reloc_gnss_hold_s=10.0
+    )
+    loc = Localizer(p, backend, builder)
+    loc.enable_relocalization(index)
+    f = loc.filter
+    for k in range(0, 90):  # standing still on wheel odometry (the fixes' jumps are no motion)
+        loc.add_odometry(0.1 * k, 0.0, 0.0)
+
+    def frame(t, east, std=2.0):
+        lat, lon, _ = ENU.to_latlon(east, 0.0, 0.0)
+        loc.add_fix(Fix(t, float(lat), float(lon), 10.0, np.eye(2) * std**2, "gnss"))
+        est = loc.process(t, panorama(int(t)))
+        tracked = loc.track(t, est)
+        return loc.relocalize(t, panorama(int(t)), est, tracked)
+
+    for t in (1.0, 2.0, 3.0):
+        assert frame(t, 0.0) is None  # a good fix, tracking: no search
+    out = frame(4.0, 80.0)  # the fix jumps 80 m east: lost, a search around the last good position
+    assert out is not None and out.reason == "lost" and out.outcome in ("relocalized", "confirmed")
+    e, n, _ = ENU.to_enu(*out.centre, 0.0)
+    assert math.hypot(float(e), float(n)) < 40.0  # the last good position, not the fix
+    updates = f.counts["gnss_updates"]
+    frame(5.0, 80.0)  # still 80 m off: held out of the filter
+    assert f.counts["gnss_held_out"] == 1 and f.counts["gnss_updates"] == updates
+    b = f.estimate()
+    lat, lon, _ = loc.datum.to_latlon(b.east, b.north, loc.datum.h0)
+    loc.add_fix(Fix(6.0, float(lat), float(lon), 10.0, np.eye(2) * 4.0, "gnss"))  # a fix on the belief: agrees
+    loc.track(6.0, None)
+    assert f.counts["gnss_held_out"] == 1 and f.counts["gnss_updates"] == updates + 1
+    frame(7.0, 80.0)  # the hold is over: a disagreeing fix reaches the filter again
+    assert f.counts["gnss_held_out"] == 1 and f.counts["gnss_updates"] == updates + 2
