@@ -209,3 +209,35 @@ def test_a_corrupt_index_at_run_time_turns_reloc_off_and_localizing_goes_on(bed)
         assert r.successful and h.node.diagnostics_values()["reloc"].startswith("on: ")
     finally:
         h.close()
+
+
+@pytest.mark.parametrize("fusion", ["filter", "frame"])
+def test_cold_start_without_any_fix_searches_the_whole_index(bed, fusion):
+    """No fix at all: the first frame searches the whole index, anchors map at its answer and publishes a pose (with
+    the filter, the next frame publishes the coasting belief; per frame, the next frame has no patch to cut)."""
+    h = Harness(dict(bed["params"], fusion=fusion))
+    try:
+        t = T0
+        for i in range(2 if fusion == "filter" else 1):
+            for _ in range(5):
+                h.publish("imu", imu_msg(t, 0.0))
+                t += 0.1
+            time.sleep(0.05)
+            h.publish("jpeg", jpeg_msg(t - 0.05, panorama(i)))
+            assert h.wait_for(lambda i=i: h.count("pose") >= i + 1, 30.0), h.node.diagnostics_values()
+        assert h.node.counts.get("fix", 0) == 0
+        c = h.node.loc.reloc_counts
+        assert c["reason_cold_start"] == 1 and c["searches"] >= 1
+        out = h.node.loc.last_reloc
+        first = out if c["searches"] == 1 else None
+        if first is not None:
+            assert first.centre is None and len(first.candidates) == 4  # the whole index's best 4
+        datum = h.node.loc.datum
+        assert datum is not None
+        e, n, _ = ENU.to_enu(datum.lat0, datum.lon0, 10.0)
+        assert np.hypot(float(e), float(n)) <= 96.0 + 1e-6  # an index entry
+        assert h.wait_for(lambda: int((h.last_diagnostics() or {}).get("reloc_reason_cold_start", "0")) == 1, 5.0)
+        pose = h.received["pose"][0]
+        assert pose.header.frame_id == "map" and np.hypot(pose.pose.pose.position.x, pose.pose.pose.position.y) < 200
+    finally:
+        h.close()
