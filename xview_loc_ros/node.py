@@ -195,9 +195,8 @@ class LocalizerNode(Node):
         self.builder = patch_builder
         self.loc = Localizer(self.params, backend, patch_builder)
         self._reloc_status = "off"
-        if (
-            self.params.reloc_index
-        ):  # at start-up a bad index is an error (RelocUnavailable, a ValueError): fix the set-up
+        # at start-up a bad index is an error (RelocUnavailable, a ValueError, one line from main): fix the set-up
+        if self.params.reloc_index:
             self._enable_relocalization(self.params.reloc_index)
         warmup = getattr(backend, "warmup", None)
         if callable(warmup):  # first-call allocations / autotuning / engine loading happen now, not on frame 1
