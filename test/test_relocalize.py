@@ -21,7 +21,7 @@ from localizer_testbed import (
 from xview_loc_ros.drive_filter import FilterState
 from xview_loc_ros.fsutil import file_sha256
 from xview_loc_ros.geo import LocalENU
-from xview_loc_ros.localizer import Fix, Localizer
+from xview_loc_ros.localizer import Fix, FrameRejected, Localizer
 from xview_loc_ros.params import LocalizerParams, ParameterError
 from xview_loc_ros.preprocess import prepare_ground
 from xview_loc_ros.relocalize import (
@@ -383,3 +383,35 @@ def test_fixes_against_a_kept_position_are_held_out_until_one_agrees(head_stack)
     assert f.counts["gnss_held_out"] == 1 and f.counts["gnss_updates"] == updates + 1
     frame(7.0, 80.0)  # the hold is over: a disagreeing fix reaches the filter again
     assert f.counts["gnss_held_out"] == 1 and f.counts["gnss_updates"] == updates + 2
+
+
+def test_a_gnss_outage_searches_around_the_dead_reckoned_position_and_feeds_the_filter(head_stack):
+    backend, builder, index = head_stack
+    p = _reloc_params(
+        fusion="filter", reloc_min_confidence=0.0, reloc_low_frames=3, max_ambiguity=1e9, fix_max_age_s=0.5
+    )
+    loc = Localizer(p, backend, builder)
+    loc.enable_relocalization(index)
+    f = loc.filter
+    for k in range(0, 120):  # standing still on wheel odometry
+        loc.add_odometry(0.1 * k, 0.0, 0.0)
+    for t in (1.0, 2.0):
+        loc.add_fix(Fix(t, LAT, LON, 10.0, np.eye(2) * 4.0, "gnss"))
+        est = loc.process(t, panorama(int(t)))
+        assert loc.relocalize(t, panorama(int(t)), est, loc.track(t, est)) is None
+    updates = f.counts["heatmap_updates"]
+    outs = []
+    for t in (3.0, 4.0, 5.0):  # no fix any more: no patch, no heat map of the frame's own
+        with pytest.raises(FrameRejected):
+            loc.process(t, panorama(int(t)))
+        outs.append(loc.relocalize(t, panorama(int(t)), None, loc.track(t, None)))
+    assert outs[:2] == [None, None]  # three frames without a heat map (reloc_low_frames) ...
+    out = outs[2]
+    assert out is not None and out.reason == "low_confidence"  # ... then a search, around the last good position
+    e, n, _ = ENU.to_enu(*out.centre, 0.0)
+    assert math.hypot(float(e), float(n)) < 40.0
+    assert out.outcome in ("relocalized", "confirmed") and out.tracked is not None
+    if out.outcome == "confirmed":  # the kept patch's heat map went into the filter
+        assert f.counts["heatmap_updates"] == updates + 1
+    else:
+        assert f.last_reinit_reason == "reloc"

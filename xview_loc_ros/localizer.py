@@ -898,6 +898,15 @@ class Localizer:
                     self._gnss_hold_until = stamp + rp.gnss_hold_s
             if out.outcome == "relocalized":
                 f.initialise(stamp, best.east, best.north, best.cov_en, "reloc")
+            elif est is None and self.datum is not None:
+                # confirmed, and the frame had no heat map of its own (no fix, tiles missing): the centre's is one
+                g = best.georef
+                oe, on = best.camera_offset_en
+                if oe or on:  # the heat map says where the camera is; the filter tracks base_frame
+                    lat_c, lon_c, _ = g.frame.to_latlon(-oe, -on, 0.0)
+                    g = PatchGeoref(float(lat_c), float(lon_c), g.mpp, g.size_px)
+                f.update_heatmap(stamp, best.prob, g, self.datum)
+            if out.outcome == "relocalized" or est is None:
                 b = f.estimate()
                 if b is not None:
                     motion = tracked.motion if tracked is not None else "none"

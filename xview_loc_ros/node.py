@@ -511,8 +511,8 @@ class LocalizerNode(Node):
         if self.loc.reloc_index is not None:
             # a search re-initialises the filter (its new pose is this frame's) or, per frame, is this frame's pose
             reloc = self._relocalize(stamp, rgb, est, tracked)
-            if reloc is not None and reloc.outcome == "relocalized":
-                if reloc.tracked is not None:
+            if reloc is not None and reloc.outcome in ("relocalized", "confirmed"):
+                if reloc.tracked is not None:  # restarted there, or the frame's only heat map
                     tracked = reloc.tracked
                 elif not filtering and reloc.estimate is not None:
                     est = reloc.estimate

@@ -20,15 +20,17 @@ a cold start without any fix) the heat map cannot see it. Re-localization then:
    (:func:`choose`): a patch qualifies when its heat map's confidence reaches ``accept_confidence`` and its
    ambiguity is within the gate's ``max_ambiguity``; the search centre's own patch is kept when it qualifies
    (look-alike patches elsewhere can be as confident as the true one), else the most confident qualifying
-   candidate; none qualifying: the search is ``rejected`` and nothing changes. The GNSS gate is not applied to candidates: disagreeing with the fix is
-   what re-localization is for.
+   candidate; none qualifying: the search is ``rejected`` and nothing changes. The GNSS gate is not applied
+   to candidates: disagreeing with the fix is what re-localization is for.
 4. **Outcome**: with ``fusion: filter`` the drive filter is re-initialised at the chosen position with the
    heat map's covariance (reason ``reloc``; ``relocalized``), unless that position agrees with the belief
-   within ``filter_lost_chi2`` (``confirmed``: the belief is kept); with ``fusion: frame`` the chosen estimate
-   is published as the frame's pose. With the filter, a kept position that the fix disagrees with (beyond
-   ``filter_lost_chi2``) also holds such fixes out of the filter for ``gnss_hold_s`` seconds (renewed by every
-   search that keeps a position against the fix; ended by the first fix that agrees with the belief): a fix
-   tens of metres off with a 15 m std is otherwise weighed and drags the belief off the vehicle.
+   within ``filter_lost_chi2`` (``confirmed``: the belief is kept; when the frame had no heat map of its
+   own, no fix or no tiles, the kept patch's heat map updates the filter instead); with ``fusion: frame``
+   the chosen estimate is published as the frame's pose. With the filter, a kept position that the fix
+   disagrees with (beyond ``filter_lost_chi2``) also holds such fixes out of the filter for ``gnss_hold_s``
+   seconds (renewed by every search that keeps a position against the fix; ended by the first fix that
+   agrees with the belief): a fix tens of metres off with a 15 m std is otherwise weighed and drags the
+   belief off the vehicle.
 
 ROS-free; the index, the backend and the patches come from the caller (:class:`xview_loc_ros.localizer.Localizer`).
 """
