@@ -175,6 +175,7 @@ def main(argv: List[str]) -> int:
     ap.add_argument("--stride-m", type=float, default=16.0, help="index grid spacing")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--param", action="append", default=[], help="extra node parameter for the 'on' run, NAME:=VALUE")
+    ap.add_argument("--tag", default="", help="name of the 'on' run (with --param: an ablation)")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args(argv)
     out = args.out.resolve()
@@ -194,8 +195,14 @@ def main(argv: List[str]) -> int:
     index = build_index(model, city, d / f"index_{model.stem}_{args.stride_m:g}m.npz", args.stride_m, args.threads)
     runs = {
         "off": replay(r, d / f"off_{model.stem}.jsonl", bag, city, model, [], args.threads),
-        "on": replay(
-            r, d / f"on_{model.stem}.jsonl", bag, city, model, [f"reloc_index:={index}", *args.param], args.threads
+        "on" + (f", {args.tag}" if args.tag else ""): replay(
+            r,
+            d / f"on{('_' + args.tag) if args.tag else ''}_{model.stem}.jsonl",
+            bag,
+            city,
+            model,
+            [f"reloc_index:={index}", *args.param],
+            args.threads,
         ),
     }
     m = {k: jump_metrics(v, args.jump_start_s, args.jump_s) for k, v in runs.items()}
@@ -233,15 +240,16 @@ def main(argv: List[str]) -> int:
             f"searches that moved the belief: {kept}.",
         ]
     body = "\n".join(lines)
-    (d / f"table_{model.stem}.md").write_text(body + "\n")
-    (d / f"metrics_{model.stem}.json").write_text(json.dumps(m, indent=1))
+    suffix = f"{('_' + args.tag) if args.tag else ''}_{model.stem}"
+    (d / f"table{suffix}.md").write_text(body + "\n")
+    (d / f"metrics{suffix}.json").write_text(json.dumps(m, indent=1))
     print(body)
     if args.record:
         results.record(
             SECTION,
             body,
             command="python " + " ".join(["bench/reloc_jump.py", *argv]),
-            subsection=f"### {args.style} (seed {args.seed}), `{model.name}`",
+            subsection=f"### {args.style} (seed {args.seed}), `{model.name}`" + (f", {args.tag}" if args.tag else ""),
             intro=INTRO,
         )
     return 0

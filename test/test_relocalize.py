@@ -415,3 +415,9 @@ def test_a_gnss_outage_searches_around_the_dead_reckoned_position_and_feeds_the_
         assert f.counts["heatmap_updates"] == updates + 1
     else:
         assert f.last_reinit_reason == "reloc"
+
+
+def test_centre_first_can_be_switched_off():
+    p = RelocParams(accept_confidence=0.2, centre_first=False)
+    assert choose([0.9, 0.3], [0.0, 0.0], p, prefer=1) == 0
+    assert _params(reloc_centre_first=False).validate().reloc_params().centre_first is False

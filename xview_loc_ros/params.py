@@ -402,6 +402,12 @@ class LocalizerParams:
         hi=math.inf,
         runtime=True,
     )
+    reloc_centre_first: bool = _param(
+        True,
+        "keep the search centre's own patch when it qualifies, before comparing candidates (look-alikes elsewhere "
+        "are as confident as the truth); false: the most confident of all patches (ablation)",
+        runtime=True,
+    )
     # --- outputs
     publish_overlay: bool = _param(True, "~/heatmap Image (rgb8)")
     publish_grid: bool = _param(True, "~/heatmap_grid OccupancyGrid in map_frame")
@@ -634,6 +640,7 @@ class LocalizerParams:
             max_ambiguity=self.max_ambiguity,
             last_good_max_age_s=self.reloc_last_good_max_age_s,
             gnss_hold_s=self.reloc_gnss_hold_s,
+            centre_first=self.reloc_centre_first,
         )
 
     def check_model(self, config: Mapping[str, Any]) -> None:

@@ -75,6 +75,7 @@ class RelocParams:
     max_ambiguity: float = 0.8
     last_good_max_age_s: float = 60.0
     gnss_hold_s: float = 10.0
+    centre_first: bool = True
 
 
 class RelocTrigger:
@@ -155,14 +156,14 @@ def choose(
 ) -> Optional[int]:
     """Index of the chosen candidate: ``prefer`` (the search centre's own patch) when it qualifies, else the highest
     heat-map confidence among the qualifying ones; qualifying = confidence >= ``accept_confidence`` and ambiguity
-    <= ``max_ambiguity``. None when none qualifies. Heat-map confidences of look-alike patches elsewhere can be as
+    <= ``max_ambiguity`` (``centre_first`` False: the centre competes like any candidate). None when none qualifies. Heat-map confidences of look-alike patches elsewhere can be as
     high as the true one's (a model is sure of the best match within whatever patch it is shown), so a confident
     centre is kept rather than compared: a search moves the position only when its own patch fails."""
 
     def ok(i: int) -> bool:
         return bool(confidences[i] >= params.accept_confidence and ambiguities[i] <= params.max_ambiguity)
 
-    if prefer is not None and 0 <= prefer < len(confidences) and ok(prefer):
+    if params.centre_first and prefer is not None and 0 <= prefer < len(confidences) and ok(prefer):
         return prefer
     best: Optional[int] = None
     for i, c in enumerate(confidences):
