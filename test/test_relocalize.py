@@ -421,3 +421,28 @@ def test_centre_first_can_be_switched_off():
     p = RelocParams(accept_confidence=0.2, centre_first=False)
     assert choose([0.9, 0.3], [0.0, 0.0], p, prefer=1) == 0
     assert _params(reloc_centre_first=False).validate().reloc_params().centre_first is False
+
+
+def test_rank_by_descriptor_similarity():
+    p = RelocParams(accept_confidence=0.2, centre_first=False, rank="similarity")
+    assert choose([0.9, 0.5, 0.1], [0.0, 0.0, 0.0], p, None, [0.1, 0.6, 0.9]) == 1  # 2 does not qualify
+    assert choose([0.9, 0.5], [0.0, 0.0], p, None, None) == 0  # no similarities: confidence
+    assert choose([0.9, 0.5], [0.0, 0.0], RelocParams(rank="similarity"), 1, [0.9, 0.1]) == 1  # centre first
+    with pytest.raises(ParameterError):
+        _params(reloc_rank="score").validate()
+
+
+def test_candidates_carry_their_descriptor_similarity(head_stack):
+    backend, builder, index = head_stack
+    loc = Localizer(_reloc_params(fusion="frame"), backend, builder)
+    loc.enable_relocalization(index)
+    loc.add_fix(Fix(1.0, LAT, LON, 10.0, np.eye(2) * 4.0, "gnss"))
+    est = loc.process(1.0, panorama())
+    heading = loc.heading_at(1.0)
+    ground = prepare_ground(panorama(), heading.compass_deg, backend.config)
+    (a,) = loc.score_centres(1.0, ground, heading, loc.mount, [(LAT, LON)], est.fix, est.descriptor)
+    # the patch around (LAT, LON) is the index's entry at its origin: the same aerial descriptor
+    k = int(np.argmin(np.hypot(index.east_north[:, 0], index.east_north[:, 1])))
+    assert a.similarity == pytest.approx(float(index.descriptors[k] @ est.descriptor), abs=1e-4)
+    (b,) = loc.score_centres(1.0, ground, heading, loc.mount, [(LAT, LON)], est.fix)
+    assert b.similarity is None

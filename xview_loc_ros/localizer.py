@@ -35,7 +35,7 @@ import numpy as np
 from xview_loc_ros.drive_filter import DriveFilter, FilterEstimate, FilterState, Innovation, OdometryBuffer
 from xview_loc_ros.geo import LocalENU, PatchGeoref, compass_to_enu_yaw
 from xview_loc_ros.heatmap import HeatmapEstimate, decode_heatmap, heading_from_orientation, softmax_all
-from xview_loc_ros.inference.base import OUTPUT_FINEST
+from xview_loc_ros.inference.base import OUTPUT_AERIAL_DESCRIPTOR, OUTPUT_FINEST
 from xview_loc_ros.mount import CameraMount
 from xview_loc_ros.params import LocalizerParams
 from xview_loc_ros.preprocess import prepare_aerial, prepare_ground
@@ -267,6 +267,7 @@ class Estimate:
     timings: Dict[str, float] = field(default_factory=dict)
     camera_offset_en: Tuple[float, float] = (0.0, 0.0)  # camera minus base_frame position, ENU metres
     descriptor: Optional[np.ndarray] = None  # the ground image's retrieval descriptor (D,) while re-localizing
+    similarity: Optional[float] = None  # a re-localization candidate's: cosine of ground and patch descriptors
 
 
 @dataclass
@@ -862,11 +863,12 @@ class Localizer:
             return RelocOutcome(stamp, reason, "no_candidates", centre, detail=f"no index entry within {where}")
         if self.datum is None:  # a cold start before any fix: map is anchored at the best-ranked candidate
             self.datum = LocalENU(centres[0][0], centres[0][1], 0.0)
-        scored = self.score_centres(stamp, ground, heading, mount, centres, fix)
+        scored = self.score_centres(stamp, ground, heading, mount, centres, fix, desc)
         kept = [(i, e) for i, e in enumerate(scored) if e is not None]
         confs = [e.confidence for _, e in kept]
         at_centre = [j for j, (i, _) in enumerate(kept) if i == len(cands)]  # the centre's patch, when scored
-        k = choose(confs, [e.ambiguity for _, e in kept], rp, at_centre[0] if at_centre else None)
+        sims = [e.similarity if e.similarity is not None else math.nan for _, e in kept]
+        k = choose(confs, [e.ambiguity for _, e in kept], rp, at_centre[0] if at_centre else None, sims)
         out = RelocOutcome(stamp, reason, "rejected", centre, cands, confs)
         best_conf = max(confs) if confs else math.nan
         if k is None:
@@ -937,11 +939,14 @@ class Localizer:
         mount: CameraMount,
         centres: List[Tuple[float, float]],
         fix: Optional[Fix],
+        descriptor: Optional[np.ndarray] = None,
     ) -> List[Optional[Estimate]]:
         """Run the fine model on the patches around ``centres`` (lat, lon) with the prepared ``ground`` (C,H,W),
         batched (at most the backend's batch size at once): one Estimate per centre, gated without the GNSS part;
         None where the patch lacks more than ``max_missing_fraction`` of imagery or its tiles fail. ``fix``: the
-        frame's (None on a cold start: a stand-in at each centre with an unbounded covariance)."""
+        frame's (None on a cold start: a stand-in at each centre with an unbounded covariance). With the ground
+        ``descriptor`` (D,) and a model with a retrieval head, each Estimate's ``similarity`` is its cosine with
+        the patch's aerial descriptor (same pass)."""
         p = self.params
         patches: List[Any] = []
         for c in centres:
@@ -955,6 +960,10 @@ class Localizer:
         if not todo:
             return out
         names = [OUTPUT_FINEST] + (["orientation"] if heading is None and "orientation" in self.backend.outputs else [])
+        if descriptor is not None and OUTPUT_AERIAL_DESCRIPTOR in self.backend.outputs:
+            names.append(OUTPUT_AERIAL_DESCRIPTOR)
+            q = np.asarray(descriptor, dtype=np.float64).reshape(-1)
+            q = q / max(float(np.linalg.norm(q)), 1e-12)
         step = int(getattr(self.backend, "max_batch", None) or len(todo))
         for s in range(0, len(todo), step):
             chunk = todo[s : s + step]
@@ -966,7 +975,7 @@ class Localizer:
                 if f is None:
                     f = Fix(stamp, centres[i][0], centres[i][1], math.nan, np.eye(2) * 1e12, "")
                 try:
-                    out[i] = self._decode(
+                    est = self._decode(
                         stamp,
                         f,
                         heading,
@@ -978,7 +987,11 @@ class Localizer:
                         False,
                     )
                 except FrameRejected:
-                    out[i] = None
+                    continue
+                if OUTPUT_AERIAL_DESCRIPTOR in res:
+                    a = np.asarray(res[OUTPUT_AERIAL_DESCRIPTOR])[j].astype(np.float64)
+                    est.similarity = float(a @ q / max(float(np.linalg.norm(a)), 1e-12))
+                out[i] = est
         return out
 
 

@@ -24,6 +24,7 @@ HEADING_SOURCES = ("imu", "fixed", "none")
 IMAGE_TRANSPORTS = ("compressed", "raw")
 FUSIONS = ("filter", "frame")
 PATCH_CENTRES = ("belief", "fix")
+RELOC_RANKS = ("confidence", "similarity")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
@@ -408,6 +409,12 @@ class LocalizerParams:
         "are as confident as the truth); false: the most confident of all patches (ablation)",
         runtime=True,
     )
+    reloc_rank: str = _param(
+        "confidence",
+        "how qualifying patches are compared: confidence = the heat map's | similarity = cosine of the ground "
+        "image's and the patch's retrieval descriptors (same pass)",
+        runtime=True,
+    )
     # --- outputs
     publish_overlay: bool = _param(True, "~/heatmap Image (rgb8)")
     publish_grid: bool = _param(True, "~/heatmap_grid OccupancyGrid in map_frame")
@@ -558,6 +565,8 @@ class LocalizerParams:
                 raise ParameterError(name, f"must be in [0, 1], got {getattr(self, name)}")
         if not 1 <= self.reloc_top_k <= 256:
             raise ParameterError("reloc_top_k", f"must be in [1, 256], got {self.reloc_top_k}")
+        if self.reloc_rank not in RELOC_RANKS:
+            raise ParameterError("reloc_rank", f"must be one of {', '.join(RELOC_RANKS)}, got {self.reloc_rank!r}")
         if self.reloc_low_frames < 1:
             raise ParameterError("reloc_low_frames", f"must be >= 1, got {self.reloc_low_frames}")
         if self.filter_lost_updates < 1:
@@ -641,6 +650,7 @@ class LocalizerParams:
             last_good_max_age_s=self.reloc_last_good_max_age_s,
             gnss_hold_s=self.reloc_gnss_hold_s,
             centre_first=self.reloc_centre_first,
+            rank=self.reloc_rank,
         )
 
     def check_model(self, config: Mapping[str, Any]) -> None:

@@ -76,6 +76,7 @@ class RelocParams:
     last_good_max_age_s: float = 60.0
     gnss_hold_s: float = 10.0
     centre_first: bool = True
+    rank: str = "confidence"
 
 
 class RelocTrigger:
@@ -152,11 +153,17 @@ def candidates(
 
 
 def choose(
-    confidences: Sequence[float], ambiguities: Sequence[float], params: RelocParams, prefer: Optional[int] = None
+    confidences: Sequence[float],
+    ambiguities: Sequence[float],
+    params: RelocParams,
+    prefer: Optional[int] = None,
+    similarities: Optional[Sequence[float]] = None,
 ) -> Optional[int]:
     """Index of the chosen candidate: ``prefer`` (the search centre's own patch) when it qualifies, else the highest
     heat-map confidence among the qualifying ones; qualifying = confidence >= ``accept_confidence`` and ambiguity
-    <= ``max_ambiguity`` (``centre_first`` False: the centre competes like any candidate). None when none qualifies. Heat-map confidences of look-alike patches elsewhere can be as
+    <= ``max_ambiguity`` (``centre_first`` False: the centre competes like any candidate). With ``rank``
+    "similarity" the qualifying patches are ranked by ``similarities`` (ground vs patch descriptor cosines) instead
+    of confidence. None when none qualifies. Heat-map confidences of look-alike patches elsewhere can be as
     high as the true one's (a model is sure of the best match within whatever patch it is shown), so a confident
     centre is kept rather than compared: a search moves the position only when its own patch fails."""
 
@@ -165,11 +172,14 @@ def choose(
 
     if params.centre_first and prefer is not None and 0 <= prefer < len(confidences) and ok(prefer):
         return prefer
+    key = confidences
+    if params.rank == "similarity" and similarities is not None and len(similarities) == len(confidences):
+        key = [s if math.isfinite(s) else -math.inf for s in similarities]
     best: Optional[int] = None
-    for i, c in enumerate(confidences):
+    for i, c in enumerate(key):
         if not ok(i):
             continue
-        if best is None or c > confidences[best]:
+        if best is None or c > key[best]:
             best = i
     return best
 
