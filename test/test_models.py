@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from xview_loc_ros.models import CheckpointError, build_model, load_checkpoint, save_checkpoint
 from xview_loc_ros.models.checkpoint import import_ccvpe_official
+from xview_loc_ros.models.common import WidthCircularPad
 
 DATA = Path(__file__).parent / "data"
 
@@ -74,6 +77,53 @@ def test_import_official_state_dict_and_reject_mismatch(tmp_path, vigor):
         assert torch.equal(model.state_dict()[k], v), k
     with pytest.raises(CheckpointError, match="does not match ccvpe-kitti"):
         import_ccvpe_official(sd_path, "ccvpe-kitti")
+
+
+@pytest.fixture(scope="module")
+def vigor_reflect(vigor):
+    model = build_model("ccvpe-vigor", padding_mode="reflect").eval()
+    model.load_state_dict(vigor.state_dict())
+    return model
+
+
+def _pads(net, kind):
+    return [m.padding for m in net.modules() if isinstance(m, kind)]
+
+
+def _head_3x3_modes(model):
+    """padding_mode of each 3x3 conv outside the backbones (the decoders: two per conv stage)."""
+    return [
+        m.padding_mode
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) and not name.startswith(("grd_eff", "sat_eff"))
+    ]
+
+
+def test_adapting_cvl_padding_is_reflect_where_theirs_is(vigor, vigor_reflect):
+    # Adapting_CVL (tudelft-iv/Adapting_CVL): efficientnet_pytorch/utils.py Conv2dStaticSamePadding pads
+    # with ReflectionPad2d (CCVPE: ZeroPad2d), the circular variant (their ground branch) is unchanged;
+    # models.py double_conv, conv1 and conv1_ori use padding_mode='reflect'
+    zero_pads = _pads(vigor.sat_efficientnet, nn.ZeroPad2d)
+    assert len(zero_pads) == 17
+    assert _pads(vigor_reflect.sat_efficientnet, nn.ReflectionPad2d) == zero_pads  # same amounts, reflected
+    assert _pads(vigor_reflect.sat_efficientnet, nn.ZeroPad2d) == []
+    assert _pads(vigor_reflect.grd_efficientnet, WidthCircularPad) == _pads(vigor.grd_efficientnet, WidthCircularPad)
+    assert _pads(vigor_reflect.grd_efficientnet, nn.ReflectionPad2d) == []
+    assert _head_3x3_modes(vigor) == ["zeros"] * 24 and _head_3x3_modes(vigor_reflect) == ["reflect"] * 24
+    # numbers, not only module types: the aerial stem (3x3, stride 2; TF-"same" for 224 px pads right/bottom
+    # by one) and the final decoder conv reflect the border
+    torch.manual_seed(3)
+    x = torch.randn(1, 3, 32, 32)
+    stem = vigor_reflect.sat_efficientnet._conv_stem
+    with torch.no_grad():
+        assert torch.allclose(
+            stem(x), F.conv2d(F.pad(x, (0, 1, 0, 1), mode="reflect"), stem.weight, None, 2), atol=1e-5
+        )
+        y = torch.randn(1, 16, 8, 8)
+        conv = vigor_reflect.conv1[0]
+        ref = F.conv2d(F.pad(y, (1, 1, 1, 1), mode="reflect"), conv.weight, conv.bias)
+        assert torch.allclose(conv(y), ref, atol=1e-5)
+        assert not torch.allclose(vigor.conv1[0](y), ref, atol=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -157,6 +207,10 @@ def test_ccvpe_fixed_sizes_refused():
         build_model("ccvpe-vigor", aerial_size=256)
     with pytest.raises(ValueError, match="unknown model config"):
         build_model("resnet")
+    with pytest.raises(ValueError, match="padding_mode must be one of"):
+        build_model("ccvpe-kitti", padding_mode="circular")
+    with pytest.raises(ValueError, match="unknown config keys"):
+        build_model("small", padding_mode="reflect")
 
 
 def test_checkpoint_round_trip_and_refusals(tmp_path):
