@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from offline_adapt.train.supervised import build_initial_model
 from xview_loc_ros.models import CheckpointError, build_model, load_checkpoint, save_checkpoint
-from xview_loc_ros.models.checkpoint import import_ccvpe_official
+from xview_loc_ros.models.checkpoint import import_adapting_cvl, import_ccvpe_official
 from xview_loc_ros.models.common import WidthCircularPad
 
 DATA = Path(__file__).parent / "data"
@@ -124,6 +125,89 @@ def test_adapting_cvl_padding_is_reflect_where_theirs_is(vigor, vigor_reflect):
         ref = F.conv2d(F.pad(y, (1, 1, 1, 1), mode="reflect"), conv.weight, conv.bias)
         assert torch.allclose(conv(y), ref, atol=1e-5)
         assert not torch.allclose(vigor.conv1[0](y), ref, atol=1e-3)
+
+
+def _shape(text):
+    return tuple(int(x) for x in text.strip("()").split(",") if x.strip())
+
+
+def _their_state_dict(model):
+    """``model``'s weights under the key names of Adapting_CVL's CVM_VIGOR (models.py): its attributes
+    are CCVPE's CVM_VIGOR's, its padding layers have no parameters, so the reference list applies."""
+    ref = reference_keys("vigor")
+    ours = model.state_dict()
+    assert [(k, str(tuple(v.shape))) for k, v in ours.items()] == ref
+    return {key: ours[key].clone() for key, _ in ref}
+
+
+def test_import_adapting_cvl_their_key_names_same_outputs(tmp_path, vigor_reflect):
+    path = tmp_path / "final_student.pt"
+    torch.save(_their_state_dict(vigor_reflect), path)  # train_CCVPE_on_VIGOR.py: state_dict(), no prefix
+    model = import_adapting_cvl(path, "ccvpe-vigor").eval()
+    assert model.config["padding_mode"] == "reflect"
+    zero = import_ccvpe_official(path, "ccvpe-vigor").eval()  # same weights, CCVPE's zero padding
+    assert zero.config["padding_mode"] == "zeros"
+    torch.manual_seed(2)
+    g, a = torch.randn(1, 3, 320, 640), torch.randn(1, 3, 512, 512)
+    with torch.inference_mode():
+        ref, got, z = vigor_reflect(g, a), model(g, a), zero(g, a)
+    for r, o in zip(ref.heatmaps, got.heatmaps):
+        assert torch.equal(r, o)
+    assert torch.equal(ref.orientation, got.orientation)
+    assert (z.heatmaps[-1] - got.heatmaps[-1]).abs().max() > 1e-3
+    assert (z.orientation - got.orientation).abs().max() > 1e-3
+    # the padding travels in the checkpoint config; a ccvpe checkpoint without the key is CCVPE's
+    save_checkpoint(tmp_path / "teacher.pt", model)
+    loaded, _ = load_checkpoint(tmp_path / "teacher.pt")
+    assert loaded.config == model.config and _pads(loaded.sat_efficientnet, nn.ReflectionPad2d)
+    raw = torch.load(tmp_path / "teacher.pt", weights_only=True)
+    del raw["config"]["padding_mode"]
+    torch.save(raw, tmp_path / "old.pt")
+    old, _ = load_checkpoint(tmp_path / "old.pt")
+    assert old.config["padding_mode"] == "zeros" and _head_3x3_modes(old) == ["zeros"] * 24
+    # train --init
+    init = build_initial_model("ccvpe-vigor", {"known_orientation": True}, f"adapting-cvl:{path}")
+    assert init.config["padding_mode"] == "reflect"
+    assert all(torch.equal(v, vigor_reflect.state_dict()[k]) for k, v in init.state_dict().items())
+    for arch in ("small", "ccvpe-kitti"):
+        with pytest.raises(ValueError, match="--init adapting-cvl: needs --config ccvpe-vigor"):
+            build_initial_model(arch, {}, f"adapting-cvl:{path}")
+
+
+def test_import_adapting_cvl_refuses_wrong_files(tmp_path, vigor_reflect):
+    theirs = _their_state_dict(vigor_reflect)
+    bad = dict(theirs)
+    del bad["sat_feature_to_descriptors.1.bias"]
+    bad["grd_efficientnet._fc.extra"] = torch.zeros(1)
+    bad["conv1.2.weight"] = torch.zeros(2, 16, 3, 3)  # a 2-channel output conv
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError) as e:
+        import_adapting_cvl(tmp_path / "bad.pt", "ccvpe-vigor")
+    msg = str(e.value)
+    assert "bad.pt: does not match ccvpe-vigor (Adapting_CVL state_dict; " in msg
+    assert "1 missing keys: sat_feature_to_descriptors.1.bias" in msg
+    assert "1 unexpected keys: grd_efficientnet._fc.extra" in msg
+    assert "1 shape mismatches (file vs ccvpe-vigor): conv1.2.weight (2, 16, 3, 3) vs (1, 16, 3, 3)" in msg
+    kitti = {k: torch.zeros(_shape(shape)) for k, shape in reference_keys("kitti")}  # CCVPE's KITTI network
+    torch.save(kitti, tmp_path / "kitti.pt")
+    with pytest.raises(CheckpointError, match=r"kitti.pt: does not match ccvpe-vigor .* shape mismatches"):
+        import_adapting_cvl(tmp_path / "kitti.pt", "ccvpe-vigor")
+    with pytest.raises(CheckpointError, match="Adapting_CVL released no ccvpe-kitti network"):
+        import_adapting_cvl(tmp_path / "kitti.pt", "ccvpe-kitti")
+    save_checkpoint(tmp_path / "ours.pt", build_model("small"))
+    with pytest.raises(CheckpointError, match="ours.pt: already an xview_loc_ros checkpoint"):
+        import_adapting_cvl(tmp_path / "ours.pt", "ccvpe-vigor")
+    torch.save({"epoch": 3, "model": theirs}, tmp_path / "nested.pt")
+    with pytest.raises(CheckpointError, match="nested.pt: not a state_dict"):
+        import_adapting_cvl(tmp_path / "nested.pt", "ccvpe-vigor")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt: not a readable Adapting_CVL state_dict"):
+        import_adapting_cvl(tmp_path / "junk.pt", "ccvpe-vigor")
+    torch.save(theirs, tmp_path / "ok.pt")
+    with pytest.raises(CheckpointError, match="Adapting_CVL networks need"):
+        import_adapting_cvl(tmp_path / "ok.pt", "ccvpe-vigor", padding_mode="zeros")
+    with pytest.raises(CheckpointError, match="CCVPE networks need"):
+        import_ccvpe_official(tmp_path / "ok.pt", "ccvpe-vigor", padding_mode="reflect")
 
 
 @pytest.mark.parametrize(
