@@ -103,9 +103,17 @@ class CellDescriptors(nn.Sequential):
         return F.conv2d(x, w, lin.bias, stride=2)
 
 
-def double_conv(cin: int, mid: int, cout: int) -> nn.Sequential:
-    """Conv3x3 -> ReLU -> Conv3x3 (no activation after the second conv, no normalisation)."""
-    return nn.Sequential(nn.Conv2d(cin, mid, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(mid, cout, 3, padding=1))
+PADDING_MODES = ("zeros", "reflect")
+
+
+def double_conv(cin: int, mid: int, cout: int, padding_mode: str = "zeros") -> nn.Sequential:
+    """Conv3x3 -> ReLU -> Conv3x3 (no activation after the second conv, no normalisation); both convs
+    pad their border by one pixel with ``padding_mode`` ("zeros" as CCVPE, "reflect" as Adapting_CVL)."""
+    return nn.Sequential(
+        nn.Conv2d(cin, mid, 3, padding=1, padding_mode=padding_mode),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(mid, cout, 3, padding=1, padding_mode=padding_mode),
+    )
 
 
 class RollMatcher(nn.Module):
@@ -287,7 +295,8 @@ class CrossViewModel(nn.Module):
         for k, c in enumerate(spec.desc_channels, 1):
             setattr(self, f"grd_feature_to_descriptor{k}", ground_descriptor(spec.ground_channels, c, spec.ground_rows))
 
-    def _build_head(self, spec: HeadSpec) -> None:
+    def _build_head(self, spec: HeadSpec, padding_mode: str = "zeros") -> None:
+        """``padding_mode``: border padding of every 3x3 decoder conv (see :func:`double_conv`)."""
         m = len(spec.desc_channels)
         self.head_spec = spec
         self.n_levels = m
@@ -303,9 +312,9 @@ class CrossViewModel(nn.Module):
             setattr(self, f"deconv{name}", nn.ConvTranspose2d(depths[j] + 1, spec.dec_deconv[j], 2, stride=2))
             if j < m - 1:
                 cin = spec.dec_deconv[j] + spec.skip_channels[j]
-                setattr(self, f"conv{name}", double_conv(cin, spec.dec_conv[j], spec.dec_conv[j]))
+                setattr(self, f"conv{name}", double_conv(cin, spec.dec_conv[j], spec.dec_conv[j], padding_mode))
             else:
-                self.conv1 = double_conv(spec.dec_deconv[j], spec.dec_deconv[j], 1)
+                self.conv1 = double_conv(spec.dec_deconv[j], spec.dec_deconv[j], 1, padding_mode)
         self.has_orientation = spec.ori_deconv is not None
         if self.has_orientation:
             cin = spec.n_ori + spec.sat_desc_dim
@@ -314,10 +323,10 @@ class CrossViewModel(nn.Module):
                 setattr(self, f"deconv{name}_ori", nn.ConvTranspose2d(cin, spec.ori_deconv[j], 2, stride=2))
                 if j < m - 1:
                     c2 = spec.ori_deconv[j] + spec.skip_channels[j]
-                    setattr(self, f"conv{name}_ori", double_conv(c2, spec.ori_conv[j], spec.ori_conv[j]))
+                    setattr(self, f"conv{name}_ori", double_conv(c2, spec.ori_conv[j], spec.ori_conv[j], padding_mode))
                     cin = spec.ori_conv[j]
                 else:
-                    self.conv1_ori = double_conv(spec.ori_deconv[j], spec.ori_deconv[j], 2)
+                    self.conv1_ori = double_conv(spec.ori_deconv[j], spec.ori_deconv[j], 2, padding_mode)
 
     def forward(self, ground: torch.Tensor, aerial: torch.Tensor) -> ModelOutput:
         m = self.n_levels

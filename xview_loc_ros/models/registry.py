@@ -3,10 +3,12 @@
 
 Config keys (plain values): arch, aerial_size (S px), ground_size [H, W] px, ground_type
 ("panorama"|"pinhole"), fov_deg (horizontal), mpp (aerial metres per pixel), mean/std, known_orientation,
-n_ori, levels [[cells_per_side, n_ori], ...] coarse -> fine; ``small`` only: width (channel multiplier 1-3).
-Every architecture, optional: retrieval_dim (D of the retrieval head's global descriptors; absent or 0 = no
-head, and then neither key is stored, so configs of models without a head are unchanged) and retrieval_pool
-("gem" | "spatial" | "matching"; default "matching" for known-orientation panoramas, else "gem").
+n_ori, levels [[cells_per_side, n_ori], ...] coarse -> fine; ``small`` only: width (channel multiplier 1-3);
+``ccvpe-*`` only: padding_mode ("zeros" as CCVPE, "reflect" as Adapting_CVL's adapted CCVPE; a checkpoint
+written before the key existed is "zeros"). Every architecture, optional: retrieval_dim (D of the retrieval
+head's global descriptors; absent or 0 = no head, and then neither key is stored, so configs of models without a
+head are unchanged) and retrieval_pool ("gem" | "spatial" | "matching"; default "matching" for known-orientation
+panoramas, else "gem").
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from xview_loc_ros.models.ccvpe import CCVPE, KITTI_HEAD, VIGOR_HEAD
-from xview_loc_ros.models.common import RETRIEVAL_POOLS, CrossViewModel, levels_for
+from xview_loc_ros.models.common import PADDING_MODES, RETRIEVAL_POOLS, CrossViewModel, levels_for
 from xview_loc_ros.models.small import SmallCrossView, head_spec
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -42,6 +44,7 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
         mpp=0.14,
         known_orientation=True,
         n_ori=20,
+        padding_mode="zeros",
     ),
     "ccvpe-kitti": dict(
         aerial_size=512,
@@ -51,6 +54,7 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
         mpp=0.19583,
         known_orientation=False,
         n_ori=16,
+        padding_mode="zeros",
     ),
 }
 _DERIVED = ("levels", "arch", "mean", "std")
@@ -139,6 +143,10 @@ def _build_ccvpe(name: str, cfg: Dict[str, Any]) -> CrossViewModel:
     base = DEFAULTS[name]
     for key in ("aerial_size", "ground_size", "ground_type", "n_ori"):
         _check(cfg[key] == base[key], f"{name}: {key} is fixed by the architecture at {base[key]!r}, got {cfg[key]!r}")
+    _check(
+        cfg["padding_mode"] in PADDING_MODES,
+        f"{name}: padding_mode must be one of {PADDING_MODES}, got {cfg['padding_mode']!r}",
+    )
     head = VIGOR_HEAD if name == "ccvpe-vigor" else KITTI_HEAD
     cfg["levels"] = levels_for(512, 8, 6, head.n_ori)
     return CCVPE(cfg, head, circular=cfg["ground_type"] == "panorama" and cfg["fov_deg"] == 360.0)
