@@ -35,6 +35,10 @@ BN_SCOPES = ("all", "ground")  # which BN layers the --bn-reestimate-only contro
 # covariance nor a fix std (data sets from before the extractor recorded them, imported sets)
 DEFAULT_GNSS_STD_M = 5.0
 RECIPES = ("paper", "vehicle")
+# Where the pseudo label comes from: the teacher's heat-map mode (the paper), or the drive-smoothed position
+# (the teacher's heat maps smoothed forward and backward along each drive with the fixes and the motion by the
+# node's drive filter; offline_adapt.adapt.drive_smooth)
+PSEUDO_LABEL_SOURCES = ("teacher", "drive-smooth")
 # What each recipe sets; everything else keeps the dataclass defaults below (the paper's setting).
 # "vehicle" (the command lines' default) is the paper's method plus field-of-view masking of the students'
 # panoramas: chosen on the validation city of bench/heldout_adapt.py (oldtown seed 401, one seed, held-out
@@ -171,6 +175,10 @@ class AdaptOptions:
     gnss_prior: bool = False
     gnss_std_m: float = DEFAULT_GNSS_STD_M  # fallback 1-sigma (m) for pairs without fix covariance / std
     rounds: int = 1  # each round's final student is the next round's teacher
+    pseudo_labels: str = "teacher"  # PSEUDO_LABEL_SOURCES
+    # > 0: the final student drops pairs whose teacher mode is more than this many metres from the drive-smoothed
+    # track (besides the auxiliary-student filter's, when T < 100); 0 = off (the paper)
+    drive_consistency_m: float = 0.0
 
     def __post_init__(self) -> None:
         require_in_range("--keep", self.keep_pct, 0.0, 100.0)
@@ -182,6 +190,20 @@ class AdaptOptions:
         require_at_least("--rounds", self.rounds, 1)
         if self.bn_reestimate_only and self.rounds > 1:
             raise ValueError("--rounds > 1 needs students: the --bn-reestimate-only control has none")
+        require_choice("--pseudo-labels", self.pseudo_labels, PSEUDO_LABEL_SOURCES)
+        require_at_least("--drive-consistency-m", self.drive_consistency_m, 0.0)
+        if self.uses_drive and self.gnss_prior:
+            raise ValueError(
+                "--pseudo-labels drive-smooth and --drive-consistency-m apply the fixes themselves (the drive filter): "
+                "not with --gnss-prior"
+            )
+        if self.pseudo_labels == "drive-smooth" and self.distill.pseudo_gt != "mode":
+            raise ValueError("--pseudo-labels drive-smooth gives positions: it needs --pseudo-gt mode")
+
+    @property
+    def uses_drive(self) -> bool:
+        """Whether the run smooths the teacher's heat maps along the drives (RUN/drive/)."""
+        return self.pseudo_labels != "teacher" or self.drive_consistency_m > 0
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
