@@ -46,7 +46,7 @@ def drive_of(rec: PairRecord) -> str:
     if not key:
         raise ValueError(
             f"pair {rec.id!r}: no drive recorded (extra 'bag' or 'drive'); drive smoothing needs pairs extracted "
-            "from recorded drives (xview-adapt extract)"
+            "from recorded drives (xview-adapt extract); --pseudo-labels teacher for other pairs"
         )
     return str(key)
 
@@ -58,9 +58,13 @@ def split_drives(records: Sequence[PairRecord], max_gap_s: float) -> List[List[P
     drives: Dict[str, List[PairRecord]] = {}
     for r in records:
         if r.stamp is None or not math.isfinite(float(r.stamp)):
-            raise ValueError(f"pair {r.id!r}: no stamp; drive smoothing needs the pairs' stamps")
+            raise ValueError(
+                f"pair {r.id!r}: no stamp; drive smoothing needs the pairs' stamps (--pseudo-labels teacher without)"
+            )
         if r.fix_lat is None or r.fix_lon is None:
-            raise ValueError(f"pair {r.id!r}: no GNSS fix; drive smoothing needs each pair's fix")
+            raise ValueError(
+                f"pair {r.id!r}: no GNSS fix; drive smoothing needs each pair's fix (--pseudo-labels teacher without)"
+            )
         drives.setdefault(drive_of(r), []).append(r)
     out: List[List[PairRecord]] = []
     for key, recs in drives.items():

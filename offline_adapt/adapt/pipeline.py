@@ -643,6 +643,17 @@ def run_results(run_dir: str | Path) -> Dict[str, Any]:
     }
 
 
+def drive_results(run_dir: str | Path) -> List[Dict[str, Any]]:
+    """The drive smoothing of a run (``--pseudo-labels drive-smooth`` / ``--drive-consistency-m``), for tools
+    that compare label sources (bench/drive_consistency.py): RUN/drive/smoothed.jsonl's rows (see
+    offline_adapt.adapt.drive_smooth.smooth_pairs); ValueError when the run has none."""
+    step = Path(run_dir) / DRIVE_STEP
+    why = StepCache(step, None).why_not_done(check_inputs=False)
+    if why is not None:
+        raise ValueError(f"{run_dir}: no finished drive smoothing ({why})")
+    return read_predictions(step / SMOOTHED_NAME)
+
+
 def reuse_steps(source_run: str | Path, run_dir: str | Path, steps: Sequence[str] = REUSABLE_STEPS) -> List[str]:
     """Seed a new run folder with the finished ``steps`` of another run on the same data (a sweep
     shares its teacher pass and, when only T differs, its auxiliary student). Each copied step is
