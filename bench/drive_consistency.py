@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 import numpy as np
 
@@ -84,6 +84,14 @@ def main(argv: List[str]) -> int:
     args = ap.parse_args(argv)
     teacher = args.teacher.resolve()
     r = StepRunner(args.out)
+    cities: Dict[str, City] = {}
+
+    def city(spec: str) -> City:
+        if spec not in cities:
+            name, style, seed = spec.split(":")
+            cities[spec] = City(r, args.out, name, style, int(seed), args)
+        return cities[spec]
+
     text = []
     if args.label_city:
         lines = [
@@ -95,13 +103,12 @@ def main(argv: List[str]) -> int:
         ]
         for spec in args.label_city:
             name, style, seed = spec.split(":")
-            c = City(r, args.out, name, style, int(seed), args)
-            lines += label_table(r, c, f"{name} (`{style}` {seed})", teacher, args.threads)
+            lines += label_table(r, city(spec), f"{name} (`{style}` {seed})", teacher, args.threads)
         text.append("\n".join(lines))
         print(text[-1], flush=True)
     if args.select_city:
         name, style, seed = args.select_city.split(":")
-        c = City(r, args.out, name, style, int(seed), args)
+        c = city(args.select_city)
         text.append(
             city_table(
                 r,

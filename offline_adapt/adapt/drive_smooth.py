@@ -122,8 +122,8 @@ def smooth_pairs(records: Sequence[PairRecord], labels: "PseudoLabels", opts: Sm
         frames, centres = [], []
         for k, (r, c) in enumerate(zip(piece, covs)):
             fe, fn, _ = datum.to_enu(float(r.fix_lat or 0.0), float(r.fix_lon or 0.0), 0.0)
-            ce, cn, _ = datum.to_enu(r.center_lat, r.center_lon, 0.0)
-            centres.append((float(ce), float(cn)))
+            pe, pn, _ = datum.to_enu(r.center_lat, r.center_lon, 0.0)
+            centres.append((float(pe), float(pn)))
             motion, source = (0.0, 0.0), "none"
             if k:
                 prev = piece[k - 1]
