@@ -5,6 +5,7 @@ node's drive filter (xview_loc_ros.drive_filter.smooth_drive), the pairs grouped
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Dict, List, Optional, Sequence
@@ -199,6 +200,21 @@ def test_smoothed_labels_of_pairs_are_closer_to_the_truth_and_the_filter_drops_t
     dropped = set(r.id for r in recs) - set(consistent_ids(rows, 5.0))
     assert dropped == {recs[k].id for k in WRONG}
     assert consistent_ids(rows, 0.0) == [r.id for r in recs]  # 0 = off
+
+
+def test_recorded_odometry_moves_the_smoother_and_fixes_stand_in_without_it():
+    recs, probs, truth, modes = drive_pairs()
+    for k, r in enumerate(recs):  # the extractor's dead reckoning: the truth shifted, a new segment at pair 12
+        r.extra.update(odom_en=[float(truth[k][0]) + 100.0, float(truth[k][1])], odom_segment=int(k >= 12))
+    rows = smooth_pairs(recs, labels_of(recs, probs), SmoothOptions(gnss_std_m=FIX_STD))
+    motion = [r["motion"] for r in rows]
+    assert motion[0] == "none" and motion[12] == "fix_speed"  # first pair; across the odometry's gap
+    assert set(motion[1:12] + motion[13:]) == {"odom"}
+    smoothed = np.asarray([r["smoothed_err_m"] for r in rows])
+    assert smoothed[list(WRONG)].max() < 3.0 and smoothed.mean() < 2.0
+    plain = [dataclasses.replace(r, extra={"bag": r.extra["bag"]}) for r in recs]
+    rows = smooth_pairs(plain, labels_of(plain, probs), SmoothOptions(gnss_std_m=FIX_STD))
+    assert {r["motion"] for r in rows[3:]} == {"fix_speed"}  # three fixes make a speed
 
 
 def test_pairs_are_grouped_per_drive_ordered_by_stamp_and_split_at_gaps():

@@ -9,8 +9,9 @@ fix (``fix_cov_en``, else ``fix_std_m``, else ``--gnss-std-m``) and the teacher'
 cached top-k probabilities) over the pair's patch; between pairs the motion of
 :func:`xview_loc_ros.localizer.fix_motion`, the node's rule without odometry: the median speed of the
 fixes (the pairs' own, interpolated at their stamps by the extractor) along the pair's heading (IMU,
-else course over ground, as extracted). Extracted pairs record neither odometry nor yaw rate: the
-motion is fix-derived for every data set (the node uses odometry when it has it).
+else course over ground, as extracted) — unless both pairs carry the wheel odometry the extractor
+integrates with ``--odom-topic`` (``extra["odom_en"]``, by the node's OdometryBuffer), which then
+moves the belief (the node's "odom" source). Data sets extracted without it fall back to the fixes.
 
 Per pair the result is the smoothed belief's mean as patch pixels of the label grid (``u``, ``v``), its
 std, the belief's most probable cell (``u_map``, ``v_map``) and the distance (m) from the teacher's mode
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -82,6 +83,30 @@ def split_drives(records: Sequence[PairRecord], max_gap_s: float) -> List[List[P
     return out
 
 
+def odom_position(rec: PairRecord) -> Optional[Tuple[float, float, int]]:
+    """The pair's odometry dead reckoning (east, north, segment) as the extractor records it with
+    ``--odom-topic``; None when absent (data sets without it) or malformed."""
+    en, seg = rec.extra.get("odom_en"), rec.extra.get("odom_segment")
+    try:
+        e, n = (float(x) for x in en)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    if seg is None or not (math.isfinite(e) and math.isfinite(n)):
+        return None
+    return e, n, int(seg)
+
+
+def pair_motion(prev: PairRecord, rec: PairRecord, fixes: FixBuffer) -> Tuple[Tuple[float, float], str]:
+    """(east, north) metres driven from ``prev`` to ``rec`` and the source: the recorded odometry when both
+    pairs carry it in one segment ("odom"), else :func:`xview_loc_ros.localizer.fix_motion` (fix speed along
+    the heading in the middle of the step, else the fixes' velocity, else none)."""
+    a, b = odom_position(prev), odom_position(rec)
+    if a is not None and b is not None and a[2] == b[2]:
+        return (b[0] - a[0], b[1] - a[1]), "odom"
+    t0, t1 = float(prev.stamp or 0.0), float(rec.stamp or 0.0)
+    return fix_motion(fixes, t0, t1, mid_heading(prev.heading_deg, rec.heading_deg))
+
+
 def mid_heading(h0: Optional[float], h1: Optional[float]) -> Optional[float]:
     """Compass heading (deg) in the middle of a step from the headings at its ends (either may be None)."""
     if h0 is None or h1 is None:
@@ -119,17 +144,15 @@ def smooth_pairs(records: Sequence[PairRecord], labels: "PseudoLabels", opts: Sm
         fixes = FixBuffer(max_age_s=math.inf, max_gap_s=math.inf, maxlen=len(piece) + 1)
         for r, c in zip(piece, covs):
             fixes.add(Fix(float(r.stamp or 0.0), float(r.fix_lat or 0.0), float(r.fix_lon or 0.0), math.nan, c))
-        frames, centres = [], []
+        frames, centres, sources = [], [], []
         for k, (r, c) in enumerate(zip(piece, covs)):
             fe, fn, _ = datum.to_enu(float(r.fix_lat or 0.0), float(r.fix_lon or 0.0), 0.0)
             pe, pn, _ = datum.to_enu(r.center_lat, r.center_lon, 0.0)
             centres.append((float(pe), float(pn)))
             motion, source = (0.0, 0.0), "none"
             if k:
-                prev = piece[k - 1]
-                motion, source = fix_motion(
-                    fixes, float(prev.stamp or 0.0), float(r.stamp or 0.0), mid_heading(prev.heading_deg, r.heading_deg)
-                )
+                motion, source = pair_motion(piece[k - 1], r, fixes)
+            sources.append(source)
             frames.append(
                 SmootherFrame(
                     float(r.stamp or 0.0),
@@ -143,7 +166,7 @@ def smooth_pairs(records: Sequence[PairRecord], labels: "PseudoLabels", opts: Sm
                 )
             )
         beliefs = smooth_drive(frames, opts.params, datum)
-        for r, b, (ce, cn) in zip(piece, beliefs, centres):
+        for r, b, (ce, cn), source in zip(piece, beliefs, centres, sources):
             if b is None:
                 raise ValueError(f"pair {r.id!r}: the drive filter has no belief there (no usable fix)")
             px = float(r.size_px) * float(r.mpp) / s  # metres per label pixel
@@ -160,6 +183,7 @@ def smooth_pairs(records: Sequence[PairRecord], labels: "PseudoLabels", opts: Sm
                 "v_map": -(mn - cn) / px + s / 2.0,
                 "std_m": float(math.sqrt(max(np.linalg.eigvalsh(cov)))),
                 "teacher_dist_m": math.hypot(u - tu, v - tv) * px,
+                "motion": source,  # how the smoother moved to this pair from the previous one
             }
             if r.has_gt:
                 gu, gv = r.gt_pixel()  # record pixels
