@@ -9,6 +9,8 @@ are reused):
   (``adapt_pairs_gt``, every pair: ``--split all``), ``xview-adapt pseudo-label --pseudo-labels drive-smooth``;
   per pair the teacher's mode, the smoothed mean and the smoothed MAP cell against GT, and the teacher's modes /
   smoothed labels kept by the consistency filter at several D. GT is used for the errors only.
+  With ``--odom``, the same pairs extracted again with ``--odom-topic /odom`` (``adapt_pairs_gt_odom``): the
+  smoother then moves by the wheel odometry, not by the fixes' speed.
 * students (``--select-city``, the validation city only): bench/heldout_adapt.py's table with the ``--variant``
   rows (one seed), against the vehicle recipe's row.
 
@@ -43,13 +45,23 @@ def stats(e: np.ndarray) -> str:
     return f"{e.mean():.2f} / {np.median(e):.2f}" if e.size else "-"
 
 
-def label_table(r: StepRunner, c: City, name: str, teacher: Path, threads: int) -> List[str]:
-    run = r.run(
-        c.dir / "drive_labels", "xview-adapt", "pseudo-label", "--teacher", teacher, "--data", c.labelled,
-        "--split", "all", "--pseudo-labels", "drive-smooth", "--out", c.dir / "drive_labels", "--threads", threads,
+def label_table(r: StepRunner, c: City, name: str, teacher: Path, threads: int, odom: bool = False) -> List[str]:
+    """Rows of the label-error table; ``odom``: the same pairs extracted with --odom-topic /odom, so that the
+    smoother moves by the wheel odometry instead of the fixes."""
+    data, run = c.labelled, c.dir / "drive_labels"
+    if odom:
+        data = r.run(
+            c.dir / "adapt_pairs_gt_odom", "xview-adapt", "extract", "--bag", *c.bags, *c.extract_args,
+            "--gt-topic", "/ground_truth/fix", "--split", "90,10,0", "--odom-topic", "/odom",
+            "--out", c.dir / "adapt_pairs_gt_odom",
+        )  # fmt: skip
+        run = c.dir / "drive_labels_odom"
+    r.run(
+        run, "xview-adapt", "pseudo-label", "--teacher", teacher, "--data", data, "--split", "all",
+        "--pseudo-labels", "drive-smooth", "--out", run, "--threads", threads,
     )  # fmt: skip
     rows = drive_results(run)
-    recs = {x.id: x for x in PairDataset(c.labelled).split(None)}
+    recs = {x.id: x for x in PairDataset(data).split(None)}
     fix = np.asarray(
         [np.hypot(*np.subtract(recs[x["id"]].gt_pixel(), recs[x["id"]].fix_pixel())) * recs[x["id"]].mpp for x in rows]
     )
@@ -80,7 +92,9 @@ def main(argv: List[str]) -> int:
     ap.add_argument("--adapt-frames", type=int, default=160)
     ap.add_argument("--test-frames", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--odom", action="store_true", help="label rows with the wheel odometry as the motion, too")
     ap.add_argument("--record", action="store_true")
+    ap.add_argument("--subsection", default=SUBSECTION, help="the RESULTS.md subsection --record writes")
     args = ap.parse_args(argv)
     teacher = args.teacher.resolve()
     r = StepRunner(args.out)
@@ -104,6 +118,8 @@ def main(argv: List[str]) -> int:
         for spec in args.label_city:
             name, style, seed = spec.split(":")
             lines += label_table(r, city(spec), f"{name} (`{style}` {seed})", teacher, args.threads)
+            if args.odom:
+                lines += label_table(r, city(spec), f"{name}, odometry motion", teacher, args.threads, odom=True)
         text.append("\n".join(lines))
         print(text[-1], flush=True)
     if args.select_city:
@@ -123,7 +139,7 @@ def main(argv: List[str]) -> int:
         results.record(
             SECTION,
             "\n\n".join(text),
-            subsection=SUBSECTION,
+            subsection=args.subsection,
             command="python " + " ".join(["bench/drive_consistency.py", *argv]),
         )
     return 0

@@ -76,6 +76,7 @@ class City:
         # the patch geometry of the `small` configs (not --model: the data must not depend on which teacher)
         ex = ["--tiles", self.tiles, "--size", 128, "--mpp", 0.5, "--ground-type", "panorama"]
         ex += ["--ground-size", 64, 256, "--no-progress"]
+        self.bags, self.extract_args = bags, ex
         self.unlabelled = r.run(
             d / "adapt_pairs", "xview-adapt", "extract", "--bag", *bags, *ex, "--out", d / "adapt_pairs"
         )
