@@ -38,6 +38,16 @@ from offline_adapt.data.dataset import PairDataset  # noqa: E402
 from xview_testbed.steps import StepRunner  # noqa: E402
 
 SUBSECTION = "### Drive consistency: pseudo labels smoothed along the drives"
+INTRO = (
+    "The teacher's finest heat maps (the cached top-1024 probabilities) smoothed forward and backward along each "
+    "adaptation drive by the node's drive filter (`xview_loc_ros.drive_filter.smooth_drive`, default "
+    "`FilterParams`: heat maps tempered by 2.5, GNSS outlier mixture, 0.5 m cells) with each pair's fix (its std) "
+    "and the motion between pairs: the fixes' median speed along the IMU heading (pairs extracted as the product "
+    "path does, without `--odom-topic`), or the wheel odometry (`odometry motion` rows: the same frames extracted "
+    "with `--odom-topic /odom`). Smoothed mean = the `--pseudo-labels drive-smooth` label; `teacher mode within D "
+    "m of the track` = the pairs `--drive-consistency-m D` keeps. Every drive of these cities is one piece (no gap "
+    "over 5 s)."
+)
 DS = (3.0, 5.0, 10.0)
 
 
@@ -109,6 +119,8 @@ def main(argv: List[str]) -> int:
     text = []
     if args.label_city:
         lines = [
+            INTRO,
+            "",
             "Pseudo-label error on the adaptation drives (every pair of `adapt_pairs_gt`; GT for the errors only), "
             "mean / median (m):",
             "",
