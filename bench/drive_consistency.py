@@ -9,7 +9,7 @@ are reused):
   (``adapt_pairs_gt``, every pair: ``--split all``), ``xview-adapt pseudo-label --pseudo-labels drive-smooth``;
   per pair the teacher's mode, the smoothed mean and the smoothed MAP cell against GT, and the teacher's modes /
   smoothed labels kept by the consistency filter at several D. GT is used for the errors only.
-  With ``--odom``, the same pairs extracted again with ``--odom-topic /odom`` (``adapt_pairs_gt_odom``): the
+  With ``--odom-city`` (drives recorded with /odom), the same pairs extracted again with ``--odom-topic /odom`` (``adapt_pairs_gt_odom``): the
   smoother then moves by the wheel odometry, not by the fixes' speed.
 * students (``--select-city``, the validation city only): bench/heldout_adapt.py's table with the ``--variant``
   rows (one seed), against the vehicle recipe's row.
@@ -102,7 +102,13 @@ def main(argv: List[str]) -> int:
     ap.add_argument("--adapt-frames", type=int, default=160)
     ap.add_argument("--test-frames", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--odom", action="store_true", help="label rows with the wheel odometry as the motion, too")
+    ap.add_argument(
+        "--odom-city",
+        action="append",
+        default=[],
+        metavar="NAME:STYLE:SEED",
+        help="a --label-city whose drives record /odom: label rows with the wheel odometry as the motion, too",
+    )
     ap.add_argument("--record", action="store_true")
     ap.add_argument("--subsection", default=SUBSECTION, help="the RESULTS.md subsection --record writes")
     args = ap.parse_args(argv)
@@ -130,7 +136,7 @@ def main(argv: List[str]) -> int:
         for spec in args.label_city:
             name, style, seed = spec.split(":")
             lines += label_table(r, city(spec), f"{name} (`{style}` {seed})", teacher, args.threads)
-            if args.odom:
+            if spec in args.odom_city:
                 lines += label_table(r, city(spec), f"{name}, odometry motion", teacher, args.threads, odom=True)
         text.append("\n".join(lines))
         print(text[-1], flush=True)
