@@ -130,7 +130,7 @@ def main(argv: List[str]) -> int:
             "Pseudo-label error on the adaptation drives (every pair of `adapt_pairs_gt`; GT for the errors only), "
             "mean / median (m):",
             "",
-            "| city | pairs | count | GNSS fix | teacher mode | smoothed mean | smoothed MAP cell |",
+            "| city | subset | pairs | GNSS fix | teacher mode | smoothed mean | smoothed MAP cell |",
             "|---|---|---|---|---|---|---|",
         ]
         for spec in args.label_city:
