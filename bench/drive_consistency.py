@@ -22,6 +22,7 @@ are reused):
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Dict, List
@@ -158,7 +159,7 @@ def main(argv: List[str]) -> int:
             SECTION,
             "\n\n".join(text),
             subsection=args.subsection,
-            command="python " + " ".join(["bench/drive_consistency.py", *argv]),
+            command="python " + shlex.join(["bench/drive_consistency.py", *argv]),
         )
     return 0
 
