@@ -54,3 +54,45 @@ def write_small_checkpoint(path: Path, seed: int = 0) -> Path:
 
 def panorama(seed: int = 1, h: int = 64, w: int = 256) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def write_head_checkpoint(path: Path, dim: int = 32, seed: int = 0) -> Path:
+    """An untrained ``small`` model WITH a retrieval head of ``dim`` values (deterministic weights)."""
+    import torch
+
+    from xview_loc_ros.models import build_model, save_checkpoint
+
+    torch.manual_seed(seed)
+    save_checkpoint(path, build_model("small", retrieval_dim=dim))
+    return path
+
+
+def write_city_index(
+    model: Path, tiles: Path, out: Path, radius_m: float = 96.0, stride_m: float = 16.0, sha: str | None = None
+) -> Path:
+    """The city index of ``model`` over the test tiles around (LAT, LON): the model's aerial descriptors of the
+    patches on the grid (the index's code, the real backend); ``sha`` overrides the model hash it records."""
+    from xview_loc_ros.fsutil import file_sha256
+    from xview_loc_ros.inference import open_backend
+    from xview_loc_ros.inference.base import OUTPUT_AERIAL_DESCRIPTOR
+    from xview_loc_ros.preprocess import prepare_aerial
+    from xview_loc_ros.retrieval import CityIndex, IndexGrid, save_index
+    from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
+
+    backend = open_backend(model, "torch", device="cpu", threads=1)
+    cfg = backend.config
+    source = open_tile_source(f"xyz:{tiles}")
+    builder = AerialPatchBuilder(source, cfg["aerial_size"], cfg["mpp"], allow_missing=True)
+    try:
+        grid = IndexGrid(LAT, LON, radius_m, stride_m, float(cfg["mpp"]), int(cfg["aerial_size"]))
+        en = grid.centres_en()
+        lat, lon, _ = grid.frame.to_latlon(en[:, 0], en[:, 1], 0.0)
+        aerial = np.stack([prepare_aerial(builder.build(float(a), float(b)).image, cfg) for a, b in zip(lat, lon)])
+        h, w = cfg["ground_size"]
+        ground = np.zeros((len(en), 3, h, w), np.float32)  # the aerial descriptor depends on the aerial input only
+        desc = backend.infer_outputs(ground, aerial, [OUTPUT_AERIAL_DESCRIPTOR])[OUTPUT_AERIAL_DESCRIPTOR]
+    finally:
+        builder.close()
+        source.close()
+    save_index(out, CityIndex(grid, sha or file_sha256(model), f"xyz:{tiles}", en, desc))
+    return out

@@ -9,7 +9,6 @@ package's own ENU code), and check that the pictures and the node's heat maps ex
 from __future__ import annotations
 
 import json
-import math
 import re
 import struct
 
@@ -17,11 +16,12 @@ import numpy as np
 import pytest
 from pyproj import Geod
 
-from xview_testbed.demo import BUNDLED_TEACHER, Demo, DemoOptions
+from xview_testbed.demo import BUNDLED_TEACHER, Demo, DemoOptions, districts
 from xview_testbed.replay import ReplayError, crop_bag, frame_window, read_jsonl, summarize_errors
 
-FRAMES = 30
-ADAPT_FRAC = 0.6
+FRAMES = 18  # the adaptation drive (west district)
+TEST_FRAMES = 12  # the held-out drive (east district)
+CITY_M = 300.0
 GEOD = Geod(ellps="WGS84")
 
 
@@ -35,7 +35,7 @@ def demo(tmp_path_factory):
     from contextlib import redirect_stdout
 
     out = tmp_path_factory.mktemp("demo") / "demo_out"
-    opts = DemoOptions(out=out, city_size_m=300.0, frames=FRAMES, adapt_frac=ADAPT_FRAC, epochs=1, progress=False)
+    opts = DemoOptions(out=out, city_size_m=CITY_M, frames=FRAMES, test_frames=TEST_FRAMES, epochs=1, progress=False)
     buf = io.StringIO()
     with redirect_stdout(buf):
         results = Demo(opts).execute()
@@ -72,13 +72,20 @@ def test_bundled_teacher_is_a_small_checkpoint():
     assert model.config["arch"] == "small" and model.config["ground_type"] == "panorama"
 
 
-def test_replays_cover_the_drive_and_its_held_out_part(demo):
-    full = read_jsonl(demo["out"] / "replay_teacher_full.jsonl")
-    assert [r["frame"] for r in full] == list(range(FRAMES))
-    first = int(math.floor(ADAPT_FRAC * FRAMES))
+def test_replays_cover_both_drives_in_their_districts(demo):
+    adapt = read_jsonl(demo["out"] / "replay_teacher_adapt.jsonl")
+    assert [r["frame"] for r in adapt] == list(range(FRAMES))
+    west, east = districts(CITY_M)
+    lane_m = 8.0  # the vehicle drives beside the road's centreline, whose ends the region bounds
+    test_recs = read_jsonl(demo["out"] / "replay_teacher.jsonl")
+    # distances by pyproj's geodesic, not the demo's ENU code: every held-out position is beyond the gap
+    nearest = min(_dist(t["gt_lat"], t["gt_lon"], a["gt_lat"], a["gt_lon"]) for t in test_recs for a in adapt)
+    assert nearest >= (east[0] - west[2]) - lane_m, nearest
+    assert demo["results"]["held_out_distance_m"]["min"] == pytest.approx(nearest, abs=0.05)
+    assert f"at least {nearest:.0f} m" in demo["stdout"]
     for name in ("teacher", "student"):
         recs = read_jsonl(demo["out"] / f"replay_{name}.jsonl")
-        assert [r["frame"] for r in recs] == list(range(first, FRAMES))
+        assert [r["frame"] for r in recs] == list(range(TEST_FRAMES))
         for r in recs:  # the node's overlay for every frame it handled, gated or not
             assert r["heatmap"] and (demo["out"] / r["heatmap"]).is_file()
         # the demo replays per frame (fusion: frame): ~/fix and ~/frame_pose are the same estimate
@@ -159,7 +166,6 @@ def test_every_step_is_printed_and_a_rerun_reuses_everything(demo):
         "xview-loc synth city",
         "xview-loc synth drive",
         "xview-loc replay",
-        "xview-loc bag-crop",
         "xview-adapt extract",
         "xview-adapt adapt",
         "xview-adapt export",
@@ -176,7 +182,7 @@ def test_every_step_is_printed_and_a_rerun_reuses_everything(demo):
 def test_bag_crop_keeps_the_window_of_frames(demo, tmp_path):
     from rosbags.rosbag2 import Reader
 
-    part = crop_bag(demo["out"] / "drive", tmp_path / "part", 0.5, 0.8)
+    part = crop_bag(demo["out"] / "drive_adapt", tmp_path / "part", 0.5, 0.8)
     first, stop = frame_window(FRAMES, 0.5, 0.8)
     with Reader(part) as r:
         counts = {c.topic: 0 for c in r.connections}
@@ -185,7 +191,7 @@ def test_bag_crop_keeps_the_window_of_frames(demo, tmp_path):
     assert counts["/camera/image/compressed"] == stop - first
     assert counts["/gnss/fix"] >= stop - first
     with pytest.raises(ReplayError, match="exists"):
-        crop_bag(demo["out"] / "drive", part, 0.0, 1.0)
+        crop_bag(demo["out"] / "drive_adapt", part, 0.0, 1.0)
     with pytest.raises(ReplayError, match="start-frac"):
         frame_window(FRAMES, 0.7, 0.2)
 

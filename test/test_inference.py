@@ -81,6 +81,20 @@ def test_ort_matches_torch_ccvpe_official_size(arch, tmp_path):
         np.testing.assert_allclose(np.linalg.norm(o, axis=1), 1.0, atol=1e-4)
 
 
+@pytest.mark.slow
+def test_ort_matches_torch_ccvpe_reflect_padding(tmp_path):
+    # Adapting_CVL's padding (adapting-cvl: imports): ReflectionPad2d and Conv2d(padding_mode="reflect")
+    # export as ONNX Pad mode=reflect
+    import onnx
+
+    ckpt, onnx_path = _export("ccvpe-vigor", tmp_path, padding_mode="reflect")
+    pads = [n for n in onnx.load(str(onnx_path)).graph.node if n.op_type == "Pad"]
+    modes = [a.s.decode() for n in pads for a in n.attribute if a.name == "mode"]
+    assert modes.count("reflect") >= 17 + 24  # aerial backbone + decoders
+    assert open_backend(onnx_path, "onnxruntime").config["padding_mode"] == "reflect"
+    _assert_parity(ckpt, onnx_path, batch=1)
+
+
 @pytest.mark.parametrize(
     "path, availability, expected, reason_part",
     [

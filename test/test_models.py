@@ -6,9 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
+from offline_adapt.train.supervised import build_initial_model
 from xview_loc_ros.models import CheckpointError, build_model, load_checkpoint, save_checkpoint
-from xview_loc_ros.models.checkpoint import import_ccvpe_official
+from xview_loc_ros.models.checkpoint import import_adapting_cvl, import_ccvpe_official
+from xview_loc_ros.models.common import WidthCircularPad
 
 DATA = Path(__file__).parent / "data"
 
@@ -74,6 +78,136 @@ def test_import_official_state_dict_and_reject_mismatch(tmp_path, vigor):
         assert torch.equal(model.state_dict()[k], v), k
     with pytest.raises(CheckpointError, match="does not match ccvpe-kitti"):
         import_ccvpe_official(sd_path, "ccvpe-kitti")
+
+
+@pytest.fixture(scope="module")
+def vigor_reflect(vigor):
+    model = build_model("ccvpe-vigor", padding_mode="reflect").eval()
+    model.load_state_dict(vigor.state_dict())
+    return model
+
+
+def _pads(net, kind):
+    return [m.padding for m in net.modules() if isinstance(m, kind)]
+
+
+def _head_3x3_modes(model):
+    """padding_mode of each 3x3 conv outside the backbones (the decoders: two per conv stage)."""
+    return [
+        m.padding_mode
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) and not name.startswith(("grd_eff", "sat_eff"))
+    ]
+
+
+def test_adapting_cvl_padding_is_reflect_where_theirs_is(vigor, vigor_reflect):
+    # Adapting_CVL (tudelft-iv/Adapting_CVL): efficientnet_pytorch/utils.py Conv2dStaticSamePadding pads
+    # with ReflectionPad2d (CCVPE: ZeroPad2d), the circular variant (their ground branch) is unchanged;
+    # models.py double_conv, conv1 and conv1_ori use padding_mode='reflect'
+    zero_pads = _pads(vigor.sat_efficientnet, nn.ZeroPad2d)
+    assert len(zero_pads) == 17
+    assert _pads(vigor_reflect.sat_efficientnet, nn.ReflectionPad2d) == zero_pads  # same amounts, reflected
+    assert _pads(vigor_reflect.sat_efficientnet, nn.ZeroPad2d) == []
+    assert _pads(vigor_reflect.grd_efficientnet, WidthCircularPad) == _pads(vigor.grd_efficientnet, WidthCircularPad)
+    assert _pads(vigor_reflect.grd_efficientnet, nn.ReflectionPad2d) == []
+    assert _head_3x3_modes(vigor) == ["zeros"] * 24 and _head_3x3_modes(vigor_reflect) == ["reflect"] * 24
+    # numbers, not only module types: the aerial stem (3x3, stride 2; TF-"same" for 224 px pads right/bottom
+    # by one) and the final decoder conv reflect the border
+    torch.manual_seed(3)
+    x = torch.randn(1, 3, 32, 32)
+    stem = vigor_reflect.sat_efficientnet._conv_stem
+    with torch.no_grad():
+        assert torch.allclose(
+            stem(x), F.conv2d(F.pad(x, (0, 1, 0, 1), mode="reflect"), stem.weight, None, 2), atol=1e-5
+        )
+        y = torch.randn(1, 16, 8, 8)
+        conv = vigor_reflect.conv1[0]
+        ref = F.conv2d(F.pad(y, (1, 1, 1, 1), mode="reflect"), conv.weight, conv.bias)
+        assert torch.allclose(conv(y), ref, atol=1e-5)
+        assert not torch.allclose(vigor.conv1[0](y), ref, atol=1e-3)
+
+
+def _shape(text):
+    return tuple(int(x) for x in text.strip("()").split(",") if x.strip())
+
+
+def _their_state_dict(model):
+    """``model``'s weights under the key names of Adapting_CVL's CVM_VIGOR (models.py): its attributes
+    are CCVPE's CVM_VIGOR's, its padding layers have no parameters, so the reference list applies."""
+    ref = reference_keys("vigor")
+    ours = model.state_dict()
+    assert [(k, str(tuple(v.shape))) for k, v in ours.items()] == ref
+    return {key: ours[key].clone() for key, _ in ref}
+
+
+def test_import_adapting_cvl_their_key_names_same_outputs(tmp_path, vigor_reflect):
+    path = tmp_path / "final_student.pt"
+    torch.save(_their_state_dict(vigor_reflect), path)  # train_CCVPE_on_VIGOR.py: state_dict(), no prefix
+    model = import_adapting_cvl(path, "ccvpe-vigor").eval()
+    assert model.config["padding_mode"] == "reflect"
+    zero = import_ccvpe_official(path, "ccvpe-vigor").eval()  # same weights, CCVPE's zero padding
+    assert zero.config["padding_mode"] == "zeros"
+    torch.manual_seed(2)
+    g, a = torch.randn(1, 3, 320, 640), torch.randn(1, 3, 512, 512)
+    with torch.inference_mode():
+        ref, got, z = vigor_reflect(g, a), model(g, a), zero(g, a)
+    for r, o in zip(ref.heatmaps, got.heatmaps):
+        assert torch.equal(r, o)
+    assert torch.equal(ref.orientation, got.orientation)
+    assert (z.heatmaps[-1] - got.heatmaps[-1]).abs().max() > 1e-3
+    assert (z.orientation - got.orientation).abs().max() > 1e-3
+    # the padding travels in the checkpoint config; a ccvpe checkpoint without the key is CCVPE's
+    save_checkpoint(tmp_path / "teacher.pt", model)
+    loaded, _ = load_checkpoint(tmp_path / "teacher.pt")
+    assert loaded.config == model.config and _pads(loaded.sat_efficientnet, nn.ReflectionPad2d)
+    raw = torch.load(tmp_path / "teacher.pt", weights_only=True)
+    del raw["config"]["padding_mode"]
+    torch.save(raw, tmp_path / "old.pt")
+    old, _ = load_checkpoint(tmp_path / "old.pt")
+    assert old.config["padding_mode"] == "zeros" and _head_3x3_modes(old) == ["zeros"] * 24
+    # train --init
+    init = build_initial_model("ccvpe-vigor", {"known_orientation": True}, f"adapting-cvl:{path}")
+    assert init.config["padding_mode"] == "reflect"
+    assert all(torch.equal(v, vigor_reflect.state_dict()[k]) for k, v in init.state_dict().items())
+    for arch in ("small", "ccvpe-kitti"):
+        with pytest.raises(ValueError, match="--init adapting-cvl: needs --config ccvpe-vigor"):
+            build_initial_model(arch, {}, f"adapting-cvl:{path}")
+
+
+def test_import_adapting_cvl_refuses_wrong_files(tmp_path, vigor_reflect):
+    theirs = _their_state_dict(vigor_reflect)
+    bad = dict(theirs)
+    del bad["sat_feature_to_descriptors.1.bias"]
+    bad["grd_efficientnet._fc.extra"] = torch.zeros(1)
+    bad["conv1.2.weight"] = torch.zeros(2, 16, 3, 3)  # a 2-channel output conv
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError) as e:
+        import_adapting_cvl(tmp_path / "bad.pt", "ccvpe-vigor")
+    msg = str(e.value)
+    assert "bad.pt: does not match ccvpe-vigor (Adapting_CVL state_dict; " in msg
+    assert "1 missing keys: sat_feature_to_descriptors.1.bias" in msg
+    assert "1 unexpected keys: grd_efficientnet._fc.extra" in msg
+    assert "1 shape mismatches (file vs ccvpe-vigor): conv1.2.weight (2, 16, 3, 3) vs (1, 16, 3, 3)" in msg
+    kitti = {k: torch.zeros(_shape(shape)) for k, shape in reference_keys("kitti")}  # CCVPE's KITTI network
+    torch.save(kitti, tmp_path / "kitti.pt")
+    with pytest.raises(CheckpointError, match=r"kitti.pt: does not match ccvpe-vigor .* shape mismatches"):
+        import_adapting_cvl(tmp_path / "kitti.pt", "ccvpe-vigor")
+    with pytest.raises(CheckpointError, match="Adapting_CVL released no ccvpe-kitti network"):
+        import_adapting_cvl(tmp_path / "kitti.pt", "ccvpe-kitti")
+    save_checkpoint(tmp_path / "ours.pt", build_model("small"))
+    with pytest.raises(CheckpointError, match="ours.pt: already an xview_loc_ros checkpoint"):
+        import_adapting_cvl(tmp_path / "ours.pt", "ccvpe-vigor")
+    torch.save({"epoch": 3, "model": theirs}, tmp_path / "nested.pt")
+    with pytest.raises(CheckpointError, match="nested.pt: not a state_dict"):
+        import_adapting_cvl(tmp_path / "nested.pt", "ccvpe-vigor")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt: not a readable Adapting_CVL state_dict"):
+        import_adapting_cvl(tmp_path / "junk.pt", "ccvpe-vigor")
+    torch.save(theirs, tmp_path / "ok.pt")
+    with pytest.raises(CheckpointError, match="Adapting_CVL networks need"):
+        import_adapting_cvl(tmp_path / "ok.pt", "ccvpe-vigor", padding_mode="zeros")
+    with pytest.raises(CheckpointError, match="CCVPE networks need"):
+        import_ccvpe_official(tmp_path / "ok.pt", "ccvpe-vigor", padding_mode="reflect")
 
 
 @pytest.mark.parametrize(
@@ -157,6 +291,10 @@ def test_ccvpe_fixed_sizes_refused():
         build_model("ccvpe-vigor", aerial_size=256)
     with pytest.raises(ValueError, match="unknown model config"):
         build_model("resnet")
+    with pytest.raises(ValueError, match="padding_mode must be one of"):
+        build_model("ccvpe-kitti", padding_mode="circular")
+    with pytest.raises(ValueError, match="unknown config keys"):
+        build_model("small", padding_mode="reflect")
 
 
 def test_checkpoint_round_trip_and_refusals(tmp_path):

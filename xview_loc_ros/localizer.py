@@ -32,12 +32,24 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from xview_loc_ros.drive_filter import DriveFilter, FilterState, Innovation, OdometryBuffer
+from xview_loc_ros.drive_filter import DriveFilter, FilterEstimate, FilterState, Innovation, OdometryBuffer
 from xview_loc_ros.geo import LocalENU, PatchGeoref, compass_to_enu_yaw
 from xview_loc_ros.heatmap import HeatmapEstimate, decode_heatmap, heading_from_orientation, softmax_all
+from xview_loc_ros.inference.base import OUTPUT_AERIAL_DESCRIPTOR, OUTPUT_FINEST
 from xview_loc_ros.mount import CameraMount
 from xview_loc_ros.params import LocalizerParams
 from xview_loc_ros.preprocess import prepare_aerial, prepare_ground
+from xview_loc_ros.relocalize import (
+    GROUND_DESCRIPTOR,
+    RelocOutcome,
+    RelocParams,
+    RelocTrigger,
+    candidates,
+    choose,
+    fix_std_m,
+    search_centre,
+)
+from xview_loc_ros.retrieval import CityIndex
 from xview_loc_ros.tiles import TileError
 
 STAGES = ("patch", "preprocess", "inference", "decode")
@@ -274,6 +286,8 @@ class Estimate:
     reject_reason: str = ""
     timings: Dict[str, float] = field(default_factory=dict)
     camera_offset_en: Tuple[float, float] = (0.0, 0.0)  # camera minus base_frame position, ENU metres
+    descriptor: Optional[np.ndarray] = None  # the ground image's retrieval descriptor (D,) while re-localizing
+    similarity: Optional[float] = None  # a re-localization candidate's: cosine of ground and patch descriptors
 
 
 @dataclass
@@ -350,6 +364,16 @@ class Localizer:
         self._last_prefetch: Optional[Tuple[float, float]] = None
         self._prefetched: Counter = Counter()  # tiles loaded / missing / failed by background prefetch
         self._prefetch_lock = threading.Lock()
+        # re-localization (xview_loc_ros.relocalize): off until the node hands an index over
+        self.reloc_index: Optional[CityIndex] = None
+        self.reloc_trigger = RelocTrigger(params.reloc_params())
+        self.reloc_counts: Counter = Counter()  # searches, candidates, reason_*, outcome_*, rate_limited
+        self.last_reloc: Optional[RelocOutcome] = None
+        self._last_good: Optional[Tuple[float, float, float, float]] = None  # stamp, dead-reckoned to, east, north
+        self._lost_seen = 0  # the filter's lost re-initialisations already seen
+        self._lost_pending = False  # one of them has not been searched for yet
+        self._gnss_hold_until: Optional[float] = None  # fixes disagreeing with the belief are held out until then
+        self._fix_disagrees = False  # the last fix was held out
 
     # -- inputs -----------------------------------------------------------------------------------
     def add_fix(self, fix: Fix) -> None:
@@ -461,7 +485,8 @@ class Localizer:
         if fix is not None:
             fe, fn, _ = (float(x) for x in datum.to_enu(fix.lat, fix.lon, datum.h0))
             fix_en = (fe, fn)
-            f.update_gnss(stamp, fe, fn, fix.cov_en)
+            if not self._hold_out_fix(stamp, fe, fn, fix.cov_en):
+                f.update_gnss(stamp, fe, fn, fix.cov_en)
         if est is not None:
             g = est.georef
             oe, on = est.camera_offset_en
@@ -474,6 +499,15 @@ class Localizer:
         b = f.estimate()
         if b is None:
             return None
+        return self._tracked_pose(stamp, b, fix, est, source, self._clock() - t0)
+
+    def _tracked_pose(
+        self, stamp: float, b: FilterEstimate, fix: Optional[Fix], est: Optional[Estimate], source: str, seconds: float
+    ) -> TrackedPose:
+        """The filter's belief ``b`` as a TrackedPose (yaw from the frame's estimate, else the heading source)."""
+        f = self.filter
+        datum = self.datum
+        assert f is not None and datum is not None
         alt = fix.alt if fix is not None else math.nan
         lat, lon, _ = (float(x) for x in datum.to_latlon(b.east, b.north, alt if math.isfinite(alt) else datum.h0))
         evals, evecs = np.linalg.eigh(b.cov_en)
@@ -501,20 +535,60 @@ class Localizer:
             b.state.value,
             source,
             f.last_innovation,
-            self._clock() - t0,
+            seconds,
         )
+
+    def _gnss_held(self, stamp: float) -> bool:
+        """Whether fixes that disagree with the belief are held out at ``stamp`` (see :meth:`_hold_out_fix`)."""
+        until = self._gnss_hold_until
+        return self.reloc_index is not None and until is not None and stamp <= until
+
+    def _hold_out_fix(self, stamp: float, east: float, north: float, cov_en: np.ndarray) -> bool:
+        """True when this fix must not reach the filter: a search has just kept a position the fixes disagreed
+        with (``reloc_gnss_hold_s`` ago at most; each such search renews it) and this fix still disagrees with the
+        belief beyond ``filter_lost_chi2``. A fix that agrees ends the hold. Counted as the filter's
+        ``gnss_held_out``; the disagreement keeps triggering searches (reason ``lost``)."""
+        self._fix_disagrees = False
+        f = self.filter
+        if f is None or not self._gnss_held(stamp):
+            return False
+        b = f.estimate()
+        if b is None:
+            return False
+        d2 = mahalanobis2(np.array([east - b.east, north - b.north]), b.cov_en + np.asarray(cov_en, dtype=float))
+        if d2 <= self.params.filter_lost_chi2:
+            self._gnss_hold_until = None  # GNSS agrees again: the hold is over
+            return False
+        self._fix_disagrees = True
+        f.counts["gnss_held_out"] += 1
+        return True
 
     # -- per frame --------------------------------------------------------------------------------
     def patch_centre(self, stamp: float, fix: Fix) -> Tuple[float, float]:
         """(lat, lon) where the frame's aerial patch is cut: with ``patch_centre: belief`` the drive filter's
         position predicted to ``stamp`` while it tracks with a largest std under ``patch_centre_max_std_m``
         (so a GNSS jump or a large bias does not move the patch off the vehicle: the heat map keeps seeing
-        it), else the fix."""
+        it), else the fix. With re-localization on, also while the filter reports a lost track (std up to half
+        the patch side) and right after a search set the belief."""
         f, p = self.filter, self.params
-        if f is None or p.patch_centre != "belief" or self.datum is None or f.state != FilterState.TRACKING:
+        if f is None or p.patch_centre != "belief" or self.datum is None:
+            return fix.lat, fix.lon
+        states = {FilterState.TRACKING}
+        if self.reloc_index is not None:
+            # re-localization recovers a wrong belief, so the fix is no longer the fallback while the two disagree;
+            # a belief just set by a search is one
+            states.add(FilterState.LOST)
+            if f.last_reinit_reason == "reloc":
+                states.add(FilterState.REINITIALISED)
+        if f.state not in states:
             return fix.lat, fix.lon
         est = f.estimate()
-        if est is None or float(np.linalg.eigvalsh(est.cov_en)[-1]) > p.patch_centre_max_std_m**2:
+        max_std = p.patch_centre_max_std_m
+        if self.reloc_index is not None and (f.state == FilterState.LOST or self._gnss_held(stamp)):
+            # the fix is the one known to be off: the belief centres the patch while the patch still covers its
+            # spread (half the patch side), and the searches meanwhile check it
+            max_std = max(max_std, 0.5 * self.size_px * self.mpp)
+        if est is None or float(np.linalg.eigvalsh(est.cov_en)[-1]) > max_std**2:
             return fix.lat, fix.lon
         de, dn = 0.0, 0.0
         if f.stamp is not None and stamp > f.stamp:
@@ -564,21 +638,54 @@ class Localizer:
         t2 = self._clock()
         timings["preprocess"] = t2 - t1
 
-        orientation = None
-        if heading is None and "orientation" in getattr(self.backend, "outputs", ()):
-            # unknown-orientation model: its orientation field gives the yaw at the estimate
-            out = self.backend.infer_outputs(ground[None], aerial[None], ["heatmap", "orientation"])
-            logits, orientation = np.asarray(out["heatmap"])[0], np.asarray(out["orientation"])[0]
-        else:
+        names = self._output_names(heading)
+        if names == [OUTPUT_FINEST]:
             logits = np.asarray(self.backend.infer(ground[None], aerial[None]))[0]
+            out: Dict[str, Any] = {}
+        else:
+            out = self.backend.infer_outputs(ground[None], aerial[None], names)
+            logits = np.asarray(out[OUTPUT_FINEST])[0]
         t3 = self._clock()
         timings["inference"] = t3 - t2
+        orientation = np.asarray(out["orientation"])[0] if "orientation" in out else None
+        descriptor = np.asarray(out[GROUND_DESCRIPTOR])[0] if GROUND_DESCRIPTOR in out else None
+        est = self._decode(stamp, fix, heading, mount, patch.georef, patch.image, logits, orientation, True)
+        est.descriptor = descriptor
+        timings["decode"] = self._clock() - t3
+        est.timings = timings
+        return est
 
+    def _output_names(self, heading: Optional[Heading]) -> List[str]:
+        """The outputs a frame needs: the finest heat map; the orientation field for an unknown-orientation
+        model without a heading; the ground descriptor while re-localization is on (the model computes it in
+        the same pass)."""
+        outputs = getattr(self.backend, "outputs", ())
+        names = [OUTPUT_FINEST]
+        if heading is None and "orientation" in outputs:
+            names.append("orientation")  # unknown-orientation model: its orientation field gives the yaw
+        if self.reloc_index is not None and GROUND_DESCRIPTOR in outputs:
+            names.append(GROUND_DESCRIPTOR)
+        return names
+
+    def _decode(
+        self,
+        stamp: float,
+        fix: Fix,
+        heading: Optional[Heading],
+        mount: CameraMount,
+        georef: PatchGeoref,
+        patch_image: np.ndarray,
+        logits: np.ndarray,
+        orientation: Optional[np.ndarray],
+        gnss_gate: bool,
+    ) -> Estimate:
+        """Logits of the patch at ``georef`` -> an Estimate (gated; without the GNSS part when ``gnss_gate`` is
+        False: re-localization candidates disagree with the fix by design)."""
+        p = self.params
         if not np.all(np.isfinite(logits)):
             raise FrameRejected("model_output", "the model returned NaN or infinite logits")
         est: HeatmapEstimate = decode_heatmap(logits, self.size_px)
         prob = est.prob if est.prob is not None else softmax_all(logits).sum(axis=0)  # computed once
-        georef = patch.georef
         yaw, yaw_var = (None, p.unobserved_variance)
         if heading is not None:
             yaw, yaw_var = float(compass_to_enu_yaw(heading.compass_deg)), heading.var_rad2
@@ -607,8 +714,7 @@ class Localizer:
         delta = np.array([(est.u - fix_u) * georef.mpp - oe, (fix_v - est.v) * georef.mpp - on])
         d2 = mahalanobis2(delta, cov + fix.cov_en)
 
-        reason = gate(est.confidence, est.ambiguity, d2, p)
-        timings["decode"] = self._clock() - t3
+        reason = gate(est.confidence, est.ambiguity, d2 if gnss_gate else 0.0, p)
         return Estimate(
             stamp,
             lat,
@@ -628,14 +734,278 @@ class Localizer:
             fix_u,
             fix_v,
             georef,
-            patch.image,
+            patch_image,
             logits,
             prob,
             not reason,
             reason,
-            timings,
+            {},
             (oe, on),
         )
+
+    # -- re-localization (xview_loc_ros.relocalize) -----------------------------------------------
+    def enable_relocalization(self, index: CityIndex) -> None:
+        """Search ``index`` when a trigger fires (the caller has checked the model's head and the index's hash)."""
+        self.reloc_trigger = RelocTrigger(self.params.reloc_params())
+        self.reloc_index = index
+
+    def disable_relocalization(self) -> None:
+        self.reloc_index = None
+
+    def _advance_last_good(self, stamp: float) -> None:
+        """Dead-reckon the last good position to ``stamp`` with the motion since its last update."""
+        g = self._last_good
+        if g is None:
+            return
+        t_good, t_dr, e, n = g
+        if stamp > t_dr:
+            (de, dn), _ = self.motion(t_dr, stamp)
+            self._last_good = (t_good, stamp, e + de, n + dn)
+        elif stamp < t_good:  # time went backwards (a bag restarted)
+            self._last_good = None
+
+    def _set_last_good(self, stamp: float, east: float, north: float) -> None:
+        self._last_good = (stamp, stamp, east, north)
+
+    def _note_frame(self, stamp: float, est: Optional[Estimate], tracked: Optional[TrackedPose]) -> None:
+        """Keep the last good position: the filter's belief while it tracks with a small std and the frame's heat
+        map is confident (``fusion: filter``); an accepted, confident per-frame estimate (``fusion: frame``); never
+        from a frame whose fix is wider than ``reloc_fix_std_m`` (a frame that triggers a search is not good)."""
+        self._advance_last_good(stamp)
+        p = self.params
+        if est is None or est.confidence < p.reloc_min_confidence or fix_std_m(est.fix.cov_en) > p.reloc_fix_std_m:
+            return
+        if self.filter is not None:
+            if tracked is not None and tracked.state == FilterState.TRACKING.value:
+                if float(np.linalg.eigvalsh(tracked.cov_en)[-1]) <= p.patch_centre_max_std_m**2:
+                    self._set_last_good(stamp, tracked.east, tracked.north)
+        elif est.accepted:
+            self._set_last_good(stamp, est.east, est.north)
+
+    def relocalize(
+        self, stamp: float, rgb: Optional[np.ndarray], est: Optional[Estimate], tracked: Optional[TrackedPose]
+    ) -> Optional[RelocOutcome]:
+        """After a frame (``est`` its estimate or None, ``tracked`` the filter's pose or None): search the city
+        index when a trigger fires (None when re-localization is off or nothing fired). A kept candidate
+        re-initialises the drive filter (``fusion: filter``; the outcome's ``tracked`` is the new pose) or is
+        the outcome's ``estimate`` to publish (``fusion: frame``). Never raises for a frame's content: a
+        failure is the outcome ``failed``."""
+        index = self.reloc_index
+        if index is None:
+            return None
+        rp = self.params.reloc_params()
+        trigger = self.reloc_trigger
+        trigger.p = rp
+        self._note_frame(stamp, est, tracked)
+        fix: Optional[Fix] = est.fix if est is not None else None
+        if fix is None:
+            try:
+                fix = self.fixes.at(stamp)
+            except FrameRejected:
+                fix = None
+        f = self.filter
+        lost = False
+        if f is not None:
+            # a restart at the fix because of a lost track stays a reason until a search has run (a rate-limited
+            # frame must not swallow it: the filter then tracks the fix and reports nothing lost)
+            self._lost_pending = self._lost_pending or f.counts["lost"] > self._lost_seen
+            self._lost_seen = f.counts["lost"]
+            lost = f.state == FilterState.LOST or self._lost_pending or (self._fix_disagrees and self._gnss_held(stamp))
+        last_good = None
+        g = self._last_good
+        if g is not None and self.datum is not None and stamp - g[0] <= rp.last_good_max_age_s:
+            la, lo, _ = self.datum.to_latlon(g[2], g[3], self.datum.h0)
+            last_good = (float(la), float(lo))
+        reason = trigger.observe(
+            stamp,
+            have_position=fix is not None or last_good is not None,
+            lost=lost,
+            fix_std_m=fix_std_m(fix.cov_en) if fix is not None else None,
+            confidence=est.confidence if est is not None else None,
+        )
+        self.reloc_counts["rate_limited"] = trigger.counts["rate_limited"]
+        if not reason:
+            return None
+        trigger.searched(stamp)
+        self._lost_pending = False
+        centre = search_centre(last_good, (fix.lat, fix.lon) if fix is not None else None)
+        t0 = self._clock()
+        try:
+            out = self._search(stamp, rgb, est, fix, tracked, reason, centre, index, rp)
+        except (FrameRejected, TileError, ValueError) as e:
+            out = RelocOutcome(stamp, reason, "failed", centre, detail=f"{type(e).__name__}: {e}")
+        out.seconds = self._clock() - t0
+        c = self.reloc_counts
+        c["searches"] += 1
+        c[f"reason_{reason}"] += 1
+        c[f"outcome_{out.outcome}"] += 1
+        c["candidates"] += len(out.confidences)
+        self.last_reloc = out
+        return out
+
+    def _search(
+        self,
+        stamp: float,
+        rgb: Optional[np.ndarray],
+        est: Optional[Estimate],
+        fix: Optional[Fix],
+        tracked: Optional[TrackedPose],
+        reason: str,
+        centre: Optional[Tuple[float, float]],
+        index: CityIndex,
+        rp: RelocParams,
+    ) -> RelocOutcome:
+        if rgb is None:
+            raise FrameRejected("no_image", "no decoded camera frame to search with")
+        heading = self.heading_at(stamp)
+        mount = self.mount
+        cam_heading = None if heading is None else (heading.compass_deg - mount.yaw_offset_deg) % 360.0
+        ground = prepare_ground(rgb, cam_heading, self.config)
+        desc = est.descriptor if est is not None else None
+        if desc is None:  # the frame gave no estimate: the ground branch alone (the aerial input is a blank patch)
+            blank = np.zeros((1, 3, self.size_px, self.size_px), np.float32)
+            desc = np.asarray(self.backend.infer_outputs(ground[None], blank, [GROUND_DESCRIPTOR])[GROUND_DESCRIPTOR])[
+                0
+            ]
+        cands = candidates(index, desc, rp, centre)
+        where = "the whole index" if centre is None else f"{rp.radius_m:g} m around {centre[0]:.6f}, {centre[1]:.6f}"
+        # the search centre (the last good position, else the fix) competes too: when the belief was right all
+        # along, its own patch confirms it instead of a look-alike elsewhere replacing it
+        centres = [(c.lat, c.lon) for c in cands] + ([centre] if centre is not None else [])
+        if not centres:
+            return RelocOutcome(stamp, reason, "no_candidates", centre, detail=f"no index entry within {where}")
+        if self.datum is None:  # a cold start before any fix: map is anchored at the best-ranked candidate
+            self.datum = LocalENU(centres[0][0], centres[0][1], 0.0)
+        scored = self.score_centres(stamp, ground, heading, mount, centres, fix, desc)
+        kept = [(i, e) for i, e in enumerate(scored) if e is not None]
+        confs = [e.confidence for _, e in kept]
+        at_centre = [j for j, (i, _) in enumerate(kept) if i == len(cands)]  # the centre's patch, when scored
+        sims = [e.similarity if e.similarity is not None else math.nan for _, e in kept]
+        k = choose(confs, [e.ambiguity for _, e in kept], rp, at_centre[0] if at_centre else None, sims)
+        out = RelocOutcome(stamp, reason, "rejected", centre, cands, confs)
+        best_conf = max(confs) if confs else math.nan
+        if k is None:
+            out.detail = (
+                f"{len(kept)} of {len(centres)} patches ({len(cands)} index candidates within {where}, and the centre) "
+                f"scored, best confidence {best_conf:.2f} (needs {rp.accept_confidence:g})"
+            )
+            return out
+        i, best = kept[k]
+        best.accepted, best.reject_reason = True, ""
+        out.chosen, out.estimate, out.outcome = i, best, "relocalized"
+        which = "the search centre" if i == len(cands) else f"candidate {i + 1} of {len(cands)}"
+        score = "" if i == len(cands) else f"index score {cands[i].score:.2f}, "
+        before = self._position_before(est, tracked, fix)
+        if before is not None:
+            out.moved_m = math.hypot(best.east - before[0], best.north - before[1])
+        self._set_last_good(stamp, best.east, best.north)
+        f = self.filter
+        if f is not None:
+            b0 = f.estimate()
+            if b0 is not None and tracked is not None and b0.state != FilterState.REINITIALISED:
+                d2 = mahalanobis2(np.array([best.east - b0.east, best.north - b0.north]), b0.cov_en + best.cov_en)
+                if d2 <= self.params.filter_lost_chi2:  # the belief was right: keep it (and what it has learnt)
+                    out.outcome = "confirmed"
+            if fix is not None and self.datum is not None and rp.gnss_hold_s > 0:
+                fe, fn, _ = (float(x) for x in self.datum.to_enu(fix.lat, fix.lon, self.datum.h0))
+                d2_fix = mahalanobis2(np.array([fe - best.east, fn - best.north]), best.cov_en + fix.cov_en)
+                if d2_fix > self.params.filter_lost_chi2:  # the camera contradicts the fix: hold such fixes out
+                    self._gnss_hold_until = stamp + rp.gnss_hold_s
+            if out.outcome == "relocalized":
+                f.initialise(stamp, best.east, best.north, best.cov_en, "reloc")
+            elif est is None and self.datum is not None:
+                # confirmed, and the frame had no heat map of its own (no fix, tiles missing): the centre's is one
+                g = best.georef
+                oe, on = best.camera_offset_en
+                if oe or on:  # the heat map says where the camera is; the filter tracks base_frame
+                    lat_c, lon_c, _ = g.frame.to_latlon(-oe, -on, 0.0)
+                    g = PatchGeoref(float(lat_c), float(lon_c), g.mpp, g.size_px)
+                f.update_heatmap(stamp, best.prob, g, self.datum)
+            if out.outcome == "relocalized" or est is None:
+                b = f.estimate()
+                if b is not None:
+                    motion = tracked.motion if tracked is not None else "none"
+                    out.tracked = self._tracked_pose(stamp, b, fix, best, motion, 0.0)
+        out.detail = (
+            f"{which} within {where} ({score}heat-map confidence {best.confidence:.2f}); "
+            f"{out.outcome}, {out.moved_m:.1f} m from the position before"
+        )
+        return out
+
+    def _position_before(
+        self, est: Optional[Estimate], tracked: Optional[TrackedPose], fix: Optional[Fix]
+    ) -> Optional[Tuple[float, float]]:
+        if tracked is not None:
+            return tracked.east, tracked.north
+        if est is not None:
+            return est.east, est.north
+        if fix is not None and self.datum is not None:
+            e, n, _ = self.datum.to_enu(fix.lat, fix.lon, self.datum.h0)
+            return float(e), float(n)
+        return None
+
+    def score_centres(
+        self,
+        stamp: float,
+        ground: np.ndarray,
+        heading: Optional[Heading],
+        mount: CameraMount,
+        centres: List[Tuple[float, float]],
+        fix: Optional[Fix],
+        descriptor: Optional[np.ndarray] = None,
+    ) -> List[Optional[Estimate]]:
+        """Run the fine model on the patches around ``centres`` (lat, lon) with the prepared ``ground`` (C,H,W),
+        batched (at most the backend's batch size at once): one Estimate per centre, gated without the GNSS part;
+        None where the patch lacks more than ``max_missing_fraction`` of imagery or its tiles fail. ``fix``: the
+        frame's (None on a cold start: a stand-in at each centre with an unbounded covariance). With the ground
+        ``descriptor`` (D,) and a model with a retrieval head, each Estimate's ``similarity`` is its cosine with
+        the patch's aerial descriptor (same pass)."""
+        p = self.params
+        patches: List[Any] = []
+        for c in centres:
+            try:
+                patch = self.builder.build(*c)
+            except TileError:
+                patch = None
+            patches.append(patch if patch is not None and patch.missing_fraction <= p.max_missing_fraction else None)
+        todo = [i for i, x in enumerate(patches) if x is not None]
+        out: List[Optional[Estimate]] = [None] * len(centres)
+        if not todo:
+            return out
+        names = [OUTPUT_FINEST] + (["orientation"] if heading is None and "orientation" in self.backend.outputs else [])
+        if descriptor is not None and OUTPUT_AERIAL_DESCRIPTOR in self.backend.outputs:
+            names.append(OUTPUT_AERIAL_DESCRIPTOR)
+            q = np.asarray(descriptor, dtype=np.float64).reshape(-1)
+            q = q / max(float(np.linalg.norm(q)), 1e-12)
+        step = int(getattr(self.backend, "max_batch", None) or len(todo))
+        for s in range(0, len(todo), step):
+            chunk = todo[s : s + step]
+            aerial = np.stack([prepare_aerial(patches[i].image, self.config) for i in chunk])
+            res = self.backend.infer_outputs(np.repeat(ground[None], len(chunk), axis=0), aerial, names)
+            for j, i in enumerate(chunk):
+                orientation = np.asarray(res["orientation"])[j] if "orientation" in res else None
+                f = fix
+                if f is None:
+                    f = Fix(stamp, centres[i][0], centres[i][1], math.nan, np.eye(2) * 1e12, "")
+                try:
+                    est = self._decode(
+                        stamp,
+                        f,
+                        heading,
+                        mount,
+                        patches[i].georef,
+                        patches[i].image,
+                        np.asarray(res[OUTPUT_FINEST])[j],
+                        orientation,
+                        False,
+                    )
+                except FrameRejected:
+                    continue
+                if OUTPUT_AERIAL_DESCRIPTOR in res:
+                    a = np.asarray(res[OUTPUT_AERIAL_DESCRIPTOR])[j].astype(np.float64)
+                    est.similarity = float(a @ q / max(float(np.linalg.norm(a)), 1e-12))
+                out[i] = est
+        return out
 
 
 def gate(confidence: float, ambiguity: float, d2: float, p: LocalizerParams) -> str:

@@ -60,6 +60,8 @@ from xview_loc_ros.mount import mount_from_transforms
 from xview_loc_ros.overlay import heatmap_overlay
 from xview_loc_ros.params import NODE_NAME, LocalizerParams, ParameterError, ParamInfo, param_info
 from xview_loc_ros.params_file import check_ros_args
+from xview_loc_ros.relocalize import RelocOutcome, RelocUnavailable, open_index
+from xview_loc_ros.relocalize import summary as reloc_summary
 from xview_loc_ros.sensors import SensorRejected, decode_image
 from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
 
@@ -192,6 +194,10 @@ class LocalizerNode(Node):
         self.backend = backend
         self.builder = patch_builder
         self.loc = Localizer(self.params, backend, patch_builder)
+        self._reloc_status = "off"
+        # at start-up a bad index is an error (RelocUnavailable, a ValueError, one line from main): fix the set-up
+        if self.params.reloc_index:
+            self._enable_relocalization(self.params.reloc_index)
         warmup = getattr(backend, "warmup", None)
         if callable(warmup):  # first-call allocations / autotuning / engine loading happen now, not on frame 1
             warmup(2)
@@ -203,7 +209,8 @@ class LocalizerNode(Node):
         self._last_log: Dict[str, float] = {}
         self._latency: Deque[float] = collections.deque(maxlen=_WINDOW)
         self._stages: Dict[str, Deque[float]] = {
-            k: collections.deque(maxlen=_WINDOW) for k in ("image",) + STAGES + ("filter", "publish", "visualize")
+            k: collections.deque(maxlen=_WINDOW)
+            for k in ("image",) + STAGES + ("filter", "reloc", "publish", "visualize")
         }
         self._rate_mark: Tuple[float, Dict[str, int]] = (time.monotonic(), {})
         self._status_mark: Dict[str, int] = {}  # diagnostic_summary's counters at the previous status
@@ -319,7 +326,50 @@ class LocalizerNode(Node):
         self.loc.params = new
         if self.loc.filter is not None:
             self.loc.filter.p = new.filter_params()  # cell_m and window_m, the grid's shape, are read-only
+        if "reloc_index" in changes:  # a bad index at run time: logged, re-localization off, localizing goes on
+            try:
+                if new.reloc_index:
+                    self._enable_relocalization(new.reloc_index)
+                else:
+                    self.loc.disable_relocalization()
+                    self._reloc_status = "off"
+            except RelocUnavailable as e:
+                self._disable_relocalization(str(e))
         self.get_logger().info("parameters set: " + ", ".join(f"{k}={v!r}" for k, v in sorted(changes.items())))
+
+    # -- re-localization ----------------------------------------------------------------------------
+    def _enable_relocalization(self, path: str) -> None:
+        """Load the city index for the model file the node runs (RelocUnavailable when it cannot be used)."""
+        index = open_index(path, self.params.model_path, self.backend.config, self.backend.outputs)
+        self.loc.enable_relocalization(index)
+        self._reloc_status = f"on: {len(index)} entries, {index.grid.stride_m:g} m apart"
+        self.get_logger().info(f"re-localization {self._reloc_status} ({path})")
+
+    def _disable_relocalization(self, why: str) -> None:
+        self.loc.disable_relocalization()
+        self._reloc_status = f"off after an error: {why}"
+        self.get_logger().error(f"re-localization disabled, localizing goes on without it: {why}")
+
+    def _relocalize(
+        self, stamp: float, rgb: Any, est: Optional[Estimate], tracked: Optional[TrackedPose]
+    ) -> Optional[RelocOutcome]:
+        """Run the localizer's re-localization step for a frame; any unexpected error turns it off (logged)."""
+        try:
+            out = self.loc.relocalize(stamp, rgb, est, tracked)
+        except Exception as e:  # a broken index or backend must not stop localization
+            self._disable_relocalization(f"{type(e).__name__}: {e}")
+            return None
+        if out is None:
+            return None
+        with self._lock:
+            self._stages["reloc"].append(out.seconds)
+        line = f"re-localization ({out.reason}): {out.outcome}, {out.seconds * 1e3:.0f} ms; {out.detail}"
+        # one call site per severity: rclpy refuses a call site whose severity changes
+        if out.outcome in ("relocalized", "confirmed"):
+            self.get_logger().info(line)
+        else:
+            self.get_logger().warning(line)
+        return out
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _count(self, table: Dict[str, int], reason: str, detail: str, what: str = "dropped") -> None:
@@ -452,14 +502,23 @@ class LocalizerNode(Node):
             self._count(self.rejects, e.reason, e.detail)
         except ValueError as e:  # preprocessing / decoding refused this input
             self._count(self.rejects, "bad_frame", str(e))
-        if est is None and not filtering:
-            return
         # Filter mode: every frame moves the filter to its stamp (prediction + the fix); a frame with a
         # heat map updates it with that heat map even when the gate refused the frame: low confidence
         # is a flat heat map (it tempers itself), a second mode is what the filter resolves with motion,
         # and disagreement with the fix is the filter's to weigh. Frames without a heat map (no fix,
         # tiles missing, NaN logits, wrong camera) only predict.
         tracked = self.loc.track(stamp, est) if filtering else None
+        if self.loc.reloc_index is not None:
+            # a search re-initialises the filter (its new pose is this frame's) or, per frame, is this frame's pose
+            reloc = self._relocalize(stamp, rgb, est, tracked)
+            if reloc is not None and reloc.outcome in ("relocalized", "confirmed"):
+                if reloc.tracked is not None:  # restarted there, or the frame's only heat map
+                    tracked = reloc.tracked
+                elif not filtering and reloc.estimate is not None:
+                    est = reloc.estimate
+                self._publish_datum()  # a cold start anchors map at the search's answer
+        if est is None and not filtering:
+            return
         t0 = time.perf_counter()
         # consumers' outputs first (~/pose, ~/fix), then the debugging ~/frame_pose; RViz's come later,
         # from another thread
@@ -604,6 +663,9 @@ class LocalizerNode(Node):
                     values["filter_innovation_source"] = tracked.innovation.source
                     values["filter_innovation_sigmas"] = tracked.innovation.sigmas
                     values["filter_innovation_log_lr"] = tracked.innovation.log_lr
+        values["reloc"] = self._reloc_status
+        if self.loc.reloc_index is not None or self.loc.reloc_counts:
+            values.update(reloc_summary(self.loc.reloc_counts, self.loc.last_reloc))
         if self._tile_source is not None:
             values.update(rm.counts_as_values("tile_cache_", self._tile_source.cache_stats()))
         return values

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from xview_loc_ros.drive_filter import FilterParams
+from xview_loc_ros.relocalize import RelocParams
 from xview_loc_ros.sensors import DEFAULT_MAX_IMAGE_PIXELS
 
 NODE_NAME = "xview_localizer"
@@ -23,6 +24,7 @@ HEADING_SOURCES = ("imu", "fixed", "none")
 IMAGE_TRANSPORTS = ("compressed", "raw")
 FUSIONS = ("filter", "frame")
 PATCH_CENTRES = ("belief", "fix")
+RELOC_RANKS = ("confidence", "similarity")
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
@@ -325,6 +327,94 @@ class LocalizerParams:
         hi=math.inf,
         runtime=True,
     )
+    # --- wide-area re-localization (xview_loc_ros.relocalize; README "Re-localization")
+    reloc_index: str = _param(
+        "",
+        "city index (.npz, `xview-adapt index-map`) built with this very model file (its sha256 is checked); the "
+        'model needs a retrieval head; "" = re-localization off (set at run time: a bad file turns it off, logged)',
+        runtime=True,
+    )
+    reloc_radius_m: float = _param(
+        150.0,
+        "search the index within this distance of the last good position (dead-reckoned), else of the fix; "
+        "covers GNSS faults up to ~100 m plus a minute of dead-reckoning drift",
+        unit="m",
+        lo=0.0,
+        hi=math.inf,
+        runtime=True,
+    )
+    reloc_top_k: int = _param(
+        8,
+        "candidates per search, each scored by the fine model (one batch: about top_k frames of inference)",
+        unit="candidates",
+        lo=1,
+        hi=256,
+        runtime=True,
+    )
+    reloc_fix_std_m: float = _param(
+        25.0,
+        "search when the fix's largest std exceeds this (beyond ~25 m the vehicle is often outside the 64 m patch)",
+        unit="m",
+        lo=0.0,
+        hi=math.inf,
+        runtime=True,
+    )
+    reloc_min_confidence: float = _param(
+        0.1,
+        "search when the heat map's confidence stays below this for reloc_low_frames frames (a frame without a "
+        "heat map counts)",
+        lo=0.0,
+        hi=1.0,
+        runtime=True,
+    )
+    reloc_low_frames: int = _param(5, "... this many consecutive frames", unit="frames", lo=1, hi=INT_MAX, runtime=True)
+    reloc_on_lost: bool = _param(True, "search when the drive filter reports a lost track", runtime=True)
+    reloc_interval_s: float = _param(
+        2.0,
+        "at most one search per this many seconds of image time (a search costs about top_k frames)",
+        unit="s",
+        lo=0.0,
+        hi=math.inf,
+        runtime=True,
+    )
+    reloc_accept_confidence: float = _param(
+        0.2,
+        "keep the best candidate only if its heat-map confidence reaches this (and its ambiguity is within "
+        "max_ambiguity); otherwise the search changes nothing",
+        lo=0.0,
+        hi=1.0,
+        runtime=True,
+    )
+    reloc_last_good_max_age_s: float = _param(
+        60.0,
+        "a last good position older than this is not searched around (the fix is)",
+        unit="s",
+        lo=0.0,
+        hi=math.inf,
+        runtime=True,
+    )
+    reloc_gnss_hold_s: float = _param(
+        10.0,
+        "with fusion: filter, after a search kept a position the fix disagrees with, fixes that disagree with the "
+        "belief are held out of the filter this long (renewed by each such search, ended by a fix that agrees); "
+        "0 = never: a jumped fix keeps its weight",
+        unit="s",
+        lo=0.0,
+        hi=math.inf,
+        runtime=True,
+    )
+    reloc_centre_first: bool = _param(
+        True,
+        "keep the search centre's own patch when it qualifies, before comparing candidates (look-alikes elsewhere "
+        "are as confident as the truth); false: the most confident of all patches (ablation)",
+        runtime=True,
+    )
+    reloc_rank: str = _param(
+        "confidence",
+        "how qualifying patches are compared: confidence = the heat map's | similarity = cosine of the ground "
+        "image's and the patch's retrieval descriptors (same pass)",
+        runtime=True,
+    )
     # --- outputs
     publish_overlay: bool = _param(True, "~/heatmap Image (rgb8)")
     publish_grid: bool = _param(True, "~/heatmap_grid OccupancyGrid in map_frame")
@@ -464,6 +554,21 @@ class LocalizerParams:
         for name in ("filter_gnss_outlier_weight", "filter_heatmap_floor"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ParameterError(name, f"must be in (0, 1), got {getattr(self, name)}")
+        for name in ("reloc_radius_m", "reloc_fix_std_m"):
+            if not getattr(self, name) > 0:
+                raise ParameterError(name, f"must be > 0, got {getattr(self, name)!r}")
+        for name in ("reloc_interval_s", "reloc_last_good_max_age_s", "reloc_gnss_hold_s"):
+            if getattr(self, name) < 0:
+                raise ParameterError(name, f"must be >= 0, got {getattr(self, name)!r}")
+        for name in ("reloc_min_confidence", "reloc_accept_confidence"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ParameterError(name, f"must be in [0, 1], got {getattr(self, name)}")
+        if not 1 <= self.reloc_top_k <= 256:
+            raise ParameterError("reloc_top_k", f"must be in [1, 256], got {self.reloc_top_k}")
+        if self.reloc_rank not in RELOC_RANKS:
+            raise ParameterError("reloc_rank", f"must be one of {', '.join(RELOC_RANKS)}, got {self.reloc_rank!r}")
+        if self.reloc_low_frames < 1:
+            raise ParameterError("reloc_low_frames", f"must be >= 1, got {self.reloc_low_frames}")
         if self.filter_lost_updates < 1:
             raise ParameterError("filter_lost_updates", f"must be >= 1, got {self.filter_lost_updates}")
         if self.max_image_pixels <= 0:
@@ -528,6 +633,24 @@ class LocalizerParams:
             max_gap_s=self.filter_max_gap_s,
             gnss_init_only=self.filter_gnss_init_only,
             uniform_mix=self.filter_uniform_mix,
+        )
+
+    def reloc_params(self) -> RelocParams:
+        """Re-localization's parameters (xview_loc_ros.relocalize.RelocParams)."""
+        return RelocParams(
+            radius_m=self.reloc_radius_m,
+            top_k=self.reloc_top_k,
+            fix_std_m=self.reloc_fix_std_m,
+            min_confidence=self.reloc_min_confidence,
+            low_frames=self.reloc_low_frames,
+            on_lost=self.reloc_on_lost,
+            interval_s=self.reloc_interval_s,
+            accept_confidence=self.reloc_accept_confidence,
+            max_ambiguity=self.max_ambiguity,
+            last_good_max_age_s=self.reloc_last_good_max_age_s,
+            gnss_hold_s=self.reloc_gnss_hold_s,
+            centre_first=self.reloc_centre_first,
+            rank=self.reloc_rank,
         )
 
     def check_model(self, config: Mapping[str, Any]) -> None:

@@ -1,12 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """`make demo` / `xview-adapt demo` / `python -m xview_testbed.demo`: the whole mission on synthetic data.
 
-1. a synthetic target city and a recorded drive through it (rosbag2, urban-canyon GNSS errors);
-2. a teacher trained on another city style (the bundled checkpoint, or ``--retrain-teacher``);
-3. the localizer node with the teacher on the drive (real rclpy/DDS, ``xview-loc replay``);
-4. adaptation on the first part of the drive (extract -> pseudo labels -> auxiliary student -> filter ->
-   final student), export to ONNX;
-5. the node with the student (ONNX Runtime) and with the teacher on the held-out rest of the drive;
+1. a synthetic target city and two recorded drives through it (rosbag2, urban-canyon GNSS errors): one
+   in the city's west district (adaptation), one in its east district (held out: the districts are a tenth
+   of the city apart, and no held-out position is near an adaptation position);
+2. a teacher trained on other city styles (the bundled checkpoint, or ``--retrain-teacher``);
+3. the localizer node with the teacher on the adaptation drive (real rclpy/DDS, ``xview-loc replay``);
+4. adaptation on the adaptation drive (extract -> pseudo labels -> auxiliary student -> filter ->
+   final student; no ground truth), export to ONNX;
+5. the node with the student (ONNX Runtime) and with the teacher on the held-out district's drive;
 6. a table (terminal, ``results.md``, ``results.json``) and pictures in the output folder.
 
 Every step is a command line of this package, printed before it runs, so any synthetic part can be
@@ -22,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -44,19 +46,23 @@ PARAMS_FILE = REPO / "config" / "localizer.yaml"
 
 @dataclass
 class DemoOptions:
-    """Sizes: metres, frames, Hz. The target city is ``target_style`` moved ``amount`` toward ``toward``."""
+    """Sizes: metres, frames, Hz. The target city is ``target_style`` moved ``amount`` toward ``toward``;
+    ``frames`` camera frames are recorded in its west district for adaptation, ``test_frames`` in its east
+    district for the held-out comparison (:func:`districts`)."""
 
     out: Path = Path("demo_out")
-    target_style: str = "suburb"
-    toward: Optional[str] = "downtown"
+    # a target style (never in the teacher's source set, xview_testbed.teacher): the gap adaptation is for. The
+    # former default, suburb moved half-way to downtown, was nearly a source city (teacher median 1.1 m there)
+    target_style: str = "oldtown"
+    toward: Optional[str] = None
     amount: float = 0.5
     blend_groups: str = "appearance,geometry"
     city_seed: int = 2
     city_size_m: float = 600.0
-    frames: int = 300
+    frames: int = 180
+    test_frames: int = 120
     rate_hz: float = 2.0
     drive_seed: int = 1
-    adapt_frac: float = 0.6
     teacher: Optional[Path] = None
     retrain_teacher: bool = False
     teacher_epochs: int = TEACHER.epochs
@@ -82,7 +88,7 @@ class Demo:
     # -- steps ------------------------------------------------------------------------------------
     def target(self) -> tuple:
         o = self.o
-        self.banner(1, "synthetic target city and a recorded drive (rosbag2, urban-canyon GNSS)")
+        self.banner(1, "synthetic target city and drives in two districts (rosbag2, urban-canyon GNSS)")
         blend = ["--toward", o.toward, "--amount", o.amount, "--blend-groups", o.blend_groups] if o.toward else []
         city = self.run(
             self.p("city"),
@@ -101,23 +107,32 @@ class Demo:
             "--out",
             self.p("city"),
         )
-        bag = self.run(
-            self.p("drive"),
-            "xview-loc",
-            "synth",
-            "drive",
-            "--city",
-            city,
-            "--out",
-            self.p("drive"),
-            "--frames",
-            o.frames,
-            "--rate",
-            o.rate_hz,
-            "--seed",
-            o.drive_seed,
-        )
-        return city, bag
+        west, east = districts(o.city_size_m)
+        bags = []
+        for name, region, frames, seed in (
+            ("drive_adapt", west, o.frames, o.drive_seed),
+            ("drive_test", east, o.test_frames, o.drive_seed + 1),
+        ):
+            bags.append(
+                self.run(
+                    self.p(name),
+                    "xview-loc",
+                    "synth",
+                    "drive",
+                    "--city",
+                    city,
+                    "--out",
+                    self.p(name),
+                    "--frames",
+                    frames,
+                    "--rate",
+                    o.rate_hz,
+                    "--seed",
+                    seed,
+                    f"--region={','.join(f'{x:g}' for x in region)}",
+                )
+            )
+        return city, bags[0], bags[1]
 
     def teacher(self) -> Path:
         o = self.o
@@ -133,7 +148,7 @@ class Demo:
             return BUNDLED_TEACHER
         return train_teacher(self.runner, self.p("teacher"), epochs=o.teacher_epochs)
 
-    def replay(self, name: str, model: Path, tiles: str, bag: Path, start: float, end: float, heatmaps: bool) -> Path:
+    def replay(self, name: str, model: Path, tiles: str, bag: Path, heatmaps: bool) -> Path:
         extra = ["--heatmap-dir", self.p("heatmaps", name)] if heatmaps else []
         no_progress = [] if self.o.progress else ["--no-progress"]
         return self.run(
@@ -148,10 +163,6 @@ class Demo:
             model,
             "--tile-source",
             tiles,
-            "--start-frac",
-            start,
-            "--end-frac",
-            end,
             "--out",
             self.p(f"replay_{name}.jsonl"),
             *extra,
@@ -167,24 +178,13 @@ class Demo:
 
     def adapt(self, teacher: Path, tiles: str, bag: Path) -> Path:
         o = self.o
-        self.banner(4, f"adaptation on the first {o.adapt_frac:.0%} of the drive, no ground truth used; export to ONNX")
-        part = self.run(
-            self.p("drive_adapt"),
-            "xview-loc",
-            "bag-crop",
-            "--bag",
-            bag,
-            "--out",
-            self.p("drive_adapt"),
-            "--end-frac",
-            o.adapt_frac,
-        )
+        self.banner(4, "adaptation on the west district's drive, no ground truth used; export to ONNX")
         pairs = self.run(
             self.p("target_pairs"),
             "xview-adapt",
             "extract",
             "--bag",
-            part,
+            bag,
             "--tiles",
             tiles,
             "--model",
@@ -230,20 +230,20 @@ class Demo:
         o = self.o
         t0 = time.monotonic()
         self.out.mkdir(parents=True, exist_ok=True)
-        city, bag = self.target()
+        city, adapt_bag, test_bag = self.target()
         teacher = self.teacher()
         tiles = f"xyz:{city / 'tiles'}"
-        self.banner(3, "the localizer node with the teacher on the whole drive (rclpy over DDS)")
-        self.replay("teacher_full", teacher, tiles, bag, 0.0, 1.0, False)
-        student = self.adapt(teacher, tiles, bag)
-        self.banner(
-            5, f"the node on the held-out last {1 - o.adapt_frac:.0%} of the drive: student (ONNX Runtime) and teacher"
-        )
-        self.replay("student", student, tiles, bag, o.adapt_frac, 1.0, True)
-        self.replay("teacher", teacher, tiles, bag, o.adapt_frac, 1.0, True)
+        self.banner(3, "the localizer node with the teacher on the adaptation drive (rclpy over DDS)")
+        self.replay("teacher_adapt", teacher, tiles, adapt_bag, False)
+        student = self.adapt(teacher, tiles, adapt_bag)
+        self.banner(5, "the node on the held-out east district's drive: student (ONNX Runtime) and teacher")
+        self.replay("student", student, tiles, test_bag, True)
+        self.replay("teacher", teacher, tiles, test_bag, True)
         self.banner(6, "results")
         results = summarize(read(self.p("replay_teacher.jsonl")), read(self.p("replay_student.jsonl")))
+        gap = held_out_distance_m(read(self.p("replay_teacher_adapt.jsonl")), read(self.p("replay_teacher.jsonl")))
         results.update(
+            held_out_distance_m=gap,
             target=f"{o.target_style}" + (f" -> {o.toward} @ {o.amount:g}" if o.toward else ""),
             teacher=str(teacher),
             student=str(student),
@@ -251,6 +251,10 @@ class Demo:
         )
         table = format_table(results)
         print(table)
+        print(
+            f"held-out district: every held-out frame is at least {gap['min']:.0f} m (median {gap['median']:.0f} m) "
+            "from every adaptation frame"
+        )
         verdict = results["verdict"]
         print(verdict)
 
@@ -260,7 +264,7 @@ class Demo:
         make_figures(
             self.out,
             city,
-            read(self.p("replay_teacher_full.jsonl")),
+            read(self.p("replay_teacher_adapt.jsonl")),
             read(self.p("replay_teacher.jsonl")),
             read(self.p("replay_student.jsonl")),
             mpp,
@@ -273,6 +277,32 @@ class Demo:
 def read(path: Path) -> List[Dict[str, Any]]:
 
     return read_jsonl(path)
+
+
+def districts(city_size_m: float) -> Tuple[Tuple[float, float, float, float], Tuple[float, float, float, float]]:
+    """(west, south, east, north) metres from the city centre of the adaptation (west) and held-out (east)
+    districts: the drivable square (the city less 30 m at each edge) split at the centre, with a gap of a
+    tenth of the city between them."""
+    inner = city_size_m / 2 - 30.0
+    gap = city_size_m / 20
+    if gap >= inner:
+        raise ValueError(f"city of {city_size_m:g} m is too small for two districts")
+    return (-inner, -inner, -gap, inner), (gap, -inner, inner, inner)
+
+
+def held_out_distance_m(adapt: List[Dict[str, Any]], test: List[Dict[str, Any]]) -> Dict[str, float]:
+    """For each held-out frame, the distance (metres) to the nearest adaptation frame's true position: min,
+    median and max over the held-out frames."""
+    lat0, lon0 = adapt[0]["gt_lat"], adapt[0]["gt_lon"]
+    enu = LocalENU(lat0, lon0, 0.0)
+
+    def xy(recs: List[Dict[str, Any]]) -> np.ndarray:
+        e, n, _ = enu.to_enu([r["gt_lat"] for r in recs], [r["gt_lon"] for r in recs], 0.0)
+        return np.stack([e, n], -1)
+
+    a, t = xy(adapt), xy(test)
+    d = np.hypot(t[:, None, 0] - a[None, :, 0], t[:, None, 1] - a[None, :, 1]).min(axis=1)
+    return {"min": float(d.min()), "median": float(np.median(d)), "max": float(d.max())}
 
 
 def _stats(errors: Sequence[float]) -> Dict[str, Optional[float]]:
@@ -327,13 +357,13 @@ def format_table(results: Dict[str, Any]) -> str:
 def make_figures(
     out: Path,
     city: Path,
-    full: List[Dict[str, Any]],
+    adapt: List[Dict[str, Any]],
     teacher: List[Dict[str, Any]],
     student: List[Dict[str, Any]],
     mpp: float,
 ) -> None:
-    """trajectory.png (truth, GNSS, teacher on the whole drive, student on the held-out part over the aerial
-    map), heatmaps.png (the node's ~/heatmap overlays of four evenly spaced held-out frames, teacher vs
+    """trajectory.png (truth, GNSS, teacher on the adaptation drive, student on the held-out drive over the
+    aerial map), heatmaps.png (the node's ~/heatmap overlays of four evenly spaced held-out frames, teacher vs
     student, with the ground truth placed in the patch of ``mpp`` m/px centred on the frame's GNSS fix),
     error_cdf.png (held-out errors)."""
     import cv2
@@ -348,8 +378,9 @@ def make_figures(
         plt.close(fig)
 
     # trajectory on an aerial image cut from the city's tiles, in ENU metres at the drive's centre
-    lat = np.array([r["gt_lat"] for r in full])
-    lon = np.array([r["gt_lon"] for r in full])
+    both_drives = adapt + teacher
+    lat = np.array([r["gt_lat"] for r in both_drives])
+    lon = np.array([r["gt_lon"] for r in both_drives])
     enu = LocalENU(float(lat.mean()), float(lon.mean()), 0.0)
 
     def xy(recs, kind):
@@ -358,8 +389,7 @@ def make_figures(
         ]
         return np.array(pts, float).reshape(-1, 2)
 
-    truth = xy(full, "gt")
-    half = float(np.abs(truth).max()) + 40.0
+    half = float(np.abs(xy(both_drives, "gt")).max()) + 40.0
     size = 800
     src = open_tile_source(f"xyz:{city / 'tiles'}")
     try:
@@ -370,17 +400,15 @@ def make_figures(
         src.close()
     fig, ax = plt.subplots(figsize=(7.5, 7.5))
     ax.imshow(patch.image, extent=(-half, half, -half, half))
-    ax.plot(*truth.T, "-", color="lime", lw=2, label="ground truth")
-    ax.plot(*xy(full, "gnss").T, ".", color="orange", ms=3, label="GNSS fix")
-    ax.plot(*xy(full, "est").T, "x", color="deepskyblue", ms=4, label="teacher (whole drive)")
-    ax.plot(*xy(student, "est").T, "+", color="magenta", ms=5, label="student (held-out part)")
-    split = xy(student[:1], "gt")
-    if split.size:
-        ax.plot(*split.T, "o", mfc="none", mec="white", ms=12, label="held-out part starts")
+    for recs, label in ((adapt, "ground truth"), (teacher, None)):
+        ax.plot(*xy(recs, "gt").T, "-", color="lime", lw=2, label=label)
+    ax.plot(*xy(both_drives, "gnss").T, ".", color="orange", ms=3, label="GNSS fix")
+    ax.plot(*xy(adapt, "est").T, "x", color="deepskyblue", ms=4, label="teacher (adaptation drive, west)")
+    ax.plot(*xy(student, "est").T, "+", color="magenta", ms=5, label="student (held-out drive, east)")
     ax.set_xlabel("east [m]")
     ax.set_ylabel("north [m]")
     ax.legend(loc="upper right", fontsize=8)
-    ax.set_title("drive through the target city")
+    ax.set_title("drives through the target city's two districts")
     save(fig, "trajectory.png")
 
     # heat-map overlays from the node (~/heatmap, also sent for gated frames) of the same frames, teacher vs student
@@ -426,14 +454,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blend-groups", default=d.blend_groups, help="style groups blended toward --toward (or all)")
     p.add_argument("--city-seed", type=int, default=d.city_seed, help="layout seed of the target city")
     p.add_argument("--city-size-m", type=float, default=d.city_size_m, help="side of the target city, metres")
-    p.add_argument("--frames", type=int, default=d.frames, help="camera frames of the drive")
-    p.add_argument("--rate-hz", type=float, default=d.rate_hz, help="camera frame rate of the drive, Hz")
-    p.add_argument("--drive-seed", type=int, default=d.drive_seed, help="route and GNSS error seed")
+    p.add_argument("--frames", type=int, default=d.frames, help="camera frames of the adaptation drive (west district)")
     p.add_argument(
-        "--adapt-frac",
-        type=float,
-        default=d.adapt_frac,
-        help="adapt on this first fraction of the drive; the rest is held out for the comparison",
+        "--test-frames", type=int, default=d.test_frames, help="camera frames of the held-out drive (east district)"
+    )
+    p.add_argument("--rate-hz", type=float, default=d.rate_hz, help="camera frame rate of the drive, Hz")
+    p.add_argument(
+        "--drive-seed", type=int, default=d.drive_seed, help="route and GNSS error seed (the held-out drive: +1)"
     )
     p.add_argument("--teacher", default=None, help="teacher checkpoint (default: the bundled models/teacher.pt)")
     p.add_argument(
@@ -458,9 +485,9 @@ def options_from_args(args: argparse.Namespace) -> DemoOptions:
         city_seed=args.city_seed,
         city_size_m=args.city_size_m,
         frames=args.frames,
+        test_frames=args.test_frames,
         rate_hz=args.rate_hz,
         drive_seed=args.drive_seed,
-        adapt_frac=args.adapt_frac,
         teacher=Path(args.teacher) if args.teacher else None,
         retrain_teacher=args.retrain_teacher,
         teacher_epochs=args.teacher_epochs,
@@ -472,9 +499,9 @@ def options_from_args(args: argparse.Namespace) -> DemoOptions:
 
 
 HELP = (
-    "Run the whole mission on synthetic data: target city + recorded drive, teacher (bundled, another style), "
-    "the node on the drive, adaptation on its first part, export to ONNX, the node with student and teacher on the "
-    "held-out rest; prints a table (errors in metres vs ground truth) and writes pictures to --out. "
+    "Run the whole mission on synthetic data: target city + recorded drives in two districts, teacher (bundled, "
+    "other styles), the node on the adaptation drive, adaptation on it, export to ONNX, the node with student and "
+    "teacher on the held-out district's drive; prints a table (errors in metres vs ground truth) and writes pictures to --out. "
     "Every step is printed as the command it runs; steps whose output exists and was made by the same command "
     "from the same inputs are skipped."
 )

@@ -4,7 +4,8 @@
 The ONNX has fixed per-sample sizes from the checkpoint config and a symbolic batch dimension;
 inputs ``ground`` (B,3,H,W) and ``aerial`` (B,3,S,S) are normalised NCHW float32; the first output
 ``heatmap`` is the finest level's logits (B,1,S,S), followed by the coarser levels
-(``heatmap_level{i}``, coarse first) and ``orientation`` when the model predicts it.
+(``heatmap_level{i}``, coarse first), ``orientation`` when the model predicts it, and
+``ground_descriptor``, ``aerial_descriptor`` (B,D) when it has a retrieval head (config ``retrieval_dim``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from xview_loc_ros.inference.base import (
     INPUT_GROUND,
     OUTPUT_FINEST,
     OUTPUT_ORIENTATION,
+    RETRIEVAL_OUTPUTS,
     Backend,
     level_output_name,
     output_names,
@@ -105,6 +107,8 @@ class _OnnxWrapper:
             def forward(self, ground, aerial):
                 out = self.inner(ground, aerial)
                 extra = () if out.orientation is None else (out.orientation,)
+                if out.ground_descriptor is not None:
+                    extra = (*extra, out.ground_descriptor, out.aerial_descriptor)
                 return (out.heatmaps[-1], *out.heatmaps[:-1], *extra)
 
         return Wrapped(model).eval()
@@ -157,7 +161,8 @@ def _set_output_shapes(proto: Any, config: Dict[str, Any], names: list) -> None:
     """Write the known output shapes (the exporter leaves symbolic names where the batch is dynamic)."""
     s = int(config["aerial_size"])
     levels = config["levels"]
-    shapes = {OUTPUT_FINEST: (1, s, s), OUTPUT_ORIENTATION: (2, s, s)}
+    shapes: Dict[str, Tuple[int, ...]] = {OUTPUT_FINEST: (1, s, s), OUTPUT_ORIENTATION: (2, s, s)}
+    shapes.update({n: (int(config.get("retrieval_dim") or 0),) for n in RETRIEVAL_OUTPUTS})
     shapes.update({level_output_name(i): (int(n_ori), int(c), int(c)) for i, (c, n_ori) in enumerate(levels[:-1])})
     for out in proto.graph.output:
         dims = out.type.tensor_type.shape.dim

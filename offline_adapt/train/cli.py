@@ -102,7 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--init",
         default=None,
-        help="start from a checkpoint (.pt of this project) or ccvpe-official:PATH (a released CCVPE state_dict)",
+        help="start from a checkpoint (.pt of this project), ccvpe-official:PATH (a released CCVPE state_dict) "
+        "or adapting-cvl:PATH (a released Adapting_CVL VIGOR state_dict; reflect padding)",
     )
     p.add_argument(
         "--lr-schedule",

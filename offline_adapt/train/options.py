@@ -63,8 +63,8 @@ class TrainOptions:
 @dataclass(frozen=True)
 class SupervisedRun:
     """One `xview-adapt train` run. ``data``: pair data-set folders (one or more); ``out``: the run
-    folder (RUN/last.pt, RUN/best.pt); ``init``: a checkpoint of this project or
-    ``ccvpe-official:PATH``; ``orientation``: "known" | "unknown" | None (the camera type's default);
+    folder (RUN/last.pt, RUN/best.pt); ``init``: a checkpoint of this project, ``ccvpe-official:PATH``
+    or ``adapting-cvl:PATH``; ``orientation``: "known" | "unknown" | None (the camera type's default);
     ``geometric_augment``: random panorama roll (unknown orientation) and dihedral world turns; ``width``:
     the ``small`` model's channel multiplier (None = the architecture's default)."""
 

@@ -28,7 +28,7 @@ from offline_adapt.train.options import SupervisedRun
 from offline_adapt.train.targets import gaussian_map
 from offline_adapt.train.training import fit, make_loader, seed_everything
 from xview_loc_ros.models import CrossViewModel, build_model, load_checkpoint
-from xview_loc_ros.models.checkpoint import import_ccvpe_official, read_checkpoint
+from xview_loc_ros.models.checkpoint import RELEASED_SOURCES, import_released, read_checkpoint, split_released_init
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +68,17 @@ def supervised_loss(config: Dict[str, Any], weights: LossWeights) -> Callable[[A
 
 
 def build_initial_model(arch: str, overrides: Dict[str, Any], init: Optional[str]) -> CrossViewModel:
-    """An untrained ``arch`` model, or ``init`` (this project's checkpoint or ccvpe-official:PATH)."""
+    """An untrained ``arch`` model, or ``init``: this project's checkpoint, or SOURCE:PATH for a released
+    state_dict (ccvpe-official:PATH, adapting-cvl:PATH; see RELEASED_SOURCES)."""
     if init is None:
         return build_model(arch, **overrides)
-    if init.startswith("ccvpe-official:"):
-        if arch == "small":
-            raise ValueError("--init ccvpe-official: needs --config ccvpe-vigor or ccvpe-kitti")
-        return import_ccvpe_official(init.split(":", 1)[1], arch, **overrides)
+    released = split_released_init(init)
+    if released is not None:
+        source, path = released
+        archs = RELEASED_SOURCES[source].archs
+        if arch not in archs:
+            raise ValueError(f"--init {source}: needs --config {' or '.join(archs)}")
+        return import_released(path, arch, source, **overrides)
     model, _ = load_checkpoint(init)
     if model.config["arch"] != arch:
         raise ValueError(f"--init {init}: checkpoint is {model.config['arch']}, not {arch}")

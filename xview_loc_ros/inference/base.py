@@ -5,7 +5,9 @@ Every backend takes normalised NCHW float32 arrays (``ground`` (B,3,H,W), ``aeri
 made by :mod:`xview_loc_ros.preprocess`) and returns heat-map logits as float32 numpy arrays. Output
 names are shared with the ONNX export so that all backends agree: ``heatmap`` is the finest level
 (B,1,S,S) in aerial-patch pixels; ``heatmap_level{i}`` are the coarser levels, coarse first;
-``orientation`` (B,2,S,S) unit (cos, sin) exists only for models that predict it.
+``orientation`` (B,2,S,S) unit (cos, sin) exists only for models that predict it. Models with a
+retrieval head (config ``retrieval_dim`` > 0, :func:`has_retrieval`) add ``ground_descriptor`` and
+``aerial_descriptor`` (B,D), L2-normalised rows, last in that order; each depends on its own input only.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ INPUT_GROUND = "ground"
 INPUT_AERIAL = "aerial"
 OUTPUT_FINEST = "heatmap"
 OUTPUT_ORIENTATION = "orientation"
+OUTPUT_GROUND_DESCRIPTOR = "ground_descriptor"
+OUTPUT_AERIAL_DESCRIPTOR = "aerial_descriptor"
+RETRIEVAL_OUTPUTS = (OUTPUT_GROUND_DESCRIPTOR, OUTPUT_AERIAL_DESCRIPTOR)
 REQUIRED_CONFIG_KEYS = (
     "arch",
     "aerial_size",
@@ -48,10 +53,20 @@ def level_output_name(index: int) -> str:
     return f"heatmap_level{index}"
 
 
+def has_retrieval(config: Mapping[str, Any]) -> bool:
+    """Whether a model with this config has the retrieval head (``retrieval_dim`` > 0)."""
+    return int(config.get("retrieval_dim") or 0) > 0
+
+
 def output_names(config: Mapping[str, Any], orientation: bool) -> List[str]:
-    """All output names a model with this config produces, in export order (finest first)."""
+    """All output names a model with this config produces, in export order (finest first; then
+    orientation, then the retrieval descriptors when the config has a retrieval head)."""
     names = [OUTPUT_FINEST] + [level_output_name(i) for i in range(len(config["levels"]) - 1)]
-    return names + [OUTPUT_ORIENTATION] if orientation else names
+    if orientation:
+        names.append(OUTPUT_ORIENTATION)
+    if has_retrieval(config):
+        names.extend(RETRIEVAL_OUTPUTS)
+    return names
 
 
 def check_config(config: Any, source: str) -> Dict[str, Any]:

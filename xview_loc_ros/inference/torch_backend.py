@@ -10,7 +10,9 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 
 from xview_loc_ros.inference.base import (
+    OUTPUT_AERIAL_DESCRIPTOR,
     OUTPUT_FINEST,
+    OUTPUT_GROUND_DESCRIPTOR,
     OUTPUT_ORIENTATION,
     Backend,
     ModelFileError,
@@ -25,6 +27,9 @@ def _named_outputs(out: Any) -> Dict[str, Any]:
     named.update({level_output_name(i): h for i, h in enumerate(out.heatmaps[:-1])})
     if out.orientation is not None:
         named[OUTPUT_ORIENTATION] = out.orientation
+    if out.ground_descriptor is not None:
+        named[OUTPUT_GROUND_DESCRIPTOR] = out.ground_descriptor
+        named[OUTPUT_AERIAL_DESCRIPTOR] = out.aerial_descriptor
     return named
 
 

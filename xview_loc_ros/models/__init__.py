@@ -5,7 +5,8 @@
 arch, aerial_size (S px), ground_size [H, W] px, ground_type ("panorama"|"pinhole"), fov_deg
 (horizontal), mpp (aerial metres per pixel), mean/std (RGB normalisation of [0, 1] images),
 known_orientation (panorama north-aligned from the given heading), n_ori, levels
-[[cells_per_side, n_ori], ...] coarse -> fine (the last is [S, 1]).
+[[cells_per_side, n_ori], ...] coarse -> fine (the last is [S, 1]); ccvpe-* also padding_mode
+("zeros" | "reflect").
 """
 
 from __future__ import annotations

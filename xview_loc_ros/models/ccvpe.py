@@ -5,6 +5,11 @@ Parameter names and shapes equal the public CCVPE implementation's (tudelft-iv/C
 released checkpoints load with ``load_state_dict(strict=True)``; the code is our own. Backbones are
 EfficientNet-b0 built without pretrained weights (a released checkpoint supplies them). The ground
 branch of the panorama model pads horizontally with wrap-around (see WidthCircularPad).
+
+``padding_mode`` "reflect" reproduces the adapted CCVPE of Adapting_CVL (tudelft-iv/Adapting_CVL, Xia et
+al., ECCV 2024): their EfficientNet's TF-"same" padding reflects instead of padding with zeros (the
+wrap-around ground branch keeps its zero rows top and bottom) and every 3x3 decoder conv pads by
+reflection; parameter names and shapes are unchanged.
 """
 
 from __future__ import annotations
@@ -51,16 +56,19 @@ KITTI_HEAD = HeadSpec(
 )
 
 
-def _efficientnet_b0(circular: bool) -> nn.Module:
+def _efficientnet_b0(circular: bool, padding_mode: str = "zeros") -> nn.Module:
+    """EfficientNet-b0 whose TF-"same" padding (amounts fixed for 224 px, as CCVPE) is wrap-around
+    horizontally with zero rows when ``circular``, else zeros or reflection (``padding_mode``)."""
     from efficientnet_pytorch import EfficientNet
     from efficientnet_pytorch.utils import Conv2dStaticSamePadding
 
     net = EfficientNet.from_name("efficientnet-b0")  # static TF-"same" padding for 224 px, as CCVPE
     net.set_swish(memory_efficient=False)  # the memory-efficient autograd Function does not export to ONNX
-    if circular:
+    if circular or padding_mode != "zeros":
         for mod in net.modules():
             if isinstance(mod, Conv2dStaticSamePadding) and isinstance(mod.static_padding, nn.ZeroPad2d):
-                mod.static_padding = WidthCircularPad(mod.static_padding.padding)
+                pad = mod.static_padding.padding
+                mod.static_padding = WidthCircularPad(pad) if circular else nn.ReflectionPad2d(pad)
     return net
 
 
@@ -83,10 +91,11 @@ class CCVPE(CrossViewModel):
     def __init__(self, config: dict, head: HeadSpec, circular: bool) -> None:
         super().__init__()
         self.config = config
-        self.grd_efficientnet = _efficientnet_b0(circular)
+        padding_mode = config.get("padding_mode", "zeros")
+        self.grd_efficientnet = _efficientnet_b0(circular, padding_mode)
         self._build_ground_descriptors(head)
-        self.sat_efficientnet = _efficientnet_b0(False)
-        self._build_head(head)
+        self.sat_efficientnet = _efficientnet_b0(False, padding_mode)
+        self._build_head(head, padding_mode)
 
     def ground_features(self, ground: torch.Tensor) -> torch.Tensor:
         return self.grd_efficientnet.extract_features(ground)

@@ -5,7 +5,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 from xview_loc_ros.fsutil import atomic_path
 from xview_loc_ros.models.registry import build_model
@@ -38,7 +39,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Dict[
     if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(
             f"{path}: not an xview_loc_ros checkpoint (needs 'config' and 'state_dict'; "
-            "import a released CCVPE state_dict with --init ccvpe-official:PATH)"
+            "import a released state_dict with --init ccvpe-official:PATH or adapting-cvl:PATH)"
         )
     return ckpt
 
@@ -66,20 +67,88 @@ def load_checkpoint(
     return model, ckpt
 
 
-def import_ccvpe_official(path: str | os.PathLike, arch: str, **overrides: Any) -> Any:
-    """A released CCVPE checkpoint (plain state_dict of CVM_VIGOR / CVM_KITTI) loaded into our model."""
+@dataclass(frozen=True)
+class ReleasedSource:
+    """Where a released state_dict comes from: ``prefix`` (``--init PREFIX:PATH``), a human ``label``,
+    the architectures it was released for, and the config its network needs (e.g. its padding)."""
+
+    prefix: str
+    label: str
+    archs: Tuple[str, ...]
+    config: Dict[str, Any] = field(default_factory=dict)
+
+
+RELEASED_SOURCES: Dict[str, ReleasedSource] = {
+    s.prefix: s
+    for s in (
+        # tudelft-iv/CCVPE: CVM_VIGOR / CVM_KITTI, plain state_dicts, zero padding
+        ReleasedSource("ccvpe-official", "CCVPE", ("ccvpe-vigor", "ccvpe-kitti"), {"padding_mode": "zeros"}),
+        # tudelft-iv/Adapting_CVL (ECCV 2024): their CVM_VIGOR, same parameter names as CCVPE's, reflect
+        # padding in the aerial EfficientNet and the decoder; the repository defines no KITTI network
+        ReleasedSource("adapting-cvl", "Adapting_CVL", ("ccvpe-vigor",), {"padding_mode": "reflect"}),
+    )
+}
+
+
+def _name_some(items: Iterable[str], n: int = 3) -> str:
+    keys = sorted(items)
+    more = f" and {len(keys) - n} more" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def import_released(path: str | os.PathLike, arch: str, source: str, **overrides: Any) -> Any:
+    """A released state_dict of ``source`` (a key of RELEASED_SOURCES) loaded strictly into our ``arch``
+    network built with the source's config; ``module.`` prefixes (DataParallel) are dropped."""
     import torch
 
+    src = RELEASED_SOURCES.get(source)
+    if src is None:
+        raise ValueError(f"unknown checkpoint source {source!r}; expected one of {sorted(RELEASED_SOURCES)}")
+    if arch not in src.archs:
+        raise CheckpointError(f"{path}: {src.label} released no {arch} network (only {', '.join(src.archs)})")
+    clash = {k: v for k, v in overrides.items() if k in src.config and v != src.config[k]}
+    if clash:
+        raise CheckpointError(f"{path}: {src.label} networks need {src.config}, not {clash}")
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path}: not a readable CCVPE state_dict ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{path}: not a readable {src.label} state_dict ({type(e).__name__}: {e})") from e
     if isinstance(sd, dict) and "state_dict" in sd and "config" in sd:
         raise CheckpointError(f"{path}: already an xview_loc_ros checkpoint; use --init PATH instead")
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path}: not a state_dict (expected {src.label}'s dict of parameter tensors)")
     sd = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in sd.items()}
-    model = build_model(arch, **overrides)
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: does not match {arch} ({str(e).splitlines()[0]} ...)") from e
+    model = build_model(arch, **{**overrides, **src.config})
+    ours = model.state_dict()
+    problems = []
+    missing, unexpected = set(ours) - set(sd), set(sd) - set(ours)
+    if missing:
+        problems.append(f"{len(missing)} missing keys: {_name_some(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys: {_name_some(unexpected)}")
+    shapes = [
+        f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in ours.items() if k in sd and sd[k].shape != v.shape
+    ]
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches (file vs {arch}): {_name_some(shapes)}")
+    if problems:
+        raise CheckpointError(f"{path}: does not match {arch} ({src.label} state_dict; {'; '.join(problems)})")
+    model.load_state_dict(sd, strict=True)
     return model
+
+
+def import_ccvpe_official(path: str | os.PathLike, arch: str, **overrides: Any) -> Any:
+    """A released CCVPE checkpoint (plain state_dict of CVM_VIGOR / CVM_KITTI) loaded into our model."""
+    return import_released(path, arch, "ccvpe-official", **overrides)
+
+
+def import_adapting_cvl(path: str | os.PathLike, arch: str, **overrides: Any) -> Any:
+    """A released Adapting_CVL checkpoint (plain state_dict of their CVM_VIGOR: teacher, auxiliary or
+    final student) loaded into our model with ``padding_mode="reflect"``."""
+    return import_released(path, arch, "adapting-cvl", **overrides)
+
+
+def split_released_init(init: str) -> Optional[Tuple[str, str]]:
+    """``(source, path)`` for ``init`` of the form ``SOURCE:PATH`` with a known source, else None."""
+    source, sep, path = init.partition(":")
+    return (source, path) if sep and source in RELEASED_SOURCES else None

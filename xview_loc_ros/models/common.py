@@ -34,10 +34,14 @@ class ModelOutput:
     """Model output. ``heatmaps``: logits per level (B, n_ori, h, w), coarse -> fine, the last one
     (B, 1, S, S) at aerial-pixel resolution. ``orientation``: (B, 2, S, S) unit vectors
     (cos a, sin a) with a = -compass heading (counter-clockwise from north, CCVPE's convention),
-    or None when the model does not predict orientation."""
+    or None when the model does not predict orientation. ``ground_descriptor`` / ``aerial_descriptor``:
+    (B, D) L2-normalised global descriptors of each view for retrieval (:class:`RetrievalHead`), or None
+    when the model has no retrieval head (config ``retrieval_dim`` absent or 0)."""
 
     heatmaps: List[torch.Tensor]
     orientation: Optional[torch.Tensor] = None
+    ground_descriptor: Optional[torch.Tensor] = None
+    aerial_descriptor: Optional[torch.Tensor] = None
 
 
 class WidthCircularPad(nn.Module):
@@ -99,9 +103,17 @@ class CellDescriptors(nn.Sequential):
         return F.conv2d(x, w, lin.bias, stride=2)
 
 
-def double_conv(cin: int, mid: int, cout: int) -> nn.Sequential:
-    """Conv3x3 -> ReLU -> Conv3x3 (no activation after the second conv, no normalisation)."""
-    return nn.Sequential(nn.Conv2d(cin, mid, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(mid, cout, 3, padding=1))
+PADDING_MODES = ("zeros", "reflect")
+
+
+def double_conv(cin: int, mid: int, cout: int, padding_mode: str = "zeros") -> nn.Sequential:
+    """Conv3x3 -> ReLU -> Conv3x3 (no activation after the second conv, no normalisation); both convs
+    pad their border by one pixel with ``padding_mode`` ("zeros" as CCVPE, "reflect" as Adapting_CVL)."""
+    return nn.Sequential(
+        nn.Conv2d(cin, mid, 3, padding=1, padding_mode=padding_mode),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(mid, cout, 3, padding=1, padding_mode=padding_mode),
+    )
 
 
 class RollMatcher(nn.Module):
@@ -134,6 +146,42 @@ class RollMatcher(nn.Module):
             den = torch.einsum("nd,bdhw->bnhw", self.mask, feat * feat).clamp_min(1e-24).sqrt()
             gnorm = desc.norm(dim=1).clamp_min(1e-12)[:, None, None, None]
             return num / (den * gnorm)
+
+
+RETRIEVAL_POOLS = ("gem", "spatial")
+
+
+class RetrievalHead(nn.Module):
+    """A global, L2-normalised descriptor (B, D) of one branch's head feature map (B, C, h, w).
+
+    ``pool="gem"``: generalised-mean pooling (p = 3) over all positions, then Linear(C, D): invariant to
+    where things are in the view. ``pool="spatial"``: a 1x1 conv to ``reduce`` channels, the whole map (its
+    size ``grid`` (rows, cols) is fixed by the config) flattened and mapped by Linear to D: keeps the layout, which a
+    north-aligned panorama and a north-up aerial patch share (CVM-Net-style). Weights are small either way.
+    """
+
+    def __init__(self, in_channels: int, dim: int, pool: str, grid: Tuple[int, int], reduce: int = 16) -> None:
+        super().__init__()
+        if pool not in RETRIEVAL_POOLS:
+            raise ValueError(f"retrieval pool must be one of {RETRIEVAL_POOLS}, got {pool!r}")
+        self.pool = pool
+        self.grid = (int(grid[0]), int(grid[1]))
+        if pool == "gem":
+            self.reduce: nn.Module = nn.Identity()
+            self.fc = nn.Linear(in_channels, dim)
+        else:
+            self.reduce = nn.Conv2d(in_channels, reduce, 1)
+            self.fc = nn.Linear(reduce * self.grid[0] * self.grid[1], dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # float32 even under autocast: powers and norms of fp16 values overflow
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = x.float()
+            if self.pool == "gem":
+                v = x.clamp_min(1e-6).pow(3).mean(dim=(2, 3)).pow(1.0 / 3.0)
+            else:
+                v = self.reduce(x).flatten(1)
+            return F.normalize(self.fc(v), dim=1)
 
 
 @dataclass(frozen=True)
@@ -185,12 +233,34 @@ class CrossViewModel(nn.Module):
         with ``grd_``). Adaptation re-estimates only their batch-norm statistics when asked to."""
         return [m for name, m in self.named_children() if name.startswith("grd_")]
 
+    @property
+    def has_retrieval(self) -> bool:
+        return getattr(self, "sat_retrieval", None) is not None
+
+    def add_retrieval_head(self, dim: int, pool: str) -> None:
+        """Add the retrieval heads (``grd_retrieval`` on the ground feature, ``sat_retrieval`` on the aerial
+        head feature, whose map is twice the level-1 cells per side); call after :meth:`_build_head`."""
+        spec = self.head_spec
+        cells = 2 * int(self.config["levels"][0][0])
+        self.grd_retrieval = RetrievalHead(spec.ground_channels, dim, pool, (spec.ground_rows, spec.ground_cols))
+        self.sat_retrieval = RetrievalHead(spec.head_channels, dim, pool, (cells, cells))
+
+    def encode_ground(self, ground: torch.Tensor) -> torch.Tensor:
+        """(B, D) unit retrieval descriptors of ground images alone (needs the retrieval head)."""
+        return self.grd_retrieval(self.ground_features(ground))
+
+    def encode_aerial(self, aerial: torch.Tensor) -> torch.Tensor:
+        """(B, D) unit retrieval descriptors of aerial patches alone (needs the retrieval head)."""
+        return self.sat_retrieval(self.aerial_features(aerial)[0])
+
     def _build_ground_descriptors(self, spec: HeadSpec) -> None:
         for k, c in enumerate(spec.desc_channels, 1):
             setattr(self, f"grd_feature_to_descriptor{k}", ground_descriptor(spec.ground_channels, c, spec.ground_rows))
 
-    def _build_head(self, spec: HeadSpec) -> None:
+    def _build_head(self, spec: HeadSpec, padding_mode: str = "zeros") -> None:
+        """``padding_mode``: border padding of every 3x3 decoder conv (see :func:`double_conv`)."""
         m = len(spec.desc_channels)
+        self.head_spec = spec
         self.n_levels = m
         self.n_ori = spec.n_ori
         self.sat_feature_to_descriptors = CellDescriptors(spec.head_channels, spec.sat_desc_dim)
@@ -204,9 +274,9 @@ class CrossViewModel(nn.Module):
             setattr(self, f"deconv{name}", nn.ConvTranspose2d(depths[j] + 1, spec.dec_deconv[j], 2, stride=2))
             if j < m - 1:
                 cin = spec.dec_deconv[j] + spec.skip_channels[j]
-                setattr(self, f"conv{name}", double_conv(cin, spec.dec_conv[j], spec.dec_conv[j]))
+                setattr(self, f"conv{name}", double_conv(cin, spec.dec_conv[j], spec.dec_conv[j], padding_mode))
             else:
-                self.conv1 = double_conv(spec.dec_deconv[j], spec.dec_deconv[j], 1)
+                self.conv1 = double_conv(spec.dec_deconv[j], spec.dec_deconv[j], 1, padding_mode)
         self.has_orientation = spec.ori_deconv is not None
         if self.has_orientation:
             cin = spec.n_ori + spec.sat_desc_dim
@@ -215,10 +285,10 @@ class CrossViewModel(nn.Module):
                 setattr(self, f"deconv{name}_ori", nn.ConvTranspose2d(cin, spec.ori_deconv[j], 2, stride=2))
                 if j < m - 1:
                     c2 = spec.ori_deconv[j] + spec.skip_channels[j]
-                    setattr(self, f"conv{name}_ori", double_conv(c2, spec.ori_conv[j], spec.ori_conv[j]))
+                    setattr(self, f"conv{name}_ori", double_conv(c2, spec.ori_conv[j], spec.ori_conv[j], padding_mode))
                     cin = spec.ori_conv[j]
                 else:
-                    self.conv1_ori = double_conv(spec.ori_deconv[j], spec.ori_deconv[j], 2)
+                    self.conv1_ori = double_conv(spec.ori_deconv[j], spec.ori_deconv[j], 2, padding_mode)
 
     def forward(self, ground: torch.Tensor, aerial: torch.Tensor) -> ModelOutput:
         m = self.n_levels
@@ -244,6 +314,13 @@ class CrossViewModel(nn.Module):
                 if j < m - 1:
                     y = getattr(self, f"conv{m - j}_ori")(torch.cat([y, skips[j]], dim=1))
             orientation = F.normalize(self.conv1_ori(y), dim=1)
+        if self.has_retrieval:
+            return ModelOutput(
+                heatmaps=heatmaps,
+                orientation=orientation,
+                ground_descriptor=self.grd_retrieval(g),
+                aerial_descriptor=self.sat_retrieval(head),
+            )
         return ModelOutput(heatmaps=heatmaps, orientation=orientation)
 
 

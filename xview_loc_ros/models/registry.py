@@ -3,7 +3,12 @@
 
 Config keys (plain values): arch, aerial_size (S px), ground_size [H, W] px, ground_type
 ("panorama"|"pinhole"), fov_deg (horizontal), mpp (aerial metres per pixel), mean/std, known_orientation,
-n_ori, levels [[cells_per_side, n_ori], ...] coarse -> fine; ``small`` only: width (channel multiplier 1-3).
+n_ori, levels [[cells_per_side, n_ori], ...] coarse -> fine; ``small`` only: width (channel multiplier 1-3);
+``ccvpe-*`` only: padding_mode ("zeros" as CCVPE, "reflect" as Adapting_CVL's adapted CCVPE; a checkpoint
+written before the key existed is "zeros"). Every architecture, optional: retrieval_dim (D of the retrieval
+head's global descriptors; absent or 0 = no head, and then neither key is stored, so configs of models without a
+head are unchanged) and retrieval_pool ("gem" | "spatial"; default "spatial" for known-orientation panoramas,
+else "gem").
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from xview_loc_ros.models.ccvpe import CCVPE, KITTI_HEAD, VIGOR_HEAD
-from xview_loc_ros.models.common import CrossViewModel, levels_for
+from xview_loc_ros.models.common import PADDING_MODES, RETRIEVAL_POOLS, CrossViewModel, levels_for
 from xview_loc_ros.models.small import SmallCrossView, head_spec
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -39,6 +44,7 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
         mpp=0.14,
         known_orientation=True,
         n_ori=20,
+        padding_mode="zeros",
     ),
     "ccvpe-kitti": dict(
         aerial_size=512,
@@ -48,9 +54,11 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
         mpp=0.19583,
         known_orientation=False,
         n_ori=16,
+        padding_mode="zeros",
     ),
 }
 _DERIVED = ("levels", "arch", "mean", "std")
+RETRIEVAL_KEYS = ("retrieval_dim", "retrieval_pool")
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -64,8 +72,14 @@ def build_model(name: str, **overrides: Any) -> CrossViewModel:
     if name not in DEFAULTS:
         raise ValueError(f"unknown model config {name!r}; expected one of {ARCHS}")
     cfg: Dict[str, Any] = dict(DEFAULTS[name], arch=name, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))
-    unknown = set(overrides) - set(cfg) - set(_DERIVED)
+    unknown = set(overrides) - set(cfg) - set(_DERIVED) - set(RETRIEVAL_KEYS)
     _check(not unknown, f"{name}: unknown config keys {sorted(unknown)}")
+    retrieval_dim = overrides.pop("retrieval_dim", 0)
+    retrieval_pool = overrides.pop("retrieval_pool", None)
+    _check(
+        isinstance(retrieval_dim, int) and not isinstance(retrieval_dim, bool) and 0 <= retrieval_dim <= 4096,
+        f"{name}: retrieval_dim must be an integer 0..4096 (0 = no retrieval head), got {retrieval_dim!r}",
+    )
     given_levels = overrides.pop("levels", None)
     _check(overrides.pop("arch", name) == name, f"config arch {cfg['arch']!r} does not match {name!r}")
     cfg.update(overrides)
@@ -88,6 +102,18 @@ def build_model(name: str, **overrides: Any) -> CrossViewModel:
         model = _build_ccvpe(name, cfg)
     if given_levels is not None and [list(map(int, x)) for x in given_levels] != cfg["levels"]:
         raise ValueError(f"{name}: config levels {given_levels} do not match the architecture's {cfg['levels']}")
+    if retrieval_dim:
+        if retrieval_pool is None:
+            pano = cfg["ground_type"] == "panorama" and cfg["known_orientation"]
+            retrieval_pool = "spatial" if pano else "gem"
+        _check(
+            retrieval_pool in RETRIEVAL_POOLS,
+            f"{name}: retrieval_pool must be one of {RETRIEVAL_POOLS}, got {retrieval_pool!r}",
+        )
+        cfg["retrieval_dim"], cfg["retrieval_pool"] = int(retrieval_dim), str(retrieval_pool)
+        model.add_retrieval_head(int(retrieval_dim), str(retrieval_pool))
+    else:
+        _check(retrieval_pool is None, f"{name}: retrieval_pool given without a retrieval_dim > 0")
     return model
 
 
@@ -117,6 +143,10 @@ def _build_ccvpe(name: str, cfg: Dict[str, Any]) -> CrossViewModel:
     base = DEFAULTS[name]
     for key in ("aerial_size", "ground_size", "ground_type", "n_ori"):
         _check(cfg[key] == base[key], f"{name}: {key} is fixed by the architecture at {base[key]!r}, got {cfg[key]!r}")
+    _check(
+        cfg["padding_mode"] in PADDING_MODES,
+        f"{name}: padding_mode must be one of {PADDING_MODES}, got {cfg['padding_mode']!r}",
+    )
     head = VIGOR_HEAD if name == "ccvpe-vigor" else KITTI_HEAD
     cfg["levels"] = levels_for(512, 8, 6, head.n_ori)
     return CCVPE(cfg, head, circular=cfg["ground_type"] == "panorama" and cfg["fov_deg"] == 360.0)
