@@ -76,6 +76,7 @@ class City:
         # the patch geometry of the `small` configs (not --model: the data must not depend on which teacher)
         ex = ["--tiles", self.tiles, "--size", 128, "--mpp", 0.5, "--ground-type", "panorama"]
         ex += ["--ground-size", 64, 256, "--no-progress"]
+        self.bags, self.extract_args = bags, ex
         self.unlabelled = r.run(
             d / "adapt_pairs", "xview-adapt", "extract", "--bag", *bags, *ex, "--out", d / "adapt_pairs"
         )
@@ -143,6 +144,35 @@ def models_of(r: StepRunner, c: City, teacher: Path, args) -> Dict[str, List[Pat
     return rows
 
 
+def city_table(r: StepRunner, c: City, title: str, teacher: Path, args: argparse.Namespace) -> str:
+    """The city's Markdown table: every row of :func:`models_of` on both tests (steps cached)."""
+    near = nearest_m(positions(c.tests["held-out district"]), positions(c.labelled))
+    lines = [
+        f"{title}: held-out test frame to nearest adaptation frame: min "
+        f"{near.min():.0f} m, median {np.median(near):.0f} m, p90 {np.percentile(near, 90):.0f} m "
+        f"({len(PairDataset(c.unlabelled).split(None))} unlabelled adaptation pairs).",
+        "",
+        "| model | " + " | ".join(f"{t}: mean / median (m)" for t in c.tests) + " |",
+        "|---|" + "---|" * len(c.tests),
+    ]
+    rows = models_of(r, c, teacher, args)
+    centre = []
+    table: Dict[str, Dict[str, Tuple[List[float], List[float]]]] = {}
+    for label, ckpts in rows.items():
+        table[label] = {}
+        for test, data in c.tests.items():
+            ms = [evaluate(r, ck, data, c.dir / f"eval_{ck.parent.name}_{data.name}", args.threads) for ck in ckpts]
+            table[label][test] = ([m["mean_m"] for m in ms], [m["median_m"] for m in ms])
+            if label == "teacher":
+                centre.append((ms[0]["prior_mean_m"], ms[0]["count"]))
+    lines.append(
+        "| centre guess (GNSS fix) | " + " | ".join(f"{m:.2f} ({n} frames)" for m, n in centre) + " |"
+    )  # fmt: skip
+    for label, per in table.items():
+        lines.append(f"| {label} | " + " | ".join(f"{fmt(a)} / {fmt(b)}" for a, b in per.values()) + " |")
+    return "\n".join(lines)
+
+
 def fmt(values: Sequence[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
@@ -171,31 +201,7 @@ def main(argv: List[str]) -> int:
         c = City(r, args.out, name, style, int(seed), args)
         if args.prepare_only:
             continue
-        near = nearest_m(positions(c.tests["held-out district"]), positions(c.labelled))
-        lines = [
-            f"**{name}** (`{style}` seed {seed}): held-out test frame to nearest adaptation frame: min "
-            f"{near.min():.0f} m, median {np.median(near):.0f} m, p90 {np.percentile(near, 90):.0f} m "
-            f"({len(PairDataset(c.unlabelled).split(None))} unlabelled adaptation pairs).",
-            "",
-            "| model | " + " | ".join(f"{t}: mean / median (m)" for t in c.tests) + " |",
-            "|---|" + "---|" * len(c.tests),
-        ]
-        rows = models_of(r, c, teacher, args)
-        centre = []
-        table: Dict[str, Dict[str, Tuple[List[float], List[float]]]] = {}
-        for label, ckpts in rows.items():
-            table[label] = {}
-            for test, data in c.tests.items():
-                ms = [evaluate(r, ck, data, c.dir / f"eval_{ck.parent.name}_{data.name}", args.threads) for ck in ckpts]
-                table[label][test] = ([m["mean_m"] for m in ms], [m["median_m"] for m in ms])
-                if label == "teacher":
-                    centre.append((ms[0]["prior_mean_m"], ms[0]["count"]))
-        lines.append(
-            "| centre guess (GNSS fix) | " + " | ".join(f"{m:.2f} ({n} frames)" for m, n in centre) + " |"
-        )  # fmt: skip
-        for label, per in table.items():
-            lines.append(f"| {label} | " + " | ".join(f"{fmt(a)} / {fmt(b)}" for a, b in per.values()) + " |")
-        text.append("\n".join(lines))
+        text.append(city_table(r, c, f"**{name}** (`{style}` seed {seed})", teacher, args))
         print(text[-1], flush=True)
     body = "\n\n".join(text)
     (args.out / "table.md").write_text(body + "\n")

@@ -405,7 +405,8 @@ def test_bn_reestimate_control(bed, tmp_path):
 def test_cli_steps_and_errors(bed, tmp_path, capsys):
     root, data, teacher = bed
     out = str(tmp_path / "run")
-    common = ["--teacher", teacher, "--data", data, "--out", out, "--batch", "4"]
+    # random pairs come from no drive: the teacher's own labels (the vehicle recipe smooths along drives)
+    common = ["--teacher", teacher, "--data", data, "--out", out, "--batch", "4", "--pseudo-labels", "teacher"]
     assert adapt_main(["filter", *common]) == 2
     assert "run `pseudo-label` first" in capsys.readouterr().err
     assert adapt_main(["pseudo-label", *common, "--topk", "32"]) == 0

@@ -342,7 +342,15 @@ TODAY_DISTILL = dict(
 )
 TODAY_ADAPT = dict(keep_pct=80.0, split="train", eval_split="test", topk=1024, bn_reestimate_only=False)
 NEUTRAL = dict(
-    sigma_m=None, bn="train", fov_mask=None, gnss_prior=False, rounds=1, bn_reestimate_scope="all", gnss_std_m=5.0
+    sigma_m=None,
+    bn="train",
+    fov_mask=None,
+    gnss_prior=False,
+    rounds=1,
+    bn_reestimate_scope="all",
+    gnss_std_m=5.0,
+    pseudo_labels="teacher",
+    drive_consistency_m=0.0,
 )
 
 
@@ -366,13 +374,16 @@ def test_recipe_paper_reproduces_todays_options_exactly():
 
 def test_recipe_vehicle_and_explicit_flags_override_it():
     v = _parse("--recipe", "vehicle")
-    assert v.distill.fov_mask == (90.0, 180.0)
+    assert v.distill.fov_mask == (90.0, 180.0) and v.pseudo_labels == "drive-smooth"
     assert replace_new(v) == replace_new(AdaptOptions())  # nothing else differs from the paper
     o = _parse("--recipe", "vehicle", "--sigma", "3", "--fov-mask", "120,120", "--bn", "frozen", "--rounds", "2")
     assert (o.distill.sigma_px, o.distill.fov_mask, o.distill.bn, o.rounds) == (3.0, (120.0, 120.0), "frozen", 2)
     assert _parse("--recipe", "vehicle", "--sigma-m", "0.5").distill.sigma_m == 0.5
     p = _parse("--gnss-prior", "--gnss-std-m", "3", "--fov-mask", "90,180", "--bn-reestimate-only", "ground")
-    assert (p.gnss_prior, p.gnss_std_m, p.distill.fov_mask) == (True, 3.0, (90.0, 180.0))
+    # an explicit GNSS prior replaces the recipe's drive-smoothed labels; both explicit is refused
+    assert (p.gnss_prior, p.gnss_std_m, p.distill.fov_mask, p.pseudo_labels) == (True, 3.0, (90.0, 180.0), "teacher")
+    with pytest.raises(ValueError, match="not with --gnss-prior"):
+        _parse("--gnss-prior", "--pseudo-labels", "drive-smooth")
     assert (p.bn_reestimate_only, p.bn_reestimate_scope) == (True, "ground")
     assert (_parse("--bn-reestimate-only").bn_reestimate_scope, _parse().bn_reestimate_only) == ("all", False)
     assert _parse("--recipe", "paper").distill.fov_mask is None
@@ -412,7 +423,7 @@ def test_gnss_prior_run_end_to_end_filters_the_posterior_labels(bed, tmp_path):
 def replace_new(o: AdaptOptions) -> dict:
     """The options without the recipe-settable fields."""
     d = asdict(o)
-    for k in ("gnss_prior", "rounds"):
+    for k in ("gnss_prior", "rounds", "pseudo_labels", "drive_consistency_m"):
         d.pop(k)
     for k in ("sigma_m", "bn", "fov_mask"):
         d["distill"].pop(k)

@@ -99,3 +99,27 @@ def test_wheel_odometry_is_ignored_unless_asked_for(synth, tmp_path, caplog):
             ExtractOptions(size_px=SIZE, mpp=MPP, heading_topic="/odom"),
             progress=False,
         )
+
+
+def test_odometry_is_integrated_between_pairs_when_asked_for(synth, tmp_path):
+    """--odom-topic: each pair carries the wheel odometry dead-reckoned since the bag's first kept frame
+    (the node's OdometryBuffer, from each pair's IMU heading); its differences follow the true track."""
+    bag = synth["panorama_mcap"]
+    opts = ExtractOptions(
+        size_px=SIZE, mpp=MPP, min_spacing_m=SPACING, gt_topic="/ground_truth/fix", odom_topic="/odom"
+    )
+    extract([bag], synth["tiles"], tmp_path / "ds", opts, progress=False)
+    recs = sorted(PairDataset(tmp_path / "ds").pairs, key=lambda r: r.stamp)
+    assert all("odom_en" in r.extra for r in recs)
+    frame = LocalENU(recs[0].gt_lat, recs[0].gt_lon)
+    gt = np.stack(frame.to_enu([r.gt_lat for r in recs], [r.gt_lon for r in recs], 0.0)[:2], axis=1)
+    odo = np.asarray([r.extra["odom_en"] for r in recs])
+    seg = np.asarray([r.extra["odom_segment"] for r in recs])
+    same = seg[1:] == seg[:-1]
+    assert same.mean() > 0.8  # gaps are the exception
+    step_gt, step_odo = np.diff(gt, axis=0)[same], np.diff(odo, axis=0)[same]
+    err = np.hypot(*(step_odo - step_gt).T)
+    assert np.median(err) < 0.5 and np.median(np.hypot(*step_gt.T)) > SPACING - 1.5, (err, step_gt)
+    without = ExtractOptions(size_px=SIZE, mpp=MPP, min_spacing_m=SPACING)
+    extract([bag], synth["tiles"], tmp_path / "ds2", without, progress=False)
+    assert not any("odom_en" in r.extra for r in PairDataset(tmp_path / "ds2").pairs)  # off by default

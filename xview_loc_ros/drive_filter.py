@@ -36,6 +36,14 @@ least ``lost_s`` seconds, the belief is re-initialised from the fix. A step of m
 ``max_gap_s`` forward, or a stamp older than the belief by more than ``max_gap_s`` (a bag restarted),
 also re-initialises it at the next fix; a slightly older stamp (out of order) is dropped and counted.
 
+Smoothing a recorded drive (offline): :func:`smooth_drive` runs the same filter forward over a drive's
+frames and a second one backward in time (negated stamps and displacements: the motion model is a shift and
+a symmetric blur, so the reversed step is the same rule), and multiplies, per frame, the forward belief
+(every measurement up to and including the frame) with the backward belief predicted to the frame (every
+measurement after it): the two-filter smoother, p(x_t | all) ~ p(x_t | z_1..t) p(z_t+1..T | x_t). Every
+likelihood (motion noise, GNSS mixture, tempered heat map) is this module's; :class:`BeliefGrid` is a
+snapshot of a belief on its window.
+
 numpy + cv2 only (no ROS): the node, the replay and the tests drive it with plain numbers.
 """
 
@@ -47,7 +55,7 @@ import threading
 from collections import Counter, deque
 from dataclasses import dataclass
 from enum import Enum
-from typing import Deque, Optional, Tuple
+from typing import Deque, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -480,6 +488,12 @@ class DriveFilter:
         half = self.n * self.cell / 2.0
         return self.belief.copy(), self.centre[0] - half, self.centre[1] - half, self.cell
 
+    def snapshot(self) -> Optional["BeliefGrid"]:
+        """The belief on its window (a copy); None when uninitialised."""
+        if self.belief is None or self.stamp is None:
+            return None
+        return BeliefGrid(self.belief.copy(), (float(self.centre[0]), float(self.centre[1])), self.cell, self.stamp)
+
     def _gaussian(self, east: float, north: float, cov: np.ndarray, scale: float = 1.0) -> np.ndarray:
         """``scale`` x N((east, north), cov) at the cell centres (densities, 1/m^2; float32 (n, n)),
         separable unless the covariance has a cross term."""
@@ -495,6 +509,136 @@ class DriveFilter:
         if abs(ib) > 1e-12:
             g *= np.exp(np.multiply.outer(np.float32(-ib) * dy, dx))
         return g
+
+
+@dataclass(frozen=True)
+class BeliefGrid:
+    """A belief on its window: ``prob`` (n, n) sums to 1, row 0 north, column 0 west; ``centre`` the
+    window centre (east, north) in ``map`` metres; ``cell`` metres; ``stamp`` seconds."""
+
+    prob: np.ndarray
+    centre: Tuple[float, float]
+    cell: float
+    stamp: float
+
+    def offsets(self) -> Tuple[np.ndarray, np.ndarray]:
+        """East offsets of the columns' and north offsets of the rows' centres from ``centre`` (m)."""
+        n = self.prob.shape[0]
+        offs = (np.arange(n) + 0.5 - n / 2.0) * self.cell
+        return offs, -offs
+
+    def moments(self) -> Tuple[float, float, np.ndarray]:
+        """Mean (east, north) in ``map`` and covariance (2x2 m^2, at least a cell's own cell^2 / 12)."""
+        p = self.prob.astype(np.float64)
+        x, y = self.offsets()
+        px, py = p.sum(axis=0), p.sum(axis=1)
+        total = float(px.sum())
+        mx, my = float(px @ x) / total, float(py @ y) / total
+        dx, dy = x - mx, y - my
+        cxx = float(px @ dx**2) / total + self.cell**2 / 12.0
+        cyy = float(py @ dy**2) / total + self.cell**2 / 12.0
+        cxy = float(dy @ p @ dx) / total
+        return self.centre[0] + mx, self.centre[1] + my, np.array([[cxx, cxy], [cxy, cyy]])
+
+    def map_cell(self) -> Tuple[float, float]:
+        """The most probable cell's centre (east, north) in ``map``."""
+        i, j = divmod(int(np.argmax(self.prob)), self.prob.shape[1])
+        x, y = self.offsets()
+        return self.centre[0] + float(x[j]), self.centre[1] + float(y[i])
+
+    def resampled_to(self, other: "BeliefGrid") -> np.ndarray:
+        """This belief's probabilities at the cells of ``other``'s window (bilinear; zero outside this
+        window). Both grids must share the cell size."""
+        if abs(self.cell - other.cell) > 1e-9 or self.prob.shape != other.prob.shape:
+            raise ValueError("belief grids differ in cell size or shape")
+        # other's cell (col j, row i) lies at column j + dx, row i + dy of this grid
+        dx = (other.centre[0] - self.centre[0]) / self.cell
+        dy = (self.centre[1] - other.centre[1]) / self.cell
+        n = self.prob.shape[0]
+        m = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]], np.float64)
+        return cv2.warpAffine(
+            self.prob.astype(np.float32),
+            m,
+            (n, n),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0.0,
+        )
+
+
+@dataclass(frozen=True)
+class SmootherFrame:
+    """One frame of a drive for :func:`smooth_drive`; positions in ``map`` metres.
+
+    ``motion_en``: (east, north) metres driven from the previous frame's stamp to this one and its
+    ``motion_source`` (:data:`MOTION_SOURCES`; ignored on the first frame). ``fix_en``/``fix_cov_en``: the
+    GNSS fix and its 2x2 covariance (m^2), None = no fix. ``prob``: the heat map's probabilities (S x S,
+    north-up, row 0 north) over the patch ``georef`` whose centre is ``centre_en`` in ``map``; None = no
+    heat map."""
+
+    stamp: float
+    motion_en: Tuple[float, float] = (0.0, 0.0)
+    motion_source: str = "none"
+    fix_en: Optional[Tuple[float, float]] = None
+    fix_cov_en: Optional[np.ndarray] = None
+    prob: Optional[np.ndarray] = None
+    georef: Optional[PatchGeoref] = None
+    centre_en: Optional[Tuple[float, float]] = None
+
+
+def _apply(f: DriveFilter, stamp: float, fr: SmootherFrame, datum: LocalENU) -> None:
+    if fr.fix_en is not None and fr.fix_cov_en is not None:
+        f.update_gnss(stamp, fr.fix_en[0], fr.fix_en[1], np.asarray(fr.fix_cov_en, float))
+    if fr.prob is not None and fr.georef is not None:
+        f.update_heatmap(stamp, fr.prob, fr.georef, datum, fr.centre_en)
+
+
+def smooth_drive(frames: Sequence[SmootherFrame], params: FilterParams, datum: LocalENU) -> List[Optional[BeliefGrid]]:
+    """Forward-backward smoothing of one drive (module docstring): per frame the smoothed belief, None
+    where neither pass had one (no fix yet). ``frames`` strictly ordered by stamp; a step longer than
+    ``params.max_gap_s`` re-initialises both passes there (callers split drives at gaps instead). Where
+    the two passes do not overlap at all (a lost track), the forward belief stands."""
+    stamps = [float(fr.stamp) for fr in frames]
+    for k in range(1, len(stamps)):
+        if not stamps[k] > stamps[k - 1]:
+            raise ValueError(
+                f"smooth_drive: frame {k} stamp {stamps[k]!r} is not after frame {k - 1}'s {stamps[k - 1]!r}"
+            )
+    for k, fr in enumerate(frames):
+        if fr.motion_source not in MOTION_SOURCES:
+            raise ValueError(
+                f"smooth_drive: frame {k} motion source must be one of {MOTION_SOURCES}, got {fr.motion_source!r}"
+            )
+        if fr.fix_en is not None and fr.fix_cov_en is None:
+            raise ValueError(f"smooth_drive: frame {k} has a fix without its covariance")
+    fwd: List[Optional[BeliefGrid]] = []
+    f = DriveFilter(params)
+    for k, fr in enumerate(frames):
+        if k:
+            f.predict(fr.stamp, fr.motion_en, fr.motion_source)
+        _apply(f, fr.stamp, fr, datum)
+        fwd.append(f.snapshot())
+    bwd: List[Optional[BeliefGrid]] = [None] * len(frames)
+    b = DriveFilter(params)
+    for k in range(len(frames) - 1, -1, -1):
+        fr = frames[k]
+        if k < len(frames) - 1:
+            nxt = frames[k + 1]  # the motion from k to k + 1, driven backwards
+            b.predict(-fr.stamp, (-nxt.motion_en[0], -nxt.motion_en[1]), nxt.motion_source)
+            bwd[k] = b.snapshot()
+        _apply(b, -fr.stamp, fr, datum)
+    out: List[Optional[BeliefGrid]] = []
+    for a, c in zip(fwd, bwd):
+        if a is None or c is None:
+            out.append(a)
+            continue
+        prod = a.prob * c.resampled_to(a)
+        s = float(prod.sum(dtype=np.float64))
+        if not (s > 0 and math.isfinite(s)):
+            out.append(a)
+            continue
+        out.append(BeliefGrid((prod / s).astype(np.float32), a.centre, a.cell, a.stamp))
+    return out
 
 
 def _regular(cov_en: np.ndarray, cell: float) -> np.ndarray:

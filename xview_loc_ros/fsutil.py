@@ -261,11 +261,13 @@ class CommandSteps:
     def _reads(self, argv: Sequence[str], output: str) -> Dict[str, str]:
         reads = {}
         for a in argv:
+            if a == output:  # a step's own output is not what it reads (a step met twice in one session)
+                continue
             paths = (a, a.partition(":")[2])  # a tile source names its folder after a scheme: xyz:DIR
             made = [o for o in self.made if any(p == o or p.startswith(o + os.sep) for p in paths)]
             if made:
                 reads[a] = self.made[made[0]]
-            elif a != output and Path(a).is_file() and self.root.resolve() not in Path(a).resolve().parents:
+            elif Path(a).is_file() and self.root.resolve() not in Path(a).resolve().parents:
                 reads[a] = file_sha256(a)
         return reads
 

@@ -87,6 +87,26 @@ class Heading:
     var_rad2: float
 
 
+def fix_motion(
+    fixes: "FixBuffer", t0: float, t1: float, compass_deg: Optional[float]
+) -> Tuple[Tuple[float, float], str]:
+    """(east, north) metres driven from ``t0`` to ``t1`` from the fixes alone and its source: the median fix
+    speed (:meth:`FixBuffer.motion_at` at ``t1``) along the heading ``compass_deg`` (the IMU's at the middle of
+    the step; "fix_speed"), else the median fix velocity ("fix_velocity"), else nothing ("none"). The node's
+    rule without odometry (:meth:`Localizer.motion`), and the offline smoother's (offline_adapt)."""
+    dt = t1 - t0
+    if dt <= 0:
+        return (0.0, 0.0), "none"
+    m = fixes.motion_at(t1)
+    if m is None:
+        return (0.0, 0.0), "none"
+    speed, ve, vn = m
+    if compass_deg is not None:
+        yaw = float(compass_to_enu_yaw(compass_deg))
+        return (speed * dt * math.cos(yaw), speed * dt * math.sin(yaw)), "fix_speed"
+    return (ve * dt, vn * dt), "fix_velocity"
+
+
 class FixBuffer:
     """Recent fixes ordered by stamp; :meth:`at` interpolates linearly at an image stamp.
 
@@ -438,15 +458,8 @@ class Localizer:
             d = self.odometry.displacement(t0, t1, float(compass_to_enu_yaw(h0.compass_deg)))
             if d is not None:
                 return d, "odom"
-        m = self.fixes.motion_at(t1)
-        if m is None:
-            return (0.0, 0.0), "none"
-        speed, ve, vn = m
         h = self._yaw_at(0.5 * (t0 + t1))
-        if h is not None:
-            yaw = float(compass_to_enu_yaw(h.compass_deg))
-            return (speed * dt * math.cos(yaw), speed * dt * math.sin(yaw)), "fix_speed"
-        return (ve * dt, vn * dt), "fix_velocity"
+        return fix_motion(self.fixes, t0, t1, None if h is None else h.compass_deg)
 
     def track(self, stamp: float, est: Optional[Estimate]) -> Optional[TrackedPose]:
         """Move the drive filter to the image ``stamp``, apply the fix there and the frame's heat map

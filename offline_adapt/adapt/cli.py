@@ -12,6 +12,7 @@ from offline_adapt.adapt.options import (
     BN_SCOPES,
     DEFAULT_RECIPE,
     PSEUDO_GT_MODES,
+    PSEUDO_LABEL_SOURCES,
     RECIPE_SETTINGS,
     RECIPES,
     SELECT_RULES,
@@ -83,6 +84,23 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=None,
         help=f"1-sigma GNSS error (m) for --gnss-prior on pairs that store no fix covariance or std "
         f"(default {_A.gnss_std_m:g})",
+    )
+    p.add_argument(
+        "--pseudo-labels",
+        choices=PSEUDO_LABEL_SOURCES,
+        default=None,
+        help=f"where the pseudo label comes from (default {_A.pseudo_labels}): teacher = the mode of the teacher's "
+        "heat map (the paper); drive-smooth = the teacher's heat maps smoothed forward and backward along each "
+        "drive with the fixes and the motion by the node's drive filter, the smoothed mean (RUN/drive/; needs "
+        "pairs extracted from drives: stamps, fixes, the bag they came from)",
+    )
+    p.add_argument(
+        "--drive-consistency-m",
+        type=float,
+        default=None,
+        metavar="D",
+        help=f"the final student drops pairs whose teacher mode is more than D m from the drive-smoothed track, "
+        f"besides the auxiliary-student filter's (--keep); 0 = off (default {_A.drive_consistency_m:g})",
     )
     p.add_argument(
         "--bn",
@@ -199,6 +217,8 @@ def options_from_args(args: argparse.Namespace) -> AdaptOptions:
         ("gnss_std_m", "gnss_std_m"),
         ("bn", "bn"),
         ("rounds", "rounds"),
+        ("pseudo_labels", "pseudo_labels"),
+        ("drive_consistency_m", "drive_consistency_m"),
     ):
         if getattr(args, flag, None) is not None:
             given[name] = getattr(args, flag)

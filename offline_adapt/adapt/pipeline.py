@@ -24,6 +24,13 @@ resumes from its last epoch (training.fit's last.pt). A redone round redoes the 
 
 With ``--gnss-prior`` the filter compares the auxiliary student with the pseudo labels (the
 posterior of heat map and fix), not with the teacher's own predictions: what it filters are labels.
+
+RUN/drive/    (``--pseudo-labels drive-smooth`` or ``--drive-consistency-m D``) the teacher's heat maps
+              smoothed along each drive (offline_adapt.adapt.drive_smooth): smoothed.jsonl, one row per
+              pair. With drive-smooth, the smoothed means are the pseudo labels of both students (and
+              what the filter compares the auxiliary student with); with D > 0 the final student trains
+              on the pairs kept by the filter (all when T = 100) whose teacher mode lies within D m of
+              the smoothed track (RUN/drive/consistency.json: what was kept).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from offline_adapt.adapt import filtering
+from offline_adapt.adapt import drive_smooth, filtering
 from offline_adapt.adapt.distill import bn_reestimate, train_student
 from offline_adapt.adapt.options import AdaptOptions, DistillOptions  # noqa: F401 (re-exported: the pipeline's options)
 from offline_adapt.adapt.pseudo_labels import (
@@ -61,6 +68,7 @@ from xview_loc_ros.models.checkpoint import read_checkpoint
 log = logging.getLogger(__name__)
 
 SUMMARY_NAME = "summary.json"
+DRIVE_STEP, SMOOTHED_NAME, CONSISTENCY_NAME = "drive", "smoothed.jsonl", "consistency.json"
 REUSABLE_STEPS = ("pseudo", "aux")
 
 
@@ -155,8 +163,9 @@ def round_teacher(run: AdaptRun, build: bool = True) -> str:
 
 
 def pseudo_label_step(run: AdaptRun) -> PseudoLabels:
+    """The teacher pass (and, when the options use it, the drive smoothing of its heat maps)."""
     d = run.opts.distill
-    return ensure_pseudo_labels(
+    labels = ensure_pseudo_labels(
         round_teacher(run),
         run.data,
         run.dir("pseudo"),
@@ -166,9 +175,12 @@ def pseudo_label_step(run: AdaptRun) -> PseudoLabels:
         d.device,
         run.gnss_std_m,
     )
+    if run.opts.uses_drive:
+        drive_step(run, labels)
+    return labels
 
 
-def _labels(run: AdaptRun) -> PseudoLabels:
+def _teacher_labels(run: AdaptRun) -> PseudoLabels:
     hint = "run `pseudo-label` first (same --teacher, --data, --split, --topk, --gnss-prior, --bn)"
     try:
         return load_pseudo_labels(
@@ -176,6 +188,65 @@ def _labels(run: AdaptRun) -> PseudoLabels:
         )
     except CacheError as e:
         raise CacheError(f"{e}; {hint}") from e
+
+
+def _smooth_options(run: AdaptRun) -> drive_smooth.SmoothOptions:
+    return drive_smooth.SmoothOptions(gnss_std_m=run.opts.gnss_std_m)
+
+
+def _drive_cache(run: AdaptRun) -> StepCache:
+    return StepCache(
+        run.dir(DRIVE_STEP),
+        {
+            "labels_sha256": file_sha256(run.dir("pseudo") / "pseudo_labels.npz"),
+            "data": run.data_fingerprint,
+            "smoother": _smooth_options(run).fingerprint(),
+        },
+    )
+
+
+def drive_step(run: AdaptRun, labels: Optional[PseudoLabels] = None) -> List[Dict[str, Any]]:
+    """The teacher's heat maps smoothed along each drive (RUN/drive/smoothed.jsonl); cached."""
+    cache = _drive_cache(run)
+    path = run.dir(DRIVE_STEP) / SMOOTHED_NAME
+    if cache.done():
+        return read_predictions(path)
+    labels = labels if labels is not None else _teacher_labels(run)
+    rows = drive_smooth.smooth_pairs(PairDataset(run.data).split(None), labels, _smooth_options(run))
+    if dist_info()[0] == 0:
+        _begin(cache)
+        _write_jsonl(path, rows)
+        cache.finish([SMOOTHED_NAME], segments=len({r["segment"] for r in rows}))
+        log.info("drive smoothing: %d pairs in %d drive pieces", len(rows), len({r["segment"] for r in rows}))
+    return rows
+
+
+def _drive_rows(run: AdaptRun) -> List[Dict[str, Any]]:
+    if _drive_cache(run).why_not_done() is not None:
+        raise CacheError(f"{run.dir(DRIVE_STEP)}: no drive smoothing for these pseudo labels; run `pseudo-label` first")
+    return read_predictions(run.dir(DRIVE_STEP) / SMOOTHED_NAME)
+
+
+def _drive_inputs(run: AdaptRun) -> Dict[str, Any]:
+    """What the drive options add to a step's cache key (nothing when they are off: older runs stay done)."""
+    if not run.opts.uses_drive:
+        return {}
+    return {
+        "drive_sha256": file_sha256(run.dir(DRIVE_STEP) / SMOOTHED_NAME),
+        "pseudo_labels": run.opts.pseudo_labels,
+        "drive_consistency_m": run.opts.drive_consistency_m,
+    }
+
+
+def _labels(run: AdaptRun) -> PseudoLabels:
+    """The pseudo labels the students learn: the teacher's, or with ``--pseudo-labels drive-smooth`` the
+    drive-smoothed positions."""
+    labels = _teacher_labels(run)
+    if run.opts.pseudo_labels == "drive-smooth":
+        smoothed = {r["id"]: (r["u"], r["v"]) for r in _drive_rows(run)}
+        uv = np.asarray([smoothed[i] for i in labels.ids], np.float32).reshape(-1, 2)
+        labels = replace(labels, uv=uv, uv_argmax=uv.copy())
+    return labels
 
 
 def _predict_ids(
@@ -240,6 +311,8 @@ def student_step(run: AdaptRun, stage: str) -> Path:
                 f"{kept_path}: made with --keep {kept.get('keep_pct')}, not {run.opts.keep_pct}; re-run `filter`"
             )
         ids, kept_sha = list(kept["ids"]), file_sha256(kept_path)
+    if stage == "final" and run.opts.drive_consistency_m > 0:
+        ids = _consistent(run, ids)
     step = run.dir(stage)
     init = round_teacher(run)
     cache = StepCache(
@@ -250,6 +323,7 @@ def student_step(run: AdaptRun, stage: str) -> Path:
             "data": run.data_fingerprint,
             "kept_sha256": kept_sha,
             "options": run.opts.distill.fingerprint(),
+            **_drive_inputs(run),
         },
     )
     if cache.done():
@@ -284,6 +358,36 @@ def student_step(run: AdaptRun, stage: str) -> Path:
     return step / "student.pt"
 
 
+def _consistent(run: AdaptRun, ids: List[str]) -> List[str]:
+    """``ids`` less the pairs whose teacher mode is more than --drive-consistency-m from the smoothed track;
+    RUN/drive/consistency.json records the decision (and, where the pairs have GT, the label errors)."""
+    rows = _drive_rows(run)
+    ok = set(drive_smooth.consistent_ids(rows, run.opts.drive_consistency_m))
+    kept = [i for i in ids if i in ok]
+    if not kept:
+        raise ValueError(
+            f"--drive-consistency-m {run.opts.drive_consistency_m:g}: no pair of the {len(ids)} left is consistent "
+            "with its drive's smoothed track"
+        )
+    by_id = {r["id"]: r for r in rows}
+    report: Dict[str, Any] = {"drive_consistency_m": run.opts.drive_consistency_m, "count": len(ids), "kept": len(kept)}
+    for name, sel in (("all", ids), ("kept", kept)):
+        for key in ("teacher_err_m", "smoothed_err_m"):
+            e = [by_id[i][key] for i in sel if key in by_id[i]]
+            if e:
+                report[f"{key[:-2]}{name}_mean_m"] = float(np.mean(e))
+                report[f"{key[:-2]}{name}_median_m"] = float(np.median(e))
+    if dist_info()[0] == 0:
+        atomic_write_json(run.dir(DRIVE_STEP) / CONSISTENCY_NAME, dict(report, ids=kept))
+    log.info(
+        "drive consistency: %d of %d pairs within %g m of the smoothed track",
+        len(kept),
+        len(ids),
+        run.opts.drive_consistency_m,
+    )
+    return kept
+
+
 def filter_step(run: AdaptRun) -> List[str]:
     """Teacher vs auxiliary distances on the pseudo-labelled pairs -> kept ids (T % smallest)."""
     labels = _labels(run)
@@ -297,6 +401,11 @@ def filter_step(run: AdaptRun) -> List[str]:
             "labels_sha256": file_sha256(run.dir("pseudo") / "pseudo_labels.npz"),
             "aux_sha256": file_sha256(aux_pred),
             "keep_pct": run.opts.keep_pct,
+            **(
+                {"drive_sha256": file_sha256(run.dir(DRIVE_STEP) / SMOOTHED_NAME)}
+                if run.opts.pseudo_labels != "teacher"
+                else {}
+            ),
         },
     )
     if cache.done():
@@ -304,7 +413,8 @@ def filter_step(run: AdaptRun) -> List[str]:
         return json.loads((step / filtering.KEPT_NAME).read_text())["ids"]
     _begin(cache)
     teacher = read_predictions(run.dir("pseudo") / PREDICTIONS_NAME)
-    if labels.gnss_std_m is not None:  # the labels are the posterior: filter those, not the raw teacher
+    if labels.gnss_std_m is not None or run.opts.pseudo_labels != "teacher":
+        # the labels are the posterior or the smoothed positions: filter those, not the raw teacher
         row = labels.row_of()
         teacher = [dict(p, u=float(labels.uv[row[p["id"]], 0]), v=float(labels.uv[row[p["id"]], 1])) for p in teacher]
     mpp = {i: float(m) for i, m in zip(labels.ids, labels.mpp)}
@@ -531,6 +641,17 @@ def run_results(run_dir: str | Path) -> Dict[str, Any]:
         "summary": json.loads((run_dir / "report" / SUMMARY_NAME).read_text()),
         "filter_report": json.loads((filt / filtering.REPORT_NAME).read_text()) if has_filter else None,
     }
+
+
+def drive_results(run_dir: str | Path) -> List[Dict[str, Any]]:
+    """The drive smoothing of a run (``--pseudo-labels drive-smooth`` / ``--drive-consistency-m``), for tools
+    that compare label sources (bench/drive_consistency.py): RUN/drive/smoothed.jsonl's rows (see
+    offline_adapt.adapt.drive_smooth.smooth_pairs); ValueError when the run has none."""
+    step = Path(run_dir) / DRIVE_STEP
+    why = StepCache(step, None).why_not_done(check_inputs=False)
+    if why is not None:
+        raise ValueError(f"{run_dir}: no finished drive smoothing ({why})")
+    return read_predictions(step / SMOOTHED_NAME)
 
 
 def reuse_steps(source_run: str | Path, run_dir: str | Path, steps: Sequence[str] = REUSABLE_STEPS) -> List[str]:

@@ -31,6 +31,7 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 FIX_TYPES = ("sensor_msgs/msg/NavSatFix",)
 IMU_TYPES = ("sensor_msgs/msg/Imu",)
 CAMERA_INFO_TYPES = ("sensor_msgs/msg/CameraInfo",)
+ODOM_TYPES = ("nav_msgs/msg/Odometry",)
 DEFAULT_ROS2_DISTRO = "jazzy"
 
 

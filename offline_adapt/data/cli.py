@@ -73,6 +73,11 @@ def _register_extract(sub: Any) -> None:
     )
     t.add_argument("--heading-topic", help="sensor_msgs/Imu with ENU orientation")
     t.add_argument(
+        "--odom-topic",
+        help="nav_msgs/Odometry (twist in the child frame): integrated between pairs and stored per pair "
+        "(extra odom_en) for `xview-adapt adapt --pseudo-labels drive-smooth`; default: not read",
+    )
+    t.add_argument(
         "--gt-topic", help="NavSatFix of the true position (RTK, /ground_truth/fix); stored for evaluation only"
     )
     t.add_argument("--camera-info-topic", help="sensor_msgs/CameraInfo (pinhole intrinsics)")
@@ -178,6 +183,7 @@ def run_extract(args: argparse.Namespace) -> int:
         image_topic=args.image_topic,
         fix_topic=args.fix_topic,
         heading_topic=args.heading_topic,
+        odom_topic=args.odom_topic,
         gt_topic=args.gt_topic,
         camera_info_topic=args.camera_info_topic,
         max_fix_gap_s=args.max_fix_gap,

@@ -19,7 +19,15 @@ frames in recording order. For every frame:
    ``min_cog_speed_mps``, else the fixed ``heading_deg``, else unknown (None);
 4. the image is decoded by :mod:`xview_loc_ros.sensors` (a refused frame is counted as ``bad_image``
    and by its reason, and skipped) and the north-up aerial patch is
-   cut centred on the *coarse* fix, exactly as the vehicle would see it at run time.
+   cut centred on the *coarse* fix, exactly as the vehicle would see it at run time;
+5. with ``odom_topic`` (``--odom-topic``; off by default, like the node's): the wheel odometry (parsed by
+   :func:`xview_loc_ros.sensors.odometry_twist`, the node's rules) integrated between kept frames by the
+   node's :class:`~xview_loc_ros.drive_filter.OdometryBuffer` from each frame's heading, stored per pair as
+   ``extra["odom_en"]`` (east, north metres) and ``extra["odom_segment"]`` (a new segment at an odometry or
+   heading gap): the drive smoother's motion between pairs (offline_adapt.adapt.drive_smooth). Data sets
+   without them fall back to the motion of the fixes.
+
+Every pair records the bag it came from (``extra["bag"]``): the drive it belongs to.
 
 Stamps are header (sensor) times, the log time when a header is unset. Output is written by
 :class:`~offline_adapt.data.dataset.DatasetWriter`: nothing appears at ``out`` until the run finishes;
@@ -47,13 +55,15 @@ from offline_adapt.data.bags import (
     FIX_TYPES,
     IMAGE_TYPES,
     IMU_TYPES,
+    ODOM_TYPES,
     Bag,
     BagError,
     TopicError,
     header_stamp_ns,
 )
 from offline_adapt.data.dataset import GROUND_TYPES, SPLITS, DatasetMeta, DatasetWriter, PairRecord, write_rgb
-from xview_loc_ros.geo import LocalENU, enu_yaw_to_compass
+from xview_loc_ros.drive_filter import OdometryBuffer
+from xview_loc_ros.geo import LocalENU, compass_to_enu_yaw, enu_yaw_to_compass
 from xview_loc_ros.sensors import (
     DEFAULT_MAX_IMAGE_PIXELS,
     SensorRejected,
@@ -62,6 +72,7 @@ from xview_loc_ros.sensors import (
     gnss_fix,
     image_shape,
     imu_yaw,
+    odometry_twist,
     recorded_jpeg,
 )
 from xview_loc_ros.tiles import AerialPatchBuilder, TileDecodeError, TileNotFound, open_tile_source
@@ -97,6 +108,7 @@ class ExtractOptions:
     heading_topic: Optional[str] = None
     gt_topic: Optional[str] = None
     camera_info_topic: Optional[str] = None
+    odom_topic: Optional[str] = None  # nav_msgs/Odometry; None = not read (the pairs then carry no odom_en)
     max_fix_gap_s: float = 2.0
     min_spacing_m: float = 3.0
     min_cog_speed_mps: float = 2.0
@@ -369,6 +381,8 @@ class BagPlan:
     yaw: Optional[YawTrack] = None
     gt: Optional[FixTrack] = None
     camera_info: Optional[Dict[str, Any]] = None
+    odom_topic: Optional[str] = None
+    odom: Optional[OdometryBuffer] = None
 
 
 @dataclass
@@ -406,16 +420,18 @@ def _plan_bag(bag: Bag, opts: ExtractOptions) -> BagPlan:
     }
     fix = bag.find_topic(FIX_TYPES, "GNSS fix", opts.fix_topic, exclude=auto_excluded, flag="--fix-topic")
     heading = bag.find_topic(IMU_TYPES, "heading (IMU)", opts.heading_topic, required=False, flag="--heading-topic")
+    odom = bag.find_topic(ODOM_TYPES, "odometry", opts.odom_topic, flag="--odom-topic") if opts.odom_topic else None
     assert image is not None and fix is not None  # required topics: find_topic raised when absent
     info = _camera_info_topic(bag, image, opts.camera_info_topic) if opts.ground_type == "pinhole" else None
 
     fix_samples: List[Tuple[float, ...]] = []
     gt_samples: List[Tuple[float, ...]] = []
     yaw_samples: List[Tuple[float, float]] = []
+    odom_samples: List[Tuple[float, float, float]] = []
     dropped: Dict[str, int] = {}
     gt_dropped: Dict[str, int] = {}
     camera_info: Optional[Dict[str, Any]] = None
-    topics = [t for t in (fix, gt, heading, info) if t]
+    topics = [t for t in (fix, gt, heading, info, odom) if t]
     for topic, log_ns, msg in bag.messages(topics):
         if isinstance(msg, BagError):
             dropped["fix_bad_message"] = dropped.get("fix_bad_message", 0) + 1
@@ -433,6 +449,12 @@ def _plan_bag(bag: Bag, opts: ExtractOptions) -> BagPlan:
             y = imu_yaw_sample(msg, t, dropped)
             if y:
                 yaw_samples.append(y)
+        if topic == odom:
+            try:
+                tw = odometry_twist(msg)  # the node's accept/reject rules
+                odom_samples.append((t, tw.speed_mps, tw.yaw_rate_rps))
+            except SensorRejected as e:
+                dropped[e.reason] = dropped.get(e.reason, 0) + 1
         if topic == info and camera_info is None:
             try:
                 camera_info = asdict(camera_intrinsics(msg))
@@ -451,7 +473,43 @@ def _plan_bag(bag: Bag, opts: ExtractOptions) -> BagPlan:
         yaw=YawTrack.from_samples(yaw_samples) if yaw_samples else None,
         gt=FixTrack.from_samples(gt_samples, gt_dropped) if gt else None,
         camera_info=camera_info,
+        odom_topic=odom if odom_samples else None,
+        odom=_odometry_buffer(odom_samples) if odom_samples else None,
     )
+
+
+def _odometry_buffer(samples: List[Tuple[float, float, float]]) -> OdometryBuffer:
+    """The bag's odometry in the node's buffer (each sample holds for the node's default 0.5 s)."""
+    buf = OdometryBuffer(maxlen=len(samples) + 1)
+    for t, v, w in sorted(samples):
+        buf.add(t, v, w)
+    return buf
+
+
+class _OdometryTrack:
+    """Dead reckoning over a bag's kept frames, for the drive smoother (offline_adapt.adapt.drive_smooth):
+    each frame's position (east, north metres, in an arbitrary frame of its ``segment``) integrated from the
+    previous kept frame's by :meth:`xview_loc_ros.drive_filter.OdometryBuffer.displacement` (the node's
+    integration) from that frame's heading; a new segment starts where the odometry or the heading has a
+    gap. Only differences within a segment mean anything."""
+
+    def __init__(self, buf: OdometryBuffer) -> None:
+        self.buf = buf
+        self.prev: Optional[Tuple[float, Optional[float]]] = None  # stamp, compass heading of the last frame
+        self.pos = (0.0, 0.0)
+        self.segment = 0
+
+    def at(self, t: float, heading: Optional[float]) -> Tuple[float, float, int]:
+        if self.prev is not None:
+            t0, h0 = self.prev
+            d = None if h0 is None else self.buf.displacement(t0, t, float(compass_to_enu_yaw(h0)))
+            if d is None:
+                self.segment += 1
+                self.pos = (0.0, 0.0)
+            else:
+                self.pos = (self.pos[0] + d[0], self.pos[1] + d[1])
+        self.prev = (t, heading)
+        return self.pos[0], self.pos[1], self.segment
 
 
 def _camera_info_topic(bag: Bag, image_topic: str, override: Optional[str]) -> Optional[str]:
@@ -632,6 +690,7 @@ def _walk_bag(
 
     last: Optional[Tuple[float, float]] = None
     min_sq = opts.min_spacing_m**2
+    odo = _OdometryTrack(plan.odom) if plan.odom is not None else None
     bar = tqdm(total=plan.image_count, desc=bag_id, unit="frame", disable=not progress, leave=False)
     with Bag(plan.path) as bag:
         for _, log_ns, msg in bag.messages([plan.image_topic]):
@@ -654,6 +713,8 @@ def _walk_bag(
             if pair_id in done:
                 counts["resumed"] += 1
                 last = (fix["east_s"], fix["north_s"])
+                if odo is not None:
+                    odo.at(t, _heading(plan, t, opts)[0])
                 continue
             try:
                 raw_jpeg, rgb = ground_image(msg, size_hw, opts.max_image_pixels)
@@ -673,8 +734,9 @@ def _walk_bag(
                 continue
             heading, source = _heading(plan, t, opts)
             heading_sources[source] = heading_sources.get(source, 0) + 1
+            odom = odo.at(t, heading) if odo is not None else None
             sink.submit(
-                _pair_record(pair_id, fix, heading, source, plan, stamp_ns, t, opts),
+                _pair_record(pair_id, fix, heading, source, plan, stamp_ns, t, opts, odom),
                 raw_jpeg,
                 rgb,
                 patch.image,
@@ -773,6 +835,7 @@ def _pair_record(
     stamp_ns: int,
     t: float,
     opts: ExtractOptions,
+    odom: Optional[Tuple[float, float, int]] = None,
 ) -> PairRecord:
     gt_lat = gt_lon = None
     if plan.gt is not None:
@@ -798,7 +861,14 @@ def _pair_record(
         stamp=t,
         source="rosbag2",
         heading_source=heading_source,
-        extra={"bag": str(plan.path), "topic": plan.image_topic, "stamp_ns": stamp_ns, "fix_topic": plan.fix_topic},
+        extra={
+            "bag": str(plan.path),
+            "topic": plan.image_topic,
+            "stamp_ns": stamp_ns,
+            "fix_topic": plan.fix_topic,
+            # odometry dead reckoning (--odom-topic): east/north metres within its segment (_OdometryTrack)
+            **({} if odom is None else {"odom_en": [odom[0], odom[1]], "odom_segment": odom[2]}),
+        },
     )
 
 
