@@ -240,6 +240,9 @@ class Bench:
             str(s["lr"]),
             "--threads",
             self.threads,
+            # the paper's ablation: its exact setting (the vehicle recipe needs drives; these pairs are not)
+            "--recipe",
+            "paper",
         )
         if flags.get("bn"):
             cmd.append("--bn-reestimate-only")
