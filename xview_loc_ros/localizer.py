@@ -472,12 +472,7 @@ class Localizer:
         prev = f.stamp
         delta, source = self.motion(prev, stamp) if prev is not None else ((0.0, 0.0), "none")
         f.predict(stamp, delta, source)
-        fix: Optional[Fix] = est.fix if est is not None else None
-        if fix is None:
-            try:
-                fix = self.fixes.at(stamp)
-            except FrameRejected:
-                fix = None
+        fix = self._frame_fix(est, stamp)
         datum = self.datum
         if datum is None:
             return None
@@ -782,6 +777,15 @@ class Localizer:
         elif est.accepted:
             self._set_last_good(stamp, est.east, est.north)
 
+    def _frame_fix(self, est: Optional[Estimate], stamp: float) -> Optional[Fix]:
+        """The fix a frame was localized with, else the buffered fix for its stamp, else None."""
+        if est is not None and est.fix is not None:
+            return est.fix
+        try:
+            return self.fixes.at(stamp)
+        except FrameRejected:
+            return None
+
     def relocalize(
         self, stamp: float, rgb: Optional[np.ndarray], est: Optional[Estimate], tracked: Optional[TrackedPose]
     ) -> Optional[RelocOutcome]:
@@ -797,12 +801,7 @@ class Localizer:
         trigger = self.reloc_trigger
         trigger.p = rp
         self._note_frame(stamp, est, tracked)
-        fix: Optional[Fix] = est.fix if est is not None else None
-        if fix is None:
-            try:
-                fix = self.fixes.at(stamp)
-            except FrameRejected:
-                fix = None
+        fix = self._frame_fix(est, stamp)
         f = self.filter
         lost = False
         if f is not None:
