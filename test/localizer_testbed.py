@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Tuple
+from typing import TYPE_CHECKING, Iterator, Tuple
 
 import cv2
 import numpy as np
 
 from xview_loc_ros.geo import latlon_to_tile
+
+if TYPE_CHECKING:
+    from xview_loc_ros.inference import Backend
+    from xview_loc_ros.tiles import AerialPatchBuilder
 
 LAT, LON = 52.0116, 4.3571  # the test area (Delft)
 ZOOM = 18  # 0.37 m/px at this latitude: finer than the small model's 0.5 m/px
@@ -70,29 +75,33 @@ def write_head_checkpoint(path: Path, dim: int = 32, seed: int = 0) -> Path:
 def write_city_index(
     model: Path, tiles: Path, out: Path, radius_m: float = 96.0, stride_m: float = 16.0, sha: str | None = None
 ) -> Path:
-    """The city index of ``model`` over the test tiles around (LAT, LON): the model's aerial descriptors of the
-    patches on the grid (the index's code, the real backend); ``sha`` overrides the model hash it records."""
-    from xview_loc_ros.fsutil import file_sha256
+    """The city index of ``model`` over the test tiles around (LAT, LON), built by ``xview-adapt index-map``'s
+    code with the real backend; ``sha`` overrides the model hash it records (another model's index)."""
+    from offline_adapt.retrieval.index_map import build_index
+    from offline_adapt.retrieval.options import IndexMapOptions
+    from xview_loc_ros.retrieval import load_index, save_index
+
+    with model_and_patches(model, tiles) as (backend, builder):
+        opts = IndexMapOptions(center=(LAT, LON), radius_m=radius_m, stride_m=stride_m)
+        build_index(model, backend, builder.source, f"xyz:{tiles}", out, opts, progress=False)
+    if sha is not None:
+        index = load_index(out)
+        index.model_sha256 = sha
+        save_index(out, index)
+    return out
+
+
+@contextmanager
+def model_and_patches(model: Path, tiles: Path) -> Iterator[Tuple["Backend", "AerialPatchBuilder"]]:
+    """The model on the torch backend (CPU, one thread) and a patch builder at its size over the XYZ tiles."""
     from xview_loc_ros.inference import open_backend
-    from xview_loc_ros.inference.base import OUTPUT_AERIAL_DESCRIPTOR
-    from xview_loc_ros.preprocess import prepare_aerial
-    from xview_loc_ros.retrieval import CityIndex, IndexGrid, save_index
     from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
 
     backend = open_backend(model, "torch", device="cpu", threads=1)
-    cfg = backend.config
     source = open_tile_source(f"xyz:{tiles}")
-    builder = AerialPatchBuilder(source, cfg["aerial_size"], cfg["mpp"], allow_missing=True)
+    builder = AerialPatchBuilder(source, backend.config["aerial_size"], backend.config["mpp"], allow_missing=True)
     try:
-        grid = IndexGrid(LAT, LON, radius_m, stride_m, float(cfg["mpp"]), int(cfg["aerial_size"]))
-        en = grid.centres_en()
-        lat, lon, _ = grid.frame.to_latlon(en[:, 0], en[:, 1], 0.0)
-        aerial = np.stack([prepare_aerial(builder.build(float(a), float(b)).image, cfg) for a, b in zip(lat, lon)])
-        h, w = cfg["ground_size"]
-        ground = np.zeros((len(en), 3, h, w), np.float32)  # the aerial descriptor depends on the aerial input only
-        desc = backend.infer_outputs(ground, aerial, [OUTPUT_AERIAL_DESCRIPTOR])[OUTPUT_AERIAL_DESCRIPTOR]
+        yield backend, builder
     finally:
         builder.close()
         source.close()
-    save_index(out, CityIndex(grid, sha or file_sha256(model), f"xyz:{tiles}", en, desc))
-    return out

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from localizer_testbed import LAT, LON, panorama, write_small_checkpoint, write_tiles
+from localizer_testbed import LAT, LON, model_and_patches, panorama, write_small_checkpoint, write_tiles
 
 from xview_loc_ros.geo import LocalENU
 from xview_loc_ros.localizer import (
@@ -191,18 +191,9 @@ def test_gate_rejects_a_negative_or_nan_distance():
 # -- whole frames with a real model and real tiles -------------------------------------------------------
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from xview_loc_ros.inference import open_backend
-    from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
-
     d = tmp_path_factory.mktemp("loc")
-    ckpt = write_small_checkpoint(d / "small.pt")
-    tiles = write_tiles(d / "tiles", hole=(2, 2))
-    backend = open_backend(ckpt, "torch", device="cpu", threads=1)
-    source = open_tile_source(f"xyz:{tiles}")
-    builder = AerialPatchBuilder(source, backend.config["aerial_size"], backend.config["mpp"], allow_missing=True)
-    yield backend, builder
-    builder.close()
-    source.close()
+    with model_and_patches(write_small_checkpoint(d / "small.pt"), write_tiles(d / "tiles", hole=(2, 2))) as stack:
+        yield stack
 
 
 def test_frame_estimate_is_geo_consistent(stack):

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from localizer_testbed import LAT, LON, panorama, write_small_checkpoint, write_tiles
+from localizer_testbed import LAT, LON, model_and_patches, panorama, write_small_checkpoint, write_tiles
 
 from xview_loc_ros.geo import LocalENU
 from xview_loc_ros.localizer import Fix, FrameRejected, Heading, Localizer
@@ -74,16 +74,9 @@ def test_lever_arm_parameters_are_checked():
 # -- the localizer with a real model and tiles ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from xview_loc_ros.inference import open_backend
-    from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
-
     d = tmp_path_factory.mktemp("mount")
-    backend = open_backend(write_small_checkpoint(d / "small.pt"), "torch", device="cpu", threads=1)
-    source = open_tile_source(f"xyz:{write_tiles(d / 'tiles')}")
-    builder = AerialPatchBuilder(source, backend.config["aerial_size"], backend.config["mpp"], allow_missing=True)
-    yield backend, builder
-    builder.close()
-    source.close()
+    with model_and_patches(write_small_checkpoint(d / "small.pt"), write_tiles(d / "tiles")) as stack:
+        yield stack
 
 
 def _loc(stack, **kw):

@@ -11,6 +11,7 @@ import pytest
 from localizer_testbed import (
     LAT,
     LON,
+    model_and_patches,
     panorama,
     write_city_index,
     write_head_checkpoint,
@@ -193,18 +194,9 @@ def test_reloc_params_mirror_the_node_parameters():
 # -- the fine model on candidate patches (real model and tiles) ------------------------------------------------
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from xview_loc_ros.inference import open_backend
-    from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
-
     d = tmp_path_factory.mktemp("reloc")
-    ckpt = write_small_checkpoint(d / "small.pt")
-    tiles = write_tiles(d / "tiles", radius=2)
-    backend = open_backend(ckpt, "torch", device="cpu", threads=1)
-    source = open_tile_source(f"xyz:{tiles}")
-    builder = AerialPatchBuilder(source, backend.config["aerial_size"], backend.config["mpp"], allow_missing=True)
-    yield backend, builder
-    builder.close()
-    source.close()
+    with model_and_patches(write_small_checkpoint(d / "small.pt"), write_tiles(d / "tiles", radius=2)) as stack:
+        yield stack
 
 
 def test_candidates_are_scored_in_one_pass_on_their_own_patches(stack):
@@ -268,19 +260,12 @@ def test_with_reloc_the_patch_stays_on_the_belief_while_lost(stack):
 # -- the localizer's search with a model that has a retrieval head ---------------------------------------------
 @pytest.fixture(scope="module")
 def head_stack(tmp_path_factory):
-    from xview_loc_ros.inference import open_backend
-    from xview_loc_ros.tiles import AerialPatchBuilder, open_tile_source
-
     d = tmp_path_factory.mktemp("reloc_head")
     model = write_head_checkpoint(d / "head.pt", 32)
     tiles = write_tiles(d / "tiles", radius=2)
     index = write_city_index(model, tiles, d / "city.npz", radius_m=64.0)
-    backend = open_backend(model, "torch", device="cpu", threads=1)
-    source = open_tile_source(f"xyz:{tiles}")
-    builder = AerialPatchBuilder(source, backend.config["aerial_size"], backend.config["mpp"], allow_missing=True)
-    yield backend, builder, open_index(str(index), str(model), backend.config, backend.outputs)
-    builder.close()
-    source.close()
+    with model_and_patches(model, tiles) as (backend, builder):
+        yield backend, builder, open_index(str(index), str(model), backend.config, backend.outputs)
 
 
 def _reloc_params(**kw):
